@@ -1,0 +1,421 @@
+"""`Settings`: the whole configuration, from the environment and an optional file.
+
+Where values come from, highest priority first:
+
+1. keyword arguments (tests, embedding applications);
+2. the documented environment variables: `REDIS_URL`, `LLMDISPATCH_KEY_PREFIX`,
+   `LLMDISPATCH_CONFIG`, and per vendor `<VENDOR>_API_KEY`, `<VENDOR>_BASE_URL`,
+   `<VENDOR>_TIMEOUT` (Azure's base URL is `AZURE_OPENAI_ENDPOINT`);
+3. the YAML or JSON file named by `LLMDISPATCH_CONFIG`: vendors, model groups,
+   routing rules, default and fallback vendor, retry policy, cost and latency
+   optimisation. String values may use `${VAR}` and `${VAR:-default}`.
+
+A vendor whose key or base URL is set in the environment exists even without a
+file, under its standard name (`openai`, `anthropic`, `gemini`, `azure`,
+`cohere`, `ollama`); a file entry of the same name takes any value it leaves
+out from those variables. `Settings.load()` reports every problem at once, each
+with its path (`vendors.openai.rpm: must be greater than 0`), and never echoes
+a value, since values may be secrets. Secrets are `SecretStr` and are
+registered with `redaction` so they are masked wherever text is produced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dispatcher.config_file import Unresolved, expand_variables, read_config_file
+from dispatcher.config_schema import (
+    TYPES_NEEDING_BASE_URL,
+    CostOptimization,
+    HttpUrlText,
+    LatencyOptimization,
+    RetryPolicy,
+    RoutingRule,
+    VendorConfig,
+    VendorType,
+)
+from dispatcher.errors import ConfigError
+from dispatcher.models import Deployment, VendorName
+from dispatcher.problems import custom_error, describe, rebuild
+from dispatcher.redaction import register_secret
+
+__all__ = ["ENV_VENDORS", "EnvVendor", "Settings"]
+
+# The Redis every component shares when REDIS_URL is not set: a local default.
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# Every Redis key starts with this, so one Redis can host several deployments.
+DEFAULT_KEY_PREFIX = "llmd"
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+Seconds = Annotated[float, Field(gt=0.0)]
+GroupName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+@dataclass(frozen=True)
+class EnvVendor:
+    """A vendor the environment can define, and the settings fields that define it."""
+
+    name: str
+    type: VendorType
+    key_field: str
+    base_url_field: str
+    timeout_field: str
+
+
+ENV_VENDORS: tuple[EnvVendor, ...] = (
+    EnvVendor("openai", VendorType.OPENAI, "openai_api_key", "openai_base_url", "openai_timeout"),
+    EnvVendor(
+        "anthropic",
+        VendorType.ANTHROPIC,
+        "anthropic_api_key",
+        "anthropic_base_url",
+        "anthropic_timeout",
+    ),
+    EnvVendor("gemini", VendorType.GEMINI, "google_api_key", "google_base_url", "google_timeout"),
+    EnvVendor(
+        "azure",
+        VendorType.AZURE,
+        "azure_openai_api_key",
+        "azure_openai_endpoint",
+        "azure_openai_timeout",
+    ),
+    EnvVendor("cohere", VendorType.COHERE, "cohere_api_key", "cohere_base_url", "cohere_timeout"),
+    EnvVendor("ollama", VendorType.OLLAMA, "ollama_api_key", "ollama_base_url", "ollama_timeout"),
+)
+
+# The keys the configuration file may hold; everything else belongs to the environment.
+FILE_FIELDS = (
+    "vendors",
+    "model_groups",
+    "routing_rules",
+    "default_vendor",
+    "fallback_vendor",
+    "retry_policy",
+    "cost_optimization",
+    "latency_optimization",
+)
+
+
+class Settings(BaseSettings):
+    """Everything a producer or worker needs to know, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        case_sensitive=False,
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    # --- from the environment -------------------------------------------------
+    redis_url: SecretStr = Field(default=SecretStr(DEFAULT_REDIS_URL), validation_alias="REDIS_URL")
+    key_prefix: str = Field(
+        default=DEFAULT_KEY_PREFIX,
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        validation_alias="LLMDISPATCH_KEY_PREFIX",
+    )
+    config_file: Path | None = Field(default=None, validation_alias="LLMDISPATCH_CONFIG")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: HttpUrlText | None = None
+    openai_timeout: Seconds | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: HttpUrlText | None = None
+    anthropic_timeout: Seconds | None = None
+    google_api_key: SecretStr | None = None
+    google_base_url: HttpUrlText | None = None
+    google_timeout: Seconds | None = None
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_endpoint: HttpUrlText | None = None
+    azure_openai_timeout: Seconds | None = None
+    azure_openai_api_version: str | None = None
+    cohere_api_key: SecretStr | None = None
+    cohere_base_url: HttpUrlText | None = None
+    cohere_timeout: Seconds | None = None
+    ollama_api_key: SecretStr | None = None
+    ollama_base_url: HttpUrlText | None = None
+    ollama_timeout: Seconds | None = None
+
+    # --- from the configuration file ---------------------------------------------
+    vendors: dict[VendorName, VendorConfig] = Field(default_factory=dict)
+    model_groups: dict[GroupName, Annotated[list[Deployment], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
+    routing_rules: list[RoutingRule] = Field(default_factory=list)
+    default_vendor: VendorName | None = None
+    fallback_vendor: VendorName | None = None
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    cost_optimization: CostOptimization = Field(default_factory=CostOptimization)
+    latency_optimization: LatencyOptimization = Field(default_factory=LatencyOptimization)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings from the environment and the file, or raise one `ConfigError`."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, rename=ENV_NAMES)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the documented environment variables, then the file."""
+        return (
+            init_settings,
+            _DocumentedEnvSource(settings_cls),
+            _ConfigFileSource(settings_cls, init_settings),
+        )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: SecretStr) -> SecretStr:
+        # The message must not repeat the URL: it may carry a password.
+        if not value.get_secret_value().startswith(REDIS_URL_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(REDIS_URL_SCHEMES)}")
+        return value
+
+    @field_validator("model_groups")
+    @classmethod
+    def _groups_list_each_deployment_once(
+        cls, groups: dict[str, list[Deployment]]
+    ) -> dict[str, list[Deployment]]:
+        for name, deployments in groups.items():
+            if len(set(deployments)) != len(deployments):
+                raise ValueError(f"model group {name!r} lists a deployment twice")
+        return groups
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _report_every_problem(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Field errors, dangling references and unset ${VAR}s all come out in one
+        # ValidationError, so a user fixes the file in one pass.
+        if isinstance(data, dict):
+            data = _infer_vendor_types(data)
+            references = _reference_problems(data)
+        else:
+            references = []
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            raise rebuild(cls.__name__, errors, references, replace=_explanations(errors)) from None
+        if references:
+            raise ValidationError.from_exception_data(cls.__name__, references)
+        return settings
+
+    @model_validator(mode="after")
+    def _complete_vendors_from_environment(self) -> Self:
+        merged = dict(self.vendors)
+        for spec in ENV_VENDORS:
+            from_env = _env_vendor_values(self, spec)
+            existing = merged.get(spec.name)
+            if existing is not None:
+                missing = {k: v for k, v in from_env.items() if getattr(existing, k) is None}
+                merged[spec.name] = existing.model_copy(update=missing)
+            elif from_env.get("api_key") or from_env.get("base_url"):
+                merged[spec.name] = VendorConfig(type=spec.type, **from_env)
+        # Frozen model: set the resolved view once, while it is being built.
+        object.__setattr__(self, "vendors", merged)
+        self._register_secrets()
+        return self
+
+    def _register_secrets(self) -> None:
+        register_secret(urlsplit(self.redis_url.get_secret_value()).password)
+        for vendor in self.vendors.values():
+            if vendor.api_key is not None:
+                register_secret(vendor.api_key.get_secret_value())
+
+    def enabled_vendors(self) -> dict[str, VendorConfig]:
+        """The vendors that may receive traffic, by name."""
+        return {name: vendor for name, vendor in self.vendors.items() if vendor.enabled}
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-ready view for printing: secrets masked, resolved vendors included."""
+        return self.model_dump(mode="json")
+
+
+# How each environment-backed field is spelled in the environment, for messages.
+ENV_NAMES: dict[str, str] = {
+    name: (field.validation_alias if isinstance(field.validation_alias, str) else name.upper())
+    for name, field in Settings.model_fields.items()
+    if name not in FILE_FIELDS
+}
+
+
+def _env_vendor_values(settings: Settings, spec: EnvVendor) -> dict[str, Any]:
+    values = {
+        "api_key": getattr(settings, spec.key_field),
+        "base_url": getattr(settings, spec.base_url_field),
+        "timeout_s": getattr(settings, spec.timeout_field),
+    }
+    if spec.type is VendorType.AZURE:
+        values["api_version"] = settings.azure_openai_api_version
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class _DocumentedEnvSource(EnvSettingsSource):
+    """Reads only the documented variables, so an unrelated `VENDORS` is never parsed."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in FILE_FIELDS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+@dataclass(frozen=True)
+class _Misplaced:
+    """Stands for an environment-only key found in the file."""
+
+    env_name: str
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The file named by `LLMDISPATCH_CONFIG` (or `config_file=`), with `${VAR}` expanded."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        kwargs = init.init_kwargs if isinstance(init, InitSettingsSource) else {}
+        self._path = (
+            kwargs.get("config_file")
+            or kwargs.get("LLMDISPATCH_CONFIG")
+            or os.environ.get("LLMDISPATCH_CONFIG")
+            or None
+        )
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ returns the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        data = expand_variables(read_config_file(Path(self._path)), os.environ)
+        return {
+            key: (_Misplaced(ENV_NAMES[key]) if key in ENV_NAMES else value)
+            for key, value in data.items()
+        }
+
+
+def _explanations(errors: list[Any]) -> dict[int, InitErrorDetails]:
+    """Clearer messages for unset variables, misplaced keys and unknown top-level keys."""
+    replace: dict[int, InitErrorDetails] = {}
+    for index, error in enumerate(errors):
+        value, loc = error.get("input"), error["loc"]
+        if isinstance(value, Unresolved):
+            message = (
+                f"environment variable {value.variable} is not set "
+                f"(set it, or give a default with ${{{value.variable}:-default}})"
+            )
+        elif isinstance(value, _Misplaced):
+            message = "found in the configuration file; set it in the environment instead"
+        elif error["type"] == "extra_forbidden" and len(loc) == 1:
+            message = f"unknown key {loc[0]!r}; accepted keys: {', '.join(sorted(FILE_FIELDS))}"
+        else:
+            continue
+        replace[index] = custom_error("config", loc, message)
+    return replace
+
+
+def _infer_vendor_types(data: dict[str, Any]) -> dict[str, Any]:
+    """A vendor named after a built-in type (`openai:`) needs no `type:` line."""
+    vendors = data.get("vendors")
+    if not isinstance(vendors, Mapping):
+        return data
+    known = {member.value for member in VendorType}
+    filled = {
+        name: (
+            {"type": name, **entry}
+            if isinstance(entry, Mapping) and "type" not in entry and name in known
+            else entry
+        )
+        for name, entry in vendors.items()
+    }
+    return {**data, "vendors": filled}
+
+
+def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """Names that point at no vendor, and endpoints a vendor type cannot do without."""
+    vendors = data.get("vendors")
+    vendors = vendors if isinstance(vendors, Mapping) else {}
+    names = set(vendors) | {
+        spec.name
+        for spec in ENV_VENDORS
+        if data.get(spec.key_field) or data.get(spec.base_url_field)
+    }
+    known = ", ".join(sorted(names)) or "none"
+    problems: list[InitErrorDetails] = []
+
+    def check(name: Any, loc: tuple[int | str, ...]) -> None:
+        if isinstance(name, str) and name not in names:
+            problems.append(
+                custom_error(
+                    "unknown_vendor", loc, f"unknown vendor {name!r} (configured: {known})"
+                )
+            )
+
+    for key in ("default_vendor", "fallback_vendor"):
+        check(data.get(key), (key,))
+    rules = data.get("routing_rules")
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, Mapping):
+            check(rule.get("vendor"), ("routing_rules", index, "vendor"))
+    groups = data.get("model_groups")
+    for group, deployments in (groups if isinstance(groups, Mapping) else {}).items():
+        for index, deployment in enumerate(deployments if isinstance(deployments, list) else []):
+            if isinstance(deployment, Mapping):
+                check(deployment.get("vendor"), ("model_groups", group, index, "vendor"))
+    for section, table in (
+        ("cost_optimization", "vendor_costs"),
+        ("latency_optimization", "latency_weights"),
+    ):
+        entry = data.get(section)
+        mapping = entry.get(table) if isinstance(entry, Mapping) else None
+        for name in mapping if isinstance(mapping, Mapping) else ():
+            check(name, (section, table, name))
+
+    env_endpoints = {spec.name for spec in ENV_VENDORS if data.get(spec.base_url_field)}
+    for name, entry in vendors.items():
+        if (
+            isinstance(entry, Mapping)
+            and entry.get("type") in TYPES_NEEDING_BASE_URL
+            and not entry.get("base_url")
+            and name not in env_endpoints
+        ):
+            problems.append(
+                custom_error(
+                    "missing_base_url",
+                    ("vendors", name, "base_url"),
+                    f"is required for type {entry['type']!r}",
+                )
+            )
+    return problems

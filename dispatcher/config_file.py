@@ -1,0 +1,142 @@
+"""Reads the optional configuration file (YAML or JSON) and expands `${VAR}` in it.
+
+String values may use ``${VAR}`` (the variable must be set) and
+``${VAR:-default}`` (the default when VAR is unset or empty); ``$${`` is a
+literal ``${``. Expansion happens after parsing, value by value, so an
+environment value can never change the file's structure. A variable that is
+not set leaves an `Unresolved` marker, which `Settings` reports with the path
+of the value next to every other problem, instead of stopping at the first.
+Duplicate keys are refused rather than letting the last one silently win.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dispatcher.errors import ConfigError
+
+__all__ = ["Unresolved", "expand_variables", "read_config_file"]
+
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """Stands for a value whose `${VAR}` had no value and no default."""
+
+    variable: str
+
+    def __str__(self) -> str:
+        return f"${{{self.variable}}}"
+
+
+def expand_variables(data: Any, environ: Mapping[str, str]) -> Any:
+    """`data` with `${VAR}` and `${VAR:-default}` expanded in every string value."""
+    if isinstance(data, dict):
+        return {key: expand_variables(value, environ) for key, value in data.items()}
+    if isinstance(data, list):
+        return [expand_variables(item, environ) for item in data]
+    if isinstance(data, str):
+        return _expand_string(data, environ)
+    return data
+
+
+def _expand_string(text: str, environ: Mapping[str, str]) -> str | Unresolved:
+    missing: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    expanded = _VARIABLE.sub(substitute, text)
+    return Unresolved(missing[0]) if missing else expanded
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping, parsed as JSON (`.json`) or YAML (anything else).
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not UTF-8, malformed, or not a mapping.
+    """
+    where = f"LLMDISPATCH_CONFIG ({path})"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{where}: file not found"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{where}: not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read: {exc.strerror}"]) from None
+
+    data: Any
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                [f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from None
+        except ValueError as exc:
+            raise ConfigError([f"{where}: invalid JSON: {exc}"]) from None
+    else:
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([f"{where}: invalid YAML{position}: {exc.problem}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{where}: invalid YAML: {exc}"]) from None
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{where}: the top level must be a mapping of keys, not {type(data).__name__}"]
+        )
+    return data

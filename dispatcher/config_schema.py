@@ -1,0 +1,285 @@
+"""The sections of the configuration: vendors, routing rules, retry, cost and latency.
+
+`Settings` (in `config.py`) assembles them from the environment and the file.
+Every model here refuses unknown keys, so a typo fails at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+
+from dispatcher.models import Request, StrictModel
+from dispatcher.pricing import Price
+
+__all__ = [
+    "AuthConfig",
+    "BackoffStrategy",
+    "CostOptimization",
+    "LatencyOptimization",
+    "RetryPolicy",
+    "RoutingCondition",
+    "RoutingRule",
+    "VendorConfig",
+    "VendorType",
+]
+
+# LLM calls are slow; the seed design recommends a generous timeout (60 s).
+DEFAULT_VENDOR_TIMEOUT_S = 60.0
+
+HttpUrlText = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+", max_length=2048)]
+
+
+class VendorType(StrEnum):
+    """The wire formats we speak; a custom vendor names its factory instead."""
+
+    OPENAI = "openai"
+    AZURE = "azure"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    OLLAMA = "ollama"
+    COHERE = "cohere"
+    OPENAI_COMPATIBLE = "openai_compatible"
+    MOCK = "mock"
+
+
+# "package.module:Factory" names a custom vendor's factory.
+CUSTOM_TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_vendor_type(value: str) -> str:
+    if value in _BUILTIN_TYPES or CUSTOM_TYPE_PATTERN.match(value):
+        return value
+    raise ValueError(
+        f"must be one of {', '.join(sorted(_BUILTIN_TYPES))}, "
+        f"or a custom factory written 'package.module:Factory'"
+    )
+
+
+_BUILTIN_TYPES = frozenset(member.value for member in VendorType)
+VendorTypeName = Annotated[str, AfterValidator(_check_vendor_type)]
+
+DEFAULT_BASE_URLS: dict[VendorType, str] = {
+    VendorType.OPENAI: "https://api.openai.com/v1",
+    VendorType.ANTHROPIC: "https://api.anthropic.com",
+    VendorType.GEMINI: "https://generativelanguage.googleapis.com",
+    VendorType.COHERE: "https://api.cohere.com",
+    VendorType.OLLAMA: "http://localhost:11434",
+}
+
+# Types whose endpoint is the user's own, so there is no default to fall back on.
+TYPES_NEEDING_BASE_URL = frozenset({VendorType.AZURE, VendorType.OPENAI_COMPATIBLE})
+
+# Models a first-party vendor serves when its `models` list is left empty, so a
+# "claude-*" request is never sent to OpenAI. Other types serve any model name.
+DEFAULT_MODEL_PATTERNS: dict[VendorType, tuple[str, ...]] = {
+    VendorType.OPENAI: ("gpt-*", "chatgpt-*", "o1*", "o3*", "o4*", "ft:*"),
+    VendorType.ANTHROPIC: ("claude-*",),
+    VendorType.GEMINI: ("gemini-*", "gemma-*"),
+    VendorType.COHERE: ("command*", "c4ai-*"),
+}
+
+
+class AuthConfig(StrictModel):
+    """How a custom or OpenAI-compatible vendor expects its key (the seed's auth options)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scheme: Literal["bearer", "header", "query", "basic", "none"] = "bearer"
+    header_name: str | None = Field(default=None, description="For scheme 'header'.")
+    query_param: str | None = Field(default=None, description="For scheme 'query'.")
+    username: str | None = Field(default=None, description="For scheme 'basic'; key = password.")
+
+    @model_validator(mode="after")
+    def _scheme_has_its_parameter(self) -> Self:
+        needed = {"header": "header_name", "query": "query_param", "basic": "username"}
+        field = needed.get(self.scheme)
+        if field and not getattr(self, field):
+            raise ValueError(f"scheme {self.scheme!r} needs {field}")
+        return self
+
+
+class VendorConfig(StrictModel):
+    """One vendor as configured: where it is, how to authenticate, what it serves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: VendorTypeName
+    api_key: SecretStr | None = None
+    base_url: HttpUrlText | None = None
+    timeout_s: float | None = Field(default=None, gt=0.0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: AuthConfig | None = None
+    api_version: str | None = Field(default=None, description="Azure OpenAI's api-version.")
+    models: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="Glob patterns of the models served; empty: defaults."
+    )
+    weight: float = Field(default=1.0, ge=0.0)
+    priority: int = Field(default=0, description="Higher is preferred.")
+    enabled: bool = True
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Model name or glob -> USD per million tokens."
+    )
+
+    @property
+    def endpoint(self) -> str | None:
+        """The base URL to call: the configured one, or the vendor type's public default."""
+        if self.base_url:
+            return self.base_url
+        return DEFAULT_BASE_URLS.get(VendorType(self.type)) if self.is_builtin else None
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for the wire formats we ship; False for a custom factory."""
+        return self.type in _BUILTIN_TYPES
+
+    @property
+    def timeout(self) -> float:
+        """The request timeout in seconds."""
+        return self.timeout_s if self.timeout_s is not None else DEFAULT_VENDOR_TIMEOUT_S
+
+    def model_patterns(self) -> tuple[str, ...]:
+        """The glob patterns of the models this vendor serves; empty means any model."""
+        if self.models:
+            return tuple(self.models)
+        return DEFAULT_MODEL_PATTERNS.get(VendorType(self.type), ()) if self.is_builtin else ()
+
+    def serves(self, model: str) -> bool:
+        """True when this vendor can be asked for `model`."""
+        patterns = self.model_patterns()
+        return not patterns or any(fnmatchcase(model, pattern) for pattern in patterns)
+
+    def price_for(self, model: str) -> Price | None:
+        """The configured price of `model`: an exact entry first, else the first glob match."""
+        if model in self.prices:
+            return self.prices[model]
+        return next(
+            (price for pattern, price in self.prices.items() if fnmatchcase(model, pattern)),
+            None,
+        )
+
+
+class RoutingCondition(StrictModel):
+    """When a routing rule applies; every condition given must hold."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_pattern: str | None = Field(default=None, description="Glob on the requested model.")
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Requests whose max_tokens is set and at most this."
+    )
+    temperature: float | None = Field(
+        default=None, ge=0.0, le=2.0, description="Requests whose temperature is at most this."
+    )
+    user: str | None = Field(default=None, description="Glob on the request's user.")
+
+    def matches(self, request: Request) -> bool:
+        """True when `request` meets every condition given."""
+        if self.model_pattern is not None and not fnmatchcase(request.model, self.model_pattern):
+            return False
+        if self.max_tokens is not None and (
+            request.max_tokens is None or request.max_tokens > self.max_tokens
+        ):
+            return False
+        if self.temperature is not None and (
+            request.temperature is None or request.temperature > self.temperature
+        ):
+            return False
+        return self.user is None or (
+            request.user is not None and fnmatchcase(request.user, self.user)
+        )
+
+
+class RoutingRule(StrictModel):
+    """Send matching requests to a vendor (the seed's routing rule)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str | None = None
+    condition: RoutingCondition = Field(default_factory=RoutingCondition)
+    vendor: str
+    priority: int = Field(default=0, description="Rules with higher priority are tried first.")
+    enabled: bool = True
+
+
+class BackoffStrategy(StrEnum):
+    """How the wait grows between retries (see `backoff.backoff_delay_s`)."""
+
+    FIXED = "fixed"
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+    JITTER = "jitter"
+
+
+# The official OpenAI and Anthropic SDKs start at 0.5 s and cap at 8 s.
+DEFAULT_INITIAL_DELAY_S = 0.5
+DEFAULT_MAX_DELAY_S = 8.0
+DEFAULT_MAX_RETRIES = 3
+
+
+class RetryPolicy(StrictModel):
+    """When and how long to wait before trying a vendor again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=100)
+    backoff: BackoffStrategy = BackoffStrategy.JITTER
+    initial_delay_s: float = Field(default=DEFAULT_INITIAL_DELAY_S, gt=0.0)
+    max_delay_s: float = Field(default=DEFAULT_MAX_DELAY_S, gt=0.0)
+    multiplier: float = Field(
+        default=2.0, ge=1.0, le=10.0, description="Growth factor of exponential waits."
+    )
+    retry_on: frozenset[Literal["rate_limited", "unavailable", "timeout", "circuit_open"]] = Field(
+        default=frozenset({"rate_limited", "unavailable", "timeout", "circuit_open"}),
+        description="The error kinds that are retried; others fail or fall back at once.",
+    )
+
+    @model_validator(mode="after")
+    def _max_delay_not_below_initial(self) -> Self:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError(
+                f"max_delay_s ({self.max_delay_s}) must be at least "
+                f"initial_delay_s ({self.initial_delay_s})"
+            )
+        return self
+
+
+class CostOptimization(StrictModel):
+    """Prefer cheap vendors, and refuse requests whose estimate is over a maximum."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = False
+    max_cost_usd: float | None = Field(default=None, gt=0.0, description="Per request.")
+    prefer_cheap: bool = True
+    vendor_costs: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=dict,
+        description="USD per million tokens, for vendors without a price for the model.",
+    )
+
+
+class LatencyOptimization(StrictModel):
+    """Prefer fast vendors by observed latency, and avoid those slower than a maximum."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = False
+    max_latency_ms: float | None = Field(default=None, gt=0.0)
+    prefer_fast: bool = True
+    latency_weights: dict[str, Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=dict,
+        description="Multiplies a vendor's observed latency when ranking; 1 when absent.",
+    )
