@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -251,7 +251,10 @@ class Settings(BaseSettings):
         return self
 
     def _register_secrets(self) -> None:
-        register_secret(urlsplit(self.redis_url.get_secret_value()).password)
+        password = urlsplit(self.redis_url.get_secret_value()).password
+        # redis-py sends the percent-decoded password, so mask both spellings.
+        register_secret(password)
+        register_secret(unquote(password) if password else None)
         for vendor in self.vendors.values():
             if vendor.api_key is not None:
                 register_secret(vendor.api_key.get_secret_value())
@@ -333,7 +336,7 @@ def _explanations(errors: list[Any]) -> dict[int, InitErrorDetails]:
         value, loc = error.get("input"), error["loc"]
         if isinstance(value, Unresolved):
             message = (
-                f"environment variable {value.variable} is not set "
+                f"environment variable {value.variable} is not set or empty "
                 f"(set it, or give a default with ${{{value.variable}:-default}})"
             )
         elif isinstance(value, _Misplaced):
@@ -403,11 +406,21 @@ def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
         for name in mapping if isinstance(mapping, Mapping) else ():
             check(name, (section, table, name))
 
+    problems.extend(_missing_endpoints(data, vendors))
+    return problems
+
+
+def _missing_endpoints(
+    data: Mapping[str, Any], vendors: Mapping[str, Any]
+) -> list[InitErrorDetails]:
+    """Vendor types with no public default URL must be given one, in the file or the env."""
+    problems: list[InitErrorDetails] = []
     env_endpoints = {spec.name for spec in ENV_VENDORS if data.get(spec.base_url_field)}
     for name, entry in vendors.items():
+        kind = entry.get("type") if isinstance(entry, Mapping) else None
         if (
-            isinstance(entry, Mapping)
-            and entry.get("type") in TYPES_NEEDING_BASE_URL
+            isinstance(kind, str)
+            and kind in TYPES_NEEDING_BASE_URL
             and not entry.get("base_url")
             and name not in env_endpoints
         ):
@@ -415,7 +428,21 @@ def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
                 custom_error(
                     "missing_base_url",
                     ("vendors", name, "base_url"),
-                    f"is required for type {entry['type']!r}",
+                    f"is required for type {kind!r}",
+                )
+            )
+    for spec in ENV_VENDORS:
+        if (
+            spec.type in TYPES_NEEDING_BASE_URL
+            and spec.name not in vendors
+            and data.get(spec.key_field)
+            and not data.get(spec.base_url_field)
+        ):
+            problems.append(
+                custom_error(
+                    "missing_base_url",
+                    (spec.base_url_field,),
+                    f"is required when {ENV_NAMES[spec.key_field]} is set",
                 )
             )
     return problems

@@ -1,12 +1,13 @@
 """Reads the optional configuration file (YAML or JSON) and expands `${VAR}` in it.
 
-String values may use ``${VAR}`` (the variable must be set) and
-``${VAR:-default}`` (the default when VAR is unset or empty); ``$${`` is a
-literal ``${``. Expansion happens after parsing, value by value, so an
-environment value can never change the file's structure. A variable that is
-not set leaves an `Unresolved` marker, which `Settings` reports with the path
-of the value next to every other problem, instead of stopping at the first.
-Duplicate keys are refused rather than letting the last one silently win.
+String values may use ``${VAR}``, which needs VAR set and not empty (an empty
+key or URL is never what was meant), and ``${VAR:-default}``, which gives the
+default when VAR is unset or empty; ``$${`` is a literal ``${``. Expansion
+happens after parsing, value by value, so an environment value can never change
+the file's structure. A variable without a value leaves an `Unresolved`
+marker, which `Settings` reports with the path of the value next to every other
+problem, instead of stopping at the first. Duplicate keys are refused rather
+than letting the last one silently win.
 """
 
 from __future__ import annotations
@@ -75,7 +76,13 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
-        if key in seen:
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "found an unhashable key (a list or mapping)", key_node.start_mark
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
@@ -139,4 +146,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             [f"{where}: the top level must be a mapping of keys, not {type(data).__name__}"]
         )
+    not_text = [key for key in data if not isinstance(key, str)]
+    if not_text:
+        raise ConfigError([f"{where}: top-level key {key!r} is not a name" for key in not_text])
     return data

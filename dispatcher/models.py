@@ -69,7 +69,8 @@ def utc_now() -> datetime:
 class StrictModel(BaseModel):
     """Base for our models: an unknown field is refused, naming the accepted ones."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # JSON has no infinity or NaN: such a value would silently become null in Redis.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @model_validator(mode="wrap")
     @classmethod

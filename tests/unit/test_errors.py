@@ -1,0 +1,151 @@
+"""The error tree: what each error tells a caller, and that no secret rides along."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from dispatcher import errors
+from dispatcher.errors import (
+    BudgetExceeded,
+    CircuitOpen,
+    ConfigError,
+    ContentFiltered,
+    DispatcherError,
+    InvalidRequest,
+    JobNotFound,
+    NoRoute,
+    VendorAuthError,
+    VendorQuotaExceeded,
+    VendorRateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+    error_from_dict,
+)
+from dispatcher.redaction import register_secret
+
+RETRYABLE = {VendorRateLimited, VendorUnavailable, VendorTimeout, CircuitOpen}
+FINAL = {
+    VendorAuthError,
+    VendorQuotaExceeded,
+    ContentFiltered,
+    InvalidRequest,
+    NoRoute,
+    BudgetExceeded,
+    JobNotFound,
+    ConfigError,
+}
+
+SAMPLES: list[DispatcherError] = [
+    VendorRateLimited("slow down", retry_after_s=2.5, vendor="openai", job_id="j1"),
+    VendorUnavailable("overloaded", vendor="anthropic", status_code=529),
+    VendorTimeout("read timed out after 30 s", vendor="gemini"),
+    CircuitOpen("circuit open", vendor="cohere"),
+    VendorAuthError("invalid key", vendor="openai", status_code=401),
+    VendorQuotaExceeded("insufficient_quota", vendor="openai", status_code=429),
+    ContentFiltered("prompt refused", vendor="azure", status_code=400),
+    InvalidRequest("max_tokens too large", vendor="openai", status_code=400),
+    NoRoute("no vendor can take model 'x'", reasons={"openai": "disabled", "azure": "unhealthy"}),
+    BudgetExceeded("too expensive", estimated_cost_usd=0.2, max_cost_usd=0.1),
+    JobNotFound("no job 'abc'", job_id="abc"),
+    ConfigError(["vendors.openai.rpm: must be greater than 0", "default_vendor: unknown"]),
+]
+
+
+def test_every_error_class_has_a_sample_and_is_retryable_or_final() -> None:
+    classes = {cls for cls in vars(errors).values() if isinstance(cls, type)}
+    leaves = {cls for cls in classes if issubclass(cls, DispatcherError)} - {DispatcherError}
+    assert leaves == RETRYABLE | FINAL
+    assert {type(sample) for sample in SAMPLES} == leaves
+
+
+@pytest.mark.parametrize("cls", sorted(RETRYABLE, key=lambda c: c.__name__))
+def test_transient_errors_are_retryable(cls: type[DispatcherError]) -> None:
+    assert cls.retryable is True
+
+
+@pytest.mark.parametrize("cls", sorted(FINAL, key=lambda c: c.__name__))
+def test_errors_that_need_a_fix_are_final(cls: type[DispatcherError]) -> None:
+    assert cls.retryable is False
+
+
+def test_errors_can_be_caught_by_their_python_meaning() -> None:
+    assert issubclass(InvalidRequest, ValueError)
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(JobNotFound, LookupError)
+
+
+def test_an_error_carries_vendor_status_and_job_and_shows_them() -> None:
+    error = VendorUnavailable("overloaded", vendor="anthropic", status_code=529, job_id="j9")
+    assert (error.vendor, error.status_code, error.job_id) == ("anthropic", 529, "j9")
+    assert str(error) == "overloaded (vendor=anthropic, status=529, job=j9)"
+
+
+def test_rate_limited_defaults_to_status_429_and_keeps_retry_after() -> None:
+    error = VendorRateLimited("slow down", retry_after_s=1.5)
+    assert error.status_code == 429
+    assert error.retry_after_s == 1.5
+
+
+def test_a_negative_retry_after_is_refused() -> None:
+    with pytest.raises(ValueError, match="retry_after_s"):
+        VendorRateLimited("slow down", retry_after_s=-1)
+
+
+def test_no_route_lists_each_vendors_reason() -> None:
+    error = NoRoute("no vendor can take model 'x'", reasons={"b": "disabled", "a": "unhealthy"})
+    assert str(error) == "no vendor can take model 'x': a: unhealthy; b: disabled"
+
+
+def test_config_error_lists_every_problem_under_a_count() -> None:
+    error = ConfigError(["a: must be set", "b: must be greater than 0"])
+    assert str(error).splitlines() == [
+        "invalid configuration (2 problems):",
+        "  a: must be set",
+        "  b: must be greater than 0",
+    ]
+
+
+@pytest.mark.parametrize("error", SAMPLES, ids=lambda e: type(e).__name__)
+def test_error_round_trips_through_its_dict_form(error: DispatcherError) -> None:
+    rebuilt = error_from_dict(error.to_dict())
+    assert type(rebuilt) is type(error)
+    assert rebuilt.to_dict() == error.to_dict()
+    assert str(rebuilt) == str(error)
+
+
+@pytest.mark.parametrize("error", SAMPLES, ids=lambda e: type(e).__name__)
+def test_error_survives_pickling(error: DispatcherError) -> None:
+    rebuilt = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+    assert type(rebuilt) is type(error)
+    assert rebuilt.to_dict() == error.to_dict()
+
+
+def test_an_unknown_kind_becomes_a_plain_dispatcher_error() -> None:
+    rebuilt = error_from_dict({"kind": "from_the_future", "message": "?"})
+    assert type(rebuilt) is DispatcherError
+    assert rebuilt.message == "?"
+
+
+def test_a_registered_secret_never_appears_in_an_error_message() -> None:
+    secret = "sk-proj-registered-secret-0001"
+    register_secret(secret)
+    error = VendorAuthError(f"Incorrect API key provided: {secret}", vendor="openai")
+    assert secret not in str(error)
+    assert secret not in repr(error)
+    assert secret not in str(error.to_dict())
+
+
+def test_a_key_echoed_in_a_vendor_body_is_masked_even_if_never_registered() -> None:
+    body = '{"error": "bad request", "headers": {"x-api-key": "ant-api03-unregistered99"}}'
+    error = InvalidRequest(f"vendor said: {body}", vendor="anthropic", status_code=400)
+    assert "ant-api03-unregistered99" not in str(error)
+
+
+def test_config_problems_are_redacted_too() -> None:
+    secret = "registered-config-secret-77"
+    register_secret(secret)
+    error = ConfigError([f"vendors.x.headers.Authorization: bad value {secret}"])
+    assert secret not in str(error)
+    assert all(secret not in problem for problem in error.problems)

@@ -1,0 +1,233 @@
+"""Every model survives a trip through JSON unchanged (the form it takes in Redis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, SecretStr
+
+import dispatcher
+from dispatcher import (
+    Chunk,
+    CostOptimization,
+    Deployment,
+    FinishReason,
+    JobError,
+    JobEvent,
+    JobEventKind,
+    JobRecord,
+    JobStatus,
+    LatencyOptimization,
+    LiveState,
+    Message,
+    Price,
+    Request,
+    Response,
+    RetryPolicy,
+    Route,
+    RoutingCondition,
+    RoutingRule,
+    Stats,
+    Usage,
+    VendorConfig,
+    VendorState,
+    VendorStats,
+)
+from dispatcher.config_schema import AuthConfig
+from dispatcher.errors import VendorRateLimited
+from dispatcher.models import CircuitState, HealthStatus, StrictModel
+
+AT = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
+REQUEST = Request(
+    model="gpt-4o",
+    messages=[Message(role="system", content="Be brief."), Message(role="user", content="Hi ✓")],
+    temperature=0.7,
+    max_tokens=64,
+    top_p=0.9,
+    stream=True,
+    stop=["###"],
+    user="tenant-1",
+    metadata={"team": "search"},
+    vendor="openai",
+    vendor_weights={"openai": 2.0},
+    allow_fallback=False,
+    priority=7,
+    timeout_s=12.5,
+    extra_body={"seed": 1, "nested": {"list": [1, 2.5, None, True]}},
+)
+USAGE = Usage(prompt_tokens=10, completion_tokens=5)
+RESPONSE = Response(
+    content="Hello",
+    usage=USAGE,
+    model="gpt-4o-2026-01-01",
+    vendor="openai",
+    finish_reason=FinishReason.LENGTH,
+    created_at=AT,
+    latency_ms=812.5,
+    cost_usd=0.00012,
+    vendor_finish_reason="length",
+    vendor_request_id="req_123",
+)
+ROUTE = Route(
+    vendor="openai",
+    model="gpt-4o",
+    fallbacks=[Deployment(vendor="anthropic", model="claude-3-5-sonnet")],
+    queue="llm.openai",
+    priority=7,
+    reason="weighted choice",
+)
+
+SAMPLES: dict[type[BaseModel], BaseModel] = {
+    Message: REQUEST.messages[0],
+    Request: REQUEST,
+    Usage: USAGE,
+    Response: RESPONSE,
+    Chunk: Chunk(
+        job_id="j1",
+        seq=3,
+        delta=" world",
+        finish_reason=FinishReason.STOP,
+        usage=USAGE,
+        emitted_at=AT,
+    ),
+    Deployment: ROUTE.fallbacks[0],
+    Route: ROUTE,
+    JobEvent: JobEvent(
+        kind=JobEventKind.RETRY, at=AT, attempt=2, vendor="openai", reason="429", delay_s=2.0
+    ),
+    JobError: JobError.model_validate(
+        VendorRateLimited("slow down", retry_after_s=2.0, vendor="openai", job_id="j1").to_dict()
+    ),
+    JobRecord: JobRecord(
+        job_id="j1",
+        request=REQUEST,
+        route=ROUTE,
+        status=JobStatus.SUCCEEDED,
+        attempts=2,
+        events=[JobEvent(kind=JobEventKind.QUEUED, at=AT)],
+        response=RESPONSE,
+        batch_id="b1",
+        created_at=AT,
+        started_at=AT,
+        finished_at=AT,
+        queue_wait_ms=1.5,
+        vendor_latency_ms=812.5,
+        total_ms=820.0,
+        usage=USAGE,
+        cost_usd=0.00012,
+    ),
+    VendorStats: VendorStats(
+        requests=3, successes=2, failures=1, total_cost_usd=0.5, avg_latency_ms=9
+    ),
+    Stats: Stats(
+        total_requests=3,
+        successful_requests=2,
+        failed_requests=1,
+        average_latency_ms=9.0,
+        total_cost_usd=0.5,
+        average_cost_usd=0.25,
+        vendor_stats={"openai": VendorStats(requests=3, successes=2, failures=1)},
+    ),
+    VendorState: VendorState(
+        health=HealthStatus.DEGRADED, circuit=CircuitState.HALF_OPEN, latency_ms=120.0, in_flight=3
+    ),
+    LiveState: LiveState(vendors={"openai": VendorState(health=HealthStatus.HEALTHY)}),
+    Price: Price(input_per_mtok=2.5, output_per_mtok=10.0),
+    AuthConfig: AuthConfig(scheme="header", header_name="X-API-Key"),
+    VendorConfig: VendorConfig(
+        type="openai_compatible",
+        base_url="http://127.0.0.1:8000/v1",
+        timeout_s=5.0,
+        headers={"X-Team": "search"},
+        auth=AuthConfig(scheme="query", query_param="key"),
+        models=["llama-*"],
+        weight=2.0,
+        priority=1,
+        rpm=600,
+        tpm=100_000,
+        prices={"llama-*": Price(input_per_mtok=0.1, output_per_mtok=0.2)},
+    ),
+    RoutingCondition: RoutingCondition(model_pattern="gpt-4*", max_tokens=1000, user="t-*"),
+    RoutingRule: RoutingRule(
+        name="big", condition=RoutingCondition(temperature=0.5), vendor="openai", priority=3
+    ),
+    RetryPolicy: RetryPolicy(max_retries=5, backoff="linear", initial_delay_s=1, max_delay_s=4),
+    CostOptimization: CostOptimization(enabled=True, max_cost_usd=0.01, vendor_costs={"a": 1}),
+    LatencyOptimization: LatencyOptimization(enabled=True, latency_weights={"a": 2.0}),
+}
+
+
+def _all_models() -> set[type[BaseModel]]:
+    found: set[type[BaseModel]] = set()
+    pending: list[type[BaseModel]] = [StrictModel]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith(dispatcher.__name__) and sub not in found:
+                found.add(sub)
+                pending.append(sub)
+    return found
+
+
+def test_every_model_has_a_round_trip_sample() -> None:
+    missing = sorted(cls.__name__ for cls in _all_models() - set(SAMPLES))
+    assert not missing, f"add a sample for: {missing}"
+
+
+@pytest.mark.parametrize("model", list(SAMPLES.values()), ids=lambda m: type(m).__name__)
+def test_model_round_trips_through_json(model: BaseModel) -> None:
+    text = model.model_dump_json()
+    assert type(model).model_validate_json(text) == model
+
+
+def test_a_secret_never_survives_serialisation() -> None:
+    vendor = VendorConfig(type="openai", api_key=SecretStr("sk-live-0123456789abcdef"))
+    assert "sk-live-0123456789abcdef" not in vendor.model_dump_json()
+    assert "sk-live-0123456789abcdef" not in repr(vendor)
+
+
+_text = st.text(min_size=1, max_size=40)
+_messages = st.lists(
+    st.builds(Message, role=st.sampled_from(["system", "user", "assistant"]), content=_text),
+    min_size=1,
+    max_size=4,
+)
+_requests = st.builds(
+    Request,
+    model=st.text(min_size=1, max_size=30),
+    messages=_messages,
+    temperature=st.none() | st.floats(0, 2),
+    max_tokens=st.none() | st.integers(1, 200_000),
+    top_p=st.none() | st.floats(0, 1),
+    stream=st.booleans(),
+    stop=st.none() | st.lists(_text, max_size=4),
+    user=st.none() | st.text(min_size=1, max_size=20),
+    metadata=st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3),
+    priority=st.integers(0, 9),
+    timeout_s=st.none() | st.floats(0.001, 1e6),
+    extra_body=st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_requests)
+def test_any_valid_request_round_trips_through_json(request: Request) -> None:
+    assert Request.model_validate_json(request.model_dump_json()) == request
