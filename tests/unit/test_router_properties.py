@@ -1,0 +1,195 @@
+"""Properties of the router over generated vendor sets, live states and requests."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dispatcher.config import Settings
+from dispatcher.config_schema import (
+    LatencyOptimization,
+    RoutingCondition,
+    RoutingRule,
+    VendorConfig,
+)
+from dispatcher.errors import NoRoute
+from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request
+from dispatcher.router import LiveState, VendorState, route
+
+# A small alphabet, so generated vendors, rules, groups and live states overlap often.
+NAMES = ("a", "b", "c", "d", "e")
+MODEL = "gpt-4o"
+GROUP = "grp"
+# Enough draws that a share's sampling error (at most 0.5 pp) is well under the tolerance.
+DRAWS = 10_000
+SHARE_TOLERANCE = 0.02
+
+
+vendor_configs = st.builds(
+    VendorConfig,
+    type=st.just("mock"),
+    # Mostly usable, so that routes (not only refusals) are common.
+    models=st.sampled_from([[], ["gpt-*"], ["gpt-4o", "claude-*"], ["claude-*"]]),
+    enabled=st.sampled_from([True, True, True, False]),
+    weight=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+    priority=st.integers(min_value=-1, max_value=1),
+)
+vendor_states = st.builds(
+    VendorState,
+    # Every state appears, the good ones more often.
+    health=st.sampled_from([*HealthStatus, HealthStatus.HEALTHY, HealthStatus.UNKNOWN]),
+    circuit=st.sampled_from([*CircuitState, CircuitState.CLOSED, CircuitState.CLOSED]),
+    latency_ms=st.none() | st.floats(min_value=0.0, max_value=2000.0),
+)
+deployments = st.builds(
+    Deployment, vendor=st.sampled_from(NAMES), model=st.sampled_from([MODEL, "claude-x"])
+)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Request, Settings, LiveState]:
+    """Arbitrary vendors, live states, rules, defaults, group and request."""
+    vendors = draw(st.dictionaries(st.sampled_from(NAMES), vendor_configs, max_size=len(NAMES)))
+    configured = sorted(vendors)
+    maybe_configured = (st.none() | st.sampled_from(configured)) if configured else st.none()
+    rules = draw(
+        st.lists(
+            st.builds(
+                RoutingRule,
+                vendor=st.sampled_from(NAMES),
+                priority=st.integers(min_value=0, max_value=3),
+                enabled=st.booleans(),
+                condition=st.builds(
+                    RoutingCondition, model_pattern=st.sampled_from([None, "gpt-*", "claude-*"])
+                ),
+            ),
+            max_size=3,
+        )
+    )
+    group = draw(st.lists(deployments, min_size=1, max_size=4, unique=True))
+    use_group = draw(st.booleans())
+    config = Settings(
+        vendors=vendors,
+        model_groups={GROUP: group},
+        routing_rules=rules,
+        default_vendor=draw(maybe_configured),
+        fallback_vendor=draw(maybe_configured),
+        latency_optimization=LatencyOptimization(enabled=draw(st.booleans())),
+    )
+    state = LiveState(
+        vendors=draw(st.dictionaries(st.sampled_from(NAMES), vendor_states, max_size=len(NAMES)))
+    )
+    weights = draw(
+        st.none()
+        | st.dictionaries(
+            st.sampled_from(NAMES), st.sampled_from([0.0, 1.0, 2.0]), min_size=1
+        ).filter(lambda w: any(w.values()))
+    )
+    request = Request(
+        model=GROUP if use_group else MODEL,
+        messages=[Message(role="user", content="hi")],
+        vendor=draw(st.none() | st.sampled_from(NAMES)),
+        vendor_weights=weights,
+        allow_fallback=draw(st.sampled_from([True, True, False])),
+    )
+    return request, config, state
+
+
+def usable_deployments(request: Request, config: Settings, state: LiveState) -> set[Deployment]:
+    """Every deployment the request may run on: configured, enabled, serving it, not down."""
+    group = config.model_groups.get(request.model)
+    wanted = group or [Deployment(vendor=name, model=request.model) for name in config.vendors]
+    usable: set[Deployment] = set()
+    for deployment in wanted:
+        vendor = config.vendors.get(deployment.vendor)
+        live = state.of(deployment.vendor)
+        if (
+            vendor is not None
+            and vendor.enabled
+            and vendor.serves(deployment.model)
+            and live.health is not HealthStatus.UNHEALTHY
+            and live.circuit is not CircuitState.OPEN
+        ):
+            usable.add(deployment)
+    return usable
+
+
+def caller_demand_refused(request: Request, usable_vendors: set[str]) -> bool:
+    """True when the request insists (no fallback) on vendors none of which is usable."""
+    if request.allow_fallback:
+        return False
+    if request.vendor is not None:
+        return request.vendor not in usable_vendors
+    if request.vendor_weights is not None:
+        return not any(
+            weight > 0 and name in usable_vendors for name, weight in request.vendor_weights.items()
+        )
+    return False
+
+
+@settings(derandomize=True, max_examples=300, deadline=None, database=None)
+@given(scenario=scenarios(), seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_router_routes_only_to_usable_vendors_and_refuses_exactly_when_it_must(
+    scenario: tuple[Request, Settings, LiveState], seed: int
+) -> None:
+    request, config, state = scenario
+    usable = usable_deployments(request, config, state)
+    usable_vendors = {deployment.vendor for deployment in usable}
+
+    if not usable or caller_demand_refused(request, usable_vendors):
+        with pytest.raises(NoRoute) as caught:
+            route(request, config, state, random.Random(seed))
+        reasons = set(caught.value.reasons)
+        if not usable:
+            assert set(config.vendors or ["(none)"]) <= reasons
+        elif request.vendor is not None:
+            assert reasons == {request.vendor}
+        else:
+            assert reasons == set(request.vendor_weights or {})
+        return
+
+    chosen = route(request, config, state, random.Random(seed))
+
+    assert chosen.deployments[0] in usable
+    assert set(chosen.deployments) <= usable
+    assert len(set(chosen.deployments)) == len(chosen.deployments)
+    if request.allow_fallback:
+        assert set(chosen.deployments) == usable
+    else:
+        assert chosen.fallbacks == []
+    assert chosen.queue == f"llm.{chosen.vendor}"
+
+
+@settings(derandomize=True, max_examples=12, deadline=None, database=None)
+@given(
+    weights=st.lists(
+        st.floats(min_value=0.1, max_value=10.0, allow_nan=False), min_size=2, max_size=5
+    ),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_router_shares_primaries_in_proportion_to_configured_weights(
+    weights: list[float], seed: int
+) -> None:
+    names = NAMES[: len(weights)]
+    config = Settings(
+        vendors={
+            name: VendorConfig(type="mock", weight=weight)
+            for name, weight in zip(names, weights, strict=True)
+        }
+    )
+    state = LiveState(vendors={name: VendorState(health=HealthStatus.HEALTHY) for name in names})
+    # Only the primary matters here; no fallbacks keeps 10,000 routes quick.
+    request = Request(
+        model=MODEL, messages=[Message(role="user", content="hi")], allow_fallback=False
+    )
+    rng = random.Random(seed)
+
+    counts = Counter(route(request, config, state, rng).vendor for _ in range(DRAWS))
+
+    total = sum(weights)
+    for name, weight in zip(names, weights, strict=True):
+        assert abs(counts[name] / DRAWS - weight / total) <= SHARE_TOLERANCE, (name, counts)
