@@ -453,9 +453,17 @@ def test_variables_in_file_values_are_expanded_from_the_environment(
     assert vendor.rpm == 60
 
 
-@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
-def test_a_default_is_used_when_the_variable_is_unset_or_empty(
-    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, value: str | None
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "http://localhost:8000/v1"),
+        ("", "http://localhost:8000/v1"),
+        ("https://set.example", "https://set.example"),
+    ],
+    ids=["unset-gives-default", "empty-gives-default", "set-value-wins"],
+)
+def test_a_default_applies_only_when_the_variable_is_unset_or_empty(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, value: str | None, expected: str
 ) -> None:
     if value is None:
         monkeypatch.delenv("LLMD_TEST_URL", raising=False)
@@ -470,23 +478,7 @@ def test_a_default_is_used_when_the_variable_is_unset_or_empty(
         """
     )
 
-    assert Settings.load().vendors["local"].base_url == "http://localhost:8000/v1"
-
-
-def test_a_set_variable_wins_over_its_default(
-    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
-) -> None:
-    monkeypatch.setenv("LLMD_TEST_URL", "https://set.example")
-    write_config(
-        """
-        vendors:
-          local:
-            type: openai_compatible
-            base_url: ${LLMD_TEST_URL:-http://localhost:8000/v1}
-        """
-    )
-
-    assert Settings.load().vendors["local"].base_url == "https://set.example"
+    assert Settings.load().vendors["local"].base_url == expected
 
 
 def test_a_double_dollar_brace_in_the_file_is_a_literal_dollar_brace(
