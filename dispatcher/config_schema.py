@@ -121,7 +121,12 @@ class VendorConfig(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0.0)
     headers: dict[str, str] = Field(default_factory=dict)
     auth: AuthConfig | None = None
-    api_version: str | None = Field(default=None, description="Azure OpenAI's api-version.")
+    api_version: str | None = Field(
+        default=None, description="Azure's api-version, or Anthropic's anthropic-version."
+    )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = Field(
+        default=None, description="How OpenAI-style bodies name max_tokens; None: the default."
+    )
     models: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="Glob patterns of the models served; empty: defaults."
     )

@@ -5,6 +5,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     DispatcherError                  base; .retryable, .vendor, .status_code, .job_id
     ├── VendorRateLimited            retry after .retry_after_s (429)
     ├── VendorUnavailable            retry with backoff (5xx, Anthropic's 529, overloaded)
+    │   └── StreamBroken             the stream ended before the vendor's terminator
     ├── VendorTimeout                retry with backoff (connect/read timeout, 408, 504)
     ├── CircuitOpen                  retry later or fall back; the vendor is cooling down
     ├── VendorAuthError              final: fix the key or its permissions (401, 403)
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidRequest",
     "JobNotFound",
     "NoRoute",
+    "StreamBroken",
     "VendorAuthError",
     "VendorQuotaExceeded",
     "VendorRateLimited",
@@ -124,6 +126,31 @@ class VendorUnavailable(DispatcherError):
 
     kind = "unavailable"
     retryable = True
+
+
+class StreamBroken(VendorUnavailable):
+    """A stream ended before the vendor's end marker; the text so far is not an answer.
+
+    `partial` says whether any text had already been delivered, so a retry knows
+    that subscribers must be told to start over.
+    """
+
+    kind = "stream_broken"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial: bool = False,
+        vendor: str | None = None,
+        status_code: int | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.partial = partial
+        super().__init__(message, vendor=vendor, status_code=status_code, job_id=job_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "partial": self.partial}
 
 
 class VendorTimeout(DispatcherError):
@@ -237,6 +264,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         DispatcherError,
         VendorRateLimited,
         VendorUnavailable,
+        StreamBroken,
         VendorTimeout,
         CircuitOpen,
         VendorAuthError,
@@ -268,6 +296,14 @@ def error_from_dict(data: dict[str, Any]) -> DispatcherError:
         error = VendorRateLimited(
             message,
             retry_after_s=data.get("retry_after_s"),
+            vendor=data.get("vendor"),
+            status_code=data.get("status_code"),
+            **common,
+        )
+    elif cls is StreamBroken:
+        error = StreamBroken(
+            message,
+            partial=bool(data.get("partial")),
             vendor=data.get("vendor"),
             status_code=data.get("status_code"),
             **common,

@@ -16,6 +16,7 @@ from dispatcher.errors import (
     InvalidRequest,
     JobNotFound,
     NoRoute,
+    StreamBroken,
     VendorAuthError,
     VendorQuotaExceeded,
     VendorRateLimited,
@@ -25,7 +26,7 @@ from dispatcher.errors import (
 )
 from dispatcher.redaction import register_secret
 
-RETRYABLE = {VendorRateLimited, VendorUnavailable, VendorTimeout, CircuitOpen}
+RETRYABLE = {VendorRateLimited, VendorUnavailable, StreamBroken, VendorTimeout, CircuitOpen}
 FINAL = {
     VendorAuthError,
     VendorQuotaExceeded,
@@ -40,6 +41,7 @@ FINAL = {
 SAMPLES: list[DispatcherError] = [
     VendorRateLimited("slow down", retry_after_s=2.5, vendor="openai", job_id="j1"),
     VendorUnavailable("overloaded", vendor="anthropic", status_code=529),
+    StreamBroken("stream ended before message_stop", partial=True, vendor="anthropic"),
     VendorTimeout("read timed out after 30 s", vendor="gemini"),
     CircuitOpen("circuit open", vendor="cohere"),
     VendorAuthError("invalid key", vendor="openai", status_code=401),

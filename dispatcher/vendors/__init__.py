@@ -1,0 +1,25 @@
+"""Vendor clients: one module per wire format, all behind the `Vendor` interface."""
+
+from dispatcher.vendors.base import (
+    Capabilities,
+    Completion,
+    Health,
+    HttpVendor,
+    StreamDelta,
+    StreamParser,
+    Vendor,
+)
+from dispatcher.vendors.registry import build_vendor, register_vendor, registered_types
+
+__all__ = [
+    "Capabilities",
+    "Completion",
+    "Health",
+    "HttpVendor",
+    "StreamDelta",
+    "StreamParser",
+    "Vendor",
+    "build_vendor",
+    "register_vendor",
+    "registered_types",
+]

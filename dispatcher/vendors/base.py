@@ -1,0 +1,341 @@
+"""The one interface every vendor offers, and the HTTP machinery the wire formats share.
+
+A wire-format module (`openai.py`, `anthropic.py`, ...) supplies pure pieces:
+`build_request` (our `Request` -> `httpx.Request`), `parse_response` (a JSON
+body -> `Completion`), a `StreamParser` (vendor events or lines -> deltas) and
+`classify_error` (status, headers, body -> one of our errors). `HttpVendor`
+sends, times, reads the stream framing (SSE via httpx-sse, or NDJSON), turns
+transport failures into typed errors, and never reports a stream that broke
+off as a finished answer.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+from pydantic import ConfigDict, Field
+
+from dispatcher.config_schema import VendorConfig
+from dispatcher.errors import (
+    DispatcherError,
+    StreamBroken,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from dispatcher.models import (
+    FinishReason,
+    HealthStatus,
+    Request,
+    Response,
+    StrictModel,
+    Usage,
+    utc_now,
+)
+from dispatcher.pricing import cost_usd, estimate_completion_tokens, estimate_prompt_tokens
+
+__all__ = [
+    "Capabilities",
+    "Completion",
+    "Health",
+    "HttpVendor",
+    "StreamDelta",
+    "StreamParser",
+    "Vendor",
+    "http_timeout",
+]
+
+# A health probe slower than this is reported as degraded rather than healthy.
+DEGRADED_LATENCY_MS = 2_000.0
+# Connecting should be quick even when generating is slow.
+MAX_CONNECT_TIMEOUT_S = 10.0
+
+
+class Health(StrictModel):
+    """A vendor's state at its last probe."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: HealthStatus
+    latency_ms: float | None = Field(default=None, ge=0.0)
+    detail: str = ""
+    checked_at: datetime = Field(default_factory=utc_now)
+
+
+class Capabilities(StrictModel):
+    """What a vendor can do, as far as routing and validation need to know."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: list[str] = Field(default_factory=list, description="Glob patterns; empty: any.")
+    max_tokens: int | None = Field(default=None, gt=0, description="Longest reply, in tokens.")
+    context_window: int | None = Field(default=None, gt=0)
+    supports_streaming: bool = True
+    supports_vision: bool = False
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed reply. The last one has `finish_reason` and, when known, usage."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    vendor_finish_reason: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole reply as a wire format parsed it, before timing and cost are added."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    vendor_finish_reason: str | None = None
+
+
+class StreamParser(ABC):
+    """Turns a vendor's stream, one event (or line) at a time, into deltas.
+
+    `feed` returns the deltas an item produced; `finish` is called at the end of
+    the body and returns the final delta, or raises `StreamBroken` if the
+    vendor's end marker never came.
+    """
+
+    def __init__(self, vendor: str) -> None:
+        self.vendor = vendor
+        self.text_seen = False
+
+    @abstractmethod
+    def feed(self, item: Any) -> list[StreamDelta]:
+        """Deltas produced by one `ServerSentEvent` (SSE formats) or one line (NDJSON)."""
+
+    @abstractmethod
+    def finish(self) -> StreamDelta:
+        """The final delta with finish reason and usage; raise if the stream broke off."""
+
+    def broken(self, what: str) -> StreamBroken:
+        """The error for a stream that ended without its terminator."""
+        return StreamBroken(
+            f"stream ended before {what}; the reply is incomplete",
+            partial=self.text_seen,
+            vendor=self.vendor,
+        )
+
+    def text(self, text: str) -> list[StreamDelta]:
+        """A text delta, or nothing for empty text."""
+        if not text:
+            return []
+        self.text_seen = True
+        return [StreamDelta(text=text)]
+
+
+class Vendor(ABC):
+    """The interface the worker uses, whatever the vendor."""
+
+    def __init__(self, name: str, config: VendorConfig) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this vendor serves and supports."""
+        return Capabilities(models=list(self.config.model_patterns()))
+
+    @abstractmethod
+    async def complete(self, request: Request, model: str | None = None) -> Response:
+        """Run `request` (as `model`, default the request's) and return the whole reply."""
+
+    @abstractmethod
+    def stream(self, request: Request, model: str | None = None) -> AsyncIterator[StreamDelta]:
+        """Run `request` streaming: text deltas, then one delta with finish reason and usage."""
+
+    @abstractmethod
+    async def health_check(self) -> Health:
+        """Probe the vendor cheaply and say how it is."""
+
+    def estimate_cost(self, request: Request, model: str | None = None) -> float | None:
+        """The most `request` may cost in USD, or None when no price is configured."""
+        price = self.config.price_for(model or request.model)
+        if price is None:
+            return None
+        estimate = Usage(
+            prompt_tokens=estimate_prompt_tokens(request),
+            completion_tokens=estimate_completion_tokens(request),
+        )
+        return cost_usd(estimate, price)
+
+    def cost_of(self, usage: Usage, model: str) -> float:
+        """What `usage` of `model` cost, by the configured price (0 when unpriced)."""
+        price = self.config.price_for(model)
+        return cost_usd(usage, price) if price is not None else 0.0
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; vendors without any need not override it."""
+
+
+def http_timeout(config: VendorConfig) -> httpx.Timeout:
+    """The request timeout from configuration; between stream chunks it bounds a stall."""
+    total = config.timeout
+    return httpx.Timeout(total, connect=min(total, MAX_CONNECT_TIMEOUT_S))
+
+
+class HttpVendor(Vendor):
+    """A vendor reached over HTTP; subclasses bind one wire format's functions."""
+
+    #: How the stream body is framed: Server-Sent Events or one JSON object per line.
+    stream_framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
+    #: The response header holding the vendor's request id, for logs and support.
+    request_id_header: ClassVar[str] = "x-request-id"
+
+    def __init__(
+        self, name: str, config: VendorConfig, client: httpx.AsyncClient | None = None
+    ) -> None:
+        super().__init__(name, config)
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=http_timeout(config))
+
+    # --- the wire format's pieces ---------------------------------------------------
+
+    @abstractmethod
+    def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
+        """The exact HTTP request the vendor expects."""
+
+    @abstractmethod
+    def parse_response(self, body: Any) -> Completion:
+        """A non-streamed JSON body as a `Completion`."""
+
+    @abstractmethod
+    def stream_parser(self) -> StreamParser:
+        """A fresh parser for one streamed reply."""
+
+    @abstractmethod
+    def classify_error(self, status: int, headers: httpx.Headers, body: str) -> DispatcherError:
+        """The typed error for a failed response."""
+
+    @abstractmethod
+    def health_request(self) -> httpx.Request:
+        """A cheap authenticated request whose success means the vendor is reachable."""
+
+    # --- the shared machinery -----------------------------------------------------------
+
+    async def complete(self, request: Request, model: str | None = None) -> Response:
+        model = model or request.model
+        started = time.perf_counter()
+        response = await self._send(self.build_request(request, model, stream=False))
+        try:
+            if response.status_code >= 400:
+                raise self.classify_error(response.status_code, response.headers, response.text)
+            try:
+                body = response.json()
+            except ValueError:
+                raise VendorUnavailable(
+                    "the vendor answered with a body that is not JSON",
+                    vendor=self.name,
+                    status_code=response.status_code,
+                ) from None
+            completion = self.parse_response(body)
+        finally:
+            await response.aclose()
+        usage = completion.usage
+        return Response(
+            content=completion.text,
+            usage=usage,
+            model=completion.model or model,
+            vendor=self.name,
+            finish_reason=completion.finish_reason,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            cost_usd=self.cost_of(usage, model),
+            vendor_finish_reason=completion.vendor_finish_reason,
+            vendor_request_id=response.headers.get(self.request_id_header),
+        )
+
+    async def stream(
+        self, request: Request, model: str | None = None
+    ) -> AsyncIterator[StreamDelta]:
+        model = model or request.model
+        parser = self.stream_parser()
+        response = await self._send(self.build_request(request, model, stream=True), stream=True)
+        try:
+            if response.status_code >= 400:
+                body = (await response.aread()).decode("utf-8", errors="replace")
+                raise self.classify_error(response.status_code, response.headers, body)
+            async for item in self._items(response):
+                for delta in parser.feed(item):
+                    yield delta
+            yield parser.finish()
+        except httpx.TimeoutException as exc:
+            raise StreamBroken(
+                f"the stream stalled: no data for {self.config.timeout:g} s",
+                partial=parser.text_seen,
+                vendor=self.name,
+            ) from exc
+        except (httpx.TransportError, SSEError) as exc:
+            raise StreamBroken(
+                f"the stream broke off: {type(exc).__name__}",
+                partial=parser.text_seen,
+                vendor=self.name,
+            ) from exc
+        finally:
+            await response.aclose()
+
+    async def health_check(self) -> Health:
+        started = time.perf_counter()
+        try:
+            response = await self._send(self.health_request())
+            await response.aclose()
+        except DispatcherError as exc:
+            return Health(status=HealthStatus.UNHEALTHY, detail=exc.message)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if response.status_code >= 400:
+            error = self.classify_error(response.status_code, response.headers, response.text)
+            status = HealthStatus.DEGRADED if error.retryable else HealthStatus.UNHEALTHY
+            return Health(status=status, latency_ms=latency_ms, detail=error.message)
+        if latency_ms > DEGRADED_LATENCY_MS:
+            return Health(
+                status=HealthStatus.DEGRADED,
+                latency_ms=latency_ms,
+                detail=f"slow: {latency_ms:.0f} ms",
+            )
+        return Health(status=HealthStatus.HEALTHY, latency_ms=latency_ms)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send, turning transport failures into our retryable errors."""
+        try:
+            return await self.client.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise VendorTimeout(
+                f"no answer within {self.config.timeout:g} s ({type(exc).__name__})",
+                vendor=self.name,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise VendorUnavailable(
+                f"could not reach the vendor: {type(exc).__name__}", vendor=self.name
+            ) from exc
+
+    async def _items(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent | str]:
+        if self.stream_framing == "sse":
+            async for event in EventSource(response).aiter_sse():
+                yield event
+        else:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield line
+
+
+def feed_all(parser: StreamParser, items: Iterable[Any]) -> list[StreamDelta]:
+    """Run a parser over a whole list of items, as tests and replays do."""
+    deltas = [delta for item in items for delta in parser.feed(item)]
+    return [*deltas, parser.finish()]

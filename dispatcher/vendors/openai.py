@@ -1,0 +1,247 @@
+"""OpenAI Chat Completions: the wire format that OpenAI-compatible servers speak too.
+
+Request: `POST {base}/chat/completions` with `Authorization: Bearer <key>`;
+`max_tokens` goes out as `max_completion_tokens` (the old name is refused by
+reasoning models); a stream asks for `stream_options.include_usage`, without
+which usage never arrives. Reply: `choices[0].message.content`, usage in
+`usage.prompt_tokens` / `usage.completion_tokens`. Stream: SSE `data:` lines
+ending with `data: [DONE]`; the usage chunk has empty `choices`, and a
+`data: {"error": ...}` chunk is a failure after HTTP 200. Azure OpenAI and the
+generic OpenAI-compatible vendor reuse everything here but the URL and auth.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+from dispatcher.errors import ContentFiltered, DispatcherError, VendorQuotaExceeded
+from dispatcher.models import FinishReason, Request, Usage
+from dispatcher.vendors.auth import auth_headers_and_params, request_headers
+from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
+from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
+
+__all__ = [
+    "FINISH_REASONS",
+    "ChatStreamParser",
+    "OpenAIVendor",
+    "chat_body",
+    "classify_error",
+    "parse_chat_completion",
+]
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,  # deprecated spelling of tool_calls
+}
+
+
+def finish_reason(raw: str | None) -> FinishReason:
+    """Our finish reason for OpenAI's; an absent one is a plain stop, an unknown one an error."""
+    if raw is None:
+        return FinishReason.STOP
+    return FINISH_REASONS.get(raw, FinishReason.ERROR)
+
+
+def chat_body(
+    request: Request,
+    model: str | None,
+    *,
+    stream: bool,
+    max_tokens_field: str = "max_completion_tokens",
+    include_usage: bool = True,
+) -> dict[str, Any]:
+    """The Chat Completions body for `request`; `model` None leaves the field out (Azure)."""
+    body: dict[str, Any] = {
+        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+    }
+    if model is not None:
+        body["model"] = model
+    if request.max_tokens is not None:
+        body[max_tokens_field] = request.max_tokens
+    for name in ("temperature", "top_p", "user"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+    body.update(request.extra_body)
+    return body
+
+
+def parse_usage(data: Any) -> Usage:
+    """Usage from an OpenAI `usage` object (missing or null counts are 0)."""
+    if not isinstance(data, dict):
+        return Usage()
+    return Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+        total_tokens=int(data.get("total_tokens") or 0),
+    )
+
+
+def parse_chat_completion(body: Any) -> Completion:
+    """A non-streamed Chat Completions body."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    raw = choice.get("finish_reason")
+    reason = finish_reason(raw)
+    if not text and message.get("refusal"):
+        text, reason = str(message["refusal"]), FinishReason.CONTENT_FILTER
+    return Completion(
+        text=str(text),
+        finish_reason=reason,
+        usage=parse_usage(body.get("usage") if isinstance(body, dict) else None),
+        model=body.get("model") if isinstance(body, dict) else None,
+        vendor_finish_reason=raw,
+    )
+
+
+class ChatStreamParser(StreamParser):
+    """`data: {chunk}` events until `data: [DONE]`; usage comes in a chunk with no choices."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(vendor)
+        self.done = False
+        self.raw_finish: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+
+    def feed(self, item: ServerSentEvent) -> list[StreamDelta]:
+        if item.data == "[DONE]":
+            self.done = True
+            return []
+        chunk = json_or_none(item.data)
+        if not isinstance(chunk, dict):
+            return []
+        if "error" in chunk:
+            raise in_stream_error(chunk["error"], self.vendor)
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            self.usage = parse_usage(chunk["usage"])
+        deltas: list[StreamDelta] = []
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            # Azure sends filter-only chunks without a delta: treat it as empty.
+            delta = choice.get("delta") or {}
+            deltas += self.text(delta.get("content") or "")
+            if choice.get("finish_reason"):
+                self.raw_finish = choice["finish_reason"]
+        return deltas
+
+    def finish(self) -> StreamDelta:
+        if not self.done:
+            raise self.broken("data: [DONE]")
+        return StreamDelta(
+            finish_reason=finish_reason(self.raw_finish),
+            usage=self.usage,
+            vendor_finish_reason=self.raw_finish,
+            model=self.model,
+        )
+
+
+def in_stream_error(error: Any, vendor: str) -> DispatcherError:
+    """A failure reported inside a 200 stream: the vendor gave up mid-answer."""
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return error_for_status(500, f"error inside the stream: {message}", vendor=vendor)
+
+
+def classify_error(status: int, headers: httpx.Headers, body: str, vendor: str) -> DispatcherError:
+    """OpenAI's (and Azure's) `{"error": {"message", "type", "code"}}` bodies."""
+    data = json_or_none(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        code = str(error.get("code") or "")
+        kind = str(error.get("type") or "")
+    else:
+        message, code, kind = summary(body), "", ""
+    if status == 429 and "insufficient_quota" in (code, kind):
+        return VendorQuotaExceeded(
+            f"{vendor} quota exhausted: {message} (retrying will not help; check billing)",
+            vendor=vendor,
+            status_code=status,
+        )
+    if code == "content_filter" or (
+        isinstance(error, dict)
+        and isinstance(error.get("innererror"), dict)
+        and error["innererror"].get("code") == "ResponsibleAIPolicyViolation"
+    ):
+        return ContentFiltered(
+            f"{vendor} refused the prompt: {message}", vendor=vendor, status_code=status
+        )
+    detail = f"{message} ({code})" if code and code not in message else message
+    return error_for_status(status, detail, vendor=vendor, retry_after=retry_after_s(headers))
+
+
+class OpenAIVendor(HttpVendor):
+    """api.openai.com, or any base URL given in the configuration."""
+
+    #: The field `max_tokens` is sent as; older servers know only `max_tokens`.
+    default_max_tokens_field: ClassVar[str] = "max_completion_tokens"
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL, without a trailing slash."""
+        return (self.config.endpoint or "").rstrip("/")
+
+    @property
+    def max_tokens_field(self) -> str:
+        """Where `max_tokens` goes in the body."""
+        return self.config.max_tokens_field or self.default_max_tokens_field
+
+    def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The headers and query parameters that authenticate a call."""
+        return auth_headers_and_params(self.config)
+
+    def chat_url(self, model: str) -> str:
+        """Where chat completions are posted."""
+        return f"{self.base_url}/chat/completions"
+
+    def body_model(self, model: str) -> str | None:
+        """The `model` field of the body (None: left out)."""
+        return model
+
+    def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
+        headers, params = self.auth()
+        body = chat_body(
+            request, self.body_model(model), stream=stream, max_tokens_field=self.max_tokens_field
+        )
+        return httpx.Request(
+            "POST",
+            self.chat_url(model),
+            params=params,
+            headers=request_headers(self.config, headers),
+            content=json.dumps(body).encode(),
+        )
+
+    def parse_response(self, body: Any) -> Completion:
+        return parse_chat_completion(body)
+
+    def stream_parser(self) -> StreamParser:
+        return ChatStreamParser(self.name)
+
+    def classify_error(self, status: int, headers: httpx.Headers, body: str) -> DispatcherError:
+        return classify_error(status, headers, body, self.name)
+
+    def health_request(self) -> httpx.Request:
+        headers, params = self.auth()
+        return httpx.Request(
+            "GET",
+            f"{self.base_url}/models",
+            params=params,
+            headers=request_headers(self.config, headers),
+        )
