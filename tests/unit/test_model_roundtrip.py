@@ -39,6 +39,7 @@ from dispatcher import (
 from dispatcher.config_schema import AuthConfig
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import CircuitState, HealthStatus, StrictModel
+from dispatcher.vendors import Capabilities, Health
 
 AT = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
 REQUEST = Request(
@@ -157,6 +158,10 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     RetryPolicy: RetryPolicy(max_retries=5, backoff="linear", initial_delay_s=1, max_delay_s=4),
     CostOptimization: CostOptimization(enabled=True, max_cost_usd=0.01, vendor_costs={"a": 1}),
     LatencyOptimization: LatencyOptimization(enabled=True, latency_weights={"a": 2.0}),
+    Health: Health(status=HealthStatus.DEGRADED, latency_ms=2500.0, detail="slow", checked_at=AT),
+    Capabilities: Capabilities(
+        models=["gpt-*"], max_tokens=16_384, context_window=128_000, supports_vision=True
+    ),
 }
 
 
