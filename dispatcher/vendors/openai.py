@@ -18,7 +18,12 @@ from typing import Any, ClassVar
 import httpx
 from httpx_sse import ServerSentEvent
 
-from dispatcher.errors import ContentFiltered, DispatcherError, VendorQuotaExceeded
+from dispatcher.errors import (
+    ContentFiltered,
+    DispatcherError,
+    VendorQuotaExceeded,
+    VendorUnavailable,
+)
 from dispatcher.models import FinishReason, Request, Usage
 from dispatcher.vendors.auth import auth_headers_and_params, request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
@@ -156,7 +161,7 @@ class ChatStreamParser(StreamParser):
 def in_stream_error(error: Any, vendor: str) -> DispatcherError:
     """A failure reported inside a 200 stream: the vendor gave up mid-answer."""
     message = error.get("message") if isinstance(error, dict) else str(error)
-    return error_for_status(500, f"error inside the stream: {message}", vendor=vendor)
+    return VendorUnavailable(f"{vendor} failed mid-stream: {message}", vendor=vendor)
 
 
 def classify_error(status: int, headers: httpx.Headers, body: str, vendor: str) -> DispatcherError:

@@ -527,8 +527,8 @@ ACCEPTED_TOP_LEVEL_KEYS = (
     "model_groups, retry_policy, routing_rules, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
-    "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, models, prices, priority, "
-    "rpm, timeout_s, tpm, type, weight"
+    "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, models, "
+    "prices, priority, rpm, timeout_s, tpm, type, weight"
 )
 
 
