@@ -59,15 +59,23 @@ CUSTOM_TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_
 
 
 def _check_vendor_type(value: str) -> str:
-    if value in _BUILTIN_TYPES or CUSTOM_TYPE_PATTERN.match(value):
+    known = _BUILTIN_TYPES | _registered_type_names
+    if value in known or CUSTOM_TYPE_PATTERN.match(value):
         return value
     raise ValueError(
-        f"must be one of {', '.join(sorted(_BUILTIN_TYPES))}, "
+        f"must be one of {', '.join(sorted(known))}, "
         f"or a custom factory written 'package.module:Factory'"
     )
 
 
 _BUILTIN_TYPES = frozenset(member.value for member in VendorType)
+# Names added at run time by `vendors.register_vendor`, so `type: <name>` validates.
+_registered_type_names: set[str] = set()
+
+
+def allow_vendor_type(name: str) -> None:
+    """Accept `type: <name>` in configuration (called by `vendors.register_vendor`)."""
+    _registered_type_names.add(name)
 VendorTypeName = Annotated[str, AfterValidator(_check_vendor_type)]
 
 DEFAULT_BASE_URLS: dict[VendorType, str] = {

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import httpx
 
-from dispatcher.config_schema import CUSTOM_TYPE_PATTERN, VendorConfig
+from dispatcher.config_schema import CUSTOM_TYPE_PATTERN, VendorConfig, allow_vendor_type
 from dispatcher.errors import ConfigError
 from dispatcher.vendors.base import Vendor
 
@@ -32,6 +32,7 @@ def register_vendor(type_name: str, factory: VendorFactory) -> None:
         raise ValueError("register_vendor needs a type name and a callable factory")
     with _lock:
         _factories[type_name] = factory
+    allow_vendor_type(type_name)
 
 
 def registered_types() -> list[str]:
