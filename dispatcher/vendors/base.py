@@ -39,6 +39,7 @@ from dispatcher.models import (
     utc_now,
 )
 from dispatcher.pricing import cost_usd, estimate_completion_tokens, estimate_prompt_tokens
+from dispatcher.redaction import register_secret
 
 __all__ = [
     "Capabilities",
@@ -144,6 +145,9 @@ class Vendor(ABC):
     def __init__(self, name: str, config: VendorConfig) -> None:
         self.name = name
         self.config = config
+        # A vendor may be built without Settings.load(); its key must be masked all the same.
+        if config.api_key is not None:
+            register_secret(config.api_key.get_secret_value())
 
     @property
     def capabilities(self) -> Capabilities:
