@@ -273,7 +273,11 @@ class HttpVendor(Vendor):
                 body = (await response.aread()).decode("utf-8", errors="replace")
                 raise self.classify_error(response.status_code, response.headers, body)
             async for item in self._items(response):
-                for delta in parser.feed(item):
+                try:
+                    deltas = parser.feed(item)
+                except VendorUnavailable as exc:
+                    raise _as_broken(exc, parser) from exc
+                for delta in deltas:
                     yield delta
             yield parser.finish()
         except httpx.TimeoutException as exc:
@@ -337,6 +341,18 @@ class HttpVendor(Vendor):
             async for line in response.aiter_lines():
                 if line.strip():
                     yield line
+
+
+def _as_broken(error: VendorUnavailable, parser: StreamParser) -> StreamBroken:
+    """A vendor failure reported inside a stream, typed as the broken stream it is."""
+    if isinstance(error, StreamBroken):
+        return error
+    return StreamBroken(
+        error.message,
+        partial=parser.text_seen,
+        vendor=error.vendor,
+        status_code=error.status_code,
+    )
 
 
 def feed_all(parser: StreamParser, items: Iterable[Any]) -> list[StreamDelta]:

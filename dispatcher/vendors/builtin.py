@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from dispatcher.vendors.anthropic import AnthropicVendor
+from dispatcher.vendors.azure import AzureOpenAIVendor
 from dispatcher.vendors.cohere import CohereVendor
 from dispatcher.vendors.gemini import GeminiVendor
+from dispatcher.vendors.ollama import OllamaVendor
 from dispatcher.vendors.openai import OpenAIVendor
+from dispatcher.vendors.openai_compatible import OpenAICompatibleVendor
 
 __all__ = ["BUILTIN_FACTORIES"]
 
 BUILTIN_FACTORIES = {
     "anthropic": AnthropicVendor,
+    "azure": AzureOpenAIVendor,
     "cohere": CohereVendor,
     "gemini": GeminiVendor,
+    "ollama": OllamaVendor,
     "openai": OpenAIVendor,
+    "openai_compatible": OpenAICompatibleVendor,
 }

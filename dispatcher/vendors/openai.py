@@ -216,6 +216,15 @@ class OpenAIVendor(HttpVendor):
         """Where chat completions are posted."""
         return f"{self.base_url}/chat/completions"
 
+    def query_params(self) -> dict[str, str]:
+        """Query parameters every call carries besides credentials (Azure's api-version)."""
+        return {}
+
+    def url(self, path_url: str, auth_params: dict[str, str]) -> httpx.URL:
+        """`path_url` with our query parameters added to any it already has."""
+        # httpx's `params=` would replace a query written into a configured base URL.
+        return httpx.URL(path_url).copy_merge_params({**self.query_params(), **auth_params})
+
     def body_model(self, model: str) -> str | None:
         """The `model` field of the body (None: left out)."""
         return model
@@ -227,8 +236,7 @@ class OpenAIVendor(HttpVendor):
         )
         return httpx.Request(
             "POST",
-            self.chat_url(model),
-            params=params,
+            self.url(self.chat_url(model), params),
             headers=request_headers(self.config, headers),
             content=json.dumps(body).encode(),
         )
@@ -246,7 +254,10 @@ class OpenAIVendor(HttpVendor):
         headers, params = self.auth()
         return httpx.Request(
             "GET",
-            f"{self.base_url}/models",
-            params=params,
+            self.url(self.models_url(), params),
             headers=request_headers(self.config, headers),
         )
+
+    def models_url(self) -> str:
+        """The cheap authenticated listing the health check calls."""
+        return f"{self.base_url}/models"

@@ -313,14 +313,15 @@ def test_events_without_an_event_line_are_recognised_by_their_json_type() -> Non
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("overloaded_error", VendorUnavailable),
-        ("api_error", VendorUnavailable),
+        # A server failure after the stream began is a broken stream (partial text seen).
+        ("overloaded_error", StreamBroken),
+        ("api_error", StreamBroken),
         ("rate_limit_error", VendorRateLimited),
         ("timeout_error", VendorTimeout),
         ("authentication_error", VendorAuthError),
         ("billing_error", VendorQuotaExceeded),
         ("invalid_request_error", InvalidRequest),
-        ("brand_new_error", VendorUnavailable),
+        ("brand_new_error", StreamBroken),
     ],
 )
 async def test_an_error_event_inside_a_200_stream_raises_the_class_of_its_type(
@@ -338,6 +339,8 @@ async def test_an_error_event_inside_a_200_stream_raises_the_class_of_its_type(
         await collect(vendor(rec).stream(ask(make_request)), received)
     assert received == ["Hi"]
     assert type(caught.value) is expected
+    if isinstance(caught.value, StreamBroken):
+        assert caught.value.partial is True
     message = str(caught.value)
     assert (
         f"error inside the stream: Went wrong ({kind}); the reply so far is incomplete" in message
