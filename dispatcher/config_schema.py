@@ -76,6 +76,8 @@ _registered_type_names: set[str] = set()
 def allow_vendor_type(name: str) -> None:
     """Accept `type: <name>` in configuration (called by `vendors.register_vendor`)."""
     _registered_type_names.add(name)
+
+
 VendorTypeName = Annotated[str, AfterValidator(_check_vendor_type)]
 
 DEFAULT_BASE_URLS: dict[VendorType, str] = {

@@ -6,6 +6,7 @@ from dispatcher.vendors.anthropic import AnthropicVendor
 from dispatcher.vendors.azure import AzureOpenAIVendor
 from dispatcher.vendors.cohere import CohereVendor
 from dispatcher.vendors.gemini import GeminiVendor
+from dispatcher.vendors.mock import MockVendor
 from dispatcher.vendors.ollama import OllamaVendor
 from dispatcher.vendors.openai import OpenAIVendor
 from dispatcher.vendors.openai_compatible import OpenAICompatibleVendor
@@ -17,6 +18,7 @@ BUILTIN_FACTORIES = {
     "azure": AzureOpenAIVendor,
     "cohere": CohereVendor,
     "gemini": GeminiVendor,
+    "mock": MockVendor,
     "ollama": OllamaVendor,
     "openai": OpenAIVendor,
     "openai_compatible": OpenAICompatibleVendor,

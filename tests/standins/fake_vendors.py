@@ -84,6 +84,7 @@ class FakeVendors:
             web.post("/v2/chat", self.cohere),
             web.get("/v1/models", self.list_models),
             web.get("/openai/models", self.list_models),
+            web.get("/openai/v1/models", self.list_models),
             web.get("/v1beta/models", self.list_models),
             web.get("/api/tags", self.list_models),
             web.get("/__requests", self.dump_requests),

@@ -40,6 +40,7 @@ from dispatcher.config_schema import AuthConfig
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import CircuitState, HealthStatus, StrictModel
 from dispatcher.vendors import Capabilities, Health
+from dispatcher.vendors.mock import MockBehaviour
 
 AT = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
 REQUEST = Request(
@@ -159,6 +160,15 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     CostOptimization: CostOptimization(enabled=True, max_cost_usd=0.01, vendor_costs={"a": 1}),
     LatencyOptimization: LatencyOptimization(enabled=True, latency_weights={"a": 2.0}),
     Health: Health(status=HealthStatus.DEGRADED, latency_ms=2500.0, detail="slow", checked_at=AT),
+    MockBehaviour: MockBehaviour(
+        time_to_first_token_s=0.2,
+        chunk_delay_s=0.05,
+        chunk_count=4,
+        failure_rate=0.1,
+        failure_kinds=frozenset({"timeout", "rate_limited"}),
+        retry_after_s=2.0,
+        seed=7,
+    ),
     Capabilities: Capabilities(
         models=["gpt-*"], max_tokens=16_384, context_window=128_000, supports_vision=True
     ),
