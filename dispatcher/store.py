@@ -1,0 +1,378 @@
+"""The job store: jobs, their history, waiters and statistics in Redis.
+
+This is the ONE module that knows Redis key names. Every key starts with the
+configured prefix (`llmd` by default):
+
+| key                               | type   | holds                                        |
+| --------------------------------- | ------ | -------------------------------------------- |
+| `{p}:job:{id}`                    | hash   | request, route, status, attempt, timings ... |
+| `{p}:job:{id}:events`             | list   | the job's history, one JSON event per entry  |
+| `{p}:job:{id}:done`               | list   | one entry once the job ended; waiters block  |
+| `{p}:stats`                       | hash   | counters (see `dispatcher.stats`)            |
+| `{p}:hist:latency:{vendor}`       | hash   | vendor latency histogram (`_all`: every one) |
+| `{p}:hist:queue_wait`             | hash   | queue wait histogram                         |
+| `{p}:vendor:{vendor}:blocked`     | string | the time until which a vendor asked us to wait |
+
+Transitions are atomic Lua scripts (`store_scripts.py`): a job starts only if
+it has not ended and its message is not stale; it ends at most once, and the
+statistics move in the same script, so they always equal the records. Ended
+jobs expire after `job_ttl_s`; jobs that never end expire after a week.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import redis
+
+from dispatcher.errors import DispatcherError, JobNotFound
+from dispatcher.models import (
+    JobError,
+    JobEvent,
+    JobEventKind,
+    JobRecord,
+    JobStatus,
+    Request,
+    Response,
+    Route,
+    Stats,
+    Usage,
+)
+from dispatcher.stats import (
+    ALL_VENDORS,
+    BUCKET_BOUNDS_MS,
+    LATENCY,
+    QUEUE_WAIT,
+    bucket_of,
+    build_stats,
+    finish_increments,
+)
+from dispatcher.store_scripts import FINISH, RESCHEDULE, START
+
+__all__ = ["DEFAULT_JOB_TTL_S", "JobStore", "StartResult", "valid_job_id"]
+
+# Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
+DEFAULT_JOB_TTL_S = 86_400
+# A job that never ends (its message lost with a wiped Redis) must not live forever.
+PENDING_TTL_S = 7 * 86_400
+# A blocking wait is sliced so that it always returns before the client's socket timeout.
+WAIT_SLICE_S = 1.0
+TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+StartResult = Literal["ok", "missing", "terminal", "stale"]
+
+
+def valid_job_id(job_id: str) -> bool:
+    """True for ids of the form we issue (32 hex digits), so no id can address another key."""
+    return isinstance(job_id, str) and bool(_JOB_ID.match(job_id))
+
+
+class JobStore:
+    """Reads and writes jobs; all methods take and return our models, never raw keys."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        job_ttl_s: int = DEFAULT_JOB_TTL_S,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.job_ttl_s = job_ttl_s
+        self.now = now
+        self._start = client.register_script(START)
+        self._reschedule = client.register_script(RESCHEDULE)
+        self._finish = client.register_script(FINISH)
+
+    # --- key names ----------------------------------------------------------------
+
+    def job_key(self, job_id: str) -> str:
+        """The job's hash."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def events_key(self, job_id: str) -> str:
+        """The job's history list."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def done_key(self, job_id: str) -> str:
+        """The list that holds one entry once the job has ended."""
+        return f"{self.prefix}:job:{job_id}:done"
+
+    def stats_key(self) -> str:
+        """The counters hash."""
+        return f"{self.prefix}:stats"
+
+    def histogram_key(self, metric: str, vendor: str | None = None) -> str:
+        """A latency (per vendor, or `_all`) or queue-wait histogram."""
+        if metric == QUEUE_WAIT:
+            return f"{self.prefix}:hist:{QUEUE_WAIT}"
+        return f"{self.prefix}:hist:{metric}:{vendor or ALL_VENDORS}"
+
+    def blocked_key(self, vendor: str) -> str:
+        """Until when a vendor asked everyone to wait (its Retry-After)."""
+        return f"{self.prefix}:vendor:{vendor}:blocked"
+
+    # --- creating and reading ----------------------------------------------------------
+
+    @staticmethod
+    def new_job_id() -> str:
+        """A fresh, unguessable job id."""
+        return uuid.uuid4().hex
+
+    def create(
+        self,
+        job_id: str,
+        request: Request,
+        route: Route,
+        *,
+        batch_id: str | None = None,
+        pipeline: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Write a new queued job (into `pipeline` when given, for one round trip)."""
+        now = self.now()
+        fields: dict[str, str] = {
+            "request": request.model_dump_json(),
+            "route": route.model_dump_json(),
+            "status": JobStatus.QUEUED.value,
+            "attempt": "0",
+            "attempts": "0",
+            "created_at": repr(now),
+        }
+        if request.timeout_s is not None:
+            fields["deadline_at"] = repr(now + request.timeout_s)
+        if batch_id is not None:
+            fields["batch_id"] = batch_id
+        event = JobEvent(kind=JobEventKind.QUEUED, at=_at(now), vendor=route.vendor)
+        target = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
+        target.hset(self.job_key(job_id), mapping=cast("Mapping[Any, Any]", fields))
+        target.rpush(self.events_key(job_id), event.model_dump_json())
+        target.expire(self.job_key(job_id), PENDING_TTL_S)
+        target.expire(self.events_key(job_id), PENDING_TTL_S)
+        if pipeline is None:
+            target.execute()
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record.
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.job_key(job_id))
+        pipe.lrange(self.events_key(job_id), 0, -1)
+        fields, events = pipe.execute()
+        if not fields:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
+
+    # --- transitions ---------------------------------------------------------------------
+
+    def start(self, job_id: str, attempt: int, vendor: str) -> StartResult:
+        """Mark the job running for message `attempt`, unless it ended or that message is stale."""
+        now = self.now()
+        event = JobEvent(kind=JobEventKind.STARTED, at=_at(now), attempt=attempt, vendor=vendor)
+        bounds = ["inf" if b == float("inf") else repr(b) for b in BUCKET_BOUNDS_MS]
+        result = self._start(
+            keys=[
+                self.job_key(job_id),
+                self.events_key(job_id),
+                self.stats_key(),
+                self.histogram_key(QUEUE_WAIT),
+            ],
+            args=[attempt, repr(now), event.model_dump_json(), TERMINAL, *bounds],
+        )
+        return _text(result)  # type: ignore[return-value]
+
+    def reschedule(
+        self,
+        job_id: str,
+        *,
+        from_attempt: int,
+        to_attempt: int,
+        event: JobEvent,
+        counters: list[tuple[str, float]] = (),  # type: ignore[assignment]
+    ) -> str:
+        """Record a retry or reroute and hand the job to message `to_attempt`."""
+        flat = [str(part) for pair in counters for part in pair]
+        result = self._reschedule(
+            keys=[self.job_key(job_id), self.events_key(job_id), self.stats_key()],
+            args=[from_attempt, to_attempt, event.model_dump_json(), TERMINAL, *flat],
+        )
+        return _text(result)
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        vendor: str | None,
+        response: Response | None = None,
+        error: DispatcherError | None = None,
+        total_ms: float | None = None,
+        event_reason: str | None = None,
+    ) -> bool:
+        """End the job, at most once; False when it had already ended (nothing written)."""
+        if not status.is_terminal:
+            raise ValueError(f"finish needs a terminal status, not {status}")
+        now = self.now()
+        fields: dict[str, str] = {"finished_at": repr(now)}
+        if total_ms is not None:
+            fields["total_ms"] = f"{total_ms:.3f}"
+        usage = response.usage if response else None
+        latency = response.latency_ms if response else None
+        cost = response.cost_usd if response else 0.0
+        if response is not None:
+            fields |= {
+                "response": response.model_dump_json(),
+                "usage": response.usage.model_dump_json(),
+                "vendor_latency_ms": f"{response.latency_ms:.3f}",
+                "cost_usd": repr(response.cost_usd),
+            }
+        if error is not None:
+            fields["error"] = json.dumps({**error.to_dict(), "job_id": job_id})
+        kind = JobEventKind(status.value)
+        event = JobEvent(
+            kind=kind,
+            at=_at(now),
+            vendor=vendor,
+            reason=event_reason or (error.message if error else None),
+        )
+        counters = finish_increments(status, vendor, latency_ms=latency, usage=usage, cost_usd=cost)
+        histograms: list[tuple[str, str]] = []
+        if latency is not None:
+            bucket = bucket_of(latency)
+            histograms = [(self.histogram_key(LATENCY), bucket)]
+            if vendor:
+                histograms.append((self.histogram_key(LATENCY, vendor), bucket))
+        args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
+        args += [len(fields), *[part for pair in fields.items() for part in pair]]
+        args += [len(counters), *[str(part) for pair in counters for part in pair]]
+        args += [bucket for _, bucket in histograms]
+        keys = [
+            self.job_key(job_id),
+            self.events_key(job_id),
+            self.done_key(job_id),
+            self.stats_key(),
+            *[key for key, _ in histograms],
+        ]
+        return bool(self._finish(keys=keys, args=args))
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not ended; False when it already had."""
+        self.get(job_id)  # JobNotFound for an unknown id
+        return self.finish(job_id, JobStatus.CANCELLED, vendor=None, event_reason="cancelled")
+
+    # --- waiting ---------------------------------------------------------------------
+
+    def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
+        """Block until the job has ended (True) or `timeout_s` passed (False)."""
+        done = self.done_key(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Moving the one entry to the same list leaves it in place, so every
+            # waiter wakes, and waiters that come later return at once.
+            slice_s = min(remaining, WAIT_SLICE_S)
+            # Redis takes fractional seconds here; redis-py's stub says int.
+            if self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
+                return True
+
+    # --- vendors and statistics --------------------------------------------------------
+
+    def block_vendor(self, vendor: str, seconds: float) -> None:
+        """Record that `vendor` asked every worker to wait `seconds` (its Retry-After)."""
+        if seconds <= 0:
+            return
+        until = self.now() + seconds
+        key = self.blocked_key(vendor)
+        # Keep the later of two blocks: a short Retry-After must not shorten a long one.
+        current = self.redis.get(key)
+        if current is None or float(current) < until:
+            self.redis.set(key, repr(until), px=max(1, int(seconds * 1000)))
+
+    def blocked_until(self, vendors: list[str]) -> dict[str, float]:
+        """The vendors among `vendors` that are cooling down, with the time they may be called."""
+        if not vendors:
+            return {}
+        values = self.redis.mget([self.blocked_key(v) for v in vendors])
+        now = self.now()
+        return {
+            vendor: float(value)
+            for vendor, value in zip(vendors, values, strict=True)
+            if value is not None and float(value) > now
+        }
+
+    def stats(self) -> Stats:
+        """The statistics of every job that ended, per vendor and in total."""
+        counters = _decoded(self.redis.hgetall(self.stats_key()))
+        vendors = sorted({f.split(":")[1] for f in counters if f.startswith("v:")})
+        pipe = self.redis.pipeline(transaction=False)
+        for vendor in [ALL_VENDORS, *vendors]:
+            pipe.hgetall(self.histogram_key(LATENCY, vendor))
+        pipe.hgetall(self.histogram_key(QUEUE_WAIT))
+        *latencies, queue_wait = pipe.execute()
+        names = [ALL_VENDORS, *vendors]
+        latency = {vendor: _decoded(h) for vendor, h in zip(names, latencies, strict=True)}
+        return build_stats(counters, latency, _decoded(queue_wait))
+
+
+def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) -> JobRecord:
+    """A `JobRecord` from the job hash and its event list."""
+
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if value not in (None, "") else None
+
+    def moment(name: str) -> datetime | None:
+        value = number(name)
+        return _at(value) if value is not None else None
+
+    def model(name: str, cls: Any) -> Any:
+        value = fields.get(name)
+        return cls.model_validate_json(value) if value else None
+
+    return JobRecord(
+        job_id=job_id,
+        request=Request.model_validate_json(fields["request"]),
+        route=model("route", Route),
+        status=JobStatus(fields["status"]),
+        attempts=int(fields.get("attempts", 0)),
+        events=[JobEvent.model_validate_json(e) for e in events],
+        response=model("response", Response),
+        error=model("error", JobError),
+        batch_id=fields.get("batch_id"),
+        created_at=moment("created_at") or _at(0),
+        started_at=moment("started_at"),
+        finished_at=moment("finished_at"),
+        deadline_at=moment("deadline_at"),
+        queue_wait_ms=number("queue_wait_ms"),
+        vendor_latency_ms=number("vendor_latency_ms"),
+        total_ms=number("total_ms"),
+        usage=model("usage", Usage),
+        cost_usd=number("cost_usd") or 0.0,
+    )
+
+
+def _at(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decoded(mapping: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}
