@@ -70,6 +70,12 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # Every Redis key starts with this, so one Redis can host several deployments.
 DEFAULT_KEY_PREFIX = "llmd"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
+DEFAULT_JOB_TTL_S = 86_400
+# Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
+DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
+# Below 20 minutes a capped 15-minute wait plus a slow call could be redelivered.
+MIN_VISIBILITY_TIMEOUT_S = 1_200
 
 Seconds = Annotated[float, Field(gt=0.0)]
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -140,6 +146,14 @@ class Settings(BaseSettings):
         validation_alias="LLMDISPATCH_KEY_PREFIX",
     )
     config_file: Path | None = Field(default=None, validation_alias="LLMDISPATCH_CONFIG")
+    job_ttl_s: int = Field(
+        default=DEFAULT_JOB_TTL_S, gt=0, validation_alias="LLMDISPATCH_JOB_TTL_S"
+    )
+    visibility_timeout_s: int = Field(
+        default=DEFAULT_VISIBILITY_TIMEOUT_S,
+        ge=MIN_VISIBILITY_TIMEOUT_S,
+        validation_alias="LLMDISPATCH_VISIBILITY_TIMEOUT_S",
+    )
 
     openai_api_key: SecretStr | None = None
     openai_base_url: HttpUrlText | None = None

@@ -15,6 +15,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     ├── NoRoute                      final: no configured vendor can take the request
     ├── BudgetExceeded               final: every route costs more than the allowed maximum
     ├── JobNotFound (LookupError)    final: no job with that id (never existed, or expired)
+    ├── JobCancelled                 final: the job was cancelled before it ended
     └── ConfigError (ValueError)     final: the configuration is invalid; lists every problem
 
 Workers ask an error what to do (`error.retryable`), never parse its message.
@@ -36,6 +37,7 @@ __all__ = [
     "ContentFiltered",
     "DispatcherError",
     "InvalidRequest",
+    "JobCancelled",
     "JobNotFound",
     "NoRoute",
     "StreamBroken",
@@ -243,6 +245,12 @@ class JobNotFound(DispatcherError, LookupError):
     kind = "job_not_found"
 
 
+class JobCancelled(DispatcherError):
+    """The job was cancelled; it has no result."""
+
+    kind = "cancelled"
+
+
 class ConfigError(DispatcherError, ValueError):
     """The configuration is invalid; `problems` lists every one, each with its path."""
 
@@ -274,6 +282,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         NoRoute,
         BudgetExceeded,
         JobNotFound,
+        JobCancelled,
         ConfigError,
     )
 }

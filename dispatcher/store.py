@@ -31,6 +31,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobNotFound
 from dispatcher.models import (
     JobError,
@@ -55,10 +56,15 @@ from dispatcher.stats import (
 )
 from dispatcher.store_scripts import FINISH, RESCHEDULE, START
 
-__all__ = ["DEFAULT_JOB_TTL_S", "JobStore", "StartResult", "valid_job_id"]
+__all__ = [
+    "DEFAULT_JOB_TTL_S",
+    "JobStore",
+    "Keys",
+    "StartResult",
+    "record_from_hash",
+    "valid_job_id",
+]
 
-# Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
-DEFAULT_JOB_TTL_S = 86_400
 # A job that never ends (its message lost with a wiped Redis) must not live forever.
 PENDING_TTL_S = 7 * 86_400
 # A blocking wait is sliced so that it always returns before the client's socket timeout.
@@ -74,6 +80,39 @@ def valid_job_id(job_id: str) -> bool:
     return isinstance(job_id, str) and bool(_JOB_ID.match(job_id))
 
 
+class Keys:
+    """Every key name, under one prefix; the only place they are spelled."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        """The job's hash."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        """The job's history list."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def done(self, job_id: str) -> str:
+        """The list that holds one entry once the job has ended."""
+        return f"{self.prefix}:job:{job_id}:done"
+
+    def stats(self) -> str:
+        """The counters hash."""
+        return f"{self.prefix}:stats"
+
+    def histogram(self, metric: str, vendor: str | None = None) -> str:
+        """A latency (per vendor, or `_all`) or queue-wait histogram."""
+        if metric == QUEUE_WAIT:
+            return f"{self.prefix}:hist:{QUEUE_WAIT}"
+        return f"{self.prefix}:hist:{metric}:{vendor or ALL_VENDORS}"
+
+    def blocked(self, vendor: str) -> str:
+        """Until when a vendor asked everyone to wait (its Retry-After)."""
+        return f"{self.prefix}:vendor:{vendor}:blocked"
+
+
 class JobStore:
     """Reads and writes jobs; all methods take and return our models, never raw keys."""
 
@@ -86,40 +125,12 @@ class JobStore:
         now: Callable[[], float] = time.time,
     ) -> None:
         self.redis = client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.job_ttl_s = job_ttl_s
         self.now = now
         self._start = client.register_script(START)
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
-
-    # --- key names ----------------------------------------------------------------
-
-    def job_key(self, job_id: str) -> str:
-        """The job's hash."""
-        return f"{self.prefix}:job:{job_id}"
-
-    def events_key(self, job_id: str) -> str:
-        """The job's history list."""
-        return f"{self.prefix}:job:{job_id}:events"
-
-    def done_key(self, job_id: str) -> str:
-        """The list that holds one entry once the job has ended."""
-        return f"{self.prefix}:job:{job_id}:done"
-
-    def stats_key(self) -> str:
-        """The counters hash."""
-        return f"{self.prefix}:stats"
-
-    def histogram_key(self, metric: str, vendor: str | None = None) -> str:
-        """A latency (per vendor, or `_all`) or queue-wait histogram."""
-        if metric == QUEUE_WAIT:
-            return f"{self.prefix}:hist:{QUEUE_WAIT}"
-        return f"{self.prefix}:hist:{metric}:{vendor or ALL_VENDORS}"
-
-    def blocked_key(self, vendor: str) -> str:
-        """Until when a vendor asked everyone to wait (its Retry-After)."""
-        return f"{self.prefix}:vendor:{vendor}:blocked"
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -153,10 +164,10 @@ class JobStore:
             fields["batch_id"] = batch_id
         event = JobEvent(kind=JobEventKind.QUEUED, at=_at(now), vendor=route.vendor)
         target = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
-        target.hset(self.job_key(job_id), mapping=cast("Mapping[Any, Any]", fields))
-        target.rpush(self.events_key(job_id), event.model_dump_json())
-        target.expire(self.job_key(job_id), PENDING_TTL_S)
-        target.expire(self.events_key(job_id), PENDING_TTL_S)
+        target.hset(self.keys.job(job_id), mapping=cast("Mapping[Any, Any]", fields))
+        target.rpush(self.keys.events(job_id), event.model_dump_json())
+        target.expire(self.keys.job(job_id), PENDING_TTL_S)
+        target.expire(self.keys.events(job_id), PENDING_TTL_S)
         if pipeline is None:
             target.execute()
 
@@ -169,8 +180,8 @@ class JobStore:
         if not valid_job_id(job_id):
             raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.job_key(job_id))
-        pipe.lrange(self.events_key(job_id), 0, -1)
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.lrange(self.keys.events(job_id), 0, -1)
         fields, events = pipe.execute()
         if not fields:
             raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
@@ -185,10 +196,10 @@ class JobStore:
         bounds = ["inf" if b == float("inf") else repr(b) for b in BUCKET_BOUNDS_MS]
         result = self._start(
             keys=[
-                self.job_key(job_id),
-                self.events_key(job_id),
-                self.stats_key(),
-                self.histogram_key(QUEUE_WAIT),
+                self.keys.job(job_id),
+                self.keys.events(job_id),
+                self.keys.stats(),
+                self.keys.histogram(QUEUE_WAIT),
             ],
             args=[attempt, repr(now), event.model_dump_json(), TERMINAL, *bounds],
         )
@@ -206,7 +217,7 @@ class JobStore:
         """Record a retry or reroute and hand the job to message `to_attempt`."""
         flat = [str(part) for pair in counters for part in pair]
         result = self._reschedule(
-            keys=[self.job_key(job_id), self.events_key(job_id), self.stats_key()],
+            keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.stats()],
             args=[from_attempt, to_attempt, event.model_dump_json(), TERMINAL, *flat],
         )
         return _text(result)
@@ -252,18 +263,18 @@ class JobStore:
         histograms: list[tuple[str, str]] = []
         if latency is not None:
             bucket = bucket_of(latency)
-            histograms = [(self.histogram_key(LATENCY), bucket)]
+            histograms = [(self.keys.histogram(LATENCY), bucket)]
             if vendor:
-                histograms.append((self.histogram_key(LATENCY, vendor), bucket))
+                histograms.append((self.keys.histogram(LATENCY, vendor), bucket))
         args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
         keys = [
-            self.job_key(job_id),
-            self.events_key(job_id),
-            self.done_key(job_id),
-            self.stats_key(),
+            self.keys.job(job_id),
+            self.keys.events(job_id),
+            self.keys.done(job_id),
+            self.keys.stats(),
             *[key for key, _ in histograms],
         ]
         return bool(self._finish(keys=keys, args=args))
@@ -277,7 +288,7 @@ class JobStore:
 
     def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
         """Block until the job has ended (True) or `timeout_s` passed (False)."""
-        done = self.done_key(job_id)
+        done = self.keys.done(job_id)
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -297,7 +308,7 @@ class JobStore:
         if seconds <= 0:
             return
         until = self.now() + seconds
-        key = self.blocked_key(vendor)
+        key = self.keys.blocked(vendor)
         # Keep the later of two blocks: a short Retry-After must not shorten a long one.
         current = self.redis.get(key)
         if current is None or float(current) < until:
@@ -307,7 +318,7 @@ class JobStore:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""
         if not vendors:
             return {}
-        values = self.redis.mget([self.blocked_key(v) for v in vendors])
+        values = self.redis.mget([self.keys.blocked(v) for v in vendors])
         now = self.now()
         return {
             vendor: float(value)
@@ -317,12 +328,12 @@ class JobStore:
 
     def stats(self) -> Stats:
         """The statistics of every job that ended, per vendor and in total."""
-        counters = _decoded(self.redis.hgetall(self.stats_key()))
+        counters = _decoded(self.redis.hgetall(self.keys.stats()))
         vendors = sorted({f.split(":")[1] for f in counters if f.startswith("v:")})
         pipe = self.redis.pipeline(transaction=False)
         for vendor in [ALL_VENDORS, *vendors]:
-            pipe.hgetall(self.histogram_key(LATENCY, vendor))
-        pipe.hgetall(self.histogram_key(QUEUE_WAIT))
+            pipe.hgetall(self.keys.histogram(LATENCY, vendor))
+        pipe.hgetall(self.keys.histogram(QUEUE_WAIT))
         *latencies, queue_wait = pipe.execute()
         names = [ALL_VENDORS, *vendors]
         latency = {vendor: _decoded(h) for vendor, h in zip(names, latencies, strict=True)}

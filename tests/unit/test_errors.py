@@ -14,6 +14,7 @@ from dispatcher.errors import (
     ContentFiltered,
     DispatcherError,
     InvalidRequest,
+    JobCancelled,
     JobNotFound,
     NoRoute,
     StreamBroken,
@@ -35,6 +36,7 @@ FINAL = {
     NoRoute,
     BudgetExceeded,
     JobNotFound,
+    JobCancelled,
     ConfigError,
 }
 
@@ -51,6 +53,7 @@ SAMPLES: list[DispatcherError] = [
     NoRoute("no vendor can take model 'x'", reasons={"openai": "disabled", "azure": "unhealthy"}),
     BudgetExceeded("too expensive", estimated_cost_usd=0.2, max_cost_usd=0.1),
     JobNotFound("no job 'abc'", job_id="abc"),
+    JobCancelled("job 'abc' was cancelled", job_id="abc"),
     ConfigError(["vendors.openai.rpm: must be greater than 0", "default_vendor: unknown"]),
 ]
 
