@@ -1,7 +1,8 @@
 """Celery workers: the app, the per-vendor queues and the task that runs a job.
 
-The Celery side arrives with the queue (issue #4). This package only ever
-imports `dispatcher`, never `producer`; the two meet in Redis.
+Start one with `llmdispatch worker --vendors openai,anthropic` (or
+`celery -A workers.app worker -Q llm.openai,llm.anthropic --pool threads`).
+This package imports `dispatcher`, never `producer`; the two meet in Redis.
 """
 
 __all__: list[str] = []

@@ -1,0 +1,382 @@
+"""What happens to a job between its message arriving and its outcome being written.
+
+`JobRunner.run(message)` runs one attempt, the way ARCHITECTURE.md describes:
+
+1. Load the job; one that ended, or a stale message, is skipped (redelivery is
+   normal, and a result is written once).
+2. A job past its deadline fails with a clear timeout instead of running.
+3. A vendor that asked everyone to wait (Retry-After, shared in Redis) is not
+   called: the job moves to the first deployment of its route that is not
+   cooling down, or, when all are, waits for the earliest to recover within
+   its deadline.
+4. Call the vendor. Success: response, usage, cost, timings and statistics are
+   written in one atomic step, and waiters wake.
+5. A retryable failure (by the retry policy's kinds) is retried on the same
+   deployment after the policy's backoff or the vendor's Retry-After, which
+   ever is longer; when retries run out the job moves to the route's next
+   deployment (fallback vendor, or the model group's next vendor+model). A
+   final failure, or a wait that would pass the deadline, ends the job.
+
+Waits are new messages with a countdown, never a sleep that holds a worker
+slot. The next message is sent *before* the job's state is handed to it: if
+the worker dies between the two, the old message is redelivered (late
+acknowledgement) or the new one adopts the job, so a job is never stranded.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dispatcher.backoff import retry_delay_s
+from dispatcher.celery_config import MAX_SCHEDULED_WAIT_S
+from dispatcher.config import Settings
+from dispatcher.errors import (
+    CircuitOpen,
+    DispatcherError,
+    JobNotFound,
+    VendorRateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from dispatcher.messages import RunJob
+from dispatcher.models import (
+    Deployment,
+    FinishReason,
+    JobEvent,
+    JobEventKind,
+    JobRecord,
+    JobStatus,
+    Request,
+    Usage,
+)
+from dispatcher.models import Response as VendorResponse
+from dispatcher.router import queue_for
+from dispatcher.store import JobStore
+from dispatcher.vendors.base import Vendor
+
+__all__ = ["CallVendor", "JobRunner", "Outcome", "SendMessage", "call_vendor", "retry_kind"]
+
+# Sends a message to a queue: (message, queue, priority, countdown in seconds).
+SendMessage = Callable[[RunJob, str, int, float], None]
+# Makes the vendor call and returns its reply (the worker runs it on its event loop).
+CallVendor = Callable[[Vendor, Request, str], VendorResponse]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt led to; the worker logs it, tests assert on it."""
+
+    kind: Literal["succeeded", "failed", "rescheduled", "skipped"]
+    detail: str = ""
+    next_message: RunJob | None = None
+    delay_s: float = 0.0
+    queue: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def retry_kind(error: DispatcherError) -> str | None:
+    """The retry-policy kind of an error (`retry_on` values), or None for a final one."""
+    if not error.retryable:
+        return None
+    if isinstance(error, VendorRateLimited):
+        return "rate_limited"
+    if isinstance(error, VendorTimeout):
+        return "timeout"
+    if isinstance(error, CircuitOpen):
+        return "circuit_open"
+    if isinstance(error, VendorUnavailable):
+        return "unavailable"
+    return error.kind
+
+
+class JobRunner:
+    """Runs attempts of jobs for the vendors this worker holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        vendors: Mapping[str, Vendor],
+        *,
+        call: CallVendor,
+        send: SendMessage,
+        now: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.vendors = vendors
+        self.call = call
+        self.send = send
+        self.now = now
+        self.rng = rng or random.Random()
+
+    def run(self, message: RunJob) -> Outcome:
+        """Run one attempt of a job, as the message says."""
+        try:
+            record = self.store.get(message.job_id)
+        except JobNotFound:
+            return Outcome("skipped", "no such job (expired, or never created)")
+        deployments = record.route.deployments if record.route else []
+        deadline = record.deadline_at.timestamp() if record.deadline_at else None
+        return self._refusal(record, message, deployments, deadline) or self._attempt(
+            record, message, deployments, deadline
+        )
+
+    def _refusal(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        deadline: float | None,
+    ) -> Outcome | None:
+        """Why this message must not call its vendor now, or None when it may."""
+        if record.status.is_terminal:
+            return Outcome("skipped", f"already {record.status.value}")
+        if message.deployment >= len(deployments):
+            return Outcome("skipped", f"the route has no deployment {message.deployment}")
+        vendor = deployments[message.deployment].vendor
+        if deadline is not None and self.now() >= deadline:
+            late = VendorTimeout(
+                f"the job's deadline ({record.request.timeout_s:g} s after submit) passed "
+                "before it could run",
+                job_id=record.job_id,
+            )
+            return self._fail(record, vendor, late)
+        if vendor not in self.vendors:
+            # Queues are per vendor, so this worker should never get this message:
+            # put it back where a worker holding that vendor will take it.
+            self.send(message, queue_for(vendor), record.request.priority, 0.0)
+            return Outcome("rescheduled", f"no vendor {vendor!r} in this worker")
+        return self._avoid_cooling_vendors(record, message, deployments, deadline)
+
+    def _attempt(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        deadline: float | None,
+    ) -> Outcome:
+        """Call the vendor and write what came of it."""
+        deployment = deployments[message.deployment]
+        vendor = self.vendors[deployment.vendor]
+        if self.store.start(record.job_id, message.attempt, vendor.name) != "ok":
+            return Outcome("skipped", "ended or taken over by a newer message meanwhile")
+        try:
+            response = self.call(vendor, record.request, deployment.model)
+        except DispatcherError as error:
+            return self._after_failure(record, message, deployments, error, deadline)
+        except Exception as exc:  # a vendor bug must end the job, not the worker
+            unexpected = VendorUnavailable(
+                f"{vendor.name} client failed unexpectedly: {type(exc).__name__}: {exc}",
+                vendor=vendor.name,
+            )
+            return self._fail(record, vendor.name, unexpected)
+        total_ms = (self.now() - record.created_at.timestamp()) * 1000.0
+        ended = self.store.finish(
+            record.job_id,
+            JobStatus.SUCCEEDED,
+            vendor=vendor.name,
+            response=response,
+            total_ms=max(0.0, total_ms),
+        )
+        return Outcome("succeeded" if ended else "skipped", response.vendor)
+
+    # --- decisions after a failure ---------------------------------------------------
+
+    def _after_failure(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        error: DispatcherError,
+        deadline: float | None,
+    ) -> Outcome:
+        vendor = deployments[message.deployment].vendor
+        error.job_id = record.job_id
+        if isinstance(error, VendorRateLimited) and error.retry_after_s:
+            self.store.block_vendor(vendor, error.retry_after_s)
+        policy = self.settings.retry_policy
+        if retry_kind(error) not in policy.retry_on:
+            return self._fail(record, vendor, error)
+        if message.retry < policy.max_retries:
+            retry_after = error.retry_after_s if isinstance(error, VendorRateLimited) else None
+            delay = min(
+                retry_delay_s(policy, message.retry + 1, retry_after, self.rng),
+                MAX_SCHEDULED_WAIT_S,
+            )
+            if deadline is not None and self.now() + delay >= deadline:
+                return self._fail(record, vendor, _deadline_error(record, error))
+            nxt = RunJob(record.job_id, message.attempt + 1, message.deployment, message.retry + 1)
+            event = JobEvent(
+                kind=JobEventKind.RETRY,
+                attempt=nxt.attempt,
+                vendor=vendor,
+                reason=error.message,
+                delay_s=delay,
+            )
+            counters = [("t:retries", 1.0), (f"v:{vendor}:retries", 1.0)]
+            return self._reschedule(
+                record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
+            )
+        if message.deployment + 1 < len(deployments):
+            target = deployments[message.deployment + 1]
+            nxt = RunJob(record.job_id, message.attempt + 1, message.deployment + 1, 0)
+            event = JobEvent(
+                kind=JobEventKind.REROUTED,
+                attempt=nxt.attempt,
+                vendor=vendor,
+                from_vendor=vendor,
+                to_vendor=target.vendor,
+                reason=f"retries exhausted: {error.message}",
+            )
+            counters = [("t:fallbacks", 1.0), (f"v:{vendor}:fallbacks", 1.0)]
+            return self._reschedule(
+                record,
+                message,
+                nxt,
+                vendor=target.vendor,
+                delay_s=0.0,
+                event=event,
+                counters=counters,
+            )
+        return self._fail(record, vendor, error)
+
+    def _avoid_cooling_vendors(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        deadline: float | None,
+    ) -> Outcome | None:
+        """None when the message's vendor may be called now; else where the job went."""
+        remaining = list(range(message.deployment, len(deployments)))
+        blocked = self.store.blocked_until([deployments[i].vendor for i in remaining])
+        current = deployments[message.deployment].vendor
+        if current not in blocked:
+            return None
+        free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
+        if free is not None:
+            target = deployments[free]
+            nxt = RunJob(record.job_id, message.attempt + 1, free, 0)
+            event = JobEvent(
+                kind=JobEventKind.REROUTED,
+                attempt=nxt.attempt,
+                vendor=current,
+                from_vendor=current,
+                to_vendor=target.vendor,
+                reason=f"{current} is cooling down after a rate limit",
+            )
+            counters = [("t:fallbacks", 1.0), (f"v:{current}:fallbacks", 1.0)]
+            return self._reschedule(
+                record,
+                message,
+                nxt,
+                vendor=target.vendor,
+                delay_s=0.0,
+                event=event,
+                counters=counters,
+            )
+        # Every remaining deployment is cooling down: wait for the first to recover.
+        index = min(remaining, key=lambda i: blocked[deployments[i].vendor])
+        wait_s = max(0.0, blocked[deployments[index].vendor] - self.now())
+        if deadline is not None and self.now() + wait_s >= deadline:
+            error = VendorRateLimited(
+                "every vendor of the route is cooling down past the job's deadline",
+                retry_after_s=wait_s,
+                vendor=current,
+                job_id=record.job_id,
+            )
+            return self._fail(record, current, error)
+        nxt = RunJob(record.job_id, message.attempt + 1, index, message.retry)
+        event = JobEvent(
+            kind=JobEventKind.RETRY,
+            attempt=nxt.attempt,
+            vendor=deployments[index].vendor,
+            reason="every vendor of the route is cooling down; waiting for the first",
+            delay_s=min(wait_s, MAX_SCHEDULED_WAIT_S),
+        )
+        vendor = deployments[index].vendor
+        return self._reschedule(
+            record,
+            message,
+            nxt,
+            vendor=vendor,
+            delay_s=event.delay_s or 0.0,
+            event=event,
+            counters=[],
+        )
+
+    # --- writing outcomes ---------------------------------------------------------------
+
+    def _reschedule(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        nxt: RunJob,
+        *,
+        vendor: str,
+        delay_s: float,
+        event: JobEvent,
+        counters: list[tuple[str, float]],
+    ) -> Outcome:
+        queue = queue_for(vendor)
+        # Send first: should this worker die before the store is updated, the old
+        # message is redelivered, or the new one adopts the job; it is never lost.
+        self.send(nxt, queue, record.request.priority, delay_s)
+        self.store.reschedule(
+            record.job_id,
+            from_attempt=message.attempt,
+            to_attempt=nxt.attempt,
+            event=event,
+            counters=counters,
+        )
+        return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
+
+    def _fail(self, record: JobRecord, vendor: str | None, error: DispatcherError) -> Outcome:
+        error.job_id = record.job_id
+        total_ms = max(0.0, (self.now() - record.created_at.timestamp()) * 1000.0)
+        ended = self.store.finish(
+            record.job_id, JobStatus.FAILED, vendor=vendor, error=error, total_ms=total_ms
+        )
+        return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
+
+
+def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:
+    return VendorTimeout(
+        f"the job's deadline ({record.request.timeout_s:g} s after submit) would pass before "
+        f"the next retry; last error: {last.message}",
+        vendor=last.vendor,
+        status_code=last.status_code,
+        job_id=record.job_id,
+    )
+
+
+async def call_vendor(vendor: Vendor, request: Request, model: str) -> VendorResponse:
+    """The vendor's reply: `complete`, or for a streamed request the collected stream."""
+    if not request.stream:
+        return await vendor.complete(request, model)
+    started = time.perf_counter()
+    parts: list[str] = []
+    final = None
+    async for delta in vendor.stream(request, model):
+        parts.append(delta.text)
+        if delta.finish_reason is not None:
+            final = delta
+    if final is None:  # a vendor must end its stream with a final delta
+        raise VendorUnavailable(f"{vendor.name} ended its stream without a final delta")
+    usage = final.usage or Usage()
+    return VendorResponse(
+        content="".join(parts),
+        usage=usage,
+        model=final.model or model,
+        vendor=vendor.name,
+        finish_reason=final.finish_reason or FinishReason.STOP,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        cost_usd=vendor.cost_of(usage, model),
+        vendor_finish_reason=final.vendor_finish_reason,
+    )

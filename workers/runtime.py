@@ -1,0 +1,95 @@
+"""Everything a worker process builds once: settings, Redis, vendors, the runner.
+
+Built at the edge (the first task in a process), from the environment and the
+configuration file, then shared by every task thread of that process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import httpx
+import redis
+
+from dispatcher import Request, Response, Settings
+from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.runner import JobRunner, call_vendor
+from dispatcher.store import JobStore
+from dispatcher.vendors import Vendor, build_vendor
+from dispatcher.vendors.base import http_timeout
+from workers.loop import EventLoopThread
+
+__all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
+
+# Which vendors this worker holds (comma-separated); `llmdispatch worker` sets it.
+WORKER_VENDORS_ENV = "LLMDISPATCH_WORKER_VENDORS"
+# Connections per vendor: enough for the calls one worker keeps in flight.
+HTTP_CONNECTIONS_PER_VENDOR = 1_000
+# redis-py 8 caps a pool at 100 connections; every task thread may need one.
+REDIS_POOL_SIZE = 1_200
+REDIS_SOCKET_TIMEOUT_S = 10.0
+
+
+class WorkerRuntime:
+    """The worker's shared state; `runner.run(message)` is what a task calls."""
+
+    def __init__(self, settings: Settings, celery_app: Any, vendor_names: list[str]) -> None:
+        self.settings = settings
+        self.celery_app = celery_app
+        self.redis = redis.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            max_connections=REDIS_POOL_SIZE,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        self.store = JobStore(self.redis, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
+        self.loop = EventLoopThread()
+        self.vendors: dict[str, Vendor] = {
+            name: build_vendor(name, config, self._http_client(config))
+            for name, config in settings.enabled_vendors().items()
+            if name in vendor_names
+        }
+        self.runner = JobRunner(
+            settings, self.store, self.vendors, call=self.call_vendor, send=self.send
+        )
+
+    @staticmethod
+    def _http_client(config: Any) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=HTTP_CONNECTIONS_PER_VENDOR,
+            max_keepalive_connections=HTTP_CONNECTIONS_PER_VENDOR,
+        )
+        return httpx.AsyncClient(timeout=http_timeout(config), limits=limits)
+
+    def call_vendor(self, vendor: Vendor, request: Request, model: str) -> Response:
+        """Run the vendor call on the shared event loop; block this task thread until done."""
+        return self.loop.run(call_vendor(vendor, request, model))
+
+    def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
+        """Queue the next message of a job (a retry, a fallback, a wait)."""
+        self.celery_app.send_task(
+            RUN_JOB_TASK,
+            args=message.as_args(),
+            queue=queue,
+            countdown=delay_s or None,
+        )
+
+
+_lock = threading.Lock()
+_runtime: WorkerRuntime | None = None
+
+
+def runtime(celery_app: Any) -> WorkerRuntime:
+    """This process's runtime, built on first use."""
+    global _runtime  # noqa: PLW0603 - one runtime per worker process, built lazily
+    with _lock:
+        if _runtime is None:
+            settings = Settings.load()
+            names = [
+                n.strip() for n in os.environ.get(WORKER_VENDORS_ENV, "").split(",") if n.strip()
+            ] or list(settings.enabled_vendors())
+            _runtime = WorkerRuntime(settings, celery_app, names)
+        return _runtime

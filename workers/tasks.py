@@ -1,0 +1,18 @@
+"""The one task: a thin shell that hands a message to the job runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher.messages import RUN_JOB_TASK, RunJob
+from workers.app import app
+from workers.runtime import runtime
+
+__all__ = ["run_job"]
+
+
+@app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_job(job_id: str, attempt: int = 0, deployment: int = 0, retry: int = 0) -> dict[str, Any]:
+    """Run one attempt of job `job_id`; retries and fallbacks are new messages."""
+    outcome = runtime(app).runner.run(RunJob.from_args(job_id, attempt, deployment, retry))
+    return {"outcome": outcome.kind, "detail": outcome.detail[:200]}
