@@ -9,10 +9,18 @@ Choices, and why:
   worker dies mid-call is delivered again (at least once); the job store's
   compare-and-set end makes sure its result and statistics are written once.
 - Visibility timeout (default 1 h): on the Redis transport an unacknowledged
-  message comes back after it. It must exceed the longest vendor call plus the
-  longest wait we schedule as a countdown, or a job still running would be
-  delivered twice. Vendor timeouts default to 60 s and scheduled waits are
-  capped at `MAX_SCHEDULED_WAIT_S` (15 min), well inside it.
+  message comes back after it, and countdown messages stay unacknowledged in
+  the worker until due. It must exceed the longest vendor call (Settings
+  checks every vendor's timeout against it) and the longest wait we schedule
+  as a countdown: waits are capped at `max_scheduled_wait_s`, 15 min or half
+  the visibility timeout, whichever is shorter. A job still waiting or running
+  is therefore never delivered twice; a worker that died is redelivered after
+  the timeout.
+- The sweep that restores those abandoned messages runs, by kombu's defaults,
+  only every `unacked_restore_interval` x `unacked_restore_throttle` = 100 s.
+  We sweep every quarter of the visibility timeout (at most every 10 s, with
+  no throttle), so a dead worker's job comes back soon after its timeout. A
+  sweep is one small Redis query per worker.
 - Prefetch multiplier 1: vendor calls are long and I/O-bound; a worker must not
   hoard messages that an idle worker could run.
 - Task events on (and sent events), so Flower sees every task; no result
@@ -24,11 +32,35 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.config import Settings
+from dispatcher.models import MAX_PRIORITY
 
-__all__ = ["MAX_SCHEDULED_WAIT_S", "celery_settings"]
+__all__ = [
+    "MAX_SCHEDULED_WAIT_S",
+    "celery_priority",
+    "celery_settings",
+    "max_scheduled_wait_s",
+    "restore_interval_s",
+]
 
 # The longest countdown a retry or a cooling-down wait may use (see the module doc).
 MAX_SCHEDULED_WAIT_S = 900.0
+# kombu's own sweep interval; we never sweep less often than it would without throttling.
+MAX_RESTORE_INTERVAL_S = 10
+
+
+def max_scheduled_wait_s(settings: Settings) -> float:
+    """The longest countdown a message may carry without being delivered twice."""
+    return min(MAX_SCHEDULED_WAIT_S, settings.visibility_timeout_s / 2)
+
+
+def celery_priority(priority: int) -> int:
+    """Celery's priority for ours: on Redis, Celery serves 0 first; our 9 is most urgent."""
+    return MAX_PRIORITY - priority
+
+
+def restore_interval_s(settings: Settings) -> int:
+    """How often a worker looks for messages abandoned past the visibility timeout."""
+    return max(1, min(MAX_RESTORE_INTERVAL_S, settings.visibility_timeout_s // 4))
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -36,7 +68,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url.get_secret_value(),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": restore_interval_s(settings),
+            "unacked_restore_throttle": 1,
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

@@ -10,12 +10,15 @@ Where values come from, highest priority first:
    routing rules, default and fallback vendor, retry policy, cost and latency
    optimisation. String values may use `${VAR}` and `${VAR:-default}`.
 
-A vendor whose key or base URL is set in the environment exists even without a
-file, under its standard name (`openai`, `anthropic`, `gemini`, `azure`,
-`cohere`, `ollama`); a file entry of the same name takes any value it leaves
-out from those variables. `Settings.load()` reports every problem at once, each
-with its path (`vendors.openai.rpm: must be greater than 0`), and never echoes
-a value, since values may be secrets. Secrets are `SecretStr` and are
+When the file lists no vendors, each vendor whose key or base URL is set in
+the environment exists under its standard name (`openai`, `anthropic`,
+`gemini`, `azure`, `cohere`, `ollama`). When the file lists vendors, those are
+the vendors: an entry with a standard name takes any value it leaves out from
+its variables, and no other vendor appears (a file that names its vendor
+`primary` and uses `${OPENAI_API_KEY}` gets exactly one vendor).
+`Settings.load()` reports every problem at once, each with its path
+(`vendors.openai.rpm: must be greater than 0`), and never echoes a value,
+since values may be secrets. Secrets are `SecretStr` and are
 registered with `redaction` so they are masked wherever text is produced.
 """
 
@@ -74,8 +77,8 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_JOB_TTL_S = 86_400
 # Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
-# Below 20 minutes a capped 15-minute wait plus a slow call could be redelivered.
-MIN_VISIBILITY_TIMEOUT_S = 1_200
+# Tests use a few seconds to see a killed worker's job come back quickly.
+MIN_VISIBILITY_TIMEOUT_S = 2
 
 Seconds = Annotated[float, Field(gt=0.0)]
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -249,15 +252,32 @@ class Settings(BaseSettings):
         return settings
 
     @model_validator(mode="after")
+    def _visibility_outlasts_every_call(self) -> Self:
+        # A message still being worked on past the visibility timeout is delivered
+        # again while the first run goes on: every call must end well before it.
+        slow = sorted(
+            name
+            for name, vendor in self.vendors.items()
+            if vendor.timeout >= self.visibility_timeout_s
+        )
+        if slow:
+            raise ValueError(
+                f"LLMDISPATCH_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s} s) must exceed "
+                f"the timeout of every vendor; raise it or lower timeout_s of: {', '.join(slow)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _complete_vendors_from_environment(self) -> Self:
         merged = dict(self.vendors)
+        listed_in_file = bool(merged)
         for spec in ENV_VENDORS:
             from_env = _env_vendor_values(self, spec)
             existing = merged.get(spec.name)
             if existing is not None:
                 missing = {k: v for k, v in from_env.items() if getattr(existing, k) is None}
                 merged[spec.name] = existing.model_copy(update=missing)
-            elif from_env.get("api_key") or from_env.get("base_url"):
+            elif not listed_in_file and (from_env.get("api_key") or from_env.get("base_url")):
                 merged[spec.name] = VendorConfig(type=spec.type, **from_env)
         # Frozen model: set the resolved view once, while it is being built.
         object.__setattr__(self, "vendors", merged)
@@ -384,7 +404,8 @@ def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
     """Names that point at no vendor, and endpoints a vendor type cannot do without."""
     vendors = data.get("vendors")
     vendors = vendors if isinstance(vendors, Mapping) else {}
-    names = set(vendors) | {
+    # Mirrors _complete_vendors_from_environment: env vendors only when the file lists none.
+    names = set(vendors) or {
         spec.name
         for spec in ENV_VENDORS
         if data.get(spec.key_field) or data.get(spec.base_url_field)
@@ -448,7 +469,7 @@ def _missing_endpoints(
     for spec in ENV_VENDORS:
         if (
             spec.type in TYPES_NEEDING_BASE_URL
-            and spec.name not in vendors
+            and not vendors
             and data.get(spec.key_field)
             and not data.get(spec.base_url_field)
         ):

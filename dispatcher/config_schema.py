@@ -259,7 +259,7 @@ class RetryPolicy(StrictModel):
     )
     retry_on: frozenset[Literal["rate_limited", "unavailable", "timeout", "circuit_open"]] = Field(
         default=frozenset({"rate_limited", "unavailable", "timeout", "circuit_open"}),
-        description="The error kinds that are retried; others fail or fall back at once.",
+        description="Kinds retried on the same vendor; other retryable ones fall back at once.",
     )
 
     @model_validator(mode="after")

@@ -336,7 +336,10 @@ class JobRecord(StrictModel):
     request: Request
     route: Route | None = None
     status: JobStatus = JobStatus.QUEUED
-    attempts: int = Field(default=0, ge=0)
+    attempts: int = Field(default=0, ge=0, description="Vendor calls started so far.")
+    attempt: int = Field(
+        default=0, ge=0, description="The number of the message currently allowed to run."
+    )
     events: list[JobEvent] = Field(default_factory=list)
     response: Response | None = None
     error: JobError | None = None

@@ -11,11 +11,12 @@
    its deadline.
 4. Call the vendor. Success: response, usage, cost, timings and statistics are
    written in one atomic step, and waiters wake.
-5. A retryable failure (by the retry policy's kinds) is retried on the same
-   deployment after the policy's backoff or the vendor's Retry-After, which
-   ever is longer; when retries run out the job moves to the route's next
-   deployment (fallback vendor, or the model group's next vendor+model). A
-   final failure, or a wait that would pass the deadline, ends the job.
+5. A retryable failure of a kind in the policy's `retry_on` is retried on the
+   same deployment after the policy's backoff or the vendor's Retry-After,
+   whichever is longer; when retries run out (at once for kinds not in
+   `retry_on`) the job moves to the route's next deployment (fallback vendor,
+   or the model group's next vendor+model). A final failure (authentication,
+   invalid request...), or a wait that would pass the deadline, ends the job.
 
 Waits are new messages with a countdown, never a sleep that holds a worker
 slot. The next message is sent *before* the job's state is handed to it: if
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dispatcher.backoff import retry_delay_s
-from dispatcher.celery_config import MAX_SCHEDULED_WAIT_S
+from dispatcher.celery_config import max_scheduled_wait_s
 from dispatcher.config import Settings
 from dispatcher.errors import (
     CircuitOpen,
@@ -114,6 +115,7 @@ class JobRunner:
         self.send = send
         self.now = now
         self.rng = rng or random.Random()
+        self.max_wait_s = max_scheduled_wait_s(settings)
 
     def run(self, message: RunJob) -> Outcome:
         """Run one attempt of a job, as the message says."""
@@ -137,6 +139,9 @@ class JobRunner:
         """Why this message must not call its vendor now, or None when it may."""
         if record.status.is_terminal:
             return Outcome("skipped", f"already {record.status.value}")
+        if message.attempt < record.attempt:
+            # A redelivered old message: a newer one already owns the job.
+            return Outcome("skipped", f"stale: attempt {message.attempt} < {record.attempt}")
         if message.deployment >= len(deployments):
             return Outcome("skipped", f"the route has no deployment {message.deployment}")
         vendor = deployments[message.deployment].vendor
@@ -201,13 +206,14 @@ class JobRunner:
         if isinstance(error, VendorRateLimited) and error.retry_after_s:
             self.store.block_vendor(vendor, error.retry_after_s)
         policy = self.settings.retry_policy
-        if retry_kind(error) not in policy.retry_on:
+        if not error.retryable:
             return self._fail(record, vendor, error)
-        if message.retry < policy.max_retries:
+        # A retryable error of a kind the policy does not retry goes straight to fallback.
+        if retry_kind(error) in policy.retry_on and message.retry < policy.max_retries:
             retry_after = error.retry_after_s if isinstance(error, VendorRateLimited) else None
             delay = min(
                 retry_delay_s(policy, message.retry + 1, retry_after, self.rng),
-                MAX_SCHEDULED_WAIT_S,
+                self.max_wait_s,
             )
             if deadline is not None and self.now() + delay >= deadline:
                 return self._fail(record, vendor, _deadline_error(record, error))
@@ -292,13 +298,14 @@ class JobRunner:
                 job_id=record.job_id,
             )
             return self._fail(record, current, error)
-        nxt = RunJob(record.job_id, message.attempt + 1, index, message.retry)
+        retry = message.retry if index == message.deployment else 0  # counts per deployment
+        nxt = RunJob(record.job_id, message.attempt + 1, index, retry)
         event = JobEvent(
             kind=JobEventKind.RETRY,
             attempt=nxt.attempt,
             vendor=deployments[index].vendor,
             reason="every vendor of the route is cooling down; waiting for the first",
-            delay_s=min(wait_s, MAX_SCHEDULED_WAIT_S),
+            delay_s=min(wait_s, self.max_wait_s),
         )
         vendor = deployments[index].vendor
         return self._reschedule(

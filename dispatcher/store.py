@@ -54,7 +54,7 @@ from dispatcher.stats import (
     build_stats,
     finish_increments,
 )
-from dispatcher.store_scripts import FINISH, RESCHEDULE, START
+from dispatcher.store_scripts import BLOCK, FINISH, RESCHEDULE, START
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
@@ -70,14 +70,14 @@ PENDING_TTL_S = 7 * 86_400
 # A blocking wait is sliced so that it always returns before the client's socket timeout.
 WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 StartResult = Literal["ok", "missing", "terminal", "stale"]
 
 
 def valid_job_id(job_id: str) -> bool:
     """True for ids of the form we issue (32 hex digits), so no id can address another key."""
-    return isinstance(job_id, str) and bool(_JOB_ID.match(job_id))
+    return isinstance(job_id, str) and bool(_JOB_ID.fullmatch(job_id))
 
 
 class Keys:
@@ -88,15 +88,15 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         """The job's hash."""
-        return f"{self.prefix}:job:{job_id}"
+        return f"{self.prefix}:job:{_checked(job_id)}"
 
     def events(self, job_id: str) -> str:
         """The job's history list."""
-        return f"{self.prefix}:job:{job_id}:events"
+        return f"{self.prefix}:job:{_checked(job_id)}:events"
 
     def done(self, job_id: str) -> str:
         """The list that holds one entry once the job has ended."""
-        return f"{self.prefix}:job:{job_id}:done"
+        return f"{self.prefix}:job:{_checked(job_id)}:done"
 
     def stats(self) -> str:
         """The counters hash."""
@@ -131,6 +131,7 @@ class JobStore:
         self._start = client.register_script(START)
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
+        self._block = client.register_script(BLOCK)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -177,11 +178,10 @@ class JobStore:
         Raises:
             JobNotFound: no such job (never created, or expired), or not a job id at all.
         """
-        if not valid_job_id(job_id):
-            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        job_key, events_key = self.keys.job(job_id), self.keys.events(job_id)  # validates the id
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.job(job_id))
-        pipe.lrange(self.keys.events(job_id), 0, -1)
+        pipe.hgetall(job_key)
+        pipe.lrange(events_key, 0, -1)
         fields, events = pipe.execute()
         if not fields:
             raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
@@ -293,7 +293,7 @@ class JobStore:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return bool(self.redis.exists(done))  # a zero timeout still reports an end
             # Moving the one entry to the same list leaves it in place, so every
             # waiter wakes, and waiters that come later return at once.
             slice_s = min(remaining, WAIT_SLICE_S)
@@ -308,11 +308,11 @@ class JobStore:
         if seconds <= 0:
             return
         until = self.now() + seconds
-        key = self.keys.blocked(vendor)
-        # Keep the later of two blocks: a short Retry-After must not shorten a long one.
-        current = self.redis.get(key)
-        if current is None or float(current) < until:
-            self.redis.set(key, repr(until), px=max(1, int(seconds * 1000)))
+        # Atomically keeps the later of two blocks: a short Retry-After racing a long
+        # one from another worker must not shorten it.
+        self._block(
+            keys=[self.keys.blocked(vendor)], args=[repr(until), max(1, int(seconds * 1000))]
+        )
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""
@@ -361,6 +361,7 @@ def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) 
         route=model("route", Route),
         status=JobStatus(fields["status"]),
         attempts=int(fields.get("attempts", 0)),
+        attempt=int(fields.get("attempt", 0)),
         events=[JobEvent.model_validate_json(e) for e in events],
         response=model("response", Response),
         error=model("error", JobError),
@@ -375,6 +376,13 @@ def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) 
         usage=model("usage", Usage),
         cost_usd=number("cost_usd") or 0.0,
     )
+
+
+def _checked(job_id: str) -> str:
+    """`job_id` when it is one of ours; no other string may become part of a key."""
+    if not valid_job_id(job_id):
+        raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+    return job_id
 
 
 def _at(epoch_s: float) -> datetime:

@@ -7,7 +7,17 @@ others, `status` and `attempt` (the number of the message allowed to run).
 
 from __future__ import annotations
 
-__all__ = ["FINISH", "RESCHEDULE", "START"]
+__all__ = ["BLOCK", "FINISH", "RESCHEDULE", "START"]
+
+# KEYS: the vendor's blocked-until key.
+# ARGV: until (epoch s), time to live in ms.
+# Returns 1 when the block was set or lengthened, 0 when a later one already stood.
+BLOCK = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 # KEYS: job hash, events list, stats hash, queue-wait histogram.
 # ARGV: message attempt, now (epoch s), event JSON, terminal statuses (comma-separated),
@@ -45,19 +55,21 @@ return 'ok'
 # KEYS: job hash, events list, stats hash.
 # ARGV: expected attempt, next attempt, event JSON, terminal statuses,
 #       then field/amount pairs to add to the stats hash.
-# Returns: "ok", "terminal", or "moved" (a newer attempt already took over; the
-# event is still recorded, since it happened).
+# Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
+# runs (nothing recorded: this hand-off is obsolete); or "moved" when the next
+# message itself already took over (the event is still recorded: it happened).
 RESCHEDULE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 for terminal in string.gmatch(ARGV[4], '[^,]+') do
   if status == terminal then return 'terminal' end
 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+if current > tonumber(ARGV[2]) then return 'stale' end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 for i = 5, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
 end
-local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current ~= tonumber(ARGV[1]) then return 'moved' end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2])
 return 'ok'

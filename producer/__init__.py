@@ -1,7 +1,11 @@
-"""What callers import: the client (submit, get, wait, stream, ...) and the `llmdispatch` CLI.
+"""What callers import: the client (submit, get, wait, cancel, ...) and the `llmdispatch` CLI.
 
-The client arrives with the queue (issue #4); today the package holds the
-command line (`llmdispatch --version`, `llmdispatch config check`).
+`submit`, `get`, `wait` and `cancel` use a default `Client` built from the
+environment on first use; build a `Client` (or, in asyncio code, an
+`AsyncClient`) yourself to choose its settings or share its connections.
 """
 
-__all__: list[str] = []
+from producer.async_client import AsyncClient
+from producer.client import Client, cancel, default_client, get, submit, wait
+
+__all__ = ["AsyncClient", "Client", "cancel", "default_client", "get", "submit", "wait"]

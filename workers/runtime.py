@@ -6,6 +6,7 @@ configuration file, then shared by every task thread of that process.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import redis
 
 from dispatcher import Request, Response, Settings
+from dispatcher.celery_config import celery_priority
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from dispatcher.runner import JobRunner, call_vendor
 from dispatcher.store import JobStore
@@ -22,6 +24,10 @@ from dispatcher.vendors.base import http_timeout
 from workers.loop import EventLoopThread
 
 __all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
+
+# httpx logs every request URL at INFO; a vendor authenticated by query
+# parameter would have its key in the worker log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Which vendors this worker holds (comma-separated); `llmdispatch worker` sets it.
 WORKER_VENDORS_ENV = "LLMDISPATCH_WORKER_VENDORS"
@@ -75,6 +81,7 @@ class WorkerRuntime:
             args=message.as_args(),
             queue=queue,
             countdown=delay_s or None,
+            priority=celery_priority(priority),
         )
 
 

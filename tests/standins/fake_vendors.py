@@ -12,7 +12,8 @@ Deterministic, so tests can assert exact values:
   vendor's "length" reason); a stop sequence cuts the reply just before it.
 
 Request header `x-fake-fault` (comma-separated) injects faults: `429`, `500`,
-`503`, `529`, `401`, `slow:<ms>`, `stall:<ms>` (between stream events),
+`503`, `529`, `401`, `retry-after:<s>` (the wait a 429 asks for; default 1),
+`slow:<ms>`, `stall:<ms>` (between stream events),
 `midstream-drop` (close the connection halfway, no terminator) and
 `midstream-error` (half the events, then the vendor's in-stream error). A
 trailing `@N` (`429@1`) applies the fault to the first N requests carrying
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +110,7 @@ class FakeVendors:
         faults = self._faults(request.headers.get("x-fake-fault", ""))
         self.requests.append(
             {
+                "at": time.time(),
                 "vendor": vendor,
                 "method": request.method,
                 "path": request.path,
@@ -143,7 +146,12 @@ class FakeVendors:
                 await asyncio.sleep(int(fault[5:]) / 1000)
         for code in (401, 429, 500, 503, 529):
             if str(code) in faults:
-                return errors.get(code) or errors[500]
+                response = errors.get(code) or errors[500]
+                wait = next((f[12:] for f in faults if f.startswith("retry-after:")), None)
+                if code == 429 and wait is not None and "retry-after" in response.headers:
+                    response.headers["retry-after"] = wait
+                    response.headers.pop("retry-after-ms", None)
+                return response
         return None
 
     async def _stream(

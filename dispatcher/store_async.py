@@ -1,0 +1,67 @@
+"""Reading jobs through an asyncio Redis client: the async twin of `JobStore`'s reads.
+
+Key names come from `store.Keys` and records from `store.record_from_hash`, so
+`store.py` stays the one module that knows the key layout. Writes (create,
+cancel, finish) stay with `JobStore`, whose Lua scripts keep them atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio
+
+from dispatcher.errors import JobNotFound
+from dispatcher.models import JobRecord
+from dispatcher.store import WAIT_SLICE_S, Keys, record_from_hash, valid_job_id
+
+__all__ = ["AsyncJobReader"]
+
+
+class AsyncJobReader:
+    """Reads job records and waits for jobs to end, without blocking the event loop."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job's record (one round trip).
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.lrange(self.keys.events(job_id), 0, -1)
+            fields, events = await pipe.execute()
+        if not fields:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
+
+    async def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
+        """Wait until the job has ended (True) or `timeout_s` passed (False)."""
+        done = self.keys.done(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # As in JobStore.wait_until_ended: moving the one entry to the same list
+            # leaves it for every other waiter; slices end before the socket timeout.
+            slice_s = min(remaining, WAIT_SLICE_S)
+            # Redis takes fractional seconds here; redis-py's stub says int.
+            if await self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
+                return True
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decoded(mapping: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}

@@ -1,0 +1,129 @@
+"""`AsyncClient`: the client for asyncio applications.
+
+Reading and waiting, the calls an app makes most and holds longest, use an
+asyncio Redis client and never block the event loop: `wait` parks on the
+job's done list like `Client.wait`. Submitting, cancelling and statistics
+reuse the thread-safe `Client` in a worker thread, so the job's layout and
+its atomic transitions have one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+import redis.asyncio
+
+from dispatcher.config import Settings
+from dispatcher.models import JobRecord, Request, Response, Stats
+from dispatcher.store_async import AsyncJobReader
+from producer.client import (
+    DEFAULT_WAIT_TIMEOUT_S,
+    Client,
+    Send,
+    redis_pool_options,
+    response_of,
+    timed_out,
+)
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """Submits jobs and reads them back from asyncio code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.asyncio.Redis | None = None,
+        send: Send | None = None,
+        rng: random.Random | None = None,
+        sync_redis_client: redis.Redis | None = None,
+    ) -> None:
+        """Build the client.
+
+        Args:
+            redis_client: the asyncio Redis client for reads and waits; default: from settings.
+            send: how messages are sent, as for `Client`; default: a Celery app.
+            rng: the router's random draws, as for `Client`.
+            sync_redis_client: the blocking client used (in a thread) to submit and cancel;
+                default: from settings. It must reach the same Redis as `redis_client`.
+        """
+        self.settings = settings
+        self._owns_redis = redis_client is None
+        if redis_client is None:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                settings.redis_url.get_secret_value(), **redis_pool_options()
+            )
+            redis_client = redis.asyncio.Redis.from_pool(pool)
+        self.redis = redis_client
+        self.reader = AsyncJobReader(redis_client, settings.key_prefix)
+        self.sync = Client(settings, redis_client=sync_redis_client, send=send, rng=rng)
+
+    @classmethod
+    def from_env(cls) -> AsyncClient:
+        """A client configured from the environment and `LLMDISPATCH_CONFIG` (`Settings.load()`).
+
+        Raises:
+            ConfigError: the configuration is invalid; lists every problem.
+        """
+        return cls(Settings.load())
+
+    async def submit(self, request: Request | Mapping[str, Any]) -> str:
+        """Queue a job for `request` and return its id; see `Client.submit`."""
+        return await asyncio.to_thread(self.sync.submit, request)
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job's record as it is now; see `Client.get`."""
+        return await self.reader.get(job_id)
+
+    async def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
+        """Wait until the job ends and return its response; raises as `Client.wait` does."""
+        if timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
+        record = await self.reader.get(job_id)
+        if not record.status.is_terminal:
+            if not await self.reader.wait_until_ended(job_id, timeout_s):
+                raise timed_out(job_id, timeout_s)
+            record = await self.reader.get(job_id)
+        return response_of(record)
+
+    async def send(
+        self, request: Request | Mapping[str, Any], timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+    ) -> Response:
+        """Submit `request` and wait for its response."""
+        return await self.wait(await self.submit(request), timeout_s=timeout_s)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not ended; False when it already had; see `Client.cancel`."""
+        return await asyncio.to_thread(self.sync.cancel, job_id)
+
+    async def stats(self) -> Stats:
+        """Statistics of every job that ended, in total and per vendor."""
+        return await asyncio.to_thread(self.sync.stats)
+
+    def vendors(self) -> list[str]:
+        """The names of the configured vendors that may receive traffic."""
+        return self.sync.vendors()
+
+    async def aclose(self) -> None:
+        """Release the connections this client opened."""
+        await asyncio.to_thread(self.sync.close)
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,331 @@
+"""`Client`: submit a job, then read, wait for or cancel it; the module-level helpers.
+
+A submit validates the request (nothing is written when it is invalid), asks
+the router for a route, writes the job record in one Redis round trip, and
+sends a Celery message naming only the job (`RunJob`) to the route's queue,
+`llm.<vendor>`. Messages go by task name, so this package never imports
+`workers`; producer and workers meet in Redis.
+
+`wait` blocks on the job's done list, so it wakes when the job's terminal
+state is written, not on a polling interval.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import redis
+from pydantic import ValidationError
+
+from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
+from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.models import JobRecord, JobStatus, Request, Response, Stats
+from dispatcher.problems import describe
+from dispatcher.router import LiveState, route
+from dispatcher.store import JobStore
+
+if TYPE_CHECKING:
+    import celery
+
+__all__ = [
+    "DEFAULT_WAIT_TIMEOUT_S",
+    "CelerySender",
+    "Client",
+    "Send",
+    "cancel",
+    "default_client",
+    "get",
+    "redis_pool_options",
+    "response_of",
+    "submit",
+    "timed_out",
+    "validated",
+    "wait",
+]
+
+Send = Callable[[RunJob, str, int], None]
+"""Sends a message to a queue with a priority: `send(message, queue, priority)`."""
+
+# Long enough for a slow vendor call with a few retries (vendor timeouts default to 60 s).
+DEFAULT_WAIT_TIMEOUT_S = 300.0
+# Each blocked `wait` holds a connection for up to one wait slice, so a busy app needs
+# more than a handful; past this many, callers queue for a free one (see below).
+REDIS_MAX_CONNECTIONS = 256
+# How long a caller queues for a free pooled connection before a clear error.
+REDIS_POOL_WAIT_S = 10.0
+# Must exceed the store's wait slice (`WAIT_SLICE_S`), or every blocked wait would time out.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+# A dead or unreachable Redis fails in seconds with a clear error, not a hang.
+REDIS_CONNECT_TIMEOUT_S = 3.0
+
+
+def redis_pool_options() -> dict[str, Any]:
+    """Options of the (blocking) connection pools of the sync and asyncio clients."""
+    return {
+        "max_connections": REDIS_MAX_CONNECTIONS,
+        "timeout": REDIS_POOL_WAIT_S,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+    }
+
+
+def validated(request: Request | Mapping[str, Any]) -> Request:
+    """`request` as a `Request`; raises `InvalidRequest` listing every problem with its path."""
+    if isinstance(request, Request):
+        return request
+    if not isinstance(request, Mapping):
+        raise TypeError(f"a request is a Request or a dict, not {type(request).__name__}")
+    try:
+        return Request.model_validate(dict(request))
+    except ValidationError as exc:
+        problems = describe(exc)
+        count = len(problems)
+        heading = f"invalid request ({count} problem{'s' if count != 1 else ''})"
+        raise InvalidRequest("\n  ".join([heading + ":", *problems])) from None
+
+
+def response_of(record: JobRecord) -> Response:
+    """The response of an ended job, or the job's typed error raised.
+
+    Raises:
+        JobCancelled: the job was cancelled.
+        DispatcherError: the job failed; the subclass it failed with (e.g. `VendorAuthError`).
+    """
+    if record.status is JobStatus.SUCCEEDED and record.response is not None:
+        return record.response
+    if record.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {record.job_id} was cancelled", job_id=record.job_id)
+    if record.status is JobStatus.FAILED and record.error is not None:
+        raise error_from_dict({**record.error.model_dump(), "job_id": record.job_id})
+    raise DispatcherError(
+        f"job {record.job_id} ended {record.status.value} without a result", job_id=record.job_id
+    )
+
+
+class CelerySender:
+    """The default `Send`: a lightweight Celery app, built on first use, sending by task name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._app: celery.Celery | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def app(self) -> celery.Celery:
+        """The Celery app messages go through (no tasks of its own; never the current app)."""
+        with self._lock:  # a publish costs far more than this lock
+            if self._app is None:
+                # Imported here so that importing the client does not pay for Celery.
+                import celery  # noqa: PLC0415
+
+                app = celery.Celery("llmdispatch-producer", set_as_current=False)
+                app.conf.update(celery_settings(self._settings))
+                self._app = app
+            return self._app
+
+    def __call__(self, message: RunJob, queue: str, priority: int) -> None:
+        """Send `message` to `queue` with `priority`."""
+        self.app.send_task(
+            RUN_JOB_TASK, args=message.as_args(), queue=queue, priority=celery_priority(priority)
+        )
+
+    def close(self) -> None:
+        """Release the broker connections, if the app was ever built."""
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+
+
+class Client:
+    """Submits jobs and reads them back; thread-safe, and cheap to keep for a process's life."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.Redis | None = None,
+        send: Send | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._owns_redis = redis_client is None
+        if redis_client is None:
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url.get_secret_value(), **redis_pool_options()
+            )
+            redis_client = redis.Redis.from_pool(pool)
+        self.redis = redis_client
+        self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
+        self._sender: CelerySender | None = None
+        if send is None:
+            self._sender = send = CelerySender(settings)
+        self._send = send
+        self._rng = rng or random.Random()
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """A client configured from the environment and `LLMDISPATCH_CONFIG` (`Settings.load()`).
+
+        Raises:
+            ConfigError: the configuration is invalid; lists every problem.
+        """
+        return cls(Settings.load())
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def submit(self, request: Request | Mapping[str, Any]) -> str:
+        """Queue a job for `request` and return its id at once.
+
+        Raises:
+            InvalidRequest: the request is invalid (every problem listed); nothing was written.
+            NoRoute: no configured vendor can take it; nothing was written.
+            BudgetExceeded: every route is over the configured maximum cost.
+        """
+        checked = validated(request)
+        chosen = route(checked, self.settings, LiveState(), self._rng)
+        job_id = self.store.new_job_id()
+        # One round trip, and MULTI/EXEC so a job is never half-written.
+        pipe = self.redis.pipeline(transaction=True)
+        self.store.create(job_id, checked, chosen, pipeline=pipe)
+        pipe.execute()
+        try:
+            self._send(RunJob(job_id), chosen.queue, chosen.priority)
+        except Exception as exc:
+            self._fail_unsent(job_id, chosen.queue, exc)
+            raise
+        return job_id
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record as it is now.
+
+        Raises:
+            JobNotFound: no such job (never created, expired, or not a job id).
+        """
+        return self.store.get(job_id)
+
+    def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
+        """Block until the job ends and return its response.
+
+        Raises:
+            JobNotFound: no such job.
+            JobCancelled: the job was cancelled.
+            DispatcherError: the job failed; the typed error it failed with.
+            TimeoutError: the job did not end within `timeout_s`; it keeps running.
+        """
+        if timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
+        record = self.store.get(job_id)
+        if not record.status.is_terminal:
+            if not self.store.wait_until_ended(job_id, timeout_s):
+                raise timed_out(job_id, timeout_s)
+            record = self.store.get(job_id)
+        return response_of(record)
+
+    def send(
+        self, request: Request | Mapping[str, Any], timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+    ) -> Response:
+        """Submit `request` and wait for its response (`submit` then `wait`)."""
+        return self.wait(self.submit(request), timeout_s=timeout_s)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not ended; False when it already had.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        return self.store.cancel(job_id)
+
+    # --- configuration and statistics --------------------------------------------------
+
+    def stats(self) -> Stats:
+        """Statistics of every job that ended, in total and per vendor."""
+        return self.store.stats()
+
+    def vendors(self) -> list[str]:
+        """The names of the configured vendors that may receive traffic."""
+        return list(self.settings.enabled_vendors())
+
+    # --- lifetime ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the broker and Redis connections this client opened."""
+        if self._sender is not None:
+            self._sender.close()
+        if self._owns_redis:
+            self.redis.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _fail_unsent(self, job_id: str, queue: str, cause: Exception) -> None:
+        """End a job whose message could not be sent, so it does not wait forever."""
+        error = DispatcherError(f"could not queue the job on {queue}: {cause}", job_id=job_id)
+        try:
+            self.store.finish(job_id, JobStatus.FAILED, vendor=None, error=error)
+        except redis.RedisError as exc:
+            cause.add_note(f"job {job_id} could not be marked failed either: {exc}")
+
+
+def timed_out(job_id: str, timeout_s: float) -> TimeoutError:
+    """The error `wait` raises when the job has not ended in time; it names the job."""
+    return TimeoutError(
+        f"job {job_id} has not ended after {timeout_s:g} s; it is still queued or running: "
+        "wait again, or cancel it"
+    )
+
+
+class _DefaultClient:
+    """The process-wide client behind the module-level helpers, built on first use."""
+
+    def __init__(self) -> None:
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Client:
+        with self._lock:
+            if self._client is None:
+                self._client = Client.from_env()
+            return self._client
+
+
+_DEFAULT = _DefaultClient()
+
+
+def default_client() -> Client:
+    """The client the module-level helpers use: `Client.from_env()`, built once."""
+    return _DEFAULT.get()
+
+
+def submit(request: Request | Mapping[str, Any]) -> str:
+    """Queue a job with the default client; see `Client.submit`."""
+    return default_client().submit(request)
+
+
+def get(job_id: str) -> JobRecord:
+    """The job's record, read with the default client; see `Client.get`."""
+    return default_client().get(job_id)
+
+
+def wait(job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
+    """Wait for the job with the default client; see `Client.wait`."""
+    return default_client().wait(job_id, timeout_s=timeout_s)
+
+
+def cancel(job_id: str) -> bool:
+    """Cancel the job with the default client; see `Client.cancel`."""
+    return default_client().cancel(job_id)

@@ -1,0 +1,152 @@
+"""A whole dispatcher for a test: private Redis, stand-in vendors, config, workers, Flower.
+
+Everything is a real process or a real socket: the worker is `celery worker`
+started as a subprocess, the vendors answer over HTTP on loopback. Waiting is
+always on a condition with a timeout (a log line, a request seen, a job ended).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from producer.embedded_redis import EmbeddedRedis
+from tests.standins.fake_vendors import FakeVendors
+from tests.standins.server import ThreadedServer
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_READY_TIMEOUT_S = 60.0
+POLL_S = 0.05
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+@dataclass
+class Worker:
+    """A `celery worker` subprocess and its log."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    name: str
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no acknowledgement of what it was running."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+@dataclass
+class Stack:
+    """The parts a queue test needs, and the environment every process shares."""
+
+    redis: EmbeddedRedis
+    standin: ThreadedServer
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+
+    def configure(self, config: dict[str, Any], **env: str) -> None:
+        """Write the configuration file (URLs may use {url}) and set the environment."""
+        text = yaml.safe_dump(config).replace("{url}", self.standin.url)
+        path = self.workdir / "llmdispatch.yaml"
+        path.write_text(text)
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "PYTHONPATH": str(ROOT),
+            "REDIS_URL": self.redis.url,
+            "LLMDISPATCH_CONFIG": str(path),
+            "LLMDISPATCH_KEY_PREFIX": "itest",
+            **env,
+        }
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """This stack's variables in the test process too (for Settings.load())."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def start_worker(self, queues: list[str], *, concurrency: int = 20, name: str = "w1") -> Worker:
+        """Start a worker consuming `queues` and wait until it says it is ready."""
+        log = self.workdir / f"{name}.log"
+        args = [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            "-Q", ",".join(queues), "--pool", "threads", "-c", str(concurrency),
+            "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            "--logfile", str(log),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        worker = Worker(process, log, name)
+        self.workers.append(worker)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker {name} exited: {worker.log_text()[-2000:]}")
+            return " ready." in worker.log_text()
+
+        wait_for(ready, WORKER_READY_TIMEOUT_S, f"worker {name} to be ready")
+        return worker
+
+    def received(self) -> list[dict[str, Any]]:
+        """What the stand-in vendors received, oldest first."""
+        with urllib.request.urlopen(f"{self.standin.url}/__requests", timeout=10) as answer:  # noqa: S310
+            data: list[dict[str, Any]] = json.load(answer)
+            return data
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@contextmanager
+def running_stack(workdir: Path) -> Iterator[Stack]:
+    """A private Redis and stand-in vendors for one test; everything stopped after."""
+    with EmbeddedRedis() as redis_server, ThreadedServer(FakeVendors().app) as standin:
+        stack = Stack(redis_server, standin, workdir)
+        try:
+            yield stack
+        finally:
+            stack.stop()

@@ -1,0 +1,478 @@
+"""The producer client, its asyncio twin and the job commands, on fakeredis with a fake sender."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from typer.testing import CliRunner
+
+import producer
+import producer.cli
+import producer.client
+from dispatcher import (
+    ConfigError,
+    InvalidRequest,
+    JobCancelled,
+    JobNotFound,
+    JobStatus,
+    NoRoute,
+    Request,
+    Response,
+    Settings,
+    VendorAuthError,
+)
+from dispatcher.messages import RunJob
+from dispatcher.store import WAIT_SLICE_S, JobStore
+from producer import AsyncClient, Client
+from producer.cli import app
+from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S, CelerySender
+
+PROMPT = "a very secret prompt 7c1e"
+PREFIX = "llmd"
+# Generous bounds: a wait that works returns in milliseconds.
+PROMPTLY_S = 5.0
+runner = CliRunner()
+
+
+class Recorder:
+    """A `send` that records every message; optionally finishes the job, as a worker would."""
+
+    def __init__(self, server: fakeredis.FakeServer, *, finish: bool = False) -> None:
+        self.sent: list[tuple[RunJob, str, int]] = []
+        self.finish = finish
+        self.store = JobStore(fakeredis.FakeRedis(server=server), PREFIX)
+
+    def __call__(self, message: RunJob, queue: str, priority: int) -> None:
+        self.sent.append((message, queue, priority))
+        if self.finish:
+            self.store.finish(message.job_id, JobStatus.SUCCEEDED, vendor="openai", response=REPLY)
+
+
+REPLY = Response(content="hello there", model="gpt-4o-mini", vendor="openai")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.load(openai_api_key="sk-test-0123456789", anthropic_api_key="sk-ant-01234567")
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fake_redis(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def sender(server: fakeredis.FakeServer) -> Recorder:
+    return Recorder(server)
+
+
+@pytest.fixture
+def client(settings: Settings, fake_redis: fakeredis.FakeRedis, sender: Recorder) -> Client:
+    return Client(settings, redis_client=fake_redis, send=sender, rng=random.Random(0))
+
+
+@pytest.fixture
+def worker(server: fakeredis.FakeServer) -> JobStore:
+    """The job store as a worker process sees it: its own connection to the same Redis."""
+    return JobStore(fakeredis.FakeRedis(server=server), PREFIX)
+
+
+def request_dict(**overrides: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], **overrides}
+
+
+def finish_once_waiting(
+    fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch, finish: Callable[[], object]
+) -> threading.Thread:
+    """Run `finish` in another thread as soon as a waiter blocks on a done list."""
+    blocked = threading.Event()
+    blmove = fake_redis.blmove
+
+    def blmove_and_tell(*args: Any, **kwargs: Any) -> Any:
+        blocked.set()
+        return blmove(*args, **kwargs)
+
+    monkeypatch.setattr(fake_redis, "blmove", blmove_and_tell)
+    thread = threading.Thread(target=lambda: blocked.wait(PROMPTLY_S) and finish(), daemon=True)
+    thread.start()
+    return thread
+
+
+# --- submit ---------------------------------------------------------------------------
+
+
+def test_submit_writes_the_job_and_sends_one_message_without_the_prompt(
+    client: Client, sender: Recorder
+) -> None:
+    job_id = client.submit(Request.model_validate(request_dict(priority=7)))
+    record = client.get(job_id)
+    assert record.status is JobStatus.QUEUED
+    assert record.route is not None
+    assert record.route.vendor == "openai"
+    assert sender.sent == [(RunJob(job_id), "llm.openai", 7)]
+    assert PROMPT not in json.dumps(sender.sent[0][0].as_args())
+
+
+def test_submit_validates_a_dict_and_routes_to_its_preferred_vendor(
+    client: Client, sender: Recorder
+) -> None:
+    job_id = client.submit(request_dict(model="claude-3-5-haiku", vendor="anthropic"))
+    assert sender.sent == [(RunJob(job_id), "llm.anthropic", 5)]
+
+
+def test_submit_takes_one_redis_round_trip(
+    client: Client, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    execute = redis.client.Pipeline.execute
+    monkeypatch.setattr(fake_redis, "execute_command", lambda *a, **k: trips.append(a[0]))
+    monkeypatch.setattr(
+        redis.client.Pipeline, "execute", lambda self, *a: trips.append("pipeline") or execute(self)
+    )
+    client.submit(request_dict())
+    assert trips == ["pipeline"]
+
+
+def test_an_invalid_request_names_every_field_and_writes_and_sends_nothing(
+    client: Client, fake_redis: fakeredis.FakeRedis, sender: Recorder
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        client.submit({"model": "gpt-4o-mini", "messages": [], "max_tokens": 0})
+    assert "messages:" in str(raised.value)
+    assert "max_tokens: must be greater than 0" in str(raised.value)
+    assert fake_redis.keys("*") == []
+    assert sender.sent == []
+
+
+def test_a_request_no_vendor_serves_raises_no_route_and_writes_nothing(
+    client: Client, fake_redis: fakeredis.FakeRedis, sender: Recorder
+) -> None:
+    with pytest.raises(NoRoute):
+        client.submit(request_dict(model="no-such-model"))
+    assert fake_redis.keys("*") == []
+    assert sender.sent == []
+
+
+def test_a_message_that_cannot_be_sent_fails_its_job_and_the_error_reaches_the_caller(
+    settings: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    tried: list[str] = []
+
+    def broken(message: RunJob, queue: str, priority: int) -> None:
+        tried.append(message.job_id)
+        raise ConnectionError("broker down")
+
+    client = Client(settings, redis_client=fake_redis, send=broken)
+    with pytest.raises(ConnectionError, match="broker down"):
+        client.submit(request_dict())
+    record = client.get(tried[0])
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert "could not queue the job on llm.openai" in record.error.message
+
+
+# --- get, wait, send, cancel, stats ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "not-a-job-id", "../llmd:stats"])
+def test_get_of_an_unknown_or_malformed_id_raises_job_not_found(
+    client: Client, job_id: str
+) -> None:
+    with pytest.raises(JobNotFound):
+        client.get(job_id)
+    with pytest.raises(JobNotFound):
+        client.wait(job_id, timeout_s=0)
+
+
+def test_wait_returns_promptly_when_another_process_finishes_the_job(
+    client: Client,
+    worker: JobStore,
+    fake_redis: fakeredis.FakeRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = client.submit(request_dict())
+    finisher = finish_once_waiting(
+        fake_redis,
+        monkeypatch,
+        lambda: worker.finish(job_id, JobStatus.SUCCEEDED, vendor="openai", response=REPLY),
+    )
+    started = time.monotonic()
+    assert client.wait(job_id, timeout_s=30) == REPLY
+    assert time.monotonic() - started < PROMPTLY_S
+    finisher.join(PROMPTLY_S)
+
+
+def test_wait_raises_the_typed_error_the_job_failed_with(client: Client, worker: JobStore) -> None:
+    job_id = client.submit(request_dict())
+    error = VendorAuthError("the key was refused", vendor="openai", status_code=401)
+    worker.finish(job_id, JobStatus.FAILED, vendor="openai", error=error)
+    with pytest.raises(VendorAuthError, match="the key was refused") as raised:
+        client.wait(job_id, timeout_s=PROMPTLY_S)
+    assert (raised.value.job_id, raised.value.vendor, raised.value.status_code) == (
+        job_id,
+        "openai",
+        401,
+    )
+
+
+def test_cancel_ends_a_job_once_and_its_waiters_get_job_cancelled(client: Client) -> None:
+    job_id = client.submit(request_dict())
+    assert client.cancel(job_id) is True
+    assert client.cancel(job_id) is False
+    assert client.get(job_id).status is JobStatus.CANCELLED
+    with pytest.raises(JobCancelled):
+        client.wait(job_id, timeout_s=PROMPTLY_S)
+    with pytest.raises(JobNotFound):
+        client.cancel("f" * 32)
+
+
+def test_wait_raises_timeout_error_naming_the_job_that_has_not_ended(client: Client) -> None:
+    job_id = client.submit(request_dict())
+    with pytest.raises(TimeoutError, match=job_id):
+        client.wait(job_id, timeout_s=0.05)
+
+
+def test_send_submits_and_waits_for_the_reply(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, server: fakeredis.FakeServer
+) -> None:
+    client = Client(settings, redis_client=fake_redis, send=Recorder(server, finish=True))
+    assert client.send(request_dict(), timeout_s=PROMPTLY_S) == REPLY
+
+
+def test_stats_count_the_jobs_that_ended(client: Client, worker: JobStore) -> None:
+    done, failed, _ = (client.submit(request_dict()) for _ in range(3))
+    worker.finish(done, JobStatus.SUCCEEDED, vendor="openai", response=REPLY)
+    worker.finish(failed, JobStatus.FAILED, vendor="openai", error=VendorAuthError("no"))
+    stats = client.stats()
+    assert (stats.total_requests, stats.successful_requests, stats.failed_requests) == (2, 1, 1)
+    assert stats.vendor_stats["openai"].requests == 2
+
+
+def test_vendors_lists_the_enabled_vendors(client: Client) -> None:
+    assert client.vendors() == ["openai", "anthropic"]
+
+
+# --- connections and defaults ----------------------------------------------------------------
+
+
+def test_the_default_redis_client_has_a_sized_pool_and_timeouts(settings: Settings) -> None:
+    with Client(settings, send=lambda *_: None) as client:
+        pool = client.redis.connection_pool
+        assert isinstance(pool, redis.BlockingConnectionPool)
+        assert pool.max_connections == REDIS_MAX_CONNECTIONS
+        assert pool.connection_kwargs["socket_timeout"] > WAIT_SLICE_S
+        assert pool.connection_kwargs["socket_connect_timeout"] is not None
+    assert REDIS_SOCKET_TIMEOUT_S > WAIT_SLICE_S
+
+
+def test_an_unreachable_redis_fails_fast_with_a_connection_error() -> None:
+    settings = Settings.load(openai_api_key="sk-test-0123456789", redis_url="redis://127.0.0.1:1/0")
+    with Client(settings, send=lambda *_: None) as client, pytest.raises(redis.ConnectionError):
+        client.get("0" * 32)
+
+
+def test_the_default_sender_sends_by_task_name_on_a_private_celery_app(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender = CelerySender(settings)
+    app = sender.app
+    assert sender.app is app
+    assert app.conf.task_serializer == "json"
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: calls.append((a, k)))
+    sender(RunJob("a" * 32, attempt=1), "llm.openai", 3)
+    # Celery's Redis transport serves low numbers first; our 9 is the most urgent.
+    assert calls == [
+        (("dispatch.run_job",), {"args": ["a" * 32, 1, 0, 0], "queue": "llm.openai", "priority": 6})
+    ]
+    sender.close()
+
+
+def test_module_level_helpers_use_one_client_built_from_the_environment(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Client] = []
+    monkeypatch.setattr(producer.client, "_DEFAULT", producer.client._DefaultClient())
+    monkeypatch.setattr(Client, "from_env", classmethod(lambda cls: built.append(client) or client))
+    job_id = producer.submit(request_dict())
+    assert producer.get(job_id).status is JobStatus.QUEUED
+    assert producer.cancel(job_id) is True
+    with pytest.raises(JobCancelled):
+        producer.wait(job_id, timeout_s=PROMPTLY_S)
+    assert producer.default_client() is client
+    assert built == [client]
+
+
+# --- AsyncClient -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def async_client(
+    settings: Settings,
+    server: fakeredis.FakeServer,
+    fake_redis: fakeredis.FakeRedis,
+    sender: Recorder,
+) -> AsyncIterator[AsyncClient]:
+    async_redis = fakeredis.FakeAsyncRedis(server=server)
+    async with AsyncClient(
+        settings, redis_client=async_redis, sync_redis_client=fake_redis, send=sender
+    ) as client:
+        yield client
+    await async_redis.aclose()
+
+
+async def test_async_client_submits_reads_and_waits(
+    async_client: AsyncClient, worker: JobStore, sender: Recorder
+) -> None:
+    job_id = await async_client.submit(request_dict())
+    assert sender.sent == [(RunJob(job_id), "llm.openai", 5)]
+    assert (await async_client.get(job_id)).status is JobStatus.QUEUED
+    finisher = threading.Thread(
+        target=worker.finish,
+        args=(job_id, JobStatus.SUCCEEDED),
+        kwargs={"vendor": "openai", "response": REPLY},
+    )
+    finisher.start()
+    assert await async_client.wait(job_id, timeout_s=PROMPTLY_S) == REPLY
+    finisher.join(PROMPTLY_S)
+    assert (await async_client.stats()).successful_requests == 1
+
+
+async def test_async_client_raises_as_the_sync_client_does(
+    async_client: AsyncClient, worker: JobStore
+) -> None:
+    with pytest.raises(JobNotFound):
+        await async_client.get("not-a-job-id")
+    failed, cancelled, running = [await async_client.submit(request_dict()) for _ in range(3)]
+    worker.finish(failed, JobStatus.FAILED, vendor="openai", error=VendorAuthError("refused"))
+    with pytest.raises(VendorAuthError, match="refused"):
+        await async_client.wait(failed, timeout_s=PROMPTLY_S)
+    assert await async_client.cancel(cancelled) is True
+    with pytest.raises(JobCancelled):
+        await async_client.wait(cancelled, timeout_s=PROMPTLY_S)
+    with pytest.raises(TimeoutError, match=running):
+        await async_client.wait(running, timeout_s=0.05)
+
+
+# --- the job commands ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_client(client: Client, monkeypatch: pytest.MonkeyPatch) -> Client:
+    monkeypatch.setattr(producer.cli, "make_client", lambda: client)
+    return client
+
+
+def test_cli_submit_prints_the_job_id(cli_client: Client, sender: Recorder) -> None:
+    result = runner.invoke(app, ["submit", PROMPT, "--model", "gpt-4o-mini", "--priority", "2"])
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip()
+    assert sender.sent == [(RunJob(job_id), "llm.openai", 2)]
+    assert cli_client.get(job_id).request.messages[0].content == PROMPT
+
+
+def test_cli_submit_reads_a_json_request_and_applies_options(
+    cli_client: Client, sender: Recorder, tmp_path: Path
+) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request_dict(model="gpt-4o")))
+    result = runner.invoke(app, ["submit", "--file", str(path), "--max-tokens", "50"])
+    assert result.exit_code == 0, result.output
+    request = cli_client.get(result.stdout.strip()).request
+    assert (request.model, request.max_tokens) == ("gpt-4o", 50)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "hi"], "--model"),
+        (["submit"], "PROMPT"),
+        (["submit", "hi", "--model", "gpt-4o", "--max-tokens", "0"], "max_tokens"),
+    ],
+)
+def test_cli_usage_errors_exit_2(
+    cli_client: Client, sender: Recorder, args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == producer.cli.EXIT_USAGE
+    assert message in result.stderr
+    assert sender.sent == []
+
+
+def test_cli_get_prints_the_record_and_exits_4_for_an_unknown_job(cli_client: Client) -> None:
+    job_id = cli_client.submit(request_dict())
+    result = runner.invoke(app, ["get", job_id, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "queued"
+    assert "status:   queued" in runner.invoke(app, ["get", job_id]).stdout
+    missing = runner.invoke(app, ["get", "0" * 32])
+    assert missing.exit_code == producer.cli.EXIT_NOT_FOUND
+    assert "no job" in missing.stderr
+
+
+def test_cli_wait_prints_the_reply_or_exits_1_or_5(cli_client: Client, worker: JobStore) -> None:
+    done, failed, running = (cli_client.submit(request_dict()) for _ in range(3))
+    worker.finish(done, JobStatus.SUCCEEDED, vendor="openai", response=REPLY)
+    worker.finish(failed, JobStatus.FAILED, vendor="openai", error=VendorAuthError("refused"))
+    ok = runner.invoke(app, ["wait", done])
+    assert (ok.exit_code, ok.stdout.strip()) == (0, "hello there")
+    assert runner.invoke(app, ["wait", failed]).exit_code == producer.cli.EXIT_JOB_FAILED
+    late = runner.invoke(app, ["wait", running, "--timeout", "0.05"])
+    assert late.exit_code == producer.cli.EXIT_TIMEOUT
+    assert running in late.stderr
+
+
+def test_cli_send_prints_the_reply(
+    settings: Settings,
+    fake_redis: fakeredis.FakeRedis,
+    server: fakeredis.FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = Client(settings, redis_client=fake_redis, send=Recorder(server, finish=True))
+    monkeypatch.setattr(producer.cli, "make_client", lambda: client)
+    result = runner.invoke(app, ["send", PROMPT, "--model", "gpt-4o-mini", "--timeout", "5"])
+    assert (result.exit_code, result.stdout.strip()) == (0, "hello there")
+
+
+def test_cli_cancel_and_stats(cli_client: Client, worker: JobStore) -> None:
+    job_id = cli_client.submit(request_dict())
+    assert "cancelled job" in runner.invoke(app, ["cancel", job_id]).stdout
+    assert "already ended" in runner.invoke(app, ["cancel", job_id]).stdout
+    other = cli_client.submit(request_dict())
+    worker.finish(other, JobStatus.SUCCEEDED, vendor="openai", response=REPLY)
+    table = runner.invoke(app, ["stats"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0].split()[:3] == ["vendor", "jobs", "ok"]
+    assert any(line.split()[:3] == ["openai", "1", "100.0"] for line in table.stdout.splitlines())
+    stats = json.loads(runner.invoke(app, ["stats", "--json"]).stdout)
+    assert (stats["successful_requests"], stats["cancelled_requests"]) == (1, 1)
+
+
+def test_cli_exits_3_for_invalid_configuration_and_6_for_an_unreachable_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def invalid() -> Client:
+        raise ConfigError(["vendors.openai.rpm: must be greater than 0"])
+
+    monkeypatch.setattr(producer.cli, "make_client", invalid)
+    result = runner.invoke(app, ["stats"])
+    assert (result.exit_code, result.stderr.count("rpm")) == (producer.cli.EXIT_CONFIG_INVALID, 1)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(producer.cli, "make_client", Client.from_env)
+    result = runner.invoke(app, ["get", "0" * 32])
+    assert result.exit_code == producer.cli.EXIT_UNAVAILABLE
+    assert "REDIS_URL" in result.stderr

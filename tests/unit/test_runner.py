@@ -1,0 +1,919 @@
+"""The job runner: one attempt per message, retries, fallback, deadlines, cooling vendors.
+
+Every test builds the world a worker sees: a job store on fakeredis, a fake
+clock shared by the store and the runner (tests advance it, never sleep), a
+seeded rng, a `send` that records what would go to Celery, and scripted vendors
+that return or raise what the test tells them to. Jobs are created the way the
+producer creates them: `route(request, settings)`, then `store.create`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import pytest
+
+from dispatcher.config import Settings
+from dispatcher.config_schema import BackoffStrategy, RetryPolicy, VendorConfig
+from dispatcher.errors import (
+    BudgetExceeded,
+    CircuitOpen,
+    ContentFiltered,
+    DispatcherError,
+    InvalidRequest,
+    JobNotFound,
+    NoRoute,
+    StreamBroken,
+    VendorAuthError,
+    VendorQuotaExceeded,
+    VendorRateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from dispatcher.messages import RunJob
+from dispatcher.models import (
+    Deployment,
+    FinishReason,
+    HealthStatus,
+    JobEventKind,
+    JobRecord,
+    JobStatus,
+    Request,
+    Response,
+    Usage,
+)
+from dispatcher.pricing import Price
+from dispatcher.router import route
+from dispatcher.runner import JobRunner, Outcome, call_vendor, retry_kind
+from dispatcher.store import JobStore
+from dispatcher.vendors.base import Health, StreamDelta, Vendor
+from dispatcher.vendors.mock import MockVendor
+
+# An arbitrary, exactly representable epoch; the clock only moves when a test moves it.
+START_S = 1_700_000_000.0
+PREFIX = "test"
+# The group the producer would name; each member knows the model by its own name.
+GROUP = "smart"
+OPENAI_MODEL = "gpt-4o"
+ANTHROPIC_MODEL = "claude-3-5-sonnet-latest"
+SERVER_ERROR = "server exploded; retry"
+
+
+class Clock:
+    """A clock that stands still until a test advances it."""
+
+    def __init__(self, start_s: float = START_S) -> None:
+        self.t = start_s
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+# A scripted step: a reply, an exception to raise, or a function run at call time.
+Step = Response | BaseException | Callable[[Request, str | None], Response]
+
+
+class ScriptedVendor(Vendor):
+    """A vendor whose `complete` plays back a script, recording the model of each call."""
+
+    def __init__(self, name: str, config: VendorConfig, script: Iterable[Step] = ()) -> None:
+        super().__init__(name, config)
+        self.script: list[Step] = list(script)
+        self.calls: list[str | None] = []
+
+    async def complete(self, request: Request, model: str | None = None) -> Response:
+        self.calls.append(model)
+        if not self.script:
+            raise LookupError(f"{self.name} was called more often than its script allows")
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        if isinstance(step, Response):
+            return step
+        return step(request, model)
+
+    def stream(self, request: Request, model: str | None = None) -> AsyncIterator[StreamDelta]:
+        raise NotImplementedError("the runner tests script complete() only")
+
+    async def health_check(self) -> Health:
+        return Health(status=HealthStatus.HEALTHY)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message the runner handed to `send`."""
+
+    message: RunJob
+    queue: str
+    priority: int
+    delay_s: float
+
+
+def make_settings(policy: RetryPolicy | None = None) -> Settings:
+    """Two vendors and a model group "smart": openai's gpt-4o first, then anthropic's Claude."""
+    return Settings(
+        vendors={
+            "openai": VendorConfig(type="openai"),
+            "anthropic": VendorConfig(type="anthropic"),
+        },
+        model_groups={
+            GROUP: [
+                Deployment(vendor="openai", model=OPENAI_MODEL),
+                Deployment(vendor="anthropic", model=ANTHROPIC_MODEL),
+            ]
+        },
+        retry_policy=policy or fixed_policy(),
+    )
+
+
+def fixed_policy(**overrides: Any) -> RetryPolicy:
+    """A fixed 1 s backoff with 2 retries, so delays are exact; any field overridden."""
+    fields: dict[str, Any] = {
+        "max_retries": 2,
+        "backoff": BackoffStrategy.FIXED,
+        "initial_delay_s": 1.0,
+        "max_delay_s": 60.0,
+        **overrides,
+    }
+    return RetryPolicy(**fields)
+
+
+def reply(
+    vendor: str,
+    model: str,
+    text: str = "hello there",
+    *,
+    prompt_tokens: int = 3,
+    completion_tokens: int = 2,
+    cost_usd: float = 0.25,
+    latency_ms: float = 120.0,
+) -> Response:
+    """A finished reply as a vendor client would return it."""
+    return Response(
+        content=text,
+        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+        model=model,
+        vendor=vendor,
+        finish_reason=FinishReason.STOP,
+        latency_ms=latency_ms,
+        cost_usd=cost_usd,
+    )
+
+
+def server_error(vendor: str = "openai") -> VendorUnavailable:
+    """What a vendor client raises for an HTTP 500."""
+    return VendorUnavailable(SERVER_ERROR, vendor=vendor, status_code=500)
+
+
+class World:
+    """Store, clock, recorded sends, scripted vendors and the runner under test."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        scripts: dict[str, list[Step]],
+        *,
+        held: Iterable[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = Clock()
+        self.store = JobStore(fakeredis.FakeRedis(), PREFIX, now=self.clock)
+        self.sent: list[Sent] = []
+        self.vendors = {
+            name: ScriptedVendor(name, settings.vendors[name], script)
+            for name, script in scripts.items()
+        }
+        held_names = set(self.vendors) if held is None else set(held)
+        self.runner = JobRunner(
+            settings,
+            self.store,
+            {name: v for name, v in self.vendors.items() if name in held_names},
+            call=lambda vendor, request, model: asyncio.run(call_vendor(vendor, request, model)),
+            send=self.send,
+            now=self.clock,
+            rng=random.Random(1234),
+        )
+
+    def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
+        self.sent.append(Sent(message, queue, priority, delay_s))
+
+    def submit(self, request: Request) -> str:
+        """Create a job exactly as the producer does; returns its id."""
+        job_id = self.store.new_job_id()
+        chosen = route(request, self.settings, rng=random.Random(0))
+        self.store.create(job_id, request, chosen)
+        return job_id
+
+    def record(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+    def run_to_end(self, first: RunJob, max_steps: int = 20) -> list[Outcome]:
+        """Run `first`, then each message sent, advancing the clock by its delay, until done."""
+        outcomes: list[Outcome] = []
+        message = first
+        for _ in range(max_steps):
+            sent_before = len(self.sent)
+            outcome = self.runner.run(message)
+            outcomes.append(outcome)
+            if outcome.kind != "rescheduled":
+                return outcomes
+            assert len(self.sent) == sent_before + 1
+            nxt = self.sent[-1]
+            assert nxt.message == outcome.next_message
+            self.clock.advance(nxt.delay_s)
+            message = nxt.message
+        raise AssertionError(f"the job did not end within {max_steps} messages: {outcomes}")
+
+
+def event_kinds(record: JobRecord) -> list[JobEventKind]:
+    return [event.kind for event in record.events]
+
+
+def counter(world: World, name: str) -> float:
+    """One raw statistics counter (0 when never written)."""
+    value = world.store.redis.hget(world.store.keys.stats(), name)
+    return float(value) if value is not None else 0.0
+
+
+@pytest.fixture
+def smart_request(make_request: Callable[..., Request]) -> Request:
+    """A request for the "smart" group: openai gpt-4o, falling back to anthropic Claude."""
+    return make_request(model=GROUP)
+
+
+# --- success ------------------------------------------------------------------
+
+
+def test_successful_attempt_writes_response_usage_cost_and_timings_once(
+    smart_request: Request,
+) -> None:
+    answer = reply("openai", OPENAI_MODEL, cost_usd=0.25, latency_ms=120.0)
+    world = World(make_settings(), {"openai": [answer], "anthropic": []})
+    job_id = world.submit(smart_request)
+    world.clock.advance(1.5)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome == Outcome("succeeded", "openai")
+    assert world.sent == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.response == answer
+    assert record.usage == Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
+    assert record.cost_usd == 0.25
+    assert record.total_ms == 1500.0
+    assert record.queue_wait_ms == 1500.0
+    assert record.vendor_latency_ms == 120.0
+    assert record.attempts == 1
+    assert record.error is None
+    assert event_kinds(record) == [
+        JobEventKind.QUEUED,
+        JobEventKind.STARTED,
+        JobEventKind.SUCCEEDED,
+    ]
+    started = record.events[1]
+    assert (started.attempt, started.vendor) == (0, "openai")
+    assert record.events[2].vendor == "openai"
+    assert world.store.wait_until_ended(job_id, 0.5) is True
+
+    stats = world.store.stats()
+    assert (stats.total_requests, stats.successful_requests, stats.failed_requests) == (1, 1, 0)
+    assert (stats.prompt_tokens, stats.completion_tokens) == (3, 2)
+    assert stats.total_cost_usd == 0.25
+    assert stats.average_latency_ms == 120.0
+    assert (stats.retries, stats.fallbacks) == (0, 0)
+    assert stats.vendor_stats["openai"].requests == 1
+    assert stats.vendor_stats["openai"].successes == 1
+    assert "anthropic" not in stats.vendor_stats
+
+
+def test_vendor_is_asked_for_the_model_its_route_names_not_the_group_name(
+    smart_request: Request,
+) -> None:
+    world = World(make_settings(), {"openai": [reply("openai", OPENAI_MODEL)], "anthropic": []})
+    job_id = world.submit(smart_request)
+
+    world.runner.run(RunJob(job_id))
+
+    assert world.vendors["openai"].calls == [OPENAI_MODEL]
+    assert world.vendors["anthropic"].calls == []
+
+
+def test_streamed_request_is_collected_into_one_response_with_exact_text_and_usage(
+    make_request: Callable[..., Request],
+) -> None:
+    config = VendorConfig(
+        type="mock", prices={"mock-1": Price(input_per_mtok=1.0, output_per_mtok=2.0)}
+    )
+    vendor = MockVendor("mock", config)
+    request = make_request(model="mock-1", stream=True)
+
+    response = asyncio.run(call_vendor(vendor, request, "mock-1"))
+
+    assert response.content == "echo: Say hello."
+    # The mock counts words: "Say hello." in, "echo: Say hello." out.
+    assert response.usage == Usage(prompt_tokens=2, completion_tokens=3, total_tokens=5)
+    assert response.model == "mock-1"
+    assert response.vendor == "mock"
+    assert response.finish_reason is FinishReason.STOP
+    assert response.vendor_finish_reason == "stop"
+    assert response.cost_usd == (2 * 1.0 + 3 * 2.0) / 1_000_000
+
+
+def test_stream_that_ends_without_a_final_delta_is_a_retryable_vendor_failure(
+    make_request: Callable[..., Request],
+) -> None:
+    class Truncated(ScriptedVendor):
+        async def stream(
+            self, request: Request, model: str | None = None
+        ) -> AsyncIterator[StreamDelta]:
+            yield StreamDelta(text="half an ")
+            yield StreamDelta(text="answer")
+
+    vendor = Truncated("truncated", VendorConfig(type="mock"))
+
+    with pytest.raises(VendorUnavailable, match="ended its stream without a final delta"):
+        asyncio.run(call_vendor(vendor, make_request(stream=True), "gpt-4o-mini"))
+
+
+# --- rate limits and retries ----------------------------------------------------
+
+
+def test_rate_limit_reschedules_on_same_queue_after_retry_after_and_blocks_the_vendor(
+    make_request: Callable[..., Request],
+) -> None:
+    limited = VendorRateLimited("slow down", retry_after_s=2.0, vendor="openai")
+    world = World(
+        make_settings(fixed_policy(initial_delay_s=0.5, max_retries=3)),
+        {"openai": [limited, reply("openai", OPENAI_MODEL)], "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=GROUP, priority=7))
+    world.clock.advance(1.0)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    nxt = RunJob(job_id, attempt=1, deployment=0, retry=1)
+    assert outcome.kind == "rescheduled"
+    assert outcome.next_message == nxt
+    assert outcome.queue == "llm.openai"
+    assert outcome.delay_s == 2.0
+    assert world.sent == [Sent(nxt, "llm.openai", 7, 2.0)]
+    record = world.record(job_id)
+    assert record.status is JobStatus.QUEUED
+    retry = record.events[-1]
+    assert retry.kind is JobEventKind.RETRY
+    assert (retry.attempt, retry.vendor, retry.delay_s) == (1, "openai", 2.0)
+    assert retry.reason == "slow down"
+    assert world.store.blocked_until(["openai", "anthropic"]) == {"openai": START_S + 3.0}
+    assert counter(world, "t:retries") == 1
+    assert counter(world, "v:openai:retries") == 1
+    assert counter(world, "t:fallbacks") == 0
+
+    # Once the wait is over the vendor is no longer cooling down and is called again.
+    world.clock.advance(2.0)
+    assert world.runner.run(nxt).kind == "succeeded"
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
+    assert world.store.stats().retries == 1
+
+
+@pytest.mark.parametrize("backoff", list(BackoffStrategy))
+def test_retry_after_longer_than_every_backoff_strategy_sets_the_delay(
+    make_request: Callable[..., Request], backoff: BackoffStrategy
+) -> None:
+    limited = VendorRateLimited("slow down", retry_after_s=2.0, vendor="openai")
+    world = World(
+        make_settings(fixed_policy(backoff=backoff, initial_delay_s=0.5)),
+        {"openai": [limited], "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=GROUP))
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.kind == "rescheduled"
+    assert outcome.delay_s == 2.0
+    assert world.sent[0].delay_s == 2.0
+
+
+def test_policy_backoff_wins_when_longer_than_retry_after(
+    make_request: Callable[..., Request],
+) -> None:
+    limited = VendorRateLimited("slow down", retry_after_s=2.0, vendor="openai")
+    world = World(
+        make_settings(fixed_policy(initial_delay_s=5.0)),
+        {"openai": [limited], "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=GROUP))
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.delay_s == 5.0
+    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 5.0)]
+    assert world.record(job_id).events[-1].delay_s == 5.0
+    # The vendor's own block is still only as long as it asked for.
+    assert world.store.blocked_until(["openai"]) == {"openai": START_S + 2.0}
+
+
+def test_server_errors_exhaust_retries_then_fall_back_to_the_group_model_of_the_next_vendor(
+    smart_request: Request,
+) -> None:
+    world = World(
+        make_settings(fixed_policy(max_retries=2, initial_delay_s=1.0)),
+        {
+            "openai": [server_error(), server_error(), server_error()],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL, cost_usd=0.5)],
+        },
+    )
+    job_id = world.submit(smart_request)
+
+    outcomes = world.run_to_end(RunJob(job_id))
+
+    assert [o.kind for o in outcomes] == ["rescheduled", "rescheduled", "rescheduled", "succeeded"]
+    assert world.sent == [
+        Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 1.0),
+        Sent(RunJob(job_id, 2, 0, 2), "llm.openai", 5, 1.0),
+        Sent(RunJob(job_id, 3, 1, 0), "llm.anthropic", 5, 0.0),
+    ]
+    assert world.vendors["openai"].calls == [OPENAI_MODEL] * 3
+    assert world.vendors["anthropic"].calls == [ANTHROPIC_MODEL]
+    assert world.clock() == START_S + 2.0
+
+    record = world.record(job_id)
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.response is not None
+    assert record.response.vendor == "anthropic"
+    assert record.attempts == 4
+    moves = [e for e in record.events if e.kind in (JobEventKind.RETRY, JobEventKind.REROUTED)]
+    assert [e.kind for e in moves] == [
+        JobEventKind.RETRY,
+        JobEventKind.RETRY,
+        JobEventKind.REROUTED,
+    ]
+    assert [e.attempt for e in moves] == [1, 2, 3]
+    assert [e.delay_s for e in moves[:2]] == [1.0, 1.0]
+    rerouted = moves[2]
+    assert (rerouted.from_vendor, rerouted.to_vendor) == ("openai", "anthropic")
+    assert rerouted.reason == f"retries exhausted: {SERVER_ERROR}"
+    assert event_kinds(record)[-1] is JobEventKind.SUCCEEDED
+
+    stats = world.store.stats()
+    assert counter(world, "t:fallbacks") == 1
+    assert (stats.retries, stats.fallbacks) == (2, 1)
+    assert (stats.total_requests, stats.successful_requests) == (1, 1)
+    assert stats.vendor_stats["openai"].retries == 2
+    assert stats.vendor_stats["openai"].fallbacks == 1
+    assert stats.vendor_stats["openai"].requests == 0
+    assert stats.vendor_stats["anthropic"].successes == 1
+    assert stats.total_cost_usd == 0.5
+
+
+def test_last_deployment_failing_after_its_retries_fails_the_job_with_the_vendor_error(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        make_settings(fixed_policy(max_retries=1)),
+        {"openai": [server_error(), server_error()], "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=OPENAI_MODEL))  # anthropic serves no gpt-*
+
+    outcomes = world.run_to_end(RunJob(job_id))
+
+    assert [o.kind for o in outcomes] == ["rescheduled", "failed"]
+    assert outcomes[-1].errors == ["unavailable"]
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert (record.error.kind, record.error.status_code) == ("unavailable", 500)
+    assert record.error.job_id == job_id
+    assert world.store.stats().vendor_stats["openai"].failures == 1
+
+
+# --- final failures -----------------------------------------------------------------
+
+
+def test_auth_error_fails_the_job_at_once_without_retry_or_fallback(
+    smart_request: Request,
+) -> None:
+    refused = VendorAuthError("invalid API key", vendor="openai", status_code=401)
+    world = World(make_settings(), {"openai": [refused], "anthropic": []})
+    job_id = world.submit(smart_request)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome == Outcome("failed", "invalid API key", errors=["auth"])
+    assert world.sent == []
+    assert world.vendors["anthropic"].calls == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert (record.error.kind, record.error.vendor, record.error.status_code) == (
+        "auth",
+        "openai",
+        401,
+    )
+    assert record.error.retryable is False
+    assert record.error.job_id == job_id
+    assert event_kinds(record) == [JobEventKind.QUEUED, JobEventKind.STARTED, JobEventKind.FAILED]
+    stats = world.store.stats()
+    assert (stats.failed_requests, stats.retries, stats.fallbacks) == (1, 0, 0)
+
+
+def test_server_error_fails_at_once_when_retry_on_leaves_out_unavailable(
+    make_request: Callable[..., Request],
+) -> None:
+    policy = fixed_policy(max_retries=3, retry_on=frozenset({"rate_limited", "timeout"}))
+    world = World(make_settings(policy), {"openai": [server_error()], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome == Outcome("failed", SERVER_ERROR, errors=["unavailable"])
+    assert world.sent == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.kind == "unavailable"
+    assert JobEventKind.RETRY not in event_kinds(record)
+
+
+def test_unexpected_vendor_exception_fails_the_job_instead_of_escaping_run(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [RuntimeError("boom")], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.kind == "failed"
+    assert outcome.errors == ["unavailable"]
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.kind == "unavailable"
+    assert record.error.vendor == "openai"
+    assert record.error.message == "openai client failed unexpectedly: RuntimeError: boom"
+    assert world.sent == []
+
+
+# --- deadlines -------------------------------------------------------------------
+
+
+def test_deadline_that_would_pass_during_backoff_fails_with_timeout_naming_last_error(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        make_settings(fixed_policy(initial_delay_s=4.0, max_retries=5)),
+        {"openai": [server_error()], "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=OPENAI_MODEL, timeout_s=3.0))
+    world.clock.advance(0.5)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.kind == "failed"
+    assert outcome.errors == ["timeout"]
+    assert outcome.detail == (
+        "the job's deadline (3 s after submit) would pass before the next retry; "
+        f"last error: {SERVER_ERROR}"
+    )
+    assert world.sent == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert (record.error.kind, record.error.vendor, record.error.status_code) == (
+        "timeout",
+        "openai",
+        500,
+    )
+    assert JobEventKind.RETRY not in event_kinds(record)
+    assert record.total_ms == 500.0
+
+
+def test_deadline_allows_retries_that_fit_and_fails_on_the_first_that_does_not(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        make_settings(fixed_policy(initial_delay_s=4.0, max_retries=5)),
+        {"openai": [server_error()] * 3, "anthropic": []},
+    )
+    job_id = world.submit(make_request(model=OPENAI_MODEL, timeout_s=10.0))
+
+    outcomes = world.run_to_end(RunJob(job_id))
+
+    # Retries at +4 and +8 fit in 10 s; the one at +12 would not.
+    assert [o.kind for o in outcomes] == ["rescheduled", "rescheduled", "failed"]
+    assert outcomes[-1].errors == ["timeout"]
+    assert world.vendors["openai"].calls == [OPENAI_MODEL] * 3
+    assert len(world.sent) == 2
+
+
+def test_message_arriving_after_the_deadline_fails_without_calling_the_vendor(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [reply("openai", OPENAI_MODEL)], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL, timeout_s=5.0))
+    world.clock.advance(6.0)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.kind == "failed"
+    assert outcome.errors == ["timeout"]
+    assert outcome.detail == "the job's deadline (5 s after submit) passed before it could run"
+    assert world.vendors["openai"].calls == []
+    assert world.sent == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.kind == "timeout"
+    assert event_kinds(record) == [JobEventKind.QUEUED, JobEventKind.FAILED]
+    assert record.total_ms == 6000.0
+
+
+# --- cancelled, stale and duplicate messages --------------------------------------------
+
+
+def test_job_cancelled_before_it_runs_is_skipped_without_calling_the_vendor(
+    smart_request: Request,
+) -> None:
+    world = World(make_settings(), {"openai": [reply("openai", OPENAI_MODEL)], "anthropic": []})
+    job_id = world.submit(smart_request)
+    assert world.store.cancel(job_id) is True
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome == Outcome("skipped", "already cancelled")
+    assert world.vendors["openai"].calls == []
+    assert world.sent == []
+    assert world.record(job_id).status is JobStatus.CANCELLED
+    stats = world.store.stats()
+    assert (stats.cancelled_requests, stats.total_requests) == (1, 0)
+
+
+def test_job_cancelled_during_the_vendor_call_stays_cancelled_and_the_reply_is_dropped(
+    smart_request: Request,
+) -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+    job_id = world.submit(smart_request)
+
+    def cancel_then_answer(request: Request, model: str | None) -> Response:
+        world.store.cancel(job_id)
+        return reply("openai", OPENAI_MODEL)
+
+    world.vendors["openai"].script.append(cancel_then_answer)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome.kind == "skipped"
+    record = world.record(job_id)
+    assert record.status is JobStatus.CANCELLED
+    assert record.response is None
+    stats = world.store.stats()
+    assert (stats.cancelled_requests, stats.successful_requests, stats.total_requests) == (1, 0, 0)
+
+
+def test_older_attempt_redelivered_after_a_retry_is_skipped(smart_request: Request) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [server_error(), reply("openai", OPENAI_MODEL)], "anthropic": []},
+    )
+    job_id = world.submit(smart_request)
+    first = RunJob(job_id)
+    assert world.runner.run(first).kind == "rescheduled"
+
+    outcome = world.runner.run(first)
+
+    assert outcome.kind == "skipped"
+    assert outcome.detail == "stale: attempt 0 < 1"
+    assert world.vendors["openai"].calls == [OPENAI_MODEL]
+    assert len(world.sent) == 1
+    assert world.record(job_id).status is JobStatus.QUEUED
+    # The newer message still runs the job.
+    assert world.runner.run(world.sent[0].message).kind == "succeeded"
+
+
+def test_older_attempt_redelivered_while_its_vendor_cools_down_sends_nothing(
+    smart_request: Request,
+) -> None:
+    # A 429 blocks openai for 30 s and schedules attempt 1; then the worker dies before
+    # acknowledging attempt 0, so attempt 0 comes back while openai is still blocked.
+    limited = VendorRateLimited("slow down", retry_after_s=30.0, vendor="openai")
+    world = World(make_settings(), {"openai": [limited], "anthropic": []})
+    job_id = world.submit(smart_request)
+    first = RunJob(job_id)
+    assert world.runner.run(first).kind == "rescheduled"
+    events_before = len(world.record(job_id).events)
+
+    outcome = world.runner.run(first)
+
+    assert outcome.kind == "skipped"
+    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 30.0)]
+    assert len(world.record(job_id).events) == events_before
+    assert counter(world, "t:fallbacks") == 0
+
+
+def test_finishing_message_redelivered_after_the_job_ended_is_skipped_and_counted_once(
+    smart_request: Request,
+) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [reply("openai", OPENAI_MODEL), reply("openai", OPENAI_MODEL)], "anthropic": []},
+    )
+    job_id = world.submit(smart_request)
+    message = RunJob(job_id)
+    assert world.runner.run(message).kind == "succeeded"
+    stats_before = world.store.stats()
+    record_before = world.record(job_id)
+
+    outcome = world.runner.run(message)
+
+    assert outcome == Outcome("skipped", "already succeeded")
+    assert world.vendors["openai"].calls == [OPENAI_MODEL]
+    assert world.store.stats() == stats_before
+    assert world.store.stats().successful_requests == 1
+    assert world.record(job_id) == record_before
+    assert world.sent == []
+
+
+def test_message_for_a_missing_job_is_skipped() -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+
+    unknown = world.runner.run(RunJob("0" * 32))
+    not_an_id = world.runner.run(RunJob("../../etc"))
+
+    assert unknown == Outcome("skipped", "no such job (expired, or never created)")
+    assert not_an_id == Outcome("skipped", "no such job (expired, or never created)")
+
+
+def test_message_naming_a_deployment_the_route_lacks_is_skipped(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))  # one deployment only
+
+    outcome = world.runner.run(RunJob(job_id, attempt=0, deployment=1))
+
+    assert outcome == Outcome("skipped", "the route has no deployment 1")
+    assert world.vendors["openai"].calls == []
+
+
+# --- vendors cooling down ------------------------------------------------------------
+
+
+def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
+    smart_request: Request,
+) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
+    )
+    job_id = world.submit(smart_request)
+    world.store.block_vendor("openai", 30.0)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0)
+    assert outcome.kind == "rescheduled"
+    assert (outcome.next_message, outcome.queue, outcome.delay_s) == (nxt, "llm.anthropic", 0.0)
+    assert world.sent == [Sent(nxt, "llm.anthropic", 5, 0.0)]
+    assert world.vendors["openai"].calls == []
+    rerouted = world.record(job_id).events[-1]
+    assert rerouted.kind is JobEventKind.REROUTED
+    assert (rerouted.from_vendor, rerouted.to_vendor, rerouted.attempt) == (
+        "openai",
+        "anthropic",
+        1,
+    )
+    assert rerouted.reason == "openai is cooling down after a rate limit"
+    assert counter(world, "t:fallbacks") == 1
+    assert counter(world, "v:openai:fallbacks") == 1
+
+    assert world.runner.run(nxt).kind == "succeeded"
+    assert world.vendors["anthropic"].calls == [ANTHROPIC_MODEL]
+    assert world.vendors["openai"].calls == []
+
+
+def test_every_vendor_blocked_waits_exactly_until_the_earliest_unblocks(
+    smart_request: Request,
+) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
+    )
+    job_id = world.submit(smart_request)
+    world.store.block_vendor("openai", 30.0)
+    world.store.block_vendor("anthropic", 10.0)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0)
+    assert outcome.kind == "rescheduled"
+    assert (outcome.next_message, outcome.queue, outcome.delay_s) == (nxt, "llm.anthropic", 10.0)
+    assert world.sent == [Sent(nxt, "llm.anthropic", 5, 10.0)]
+    waited = world.record(job_id).events[-1]
+    assert waited.kind is JobEventKind.RETRY
+    assert (waited.vendor, waited.delay_s, waited.attempt) == ("anthropic", 10.0, 1)
+    assert world.vendors["openai"].calls == []
+    assert world.vendors["anthropic"].calls == []
+
+    world.clock.advance(10.0)
+    assert world.runner.run(nxt).kind == "succeeded"
+    assert world.vendors["anthropic"].calls == [ANTHROPIC_MODEL]
+
+
+def test_waiting_for_another_deployment_to_unblock_starts_its_retry_count_afresh(
+    smart_request: Request,
+) -> None:
+    # `retry` counts retries on one deployment (messages.py); openai's two retries
+    # must not use up anthropic's budget when the job waits for anthropic instead.
+    world = World(make_settings(fixed_policy(max_retries=2)), {"openai": [], "anthropic": []})
+    job_id = world.submit(smart_request)
+    world.store.block_vendor("openai", 30.0)
+    world.store.block_vendor("anthropic", 10.0)
+
+    outcome = world.runner.run(RunJob(job_id, attempt=0, deployment=0, retry=2))
+
+    assert outcome.next_message == RunJob(job_id, attempt=1, deployment=1, retry=0)
+
+
+def test_every_vendor_blocked_past_the_deadline_fails_as_rate_limited(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+    job_id = world.submit(make_request(model=GROUP, timeout_s=5.0))
+    world.store.block_vendor("openai", 30.0)
+    world.store.block_vendor("anthropic", 20.0)
+
+    outcome = world.runner.run(RunJob(job_id))
+
+    assert outcome == Outcome(
+        "failed",
+        "every vendor of the route is cooling down past the job's deadline",
+        errors=["rate_limited"],
+    )
+    assert world.sent == []
+    assert world.vendors["openai"].calls == []
+    assert world.vendors["anthropic"].calls == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert (record.error.kind, record.error.vendor) == ("rate_limited", "openai")
+    assert record.error.model_extra == {"retry_after_s": 20.0}
+
+
+# --- queues ---------------------------------------------------------------------------
+
+
+def test_message_for_a_vendor_this_worker_does_not_hold_goes_back_to_that_vendors_queue(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
+        held=["openai"],
+    )
+    job_id = world.submit(make_request(model=GROUP, vendor="anthropic", priority=3))
+    message = RunJob(job_id)
+
+    outcome = world.runner.run(message)
+
+    assert outcome == Outcome("rescheduled", "no vendor 'anthropic' in this worker")
+    assert world.sent == [Sent(message, "llm.anthropic", 3, 0.0)]
+    assert world.vendors["anthropic"].calls == []
+    record = world.record(job_id)
+    assert record.status is JobStatus.QUEUED
+    assert event_kinds(record) == [JobEventKind.QUEUED]
+
+
+# --- retry kinds -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (VendorRateLimited("429", retry_after_s=1.0), "rate_limited"),
+        (VendorUnavailable("500"), "unavailable"),
+        (StreamBroken("cut off", partial=True), "unavailable"),
+        (VendorTimeout("504"), "timeout"),
+        (CircuitOpen("open"), "circuit_open"),
+        (VendorAuthError("401"), None),
+        (VendorQuotaExceeded("quota"), None),
+        (ContentFiltered("filtered"), None),
+        (InvalidRequest("400"), None),
+        (NoRoute("no vendor"), None),
+        (BudgetExceeded("too dear"), None),
+        (JobNotFound("gone"), None),
+        (DispatcherError("generic"), None),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, DispatcherError) else str(value),
+)
+def test_retry_kind_maps_each_error_class_to_its_retry_policy_kind(
+    error: DispatcherError, kind: str | None
+) -> None:
+    assert retry_kind(error) == kind
