@@ -960,3 +960,41 @@ def test_auth_config_header_scheme_needs_a_header_name() -> None:
         AuthConfig(scheme="header")
 
     assert AuthConfig(scheme="header", header_name="X-Api-Key").header_name == "X-Api-Key"
+
+
+def test_a_file_that_lists_vendors_gets_no_extra_vendor_from_an_environment_key(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-key-for-primary-0123")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused-0123456789")
+    write_config(
+        """
+        vendors:
+          primary:
+            type: openai
+            api_key: ${OPENAI_API_KEY}
+        """
+    )
+    settings = Settings.load()
+    assert list(settings.vendors) == ["primary"]
+    key = settings.vendors["primary"].api_key
+    assert key is not None
+    assert key.get_secret_value() == "sk-env-key-for-primary-0123"
+
+
+def test_a_reference_to_an_environment_only_vendor_is_refused_when_the_file_lists_vendors(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-key-0123456789")
+    write_config(
+        """
+        vendors:
+          primary: {type: openai}
+        fallback_vendor: anthropic
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    assert caught.value.problems == [
+        "fallback_vendor: unknown vendor 'anthropic' (configured: primary)"
+    ]
