@@ -230,25 +230,12 @@ class JobRunner:
                 record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
             )
         if message.deployment + 1 < len(deployments):
-            target = deployments[message.deployment + 1]
-            nxt = RunJob(record.job_id, message.attempt + 1, message.deployment + 1, 0)
-            event = JobEvent(
-                kind=JobEventKind.REROUTED,
-                attempt=nxt.attempt,
-                vendor=vendor,
-                from_vendor=vendor,
-                to_vendor=target.vendor,
-                reason=f"retries exhausted: {error.message}",
-            )
-            counters = [("t:fallbacks", 1.0), (f"v:{vendor}:fallbacks", 1.0)]
-            return self._reschedule(
+            return self._reroute(
                 record,
                 message,
-                nxt,
-                vendor=target.vendor,
-                delay_s=0.0,
-                event=event,
-                counters=counters,
+                deployments,
+                message.deployment + 1,
+                f"retries exhausted: {error.message}",
             )
         return self._fail(record, vendor, error)
 
@@ -267,26 +254,8 @@ class JobRunner:
             return None
         free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
         if free is not None:
-            target = deployments[free]
-            nxt = RunJob(record.job_id, message.attempt + 1, free, 0)
-            event = JobEvent(
-                kind=JobEventKind.REROUTED,
-                attempt=nxt.attempt,
-                vendor=current,
-                from_vendor=current,
-                to_vendor=target.vendor,
-                reason=f"{current} is cooling down after a rate limit",
-            )
-            counters = [("t:fallbacks", 1.0), (f"v:{current}:fallbacks", 1.0)]
-            return self._reschedule(
-                record,
-                message,
-                nxt,
-                vendor=target.vendor,
-                delay_s=0.0,
-                event=event,
-                counters=counters,
-            )
+            reason = f"{current} is cooling down after a rate limit"
+            return self._reroute(record, message, deployments, free, reason)
         # Every remaining deployment is cooling down: wait for the first to recover.
         index = min(remaining, key=lambda i: blocked[deployments[i].vendor])
         wait_s = max(0.0, blocked[deployments[index].vendor] - self.now())
@@ -319,6 +288,30 @@ class JobRunner:
         )
 
     # --- writing outcomes ---------------------------------------------------------------
+
+    def _reroute(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        index: int,
+        reason: str,
+    ) -> Outcome:
+        """Move the job to deployment `index` of its route, at once, with a fresh retry count."""
+        source, target = deployments[message.deployment].vendor, deployments[index].vendor
+        nxt = RunJob(record.job_id, message.attempt + 1, index, 0)
+        event = JobEvent(
+            kind=JobEventKind.REROUTED,
+            attempt=nxt.attempt,
+            vendor=source,
+            from_vendor=source,
+            to_vendor=target,
+            reason=reason,
+        )
+        counters = [("t:fallbacks", 1.0), (f"v:{source}:fallbacks", 1.0)]
+        return self._reschedule(
+            record, message, nxt, vendor=target, delay_s=0.0, event=event, counters=counters
+        )
 
     def _reschedule(
         self,
