@@ -410,7 +410,8 @@ def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
         for spec in ENV_VENDORS
         if data.get(spec.key_field) or data.get(spec.base_url_field)
     }
-    known = ", ".join(sorted(names)) or "none"
+    # A YAML key such as `off:` is a boolean: show names as text, never compare types.
+    known = ", ".join(sorted(str(name) for name in names)) or "none"
     problems: list[InitErrorDetails] = []
 
     def check(name: Any, loc: tuple[int | str, ...]) -> None:

@@ -55,6 +55,8 @@ def format_path(loc: Sequence[int | str], rename: Mapping[str, str] | None = Non
     """``('routing_rules', 0, 'vendor')`` -> ``routing_rules[0].vendor``."""
     parts: list[str] = []
     for index, part in enumerate(loc):
+        if part == "[key]":  # pydantic's marker for an error in a mapping's key
+            continue
         if isinstance(part, int):
             parts.append(f"[{part}]")
             continue
@@ -79,6 +81,11 @@ def _message(error: ErrorDetails) -> str:
             message = new + message[len(old) :]
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+    if error["loc"] and error["loc"][-1] == "[key]":
+        message = (
+            f"this name {message}; YAML reads off/on/yes/no and numbers as other types, "
+            "so quote such names ('off')"
+        )
     return message
 
 

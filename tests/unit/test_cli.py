@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from dispatcher import __version__
-from producer.cli import EXIT_CONFIG_INVALID, app
+from producer.cli import EXIT_CONFIG_INVALID, EXIT_USAGE, app
 
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 KEY = "sk-cli-test-0123456789abcdef"
 
@@ -86,3 +91,170 @@ def test_config_check_reports_an_unreadable_file(
     result = runner.invoke(app, ["config", "check"])
     assert result.exit_code == EXIT_CONFIG_INVALID
     assert "file not found" in result.stderr
+
+
+# --- worker and flower ------------------------------------------------------------------
+
+VENDORS_YAML = (
+    "vendors:\n  alpha: {type: mock}\n  beta: {type: mock}\n  spare: {type: mock, enabled: false}\n"
+)
+CELERY = [sys.executable, "-m", "celery", "-A", "workers.app"]
+
+
+@pytest.fixture
+def vendors_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMDISPATCH_CONFIG", str(_write(tmp_path, VENDORS_YAML)))
+
+
+@pytest.fixture
+def execs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Record the `os.execvpe` calls instead of replacing the test process."""
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
+    return calls
+
+
+@pytest.mark.usefixtures("vendors_config")
+def test_worker_print_consumes_the_queues_of_the_vendors_named() -> None:
+    result = runner.invoke(
+        app,
+        ["worker", "--vendors", "beta, alpha,beta", "-n", "b@%h", "--print", "--", "-O", "fair"],
+    )
+    assert result.exit_code == 0, result.output
+    assert shlex.split(result.stdout) == [
+        "LLMDISPATCH_WORKER_VENDORS=beta,alpha",
+        *CELERY,
+        "worker",
+        "-Q",
+        "llm.beta,llm.alpha",
+        "--pool",
+        "threads",
+        "--concurrency",
+        "500",
+        "--loglevel",
+        "info",
+        "--hostname",
+        "b@%h",
+        "-O",
+        "fair",
+    ]
+
+
+@pytest.mark.usefixtures("vendors_config")
+def test_worker_defaults_to_every_enabled_vendor() -> None:
+    result = runner.invoke(app, ["worker", "--dry-run", "-c", "50", "--pool", "solo"])
+    assert result.exit_code == 0, result.output
+    words = shlex.split(result.stdout)
+    assert words[0] == "LLMDISPATCH_WORKER_VENDORS=alpha,beta"
+    assert words[words.index("-Q") + 1] == "llm.alpha,llm.beta"
+    assert words[words.index("--concurrency") + 1] == "50"
+    assert words[words.index("--pool") + 1] == "solo"
+
+
+@pytest.mark.usefixtures("vendors_config")
+@pytest.mark.parametrize(
+    ("vendors", "message"),
+    [
+        ("alpha,nope", "unknown vendor 'nope' (configured: alpha, beta, spare)"),
+        ("spare", "disabled vendor 'spare' (enabled: alpha, beta)"),
+    ],
+)
+def test_worker_exits_3_for_a_vendor_it_cannot_serve(
+    vendors: str, message: str, execs: list[tuple[str, list[str], dict[str, str]]]
+) -> None:
+    result = runner.invoke(app, ["worker", "--vendors", vendors])
+    assert result.exit_code == EXIT_CONFIG_INVALID
+    assert message in result.stderr
+    assert execs == []
+
+
+def test_worker_exits_3_when_no_vendor_is_enabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _write(tmp_path, "vendors:\n  alpha: {type: mock, enabled: false}\n")
+    monkeypatch.setenv("LLMDISPATCH_CONFIG", str(config))
+    result = runner.invoke(app, ["worker", "--print"])
+    assert result.exit_code == EXIT_CONFIG_INVALID
+    assert "no vendor is enabled" in result.stderr
+
+
+@pytest.mark.usefixtures("vendors_config")
+def test_worker_replaces_the_process_with_celery_and_names_its_vendors_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, execs: list[tuple[str, list[str], dict[str, str]]]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390/3")
+    result = runner.invoke(app, ["worker", "--vendors", "alpha"])
+    assert result.exit_code == 0, result.output
+    [(file, argv, env)] = execs
+    assert (file, argv[: len(CELERY) + 3]) == (
+        sys.executable,
+        [*CELERY, "worker", "-Q", "llm.alpha"],
+    )
+    assert env["LLMDISPATCH_WORKER_VENDORS"] == "alpha"
+    assert env["REDIS_URL"] == "redis://127.0.0.1:6390/3"
+
+
+def test_flower_print_masks_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    args = ["flower", "--port", "6001", "--address", "10.0.0.5", "--basic-auth", "ops:pw-77"]
+    result = runner.invoke(app, [*args, "--print"])
+    assert result.exit_code == 0, result.output
+    assert shlex.split(result.stdout) == [
+        "FLOWER_BASIC_AUTH=ops:***",
+        *CELERY,
+        "flower",
+        "--port=6001",
+        "--address=10.0.0.5",
+    ]
+    assert "pw-77" not in result.output
+
+
+def test_flower_hands_the_password_over_in_its_environment_not_its_arguments(
+    monkeypatch: pytest.MonkeyPatch, execs: list[tuple[str, list[str], dict[str, str]]]
+) -> None:
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:pw-77,viewer:pw-78")
+    result = runner.invoke(app, ["flower"])
+    assert result.exit_code == 0, result.output
+    [(file, argv, env)] = execs
+    assert file == sys.executable
+    assert argv == [*CELERY, "flower", "--port=5555", "--address=127.0.0.1"]
+    assert env["FLOWER_BASIC_AUTH"] == "ops:pw-77,viewer:pw-78"
+    masked = runner.invoke(app, ["flower", "--print"]).stdout
+    assert "FLOWER_BASIC_AUTH='ops:***,viewer:***'" in masked
+    assert "pw-7" not in masked
+
+
+def test_flower_without_basic_auth_warns_that_its_api_stays_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    result = runner.invoke(app, ["flower", "--print"])
+    assert result.exit_code == 0, result.output
+    assert shlex.split(result.stdout) == [
+        *CELERY,
+        "flower",
+        "--port=5555",
+        "--address=127.0.0.1",
+    ]
+    assert "FLOWER_UNAUTHENTICATED_API" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["ops", "ops:", ":pw", "ops:pw,viewer"])
+def test_flower_rejects_basic_auth_that_is_not_user_and_password(value: str) -> None:
+    result = runner.invoke(app, ["flower", "--basic-auth", value, "--print"])
+    assert result.exit_code == EXIT_USAGE
+    assert "user:password" in result.stderr
+
+
+def test_cli_modules_below_the_app_never_import_it() -> None:
+    """`producer.cli` imports the command modules, so none of them may import it back."""
+    for path in sorted((ROOT / "producer").glob("cli_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+                names.append(str(node.module))
+            else:
+                continue
+            assert "producer.cli" not in names, f"{path.name} imports producer.cli"

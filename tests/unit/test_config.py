@@ -998,3 +998,21 @@ def test_a_reference_to_an_environment_only_vendor_is_refused_when_the_file_list
     assert caught.value.problems == [
         "fallback_vendor: unknown vendor 'anthropic' (configured: primary)"
     ]
+
+
+def test_a_vendor_named_off_in_yaml_is_a_clear_problem_not_a_crash(
+    write_config: WriteConfig,
+) -> None:
+    write_config(
+        """
+        vendors:
+          off: {type: mock}
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.load()
+    assert caught.value.problems == [
+        # pydantic-core reports the boolean key False as 0 in the error location.
+        "vendors[0]: this name must be a valid string; YAML reads off/on/yes/no and "
+        "numbers as other types, so quote such names ('off')"
+    ]

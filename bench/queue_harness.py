@@ -1,0 +1,287 @@
+"""What the queue benchmarks share: processes, their CPU time, waiting, and figures.
+
+Like `tests/integration/stack.py`, everything is a real process: a private
+`redis-server` (`EmbeddedRedis`), `celery worker` subprocesses, and waits are
+always on a condition with a timeout. CPU time comes from `/proc/<pid>/stat`
+(user + system, all threads) for subprocesses and from `time.process_time()`
+for this process, which is the producer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from producer.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POLL_S = 0.02
+STOP_TIMEOUT_S = 20.0
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    alive: Sequence[Process] = (),
+) -> Any:
+    """Poll `condition` until it returns something truthy; give up after `timeout_s`.
+
+    Fails at once when one of the `alive` processes exits meanwhile.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        for process in alive:
+            process.check_running()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values`."""
+    ordered = sorted(values)
+    rank = max(1, round(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def machine() -> str:
+    """One line about the machine the figures come from."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import celery  # noqa: PLC0415
+    import httpx  # noqa: PLC0415
+    import redis  # noqa: PLC0415
+
+    return (
+        f"{os.cpu_count()} CPUs ({model or platform.machine()}), Linux {platform.release()}, "
+        f"Python {sys.version.split()[0]}, Celery {celery.__version__}, "
+        f"redis-py {redis.__version__}, httpx {httpx.__version__}"
+    )
+
+
+@dataclass
+class Process:
+    """A subprocess, its log, and its CPU time."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_s(self) -> float:
+        return process_cpu_s(self.pid)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the log and of what the process printed."""
+        texts = [
+            path.read_text(errors="replace")[-chars:]
+            for path in (self.log, self.log.with_suffix(".out"))
+            if path.exists()
+        ]
+        return "\n".join(text for text in texts if text.strip())
+
+    def check_running(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def stop(self) -> None:
+        """SIGTERM (a Celery warm shutdown), then SIGKILL if it does not end in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@dataclass
+class CpuSnapshot:
+    """Wall clock and CPU seconds of the producer (this process), a worker and Redis."""
+
+    wall: float
+    producer: float
+    worker: float
+    redis: float
+
+    @classmethod
+    def take(cls, worker: Process, redis_pid: int) -> CpuSnapshot:
+        return cls(time.time(), time.process_time(), worker.cpu_s(), process_cpu_s(redis_pid))
+
+
+@dataclass
+class Measurement:
+    """One side of a comparison: N jobs, how long they took and the CPU they cost."""
+
+    label: str
+    jobs: int
+    wall_s: float
+    producer_cpu_s: float
+    worker_cpu_s: float
+    redis_cpu_s: float
+    submit_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def between(
+        cls,
+        label: str,
+        jobs: int,
+        before: CpuSnapshot,
+        after: CpuSnapshot,
+        *,
+        ended_at: float,
+        submit_s: float,
+    ) -> Measurement:
+        """From `before` to the last job's end (`ended_at`, epoch seconds); CPU up to `after`."""
+        return cls(
+            label,
+            jobs,
+            ended_at - before.wall,
+            after.producer - before.producer,
+            after.worker - before.worker,
+            after.redis - before.redis,
+            submit_s,
+        )
+
+    @property
+    def per_second(self) -> float:
+        return self.jobs / self.wall_s
+
+    @property
+    def cpu_s(self) -> float:
+        return self.producer_cpu_s + self.worker_cpu_s + self.redis_cpu_s
+
+    def us_per_job(self, seconds: float) -> float:
+        return seconds / self.jobs * 1e6
+
+    def describe(self) -> str:
+        per = self.us_per_job
+        return (
+            f"{self.jobs} jobs in {self.wall_s:.2f} s = {self.per_second:,.0f} jobs/s; "
+            f"CPU {per(self.cpu_s):,.0f} us/job (producer {per(self.producer_cpu_s):,.0f}, "
+            f"worker {per(self.worker_cpu_s):,.0f}, redis {per(self.redis_cpu_s):,.0f}); "
+            f"all sent after {self.submit_s:.2f} s"
+        )
+
+
+@dataclass
+class Bench:
+    """A private Redis, a working directory, the environment every process shares."""
+
+    redis: EmbeddedRedis
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def redis_pid(self) -> int:
+        pid = self.redis.pid
+        if pid is None:
+            raise RuntimeError("the private Redis is not running")
+        return pid
+
+    def configure(self, config: dict[str, Any], **env: str) -> None:
+        """Write the dispatcher's configuration file and set the shared environment.
+
+        The same variables are set in this process, so `Settings.load()` and
+        `Client.from_env()` here see what the workers see.
+        """
+        path = self.workdir / "llmdispatch.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH}",
+            "REDIS_URL": self.redis.url,
+            "LLMDISPATCH_CONFIG": str(path),
+            "LLMDISPATCH_KEY_PREFIX": "bench",
+            **env,
+        }
+        os.environ.update({k: v for k, v in self.env.items() if k not in ("PATH", "HOME")})
+
+    def start_worker(
+        self,
+        app: str,
+        queue: str,
+        *,
+        concurrency: int,
+        name: str,
+        loglevel: str = "WARNING",
+        **env: str,
+    ) -> Process:
+        """Start `celery -A app worker -Q queue --pool threads -c concurrency` (not yet warm)."""
+        log = self.workdir / f"{name}.log"
+        args = [
+            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue,
+            "--pool", "threads", "-c", str(concurrency), "-n", f"{name}@%h",
+            "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+            "--logfile", str(log),
+        ]  # fmt: skip
+        with (self.workdir / f"{name}.out").open("wb") as output:  # tracebacks before logging
+            process = subprocess.Popen(  # noqa: S603 - our interpreter and our arguments
+                args,
+                env={**self.env, **env},
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Process(name, process, log)
+        self.processes.append(worker)
+        return worker
+
+    def stop(self, process: Process) -> None:
+        process.stop()
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(self.processes):
+            self.stop(process)
+
+
+@contextmanager
+def running_bench(workdir: Path) -> Iterator[Bench]:
+    """A private Redis for one benchmark run; every process stopped afterwards."""
+    with EmbeddedRedis() as redis_server:
+        bench = Bench(redis_server, workdir)
+        try:
+            yield bench
+        finally:
+            bench.stop_all()

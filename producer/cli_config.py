@@ -1,0 +1,111 @@
+"""`llmdispatch config`: load the configuration, validate it and print it with secrets masked."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from dispatcher import ConfigError, Settings
+from dispatcher.redaction import redact
+from producer.cli_exit_codes import EXIT_CONFIG_INVALID, fail
+
+__all__ = ["config_app", "config_check", "load_settings", "summarise"]
+
+config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+
+
+def load_settings() -> Settings:
+    """`Settings.load()`; if the configuration is invalid, every problem on stderr and exit 3."""
+    try:
+        return Settings.load()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG_INVALID)
+
+
+@config_app.command("check")
+def config_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Validate the configuration (environment and LLMDISPATCH_CONFIG file) and print it.
+
+    Secrets are never printed: an API key shows as 'set' or 'not set'.
+    Exits with 3, listing every problem with its path, when the configuration is invalid.
+    """
+    summary = summarise(load_settings())
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(_as_text(summary))
+
+
+def summarise(settings: Settings) -> dict[str, Any]:
+    """The resolved configuration, with every secret masked."""
+    return {
+        "redis_url": redact(settings.redis_url.get_secret_value()),
+        "key_prefix": settings.key_prefix,
+        "config_file": str(settings.config_file) if settings.config_file else None,
+        "vendors": {
+            name: {
+                "type": vendor.type,
+                "endpoint": vendor.endpoint,
+                "api_key": "set" if vendor.api_key is not None else "not set",
+                "models": list(vendor.model_patterns()) or ["*"],
+                "enabled": vendor.enabled,
+                "weight": vendor.weight,
+                "priority": vendor.priority,
+                "rpm": vendor.rpm,
+                "tpm": vendor.tpm,
+                "timeout_s": vendor.timeout,
+            }
+            for name, vendor in settings.vendors.items()
+        },
+        "model_groups": {
+            name: [f"{d.vendor}/{d.model}" for d in deployments]
+            for name, deployments in settings.model_groups.items()
+        },
+        "routing_rules": [rule.model_dump(mode="json") for rule in settings.routing_rules],
+        "default_vendor": settings.default_vendor,
+        "fallback_vendor": settings.fallback_vendor,
+        "retry_policy": settings.retry_policy.model_dump(mode="json"),
+        "cost_optimization": settings.cost_optimization.model_dump(mode="json"),
+        "latency_optimization": settings.latency_optimization.model_dump(mode="json"),
+    }
+
+
+def _as_text(summary: dict[str, Any]) -> str:
+    lines = [
+        "configuration is valid",
+        f"redis:       {summary['redis_url']} (key prefix {summary['key_prefix']!r})",
+        f"config file: {summary['config_file'] or '(none)'}",
+        "vendors:" if summary["vendors"] else "vendors:     (none configured)",
+    ]
+    for name, vendor in summary["vendors"].items():
+        state = "enabled" if vendor["enabled"] else "disabled"
+        lines.append(
+            f"  {name:<12} {vendor['type']:<18} {state:<8} key {vendor['api_key']:<7} "
+            f"weight {vendor['weight']:g}  priority {vendor['priority']}  "
+            f"models {', '.join(vendor['models'])}  endpoint {vendor['endpoint'] or '-'}"
+        )
+    if summary["model_groups"]:
+        lines.append("model groups:")
+        lines.extend(
+            f"  {name}: {' -> '.join(members)}" for name, members in summary["model_groups"].items()
+        )
+    if summary["routing_rules"]:
+        lines.append("routing rules:")
+        for rule in summary["routing_rules"]:
+            condition = {k: v for k, v in rule["condition"].items() if v is not None}
+            lines.append(
+                f"  {rule['name'] or '(unnamed)'}: {condition or 'always'} -> {rule['vendor']} "
+                f"(priority {rule['priority']}{'' if rule['enabled'] else ', disabled'})"
+            )
+    lines.append(f"default vendor:  {summary['default_vendor'] or '-'}")
+    lines.append(f"fallback vendor: {summary['fallback_vendor'] or '-'}")
+    policy = summary["retry_policy"]
+    lines.append(
+        f"retry policy:    {policy['max_retries']} retries, {policy['backoff']} backoff "
+        f"{policy['initial_delay_s']}s..{policy['max_delay_s']}s"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The job commands: submit, send, get, wait, cancel and stats.
+
+Each builds its client with the factory the root command puts on the click
+context (`producer.cli.make_client`), so tests can replace that one function.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dispatcher import JobRecord, Stats, VendorStats
+from producer.cli_exit_codes import exit_codes
+from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client
+
+__all__ = [
+    "cancel_command",
+    "get_command",
+    "send_command",
+    "stats_command",
+    "submit_command",
+    "wait_command",
+]
+
+PromptArg = Annotated[
+    str | None, typer.Argument(metavar="PROMPT", help="The user message; - reads stdin.")
+]
+FileOpt = Annotated[Path | None, typer.Option(help="A JSON request object; - reads stdin.")]
+ModelOpt = Annotated[str | None, typer.Option(help="Model or model group name.")]
+SystemOpt = Annotated[str | None, typer.Option(help="A system message before the prompt.")]
+MaxTokensOpt = Annotated[int | None, typer.Option(help="Most tokens to generate.")]
+TemperatureOpt = Annotated[float | None, typer.Option(help="Sampling temperature, 0-2.")]
+VendorOpt = Annotated[str | None, typer.Option(help="Preferred vendor, when it can take it.")]
+PriorityOpt = Annotated[int | None, typer.Option(help="Queue priority, 0-9.")]
+TimeoutOpt = Annotated[float, typer.Option(min=0.0, help="Seconds to wait for the job.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", help="The id that submit printed.")]
+
+
+# The request fields that submit's and send's options set, in the order they pass them.
+_OPTION_FIELDS = ("model", "max_tokens", "temperature", "vendor", "priority")
+
+
+def _client(ctx: typer.Context) -> Client:
+    """A new client from the factory on the context."""
+    make_client: Callable[[], Client] = ctx.obj
+    return make_client()
+
+
+def submit_command(
+    ctx: typer.Context,
+    prompt: PromptArg = None,
+    *,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    vendor: VendorOpt = None,
+    priority: PriorityOpt = None,
+) -> None:
+    """Queue a job (a PROMPT, or a JSON request with --file) and print its id."""
+    request = _request(prompt, file, system, (model, max_tokens, temperature, vendor, priority))
+    with exit_codes(), _client(ctx) as client:
+        typer.echo(client.submit(request))
+
+
+def send_command(
+    ctx: typer.Context,
+    prompt: PromptArg = None,
+    *,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    vendor: VendorOpt = None,
+    priority: PriorityOpt = None,
+    timeout: TimeoutOpt = DEFAULT_WAIT_TIMEOUT_S,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a job, wait for it to end and print the reply (submit, then wait)."""
+    request = _request(prompt, file, system, (model, max_tokens, temperature, vendor, priority))
+    with exit_codes(), _client(ctx) as client:
+        response = client.send(request, timeout_s=timeout)
+        typer.echo(response.model_dump_json(indent=2) if as_json else response.content)
+
+
+def get_command(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """Print a job's record: status, route, timings, and its reply or error."""
+    with exit_codes(), _client(ctx) as client:
+        record = client.get(job_id)
+        typer.echo(record.model_dump_json(indent=2) if as_json else _record_text(record))
+
+
+def wait_command(
+    ctx: typer.Context,
+    job_id: JobIdArg,
+    timeout: TimeoutOpt = DEFAULT_WAIT_TIMEOUT_S,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait for a job to end and print its reply; exits 1 if it failed, 5 on timeout."""
+    with exit_codes(), _client(ctx) as client:
+        response = client.wait(job_id, timeout_s=timeout)
+        typer.echo(response.model_dump_json(indent=2) if as_json else response.content)
+
+
+def cancel_command(ctx: typer.Context, job_id: JobIdArg) -> None:
+    """Cancel a job that has not ended yet (exits 0 when it had already ended, too)."""
+    with exit_codes(), _client(ctx) as client:
+        cancelled = client.cancel(job_id)
+    typer.echo(f"cancelled job {job_id}" if cancelled else f"job {job_id} had already ended")
+
+
+def stats_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print the statistics of every job that ended, in total and per vendor."""
+    with exit_codes(), _client(ctx) as client:
+        stats = client.stats()
+    typer.echo(stats.model_dump_json(indent=2) if as_json else _stats_text(stats))
+
+
+def _request(
+    prompt: str | None, file: Path | None, system: str | None, options: tuple[Any, ...]
+) -> dict[str, Any]:
+    """The request as a dict (the client validates it): the prompt or file, then `options`."""
+    if (prompt is None) == (file is None):
+        raise typer.BadParameter("give either a PROMPT or --file", param_hint="PROMPT / --file")
+    if file is not None:
+        if system is not None:
+            raise typer.BadParameter("put the system message in the file", param_hint="--system")
+        data = _read_request_file(file)
+    else:
+        text = sys.stdin.read() if prompt == "-" else str(prompt)
+        system_message = [{"role": "system", "content": system}] if system is not None else []
+        data = {"messages": [*system_message, {"role": "user", "content": text}]}
+    named = zip(_OPTION_FIELDS, options, strict=True)
+    data.update({name: value for name, value in named if value is not None})
+    if "model" not in data:
+        raise typer.BadParameter('required (or a "model" in --file)', param_hint="--model")
+    return data
+
+
+def _read_request_file(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(sys.stdin.read() if str(file) == "-" else file.read_text("utf-8"))
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {file}: {exc.strerror}", param_hint="--file"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{file} is not valid JSON: {exc}", param_hint="--file") from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{file} must hold one JSON object", param_hint="--file")
+    return data
+
+
+def _record_text(record: JobRecord) -> str:
+    route, usage = record.route, record.usage
+    lines = [
+        f"job:      {record.job_id}",
+        f"status:   {record.status.value} after {record.attempts} attempt(s)",
+        f"model:    {record.request.model}"
+        + (f" -> {route.vendor}/{route.model} ({route.reason})" if route else ""),
+        f"created:  {record.created_at.isoformat()}",
+    ]
+    if record.finished_at is not None:
+        total = f" (total {record.total_ms:.0f} ms)" if record.total_ms is not None else ""
+        lines.append(f"finished: {record.finished_at.isoformat()}{total}")
+    if usage is not None:
+        lines.append(
+            f"tokens:   {usage.prompt_tokens} in, {usage.completion_tokens} out, "
+            f"cost ${record.cost_usd:.6f}"
+        )
+    if record.error is not None:
+        lines.append(f"error:    {record.error.kind}: {record.error.message}")
+    if record.response is not None:
+        lines += ["reply:", record.response.content]
+    return "\n".join(lines)
+
+
+_STATS_HEADER = ("vendor", "jobs", "ok %", "failed", "retries", "fallbacks", "p50 ms", "p95 ms")
+
+
+def _stats_text(stats: Stats) -> str:
+    def row(name: str, jobs: int, failed: int, of: Stats | VendorStats) -> list[str]:
+        numbers = [jobs, f"{of.success_rate():.1f}", failed, of.retries, of.fallbacks]
+        latency = [f"{of.p50_latency_ms:.0f}", f"{of.p95_latency_ms:.0f}"]
+        return [name, *map(str, numbers), *latency]
+
+    rows = [list(_STATS_HEADER), row("(all)", stats.total_requests, stats.failed_requests, stats)]
+    rows += [row(name, v.requests, v.failures, v) for name, v in sorted(stats.vendor_stats.items())]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_STATS_HEADER))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)) for r in rows
+    ]
+    return "\n".join(
+        [
+            *(line.rstrip() for line in lines),
+            f"cancelled {stats.cancelled_requests}; tokens {stats.prompt_tokens} in, "
+            f"{stats.completion_tokens} out; cost ${stats.total_cost_usd:.6f}; queue wait "
+            f"p50 {stats.p50_queue_wait_ms:.0f} ms, p95 {stats.p95_queue_wait_ms:.0f} ms",
+        ]
+    )
