@@ -42,6 +42,8 @@ __all__ = [
     "Role",
     "Route",
     "Stats",
+    "StreamEvent",
+    "StreamEventType",
     "StrictModel",
     "Usage",
     "VendorName",
@@ -227,6 +229,45 @@ class Chunk(StrictModel):
     usage: Usage | None = None
     emitted_at: datetime | None = Field(
         default=None, description="When the vendor's bytes for this chunk arrived."
+    )
+
+
+class StreamEventType(StrEnum):
+    """What a message on a job's stream channel says."""
+
+    CHUNK = "chunk"
+    RESET = "reset"
+    DONE = "done"
+    ERROR = "error"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the one event that ends a stream."""
+        return self in (StreamEventType.DONE, StreamEventType.ERROR)
+
+
+class StreamEvent(StrictModel):
+    """One message of a job's stream, as published and as kept for replay.
+
+    `seq` rises by one per event across every attempt of the job. A `reset`
+    means a new attempt starts over: discard the text received so far.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int = Field(ge=1)
+    type: StreamEventType
+    job_id: str
+    attempt: int | None = Field(default=None, ge=0)
+    delta: str | None = None
+    emitted_at: float | None = Field(
+        default=None, description="Epoch seconds when the vendor's bytes arrived."
+    )
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = Field(default=None, ge=0.0)
+    error: dict[str, Any] | None = Field(
+        default=None, description="The typed error, as DispatcherError.to_dict() gives it."
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, cast
 import redis
 
 from dispatcher.config import DEFAULT_JOB_TTL_S
-from dispatcher.errors import DispatcherError, JobNotFound
+from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
 from dispatcher.models import (
     JobError,
     JobEvent,
@@ -43,6 +43,8 @@ from dispatcher.models import (
     Response,
     Route,
     Stats,
+    StreamEvent,
+    StreamEventType,
     Usage,
 )
 from dispatcher.stats import (
@@ -97,6 +99,14 @@ class Keys:
     def done(self, job_id: str) -> str:
         """The list that holds one entry once the job has ended."""
         return f"{self.prefix}:job:{_checked(job_id)}:done"
+
+    def stream(self, job_id: str) -> str:
+        """The job's stream buffer (a Redis Stream), for replay."""
+        return f"{self.prefix}:job:{_checked(job_id)}:stream"
+
+    def channel(self, job_id: str) -> str:
+        """The pub/sub channel the job's stream events are published on."""
+        return f"{self.prefix}:job:{_checked(job_id)}:chunks"
 
     def stats(self) -> str:
         """The counters hash."""
@@ -232,8 +242,12 @@ class JobStore:
         error: DispatcherError | None = None,
         total_ms: float | None = None,
         event_reason: str | None = None,
+        stream: bool = False,
     ) -> bool:
-        """End the job, at most once; False when it had already ended (nothing written)."""
+        """End the job, at most once; False when it had already ended (nothing written).
+
+        A streaming job (`stream`) also gets its one terminal stream event here.
+        """
         if not status.is_terminal:
             raise ValueError(f"finish needs a terminal status, not {status}")
         now = self.now()
@@ -266,7 +280,10 @@ class JobStore:
             histograms = [(self.keys.histogram(LATENCY), bucket)]
             if vendor:
                 histograms.append((self.keys.histogram(LATENCY, vendor), bucket))
+        channel = self.keys.channel(job_id) if stream else ""
+        terminal = _terminal_stream_body(job_id, status, response, error)
         args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
+        args += [channel, terminal, job_id]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
@@ -275,14 +292,27 @@ class JobStore:
             self.keys.events(job_id),
             self.keys.done(job_id),
             self.keys.stats(),
+            self.keys.stream(job_id),
             *[key for key, _ in histograms],
         ]
         return bool(self._finish(keys=keys, args=args))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had."""
-        self.get(job_id)  # JobNotFound for an unknown id
-        return self.finish(job_id, JobStatus.CANCELLED, vendor=None, event_reason="cancelled")
+        record = self.get(job_id)  # JobNotFound for an unknown id
+        return self.finish(
+            job_id,
+            JobStatus.CANCELLED,
+            vendor=None,
+            event_reason="cancelled",
+            stream=record.request.stream,
+        )
+
+    def stream_events(self, job_id: str, after_seq: int = 0) -> list[StreamEvent]:
+        """The job's buffered stream events with seq above `after_seq`, in order."""
+        entries = self.redis.xrange(self.keys.stream(job_id)) or []
+        events = [parse_stream_entry(fields) for _, fields in entries]
+        return [event for event in events if event.seq > after_seq]
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -375,6 +405,40 @@ def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) 
         total_ms=number("total_ms"),
         usage=model("usage", Usage),
         cost_usd=number("cost_usd") or 0.0,
+    )
+
+
+def parse_stream_entry(fields: Mapping[Any, Any] | None) -> StreamEvent:
+    """The event held by one entry of a job's stream buffer."""
+    decoded = _decoded(fields or {})
+    return StreamEvent.model_validate_json(decoded["e"])
+
+
+def stream_event_body(fields: Mapping[str, Any]) -> str:
+    """A stream event's JSON without its opening brace: the scripts prepend `{"seq":N,`."""
+    return json.dumps(fields, separators=(",", ":"))[1:]
+
+
+def _terminal_stream_body(
+    job_id: str,
+    status: JobStatus,
+    response: Response | None,
+    error: DispatcherError | None,
+) -> str:
+    if status is JobStatus.SUCCEEDED and response is not None:
+        return stream_event_body(
+            {
+                "type": StreamEventType.DONE.value,
+                "job_id": job_id,
+                "finish_reason": response.finish_reason.value,
+                "usage": response.usage.model_dump(),
+                "cost_usd": response.cost_usd,
+            }
+        )
+    if error is None:
+        error = JobCancelled(f"job {job_id} was cancelled", job_id=job_id)
+    return stream_event_body(
+        {"type": StreamEventType.ERROR.value, "job_id": job_id, "error": error.to_dict()}
     )
 
 

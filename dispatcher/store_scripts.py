@@ -7,7 +7,31 @@ others, `status` and `attempt` (the number of the message allowed to run).
 
 from __future__ import annotations
 
-__all__ = ["BLOCK", "FINISH", "RESCHEDULE", "START"]
+__all__ = ["APPEND", "BLOCK", "FINISH", "RESCHEDULE", "START"]
+
+# Shared by APPEND and FINISH. A stream event is JSON whose first member, "seq",
+# is added here: the job's `stream_seq` rises by one per event across every
+# attempt, so subscribers can drop duplicates and resume after any number.
+# Callers pass the rest of the object (without its opening brace) as `body`.
+# When an attempt emits its first event and an earlier attempt had emitted
+# text, a "reset" event comes first: subscribers discard what they have.
+_STREAM_PRELUDE = """
+local function emit(job, stream, channel, body)
+  local seq = redis.call('HINCRBY', job, 'stream_seq', 1)
+  local event = '{"seq":' .. seq .. ',' .. body
+  redis.call('XADD', stream, '*', 'e', event)
+  redis.call('PUBLISH', channel, event)
+  return seq
+end
+local function reset_if_new_attempt(job, stream, channel, job_id, attempt)
+  local last = redis.call('HGET', job, 'stream_attempt')
+  if last and tonumber(last) ~= tonumber(attempt) then
+    emit(job, stream, channel,
+         '"type":"reset","job_id":"' .. job_id .. '","attempt":' .. attempt .. '}')
+  end
+  redis.call('HSET', job, 'stream_attempt', attempt)
+end
+"""
 
 # KEYS: the vendor's blocked-until key.
 # ARGV: until (epoch s), time to live in ms.
@@ -75,21 +99,52 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2])
 return 'ok'
 """
 
-# KEYS: job hash, events list, done list, stats hash, then histogram hashes.
+# KEYS: the job hash, its stream buffer.
+# ARGV: message attempt, channel, job id, event body (JSON without its "{"),
+#       terminal statuses, the buffer's time to live in seconds.
+# Returns the event's seq, or 0 when the job ended or a newer attempt owns it
+# (a stale worker must not speak for the job).
+APPEND = (
+    _STREAM_PRELUDE
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for terminal in string.gmatch(ARGV[5], '[^,]+') do
+  if status == terminal then return 0 end
+end
+if tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+reset_if_new_attempt(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1])
+local seq = emit(KEYS[1], KEYS[2], ARGV[2], ARGV[4])
+if seq == 1 or redis.call('TTL', KEYS[2]) < 0 then
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+end
+return seq
+"""
+)
+
+# KEYS: job hash, events list, done list, stats hash, stream buffer, then histogram hashes.
 # ARGV: new status, event JSON, ttl seconds, terminal statuses,
+#       channel ("" for a job that does not stream), the terminal stream event's
+#       body (JSON without its "{"), job id,
 #       number of hash field/value pairs N, the N pairs,
 #       number of stats pairs M, the M field/amount pairs,
 #       then one bucket name per histogram key.
 # Returns 1 when this call ended the job, 0 when it had already ended: a
-# redelivered job that already finished is not written, or counted, twice.
-FINISH = """
+# redelivered job that already finished is not written, or counted, twice. A
+# streaming job's one terminal event (done or error) is emitted here, atomically
+# with the end, after a reset if the successful attempt streamed nothing yet.
+FINISH = (
+    _STREAM_PRELUDE
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 for terminal in string.gmatch(ARGV[4], '[^,]+') do
   if status == terminal then return 0 end
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-local i = 5
+local i = 8
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
@@ -98,15 +153,24 @@ local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-for k = 5, #KEYS do
+for k = 6, #KEYS do
   redis.call('HINCRBY', KEYS[k], ARGV[i], 1); i = i + 1
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[3], ARGV[1])
 local ttl = tonumber(ARGV[3])
+if ARGV[5] ~= '' then
+  if ARGV[1] == 'succeeded' then
+    local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
+    reset_if_new_attempt(KEYS[1], KEYS[5], ARGV[5], ARGV[7], attempt)
+  end
+  emit(KEYS[1], KEYS[5], ARGV[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[3], ttl)
 return 1
 """
+)

@@ -38,7 +38,13 @@ from dispatcher import (
 )
 from dispatcher.config_schema import AuthConfig
 from dispatcher.errors import VendorRateLimited
-from dispatcher.models import CircuitState, HealthStatus, StrictModel
+from dispatcher.models import (
+    CircuitState,
+    HealthStatus,
+    StreamEvent,
+    StreamEventType,
+    StrictModel,
+)
 from dispatcher.vendors import Capabilities, Health
 from dispatcher.vendors.mock import MockBehaviour
 
@@ -160,6 +166,15 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     CostOptimization: CostOptimization(enabled=True, max_cost_usd=0.01, vendor_costs={"a": 1}),
     LatencyOptimization: LatencyOptimization(enabled=True, latency_weights={"a": 2.0}),
     Health: Health(status=HealthStatus.DEGRADED, latency_ms=2500.0, detail="slow", checked_at=AT),
+    StreamEvent: StreamEvent(
+        seq=7,
+        type=StreamEventType.DONE,
+        job_id="j1",
+        attempt=2,
+        finish_reason=FinishReason.STOP,
+        usage=USAGE,
+        cost_usd=0.001,
+    ),
     MockBehaviour: MockBehaviour(
         time_to_first_token_s=0.2,
         chunk_delay_s=0.05,
