@@ -129,6 +129,11 @@ class VendorConfig(StrictModel):
     api_key: SecretStr | None = None
     base_url: HttpUrlText | None = None
     timeout_s: float | None = Field(default=None, gt=0.0)
+    stall_timeout_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Longest silence between stream chunks before a retry; default timeout_s.",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     auth: AuthConfig | None = None
     api_version: str | None = Field(

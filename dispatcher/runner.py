@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +38,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import (
     CircuitOpen,
     DispatcherError,
+    JobCancelled,
     JobNotFound,
     VendorRateLimited,
     VendorTimeout,
@@ -59,12 +60,23 @@ from dispatcher.router import queue_for
 from dispatcher.store import JobStore
 from dispatcher.vendors.base import Vendor
 
-__all__ = ["CallVendor", "JobRunner", "Outcome", "SendMessage", "call_vendor", "retry_kind"]
+__all__ = [
+    "CallVendor",
+    "JobRunner",
+    "OnText",
+    "Outcome",
+    "SendMessage",
+    "call_vendor",
+    "retry_kind",
+]
 
 # Sends a message to a queue: (message, queue, priority, countdown in seconds).
 SendMessage = Callable[[RunJob, str, int, float], None]
-# Makes the vendor call and returns its reply (the worker runs it on its event loop).
-CallVendor = Callable[[Vendor, Request, str], VendorResponse]
+# Makes the vendor call for a message and returns its reply (the worker runs it on its
+# event loop and, for a streaming job, publishes every delta as it arrives).
+CallVendor = Callable[[Vendor, Request, str, RunJob], VendorResponse]
+# Publishes a delta of a streaming job: (text, epoch seconds it arrived) -> still wanted?
+OnText = Callable[[str, float], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ class JobRunner:
         if self.store.start(record.job_id, message.attempt, vendor.name) != "ok":
             return Outcome("skipped", "ended or taken over by a newer message meanwhile")
         try:
-            response = self.call(vendor, record.request, deployment.model)
+            response = self.call(vendor, record.request, deployment.model, message)
         except DispatcherError as error:
             return self._after_failure(record, message, deployments, error, deadline)
         except Exception as exc:  # a vendor bug must end the job, not the worker
@@ -188,6 +200,7 @@ class JobRunner:
             vendor=vendor.name,
             response=response,
             total_ms=max(0.0, total_ms),
+            stream=record.request.stream,
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)
 
@@ -341,7 +354,12 @@ class JobRunner:
         error.job_id = record.job_id
         total_ms = max(0.0, (self.now() - record.created_at.timestamp()) * 1000.0)
         ended = self.store.finish(
-            record.job_id, JobStatus.FAILED, vendor=vendor, error=error, total_ms=total_ms
+            record.job_id,
+            JobStatus.FAILED,
+            vendor=vendor,
+            error=error,
+            total_ms=total_ms,
+            stream=record.request.stream,
         )
         return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
 
@@ -356,17 +374,32 @@ def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:
     )
 
 
-async def call_vendor(vendor: Vendor, request: Request, model: str) -> VendorResponse:
-    """The vendor's reply: `complete`, or for a streamed request the collected stream."""
+async def call_vendor(
+    vendor: Vendor, request: Request, model: str, on_text: OnText | None = None
+) -> VendorResponse:
+    """The vendor's reply: `complete`, or for a streamed request the collected stream.
+
+    `on_text` is awaited with every delta as it arrives; when it answers False
+    (the job was cancelled, or a newer attempt owns it) the stream is dropped.
+    """
     if not request.stream:
         return await vendor.complete(request, model)
     started = time.perf_counter()
     parts: list[str] = []
     final = None
-    async for delta in vendor.stream(request, model):
-        parts.append(delta.text)
-        if delta.finish_reason is not None:
-            final = delta
+    stream = vendor.stream(request, model)
+    try:
+        async for delta in stream:
+            parts.append(delta.text)
+            if delta.text and on_text is not None and not await on_text(delta.text, time.time()):
+                raise JobCancelled("the job was cancelled or taken over while streaming")
+            if delta.finish_reason is not None:
+                final = delta
+    finally:
+        # Closing a dropped stream closes its HTTP connection now, not at garbage collection.
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
     if final is None:  # a vendor must end its stream with a final delta
         raise VendorUnavailable(f"{vendor.name} ended its stream without a final delta")
     usage = final.usage or Usage()

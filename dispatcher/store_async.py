@@ -2,7 +2,9 @@
 
 Key names come from `store.Keys` and records from `store.record_from_hash`, so
 `store.py` stays the one module that knows the key layout. Writes (create,
-cancel, finish) stay with `JobStore`, whose Lua scripts keep them atomic.
+cancel, finish) stay with `JobStore`, whose Lua scripts keep them atomic; the
+one write done here is appending a stream chunk, from the worker's event loop,
+with the same script.
 """
 
 from __future__ import annotations
@@ -15,9 +17,43 @@ import redis.asyncio
 
 from dispatcher.errors import JobNotFound
 from dispatcher.models import JobRecord
-from dispatcher.store import WAIT_SLICE_S, Keys, record_from_hash, valid_job_id
+from dispatcher.store import (
+    PENDING_TTL_S,
+    TERMINAL,
+    WAIT_SLICE_S,
+    Keys,
+    record_from_hash,
+    stream_event_body,
+    valid_job_id,
+)
+from dispatcher.store_scripts import APPEND
 
-__all__ = ["AsyncJobReader"]
+__all__ = ["AsyncJobReader", "AsyncStreamWriter"]
+
+
+class AsyncStreamWriter:
+    """Publishes a streaming job's chunks: buffered for replay and sent on its channel."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        self.keys = Keys(prefix)
+        self._append = client.register_script(APPEND)
+
+    async def append_chunk(self, job_id: str, attempt: int, delta: str, emitted_at: float) -> int:
+        """Append one text delta; its seq, or 0 when the job ended or moved to a newer attempt."""
+        body = stream_event_body(
+            {
+                "type": "chunk",
+                "job_id": job_id,
+                "attempt": attempt,
+                "delta": delta,
+                "emitted_at": emitted_at,
+            }
+        )
+        seq = await self._append(
+            keys=[self.keys.job(job_id), self.keys.stream(job_id)],
+            args=[attempt, self.keys.channel(job_id), job_id, body, TERMINAL, PENDING_TTL_S],
+        )
+        return int(seq)
 
 
 class AsyncJobReader:
@@ -50,7 +86,7 @@ class AsyncJobReader:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return bool(await self.redis.exists(done))  # a zero timeout still reports an end
             # As in JobStore.wait_until_ended: moving the one entry to the same list
             # leaves it for every other waiter; slices end before the socket timeout.
             slice_s = min(remaining, WAIT_SLICE_S)

@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio
 
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from dispatcher.runner import JobRunner, call_vendor
 from dispatcher.store import JobStore
+from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
 from dispatcher.vendors.base import http_timeout
 from workers.loop import EventLoopThread
@@ -53,6 +55,14 @@ class WorkerRuntime:
         )
         self.store = JobStore(self.redis, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self.loop = EventLoopThread()
+        # Used only on the loop's thread: publishing stream chunks next to the vendor call.
+        self.async_redis = redis.asyncio.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            max_connections=REDIS_POOL_SIZE,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        )
+        self.stream_writer = AsyncStreamWriter(self.async_redis, settings.key_prefix)
         self.vendors: dict[str, Vendor] = {
             name: build_vendor(name, config, self._http_client(config))
             for name, config in settings.enabled_vendors().items()
@@ -70,9 +80,22 @@ class WorkerRuntime:
         )
         return httpx.AsyncClient(timeout=http_timeout(config), limits=limits)
 
-    def call_vendor(self, vendor: Vendor, request: Request, model: str) -> Response:
-        """Run the vendor call on the shared event loop; block this task thread until done."""
-        return self.loop.run(call_vendor(vendor, request, model))
+    def call_vendor(
+        self, vendor: Vendor, request: Request, model: str, message: RunJob
+    ) -> Response:
+        """Run the vendor call on the shared event loop; block this task thread until done.
+
+        A streaming job's deltas are published from the loop as they arrive.
+        """
+        on_text = None
+        if request.stream:
+            writer = self.stream_writer
+
+            async def on_text(delta: str, emitted_at: float) -> bool:
+                seq = await writer.append_chunk(message.job_id, message.attempt, delta, emitted_at)
+                return seq > 0
+
+        return self.loop.run(call_vendor(vendor, request, model, on_text))
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait)."""

@@ -267,7 +267,16 @@ class HttpVendor(Vendor):
     ) -> AsyncIterator[StreamDelta]:
         model = model or request.model
         parser = self.stream_parser()
-        response = await self._send(self.build_request(request, model, stream=True), stream=True)
+        http_request = self.build_request(request, model, stream=True)
+        # Between chunks, the read timeout is the stall timeout: a hung stream ends as a
+        # retryable StreamBroken instead of holding the call until the overall timeout.
+        stall_s = self.config.stall_timeout_s or self.config.timeout
+        http_request.extensions["timeout"] = httpx.Timeout(
+            self.config.timeout,
+            connect=min(self.config.timeout, MAX_CONNECT_TIMEOUT_S),
+            read=stall_s,
+        ).as_dict()
+        response = await self._send(http_request, stream=True)
         try:
             if response.status_code >= 400:
                 body = (await response.aread()).decode("utf-8", errors="replace")
@@ -282,7 +291,8 @@ class HttpVendor(Vendor):
             yield parser.finish()
         except httpx.TimeoutException as exc:
             raise StreamBroken(
-                f"the stream stalled: no data for {self.config.timeout:g} s",
+                f"the stream stalled: no data for "
+                f"{self.config.stall_timeout_s or self.config.timeout:g} s",
                 partial=parser.text_seen,
                 vendor=self.name,
             ) from exc

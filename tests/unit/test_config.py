@@ -528,7 +528,7 @@ ACCEPTED_TOP_LEVEL_KEYS = (
 )
 ACCEPTED_VENDOR_FIELDS = (
     "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, models, "
-    "prices, priority, rpm, timeout_s, tpm, type, weight"
+    "prices, priority, rpm, stall_timeout_s, timeout_s, tpm, type, weight"
 )
 
 

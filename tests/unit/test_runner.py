@@ -196,7 +196,9 @@ class World:
             settings,
             self.store,
             {name: v for name, v in self.vendors.items() if name in held_names},
-            call=lambda vendor, request, model: asyncio.run(call_vendor(vendor, request, model)),
+            call=lambda vendor, request, model, message: asyncio.run(
+                call_vendor(vendor, request, model)
+            ),
             send=self.send,
             now=self.clock,
             rng=random.Random(1234),
