@@ -40,6 +40,8 @@ class EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
 
     def stop(self) -> None:
-        """Stop the loop and wait for its thread."""
+        """Stop the loop, wait for its thread, and close the loop (its sockets with it)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(START_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self.loop.close()
