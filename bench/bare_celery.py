@@ -48,8 +48,6 @@ NOOP_TASK = "bare.noop"
 HTTP_TASK = "bare.http"
 DONE_KEY = "bench:bare:done"
 SETTINGS_ENV = "BARE_CELERY_SETTINGS"
-# Connections of the shared httpx.Client: at least the worker's concurrency.
-HTTP_CONNECTIONS_ENV = "BARE_HTTP_CONNECTIONS"
 HTTP_TIMEOUT_S = 60.0
 PUBLISH_INTERVAL_S = 0.01
 SETTINGS_MODES = ("defaults", "dispatcher")
@@ -74,7 +72,7 @@ def read_done(client: redis.Redis) -> tuple[int, int, float]:
     raw = client.get(DONE_KEY)
     if raw is None:
         return 0, 0, 0.0
-    ok, failed, last = raw.decode().split()
+    ok, failed, last = (raw.decode() if isinstance(raw, bytes) else str(raw)).split()
     return int(ok), int(failed), float(last)
 
 
@@ -113,19 +111,21 @@ class _Counter:
 
 
 _counter = _Counter()
-_http_lock = threading.Lock()
-_http: httpx.Client | None = None
+_local = threading.local()
 
 
 def _http_client() -> httpx.Client:
-    """One synchronous client per worker process, shared by every task thread."""
-    global _http  # noqa: PLW0603 - one client per worker process, built on first use
-    with _http_lock:
-        if _http is None:
-            size = int(os.environ.get(HTTP_CONNECTIONS_ENV, "1000"))
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            _http = httpx.Client(timeout=HTTP_TIMEOUT_S, limits=limits)
-        return _http
+    """This task thread's own client: one keep-alive connection, reused by its calls.
+
+    Not one client shared by every thread: at 600 threads the shared sync pool
+    failed calls with "Bad file descriptor" (a pool race between threads, as in
+    httpcore issue #1110), and one pool per thread also has no lock to fight over.
+    """
+    client: httpx.Client | None = getattr(_local, "client", None)
+    if client is None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        client = _local.client = httpx.Client(timeout=HTTP_TIMEOUT_S, limits=limits)
+    return client
 
 
 app = make_app(

@@ -22,13 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from what_if_workers import NO_EVENTS
 
+from dispatcher import Settings
+from producer.client import CelerySender, Client
 from producer.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL_S = 0.02
+# Cores' worth of CPU used by processes outside the benchmark above which a side is flagged.
+NOISY_LOAD = 0.1
 STOP_TIMEOUT_S = 20.0
 
 
@@ -131,28 +136,50 @@ class Process:
 
 @dataclass
 class CpuSnapshot:
-    """Wall clock and CPU seconds of the producer (this process), a worker and Redis."""
+    """Wall clock and CPU seconds: the producer (this process), a worker, Redis, the machine."""
 
     wall: float
     producer: float
     worker: float
     redis: float
+    machine: float
 
     @classmethod
     def take(cls, worker: Process, redis_pid: int) -> CpuSnapshot:
-        return cls(time.time(), time.process_time(), worker.cpu_s(), process_cpu_s(redis_pid))
+        return cls(
+            time.time(),
+            time.process_time(),
+            worker.cpu_s(),
+            process_cpu_s(redis_pid),
+            machine_busy_s(),
+        )
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has been busy (all processes), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 @dataclass
 class Measurement:
-    """One side of a comparison: N jobs, how long they took and the CPU they cost."""
+    """One side of a comparison: jobs sent and ended, how long they took, the CPU they cost.
+
+    `jobs` is how many ended; `sent` how many the producer sent. They differ only
+    in a run cut short by its timeout: the producer's CPU is then shared over the
+    jobs it sent, the worker's and Redis's over the jobs that ended.
+    """
 
     label: str
     jobs: int
+    sent: int
     wall_s: float
     producer_cpu_s: float
     worker_cpu_s: float
     redis_cpu_s: float
+    machine_cpu_s: float
+    span_s: float
     submit_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -166,36 +193,66 @@ class Measurement:
         *,
         ended_at: float,
         submit_s: float,
+        sent: int | None = None,
     ) -> Measurement:
         """From `before` to the last job's end (`ended_at`, epoch seconds); CPU up to `after`."""
         return cls(
             label,
             jobs,
+            jobs if sent is None else sent,
             ended_at - before.wall,
             after.producer - before.producer,
             after.worker - before.worker,
             after.redis - before.redis,
+            after.machine - before.machine,
+            after.wall - before.wall,
             submit_s,
         )
+
+    @property
+    def complete(self) -> bool:
+        return self.jobs >= self.sent
 
     @property
     def per_second(self) -> float:
         return self.jobs / self.wall_s
 
     @property
-    def cpu_s(self) -> float:
-        return self.producer_cpu_s + self.worker_cpu_s + self.redis_cpu_s
+    def projected_wall_s(self) -> float:
+        """The wall time of every job sent: measured, or at the measured rate if cut short."""
+        return self.wall_s if self.complete else self.sent / self.per_second
 
-    def us_per_job(self, seconds: float) -> float:
-        return seconds / self.jobs * 1e6
+    @property
+    def producer_us(self) -> float:
+        return self.producer_cpu_s / self.sent * 1e6
 
-    def describe(self) -> str:
-        per = self.us_per_job
+    @property
+    def worker_us(self) -> float:
+        return self.worker_cpu_s / self.jobs * 1e6
+
+    @property
+    def redis_us(self) -> float:
+        return self.redis_cpu_s / self.jobs * 1e6
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU per job summed over the producer, the worker and Redis."""
+        return self.producer_us + self.worker_us + self.redis_us
+
+    def other_load(self, known_cpu_s: float = 0.0) -> float:
+        """Cores' worth of CPU other processes used meanwhile (not ours, not `known_cpu_s`)."""
+        ours = self.producer_cpu_s + self.worker_cpu_s + self.redis_cpu_s + known_cpu_s
+        return max(0.0, self.machine_cpu_s - ours) / self.span_s
+
+    def describe(self, known_cpu_s: float = 0.0) -> str:
+        """The figures on one line; `known_cpu_s`: CPU of other processes of the benchmark."""
+        other = self.other_load(known_cpu_s)
+        noisy = " (NOISY: other processes were busy)" if other > NOISY_LOAD else ""
         return (
             f"{self.jobs} jobs in {self.wall_s:.2f} s = {self.per_second:,.0f} jobs/s; "
-            f"CPU {per(self.cpu_s):,.0f} us/job (producer {per(self.producer_cpu_s):,.0f}, "
-            f"worker {per(self.worker_cpu_s):,.0f}, redis {per(self.redis_cpu_s):,.0f}); "
-            f"all sent after {self.submit_s:.2f} s"
+            f"CPU {self.cpu_us:,.0f} us/job (producer {self.producer_us:,.0f}, "
+            f"worker {self.worker_us:,.0f}, redis {self.redis_us:,.0f}); "
+            f"all sent after {self.submit_s:.2f} s; other load {other:.2f} cores{noisy}"
         )
 
 
@@ -227,7 +284,9 @@ class Bench:
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", ""),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH}",
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
             "REDIS_URL": self.redis.url,
             "LLMDISPATCH_CONFIG": str(path),
             "LLMDISPATCH_KEY_PREFIX": "bench",
@@ -285,3 +344,23 @@ def running_bench(workdir: Path) -> Iterator[Bench]:
             yield bench
         finally:
             bench.stop_all()
+
+
+def our_worker_app(what_if: str | None) -> str:
+    """The `-A` of our worker: the product's app, or a what-if variant of it."""
+    return "workers.app" if what_if is None else f"what_if_workers:{what_if}"
+
+
+@contextmanager
+def our_client(what_if: str | None) -> Iterator[Client]:
+    """`Client` as the product builds it from the environment; a what-if may adjust its sender."""
+    settings = Settings.load()
+    sender = CelerySender(settings)
+    if what_if is not None and "no_events" in what_if:
+        sender.app.conf.update(NO_EVENTS)
+    client = Client(settings, send=sender)
+    try:
+        yield client
+    finally:
+        client.close()
+        sender.close()

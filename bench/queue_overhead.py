@@ -48,12 +48,13 @@ from queue_harness import (
     CpuSnapshot,
     Measurement,
     machine,
+    our_client,
+    our_worker_app,
     percentile,
     running_bench,
     wait_for,
 )
-
-from producer import Client
+from what_if_workers import VARIANTS
 
 REQUEST: dict[str, Any] = {
     "model": "mock-echo",
@@ -72,10 +73,14 @@ TARGET_SUBMIT_P50_MS = 1.0
 def run_ours(bench: Bench, jobs: int, args: argparse.Namespace) -> Measurement:
     """N jobs through Client.submit and our worker; the end is the last record's finished_at."""
     worker = bench.start_worker(
-        "workers.app", "llm.mock", concurrency=args.concurrency, name="ours", loglevel=args.loglevel
+        our_worker_app(args.what_if),
+        "llm.mock",
+        concurrency=args.concurrency,
+        name="ours",
+        loglevel=args.loglevel,
     )
     try:
-        with Client.from_env() as client:
+        with our_client(args.what_if) as client:
             stats_key = client.store.keys.stats()
 
             def ended() -> int:
@@ -102,10 +107,11 @@ def run_ours(bench: Bench, jobs: int, args: argparse.Namespace) -> Measurement:
             rows = pipe.execute()
         statuses = Counter(row[0].decode() for row in rows)
         if statuses != {"succeeded": jobs}:
-            raise RuntimeError(f"not every job succeeded: {dict(statuses)}")
+            raise RuntimeError(f"not every job succeeded: {dict(statuses)}\n{worker.log_tail()}")
         ended_at = max(float(row[1]) for row in rows)
+        label = "ours" if args.what_if is None else f"ours, what-if {args.what_if}"
         result = Measurement.between(
-            "ours", jobs, before, after, ended_at=ended_at, submit_s=submit_s
+            label, jobs, before, after, ended_at=ended_at, submit_s=submit_s
         )
         result.extra["submit_ms"] = [s * 1000.0 for s in latencies]
         return result
@@ -149,9 +155,9 @@ def run_bare(bench: Bench, jobs: int, mode: str, args: argparse.Namespace) -> Me
             lambda: finished() >= WARMUP_JOBS + jobs, WAIT_TIMEOUT_S, f"{jobs} tasks", [worker]
         )
         after = CpuSnapshot.take(worker, bench.redis_pid)
-        ok, failed, last = read_done(counts)
+        _, failed, last = read_done(counts)
         if failed:
-            raise RuntimeError(f"{failed} bare tasks failed")
+            raise RuntimeError(f"{failed} bare tasks failed; worker log:\n{worker.log_tail()}")
         result = Measurement.between(
             f"bare Celery ({mode})", jobs, before, after, ended_at=last, submit_s=submit_s
         )
@@ -179,11 +185,11 @@ def timed(call: Callable[[], object], count: int, warmup: int) -> list[float]:
     return latencies
 
 
-def submit_latency(bench: Bench, count: int) -> dict[str, list[float]]:
+def submit_latency(bench: Bench, count: int, what_if: str | None) -> dict[str, list[float]]:
     """Sequential submits and bare sends with no worker running (messages pile up, then go)."""
     results: dict[str, list[float]] = {}
     try:
-        with Client.from_env() as client:
+        with our_client(what_if) as client:
             results["Client.submit()"] = timed(lambda: client.submit(REQUEST), count, 200)
         bench.redis.client().flushall()
         sender = make_app("dispatcher", bench.redis.url)
@@ -210,13 +216,16 @@ def describe_latency(values_ms: list[float]) -> str:
 
 def compare(ours: Measurement, bare: Measurement) -> str:
     rate = ours.per_second / bare.per_second
-    cpu = ours.cpu_s / bare.cpu_s
+    cpu = ours.cpu_us / bare.cpu_us
     return f"ours / {bare.label}: {rate:.2f} of the jobs/s, {cpu:.2f}x the CPU per job"
 
 
 def benchmark(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="llmd-bench-") as tmp, running_bench(Path(tmp)) as bench:
+    with (
+        tempfile.TemporaryDirectory(prefix="llmd-bench-") as tmp,
+        running_bench(Path(tmp)) as bench,
+    ):
         bench.configure(
             {"vendors": {"mock": {"type": "mock"}}},
             LLMDISPATCH_VISIBILITY_TIMEOUT_S="600",
@@ -234,7 +243,7 @@ def benchmark(args: argparse.Namespace) -> None:
             same = run_bare(bench, n, "dispatcher", args)
             print(f"    {same.label:<32} {same.describe()}")
             ours = run_ours(bench, n, args)
-            print(f"    {'ours (Client.submit + worker)':<32} {ours.describe()}")
+            print(f"    {ours.label:<32} {ours.describe()}")
             print(f"    {compare(ours, defaults)}")
             print(f"    {compare(ours, same)}")
             under_load = ours.extra["submit_ms"]
@@ -247,7 +256,7 @@ def benchmark(args: argparse.Namespace) -> None:
         )
 
         print(f"\n(c) submit latency: {args.submits} sequential calls, no worker running")
-        latencies = submit_latency(bench, args.submits)
+        latencies = submit_latency(bench, args.submits, args.what_if)
         for label, values in latencies.items():
             print(f"  {label:<38} {describe_latency(values)}")
         p50 = statistics.median(latencies["Client.submit()"])
@@ -262,6 +271,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="repeat (a); default 2")
     parser.add_argument("--submits", type=int, default=2_000, help="for (c); default 2000")
     parser.add_argument("--loglevel", default="WARNING", help="the workers' --loglevel")
+    parser.add_argument(
+        "--what-if",
+        choices=VARIANTS,
+        help="run our side with a product change applied (bench/what_if_workers.py)",
+    )
     parser.add_argument(
         "--budget", type=float, default=DEFAULT_BUDGET_S, help="give up after this many seconds"
     )

@@ -16,12 +16,13 @@ from typing import Any
 import redis.asyncio
 
 from dispatcher.errors import JobNotFound
-from dispatcher.models import JobRecord
+from dispatcher.models import JobRecord, StreamEvent
 from dispatcher.store import (
     PENDING_TTL_S,
     TERMINAL,
     WAIT_SLICE_S,
     Keys,
+    parse_stream_entry,
     record_from_hash,
     stream_event_body,
     valid_job_id,
@@ -78,6 +79,12 @@ class AsyncJobReader:
         if not fields:
             raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
         return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
+
+    async def stream_events(self, job_id: str, after_seq: int = 0) -> list[StreamEvent]:
+        """The job's buffered stream events with seq above `after_seq`, in order."""
+        entries = await self.redis.xrange(self.keys.stream(job_id)) or []
+        events = [parse_stream_entry(fields) for _, fields in entries]
+        return [event for event in events if event.seq > after_seq]
 
     async def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
         """Wait until the job has ended (True) or `timeout_s` passed (False)."""

@@ -2,7 +2,8 @@
 
 Reading and waiting, the calls an app makes most and holds longest, use an
 asyncio Redis client and never block the event loop: `wait` parks on the
-job's done list like `Client.wait`. Submitting, cancelling and statistics
+job's done list like `Client.wait`, and `stream` follows the job's channel
+through the asyncio client's own PubSub. Submitting, cancelling and statistics
 reuse the thread-safe `Client` in a worker thread, so the job's layout and
 its atomic transitions have one implementation.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,7 +22,7 @@ import redis
 import redis.asyncio
 
 from dispatcher.config import Settings
-from dispatcher.models import JobRecord, Request, Response, Stats
+from dispatcher.models import JobRecord, Request, Response, Stats, StreamEvent
 from dispatcher.store_async import AsyncJobReader
 from producer.client import (
     DEFAULT_WAIT_TIMEOUT_S,
@@ -27,8 +30,10 @@ from producer.client import (
     Send,
     redis_pool_options,
     response_of,
+    streaming_request,
     timed_out,
 )
+from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
 
 __all__ = ["AsyncClient"]
 
@@ -98,6 +103,38 @@ class AsyncClient:
     ) -> Response:
         """Submit `request` and wait for its response."""
         return await self.wait(await self.submit(request), timeout_s=timeout_s)
+
+    async def stream(
+        self, job_id: str, *, after: int = 0, start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The job's stream events with seq above `after`, as they come; see `Client.stream`.
+
+        Raises as `Client.stream` does, but at the first event (`JobNotFound` too).
+        """
+        record = await self.reader.get(job_id)
+        follower = StreamFollower(
+            job_id,
+            after=after,
+            start_timeout_s=start_timeout_s,
+            streams=record.request.stream,
+            now=time.monotonic(),
+        )
+        # aclosing: leaving this iterator early closes the inner one, and its PubSub, now.
+        async with aclosing(follow_async(self.reader, follower)) as events:
+            async for event in events:
+                yield event
+
+    async def send_streaming(
+        self, request: Request | Mapping[str, Any], **stream_kwargs: Any
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Submit `request` with `stream=True` and follow its stream; see `Client.send_streaming`.
+
+        The job is submitted when iteration starts.
+        """
+        job_id = await self.submit(streaming_request(request))
+        async with aclosing(self.stream(job_id, **stream_kwargs)) as events:
+            async for event in events:
+                yield event
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had; see `Client.cancel`."""

@@ -1,7 +1,7 @@
 """The `llmdispatch` command line: parses arguments, calls the library, prints.
 
 This module builds the app and lists its commands; each group lives in its own
-module: `cli_jobs` (submit, send, get, wait, cancel, stats), `cli_celery`
+module: `cli_jobs` (submit, send, get, wait, stream, cancel, stats), `cli_celery`
 (worker, flower), `cli_config` (config check), `cli_mock_server` (mock-server).
 
 The exit codes scripts can rely on are listed in `producer.cli_exit_codes`;
@@ -31,6 +31,7 @@ from producer.cli_jobs import (
     get_command,
     send_command,
     stats_command,
+    stream_command,
     submit_command,
     wait_command,
 )
@@ -91,6 +92,7 @@ app.command("submit")(submit_command)
 app.command("send")(send_command)
 app.command("get")(get_command)
 app.command("wait")(wait_command)
+app.command("stream")(stream_command)
 app.command("cancel")(cancel_command)
 app.command("stats")(stats_command)
 app.command("worker")(worker_command)

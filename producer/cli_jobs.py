@@ -1,4 +1,4 @@
-"""The job commands: submit, send, get, wait, cancel and stats.
+"""The job commands: submit, send, get, wait, stream, cancel and stats.
 
 Each builds its client with the factory the root command puts on the click
 context (`producer.cli.make_client`), so tests can replace that one function.
@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from dispatcher import JobRecord, Stats, VendorStats
+from dispatcher.models import StreamEvent, StreamEventType
 from producer.cli_exit_codes import exit_codes
-from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client
+from producer.client import DEFAULT_START_TIMEOUT_S, DEFAULT_WAIT_TIMEOUT_S, Client
 
 __all__ = [
     "cancel_command",
     "get_command",
     "send_command",
     "stats_command",
+    "stream_command",
     "submit_command",
     "wait_command",
 ]
@@ -40,6 +42,13 @@ PriorityOpt = Annotated[int | None, typer.Option(help="Queue priority, 0-9.")]
 TimeoutOpt = Annotated[float, typer.Option(min=0.0, help="Seconds to wait for the job.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", help="The id that submit printed.")]
+StreamOpt = Annotated[
+    bool, typer.Option("--stream", help="Print the reply as it is generated (--json: events).")
+]
+StartTimeoutOpt = Annotated[
+    float, typer.Option(min=0.0, help="Seconds the job may stay queued before giving up.")
+]
+AfterOpt = Annotated[int, typer.Option(min=0, help="Print only the events after this seq.")]
 
 
 # The request fields that submit's and send's options set, in the order they pass them.
@@ -83,10 +92,20 @@ def send_command(
     priority: PriorityOpt = None,
     timeout: TimeoutOpt = DEFAULT_WAIT_TIMEOUT_S,
     as_json: JsonOpt = False,
+    stream: StreamOpt = False,
+    start_timeout: StartTimeoutOpt = DEFAULT_START_TIMEOUT_S,
 ) -> None:
-    """Queue a job, wait for it to end and print the reply (submit, then wait)."""
+    """Queue a job, wait for it to end and print the reply (submit, then wait).
+
+    With --stream the reply is printed as it is generated, as `stream` prints it;
+    --start-timeout then bounds the wait for a worker, and --timeout does not apply.
+    """
     request = _request(prompt, file, system, (model, max_tokens, temperature, vendor, priority))
     with exit_codes(), _client(ctx) as client:
+        if stream:
+            events = client.send_streaming(request, start_timeout_s=start_timeout)
+            _print_stream(events, as_json=as_json)
+            return
         response = client.send(request, timeout_s=timeout)
         typer.echo(response.model_dump_json(indent=2) if as_json else response.content)
 
@@ -110,6 +129,22 @@ def wait_command(
         typer.echo(response.model_dump_json(indent=2) if as_json else response.content)
 
 
+def stream_command(
+    ctx: typer.Context,
+    job_id: JobIdArg,
+    after: AfterOpt = 0,
+    start_timeout: StartTimeoutOpt = DEFAULT_START_TIMEOUT_S,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a job's reply as it is generated (--json: one event per line).
+
+    Exits 1 if the job failed, 4 if there is no such job, 5 if it never started.
+    """
+    with exit_codes(), _client(ctx) as client:
+        events = client.stream(job_id, after=after, start_timeout_s=start_timeout)
+        _print_stream(events, as_json=as_json)
+
+
 def cancel_command(ctx: typer.Context, job_id: JobIdArg) -> None:
     """Cancel a job that has not ended yet (exits 0 when it had already ended, too)."""
     with exit_codes(), _client(ctx) as client:
@@ -122,6 +157,34 @@ def stats_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with exit_codes(), _client(ctx) as client:
         stats = client.stats()
     typer.echo(stats.model_dump_json(indent=2) if as_json else _stats_text(stats))
+
+
+def _print_stream(events: Iterable[StreamEvent], *, as_json: bool) -> None:
+    """Print each event as it comes: its text, or with `as_json` one JSON line.
+
+    A reset (a new attempt starts the reply over) is noted on stderr, and the text
+    restarts on a new line. Text ends with a newline, even when the job fails midway.
+    """
+    line_open = False  # the last text printed did not end its line
+    printed = False
+    try:
+        for event in events:
+            if as_json:
+                typer.echo(event.model_dump_json(exclude_none=True))
+            elif event.type is StreamEventType.CHUNK and event.delta:
+                typer.echo(event.delta, nl=False)  # click flushes every echo
+                line_open, printed = not event.delta.endswith("\n"), True
+            elif event.type is StreamEventType.RESET:
+                if line_open:
+                    typer.echo()
+                    line_open = False
+                typer.echo(f"[attempt {event.attempt} restarts the reply]", err=True)
+    except BaseException:
+        if line_open:
+            typer.echo()  # the error message then starts on a line of its own
+        raise
+    if not as_json and (line_open or not printed):
+        typer.echo()
 
 
 def _request(

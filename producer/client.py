@@ -7,14 +7,16 @@ sends a Celery message naming only the job (`RunJob`) to the route's queue,
 `workers`; producer and workers meet in Redis.
 
 `wait` blocks on the job's done list, so it wakes when the job's terminal
-state is written, not on a polling interval.
+state is written, not on a polling interval. `stream` subscribes to the job's
+channel, replays its buffer and follows it by the rules in `producer.streaming`.
 """
 
 from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -25,15 +27,17 @@ from dispatcher.celery_config import celery_priority, celery_settings
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
 from dispatcher.messages import RUN_JOB_TASK, RunJob
-from dispatcher.models import JobRecord, JobStatus, Request, Response, Stats
+from dispatcher.models import JobRecord, JobStatus, Request, Response, Stats, StreamEvent
 from dispatcher.problems import describe
 from dispatcher.router import LiveState, route
 from dispatcher.store import JobStore
+from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
 if TYPE_CHECKING:
     import celery
 
 __all__ = [
+    "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_WAIT_TIMEOUT_S",
     "CelerySender",
     "Client",
@@ -43,7 +47,9 @@ __all__ = [
     "get",
     "redis_pool_options",
     "response_of",
+    "streaming_request",
     "submit",
+    "text_of",
     "timed_out",
     "validated",
     "wait",
@@ -88,6 +94,15 @@ def validated(request: Request | Mapping[str, Any]) -> Request:
         count = len(problems)
         heading = f"invalid request ({count} problem{'s' if count != 1 else ''})"
         raise InvalidRequest("\n  ".join([heading + ":", *problems])) from None
+
+
+def streaming_request(request: Request | Mapping[str, Any]) -> Request:
+    """`request` validated, with `stream=True`."""
+    if isinstance(request, Request):
+        return request.model_copy(update={"stream": True})
+    if not isinstance(request, Mapping):
+        raise TypeError(f"a request is a Request or a dict, not {type(request).__name__}")
+    return validated({**request, "stream": True})
 
 
 def response_of(record: JobRecord) -> Response:
@@ -233,6 +248,37 @@ class Client:
     ) -> Response:
         """Submit `request` and wait for its response (`submit` then `wait`)."""
         return self.wait(self.submit(request), timeout_s=timeout_s)
+
+    def stream(
+        self, job_id: str, *, after: int = 0, start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    ) -> Generator[StreamEvent, None, None]:
+        """The job's stream events with seq above `after`, as they come, ending with `done`.
+
+        Subscribes first, then replays what was already published, then follows
+        the channel (see `producer.streaming`). A job that does not stream yields
+        its whole reply as one chunk once it ends. `text_of(events)` is the reply.
+        Closing the iterator early unsubscribes.
+
+        Raises:
+            JobNotFound: no such job (raised at the call, not at the first event).
+            DispatcherError: the job failed; the typed error, after the events before it.
+            TimeoutError: the job was still queued, never started, after `start_timeout_s`.
+        """
+        record = self.store.get(job_id)
+        follower = StreamFollower(
+            job_id,
+            after=after,
+            start_timeout_s=start_timeout_s,
+            streams=record.request.stream,
+            now=time.monotonic(),
+        )
+        return follow(self.store, follower)
+
+    def send_streaming(
+        self, request: Request | Mapping[str, Any], **stream_kwargs: Any
+    ) -> Generator[StreamEvent, None, None]:
+        """Submit `request` with `stream=True` now, and return its `stream(job_id, ...)`."""
+        return self.stream(self.submit(streaming_request(request)), **stream_kwargs)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had.
