@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import httpx
-
-from dispatcher.config_schema import AuthConfig, VendorConfig
-from dispatcher.errors import ConfigError
+from dispatcher.config_schema import AuthConfig
 from dispatcher.vendors.auth import auth_headers_and_params
 from dispatcher.vendors.openai import OpenAIVendor
 
@@ -37,18 +34,7 @@ class AzureOpenAIVendor(OpenAIVendor):
     """An Azure OpenAI resource; the route's model name is the deployment name."""
 
     default_max_tokens_field = "max_tokens"
-
-    def __init__(
-        self, name: str, config: VendorConfig, client: httpx.AsyncClient | None = None
-    ) -> None:
-        if not config.endpoint:
-            raise ConfigError(
-                [
-                    f"vendors.{name}.base_url: is required for type 'azure' "
-                    "(https://<resource>.openai.azure.com, or .../openai/v1 for the v1 API)"
-                ]
-            )
-        super().__init__(name, config, client)
+    base_url_hint = "https://<resource>.openai.azure.com, or .../openai/v1 for the v1 API"
 
     @property
     def is_v1(self) -> bool:

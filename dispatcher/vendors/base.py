@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field
 
 from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
+    ConfigError,
     DispatcherError,
     StreamBroken,
     VendorTimeout,
@@ -199,10 +200,17 @@ class HttpVendor(Vendor):
     stream_framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
     #: The response header holding the vendor's request id, for logs and support.
     request_id_header: ClassVar[str] = "x-request-id"
+    #: What a base URL looks like for this vendor, for the error when none is configured.
+    base_url_hint: ClassVar[str] = ""
 
     def __init__(
         self, name: str, config: VendorConfig, client: httpx.AsyncClient | None = None
     ) -> None:
+        if not config.endpoint:
+            hint = f" ({self.base_url_hint})" if self.base_url_hint else ""
+            raise ConfigError(
+                [f"vendors.{name}.base_url: is required for type {config.type!r}{hint}"]
+            )
         super().__init__(name, config)
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(timeout=http_timeout(config))

@@ -18,9 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
-    ConfigError,
     DispatcherError,
     InvalidRequest,
     StreamBroken,
@@ -192,15 +190,7 @@ class OllamaVendor(HttpVendor):
     """A local or remote Ollama server, by its native `/api/chat`."""
 
     stream_framing: ClassVar[Literal["sse", "ndjson"]] = "ndjson"
-
-    def __init__(
-        self, name: str, config: VendorConfig, client: httpx.AsyncClient | None = None
-    ) -> None:
-        if not config.endpoint:
-            raise ConfigError(
-                [f"vendors.{name}.base_url: is required (e.g. http://localhost:11434)"]
-            )
-        super().__init__(name, config, client)
+    base_url_hint = "e.g. http://localhost:11434"
 
     @property
     def base_url(self) -> str:

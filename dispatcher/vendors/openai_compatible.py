@@ -10,10 +10,6 @@ configuration says (Bearer by default, nothing when no key is set), and
 
 from __future__ import annotations
 
-import httpx
-
-from dispatcher.config_schema import VendorConfig
-from dispatcher.errors import ConfigError
 from dispatcher.vendors.openai import OpenAIVendor
 
 __all__ = ["OpenAICompatibleVendor"]
@@ -23,15 +19,4 @@ class OpenAICompatibleVendor(OpenAIVendor):
     """Any OpenAI-compatible server at the configured base URL."""
 
     default_max_tokens_field = "max_tokens"
-
-    def __init__(
-        self, name: str, config: VendorConfig, client: httpx.AsyncClient | None = None
-    ) -> None:
-        if not config.endpoint:
-            raise ConfigError(
-                [
-                    f"vendors.{name}.base_url: is required for an OpenAI-compatible vendor "
-                    "(the URL that /chat/completions is appended to, e.g. http://host:8000/v1)"
-                ]
-            )
-        super().__init__(name, config, client)
+    base_url_hint = "the URL that /chat/completions is appended to, e.g. http://host:8000/v1"
