@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(
         default=DEFAULT_JOB_TTL_S, gt=0, validation_alias="LLMDISPATCH_JOB_TTL_S"
     )
+    sent_events: bool = Field(
+        default=False,
+        validation_alias="LLMDISPATCH_SENT_EVENTS",
+        description="Producers emit Celery 'task-sent' events (Flower shows queued tasks).",
+    )
     visibility_timeout_s: int = Field(
         default=DEFAULT_VISIBILITY_TIMEOUT_S,
         ge=MIN_VISIBILITY_TIMEOUT_S,
