@@ -1,7 +1,7 @@
 """Streaming latency: chunk delivery under 200 concurrent streams, and time to first token.
 
 (1) Chunk delivery. The mock OpenAI server (`llmdispatch mock-server`, its own
-    process) streams every reply as K chunks (default 20) paced D seconds apart
+    process) streams every reply as K chunks (default 60) paced D seconds apart
     (default 0.05 s) after a first-byte latency L (default 0.3 s). Our worker
     (`celery -A workers.app worker -Q llm.mock --pool threads -c C`, C >= N) runs
     N streaming jobs at once (default 200) and publishes every delta; this
@@ -13,7 +13,11 @@
     redis-py publisher process (one asyncio task per stream, one `PUBLISH` per
     chunk, the send time embedded in a message of the same shape) and, in this
     process, N bare `redis.asyncio` subscribers (`pubsub.listen()` and
-    `json.loads`), at the same rate (N streams x K chunks, D apart) and count.
+    `json.loads`), at the same rate (N streams x K chunks, D apart) and count;
+    its connections are opened before the clock starts. Before measuring, the
+    worker runs the same N jobs once (warm threads and connections). Also shown:
+    whether the worker kept the vendor's pace (gaps between chunks at the
+    worker), and the latency while all N streams ran (no job starting or ending).
 (2) Time to first token, queue empty and worker idle: J jobs one after the
     other (default 50), each timed from the `Client.submit()` call to the first
     chunk `Client.stream()` yields, and read to its end before the next starts;
@@ -30,12 +34,14 @@ stopped.
 
     .venv/bin/python bench/stream_latency.py                          # the defaults above
     .venv/bin/python bench/stream_latency.py --streams 20 --ttft-jobs 5   # a quick run
+    .venv/bin/python bench/stream_latency.py --chunk-delay 0.1    # 200 streams, half the rate
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -61,7 +67,7 @@ import yaml
 
 from dispatcher import Message, Request, Role, Settings
 from dispatcher.models import StreamEvent, StreamEventType
-from producer import AsyncClient, Client, text_of
+from producer import AsyncClient, Client
 from producer.client import REDIS_MAX_CONNECTIONS, redis_pool_options
 from producer.embedded_redis import EmbeddedRedis
 from producer.mock_server import raise_open_file_limit
@@ -74,11 +80,10 @@ VENDOR = "mock"
 QUEUE = f"llm.{VENDOR}"
 MODEL = "mock-echo"
 BARE_CHANNEL = "bare:stream:{}"
-# 19 words: the mock's reply is "echo: " + the prompt, 20 words, one chunk each at --chunks 20.
-PROMPT = (
-    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-)
+TAP_STOP = "bench:tap:stop"
+# The tap hears the jobs whose id starts with 0 or 1: about one in eight.
+TAP_PATTERN = f"{PREFIX}:job:[01]*:chunks"
+LOOP_PROBE_S = 0.005
 SHORT_PROMPT = "hi"  # "echo: hi": two chunks, so a time-to-first-token job ends quickly
 VENDOR_TIMEOUT_S = 30
 STALL_TIMEOUT_S = 10
@@ -221,6 +226,60 @@ class Cpu:
         return text
 
 
+def wait_for_line(child: Child, text: str) -> None:
+    """Wait (bounded) until `child` has printed a line holding `text`."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while text not in child.output.read_text(errors="replace"):
+        child.check_running()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{child.name} did not print {text!r} in {STARTUP_TIMEOUT_S:g} s")
+        time.sleep(0.02)
+
+
+class LoopProbe:
+    """How late this process's event loop wakes a sleeper, and its garbage collections."""
+
+    def __init__(self) -> None:
+        self.late_ms: list[float] = []
+        self.pauses_ms: list[tuple[int, float]] = []
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = (time.perf_counter() - self._gc_started) * 1000.0
+            self.pauses_ms.append((info["generation"], pause))
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.late_ms.append((time.perf_counter() - started - LOOP_PROBE_S) * 1000.0)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        task = asyncio.get_running_loop().create_task(self._tick())
+        gc.callbacks.append(self._on_gc)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self._on_gc)
+            task.cancel()
+
+    def describe(self) -> str:
+        late = spread(self.late_ms) if self.late_ms else "no samples"
+        pauses = [ms for _, ms in self.pauses_ms]
+        full = sum(1 for generation, _ in self.pauses_ms if generation == 2)
+        gcs = (
+            f"{len(pauses)} collections ({full} full), longest {max(pauses):.1f} ms, "
+            f"total {sum(pauses):.0f} ms"
+            if pauses
+            else "none"
+        )
+        return f"this process: event loop late by {late}; garbage collections: {gcs}"
+
+
 class Stack:
     """A private Redis, the configuration, the mock server and the worker; all stopped at exit."""
 
@@ -293,6 +352,7 @@ class Stack:
         self.env = {**os.environ, **settings}
 
     def start_worker(self, concurrency: int) -> Child:
+        """`celery -A workers.app worker -Q llm.mock --pool threads -c concurrency`."""
         args = [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", QUEUE,
             "--pool", "threads", "-c", str(concurrency), "-n", "bench-stream@%h",
@@ -319,6 +379,11 @@ def running_stack() -> Iterator[Stack]:
             stack.stop_all()
 
 
+def prompt_for(chunks: int) -> str:
+    """A prompt whose reply ("echo: " + prompt) has `chunks` words: one chunk each."""
+    return " ".join(f"word{i}" for i in range(1, chunks))
+
+
 def request(prompt: str) -> Request:
     return Request(model=MODEL, messages=[Message(role=Role.USER, content=prompt)], stream=True)
 
@@ -336,7 +401,9 @@ def bare_publish(url: str, streams: int, chunks: int, delay_s: float) -> None:
 
     async def main() -> dict[str, Any]:
         client = redis.asyncio.Redis.from_url(url, max_connections=streams + 16)
-        await client.ping()
+        # Open one connection per stream before the clock starts, as the worker has them.
+        for _ in range(2):
+            await asyncio.gather(*(client.publish("bare:warm-up", "") for _ in range(streams)))
         lags: list[float] = []
         first = time.time() + 0.2
         cpu = time.process_time()
@@ -374,6 +441,41 @@ def bare_publish(url: str, streams: int, chunks: int, delay_s: float) -> None:
         }
 
     print(json.dumps(asyncio.run(main())), flush=True)
+
+
+def tap(url: str, pattern: str, output: Path) -> None:
+    """A bare subscriber process on a sample of the jobs' channels (`PSUBSCRIBE pattern`).
+
+    Notes when each message reached it; on a message on `TAP_STOP`, writes the
+    notes to `output` as JSON ([[job_id, seq, received_at], ...]) and exits.
+    """
+    client = redis.Redis.from_url(url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(pattern)
+    pubsub.subscribe(TAP_STOP)
+    confirmed = 0
+    heard: list[tuple[float, bytes]] = []
+    deadline = time.monotonic() + 4 * PHASE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message is None:
+            continue
+        now = time.time()
+        if message["type"] == "pmessage":
+            heard.append((now, message["data"]))
+        elif message["type"] in ("psubscribe", "subscribe"):
+            confirmed += 1
+            if confirmed == 2:
+                print("ready", flush=True)
+        elif message["type"] == "message":
+            break
+    rows = []
+    for at, data in heard:  # decoded after the run, not while it listens
+        event = json.loads(data)
+        rows.append([event["job_id"], event["seq"], at])
+    output.write_text(json.dumps(rows))
+    pubsub.close()
+    client.close()
 
 
 @dataclass
@@ -467,17 +569,34 @@ async def bare_delivery(stack: Stack, args: argparse.Namespace) -> Delivery:
 
 @dataclass
 class Followed:
+    """What one subscriber kept of its stream: little, so that the benchmark's own objects
+    do not add garbage collections to the consumer process it measures."""
+
     job_id: str
     opened_at: float
-    events: list[StreamEvent] = field(default_factory=list)
-    received_at: list[float] = field(default_factory=list)
+    chunks: list[tuple[int, float, float]] = field(default_factory=list)  # seq, emitted, received
+    parts: list[str] = field(default_factory=list)  # the text since the last reset
+    seqs_in_order: bool = True
+    last: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 async def follow(client: AsyncClient, job_id: str) -> Followed:
     followed = Followed(job_id, time.time())
+    seq = 0
     async for event in client.stream(job_id):
-        followed.received_at.append(time.time())
-        followed.events.append(event)
+        received = time.time()
+        followed.seqs_in_order &= event.seq == seq + 1
+        seq = event.seq
+        followed.last = event.type.value
+        if event.type is StreamEventType.RESET:
+            followed.parts.clear()
+        elif event.type is StreamEventType.CHUNK and event.emitted_at is not None:
+            followed.chunks.append((event.seq, event.emitted_at, received))
+            followed.parts.append(event.delta or "")
     return followed
 
 
@@ -509,52 +628,106 @@ async def our_delivery(
 ) -> Delivery:
     """N streaming jobs through the worker, followed here; latency per chunk."""
     n, k = args.streams, args.chunks
-    reply = f"echo: {PROMPT}"
+    prompt = prompt_for(k)
+    reply = f"echo: {prompt}"
     children = {"worker": worker.pid, "mock": mock.pid, "redis": stack.redis_pid}
     async with consumer_client(n) as client:
         # Warm-up: the same N jobs, waited for, not followed: the worker's threads, its
         # connections to the mock server and to Redis are all open before measuring.
-        warm = [await client.submit(request(PROMPT)) for _ in range(n)]
+        warm = [await client.submit(request(prompt)) for _ in range(n)]
         await asyncio.wait_for(
             asyncio.gather(*(client.wait(j, PHASE_TIMEOUT_S) for j in warm)), PHASE_TIMEOUT_S
         )
+        tapped_file = stack.workdir / "tap.json"
+        tap_child = stack.start(
+            "tap", [sys.executable, __file__, "--tap", stack.redis.url, str(tapped_file)]
+        )
+        await asyncio.to_thread(wait_for_line, tap_child, "ready")
+        children["tap"] = tap_child.pid
+        probe = LoopProbe()
         before = Cpu.take(children)
-        tasks = []
-        for _ in range(n):
-            job_id = await client.submit(request(PROMPT))
-            tasks.append(asyncio.create_task(follow(client, job_id)))
-        submitted = time.perf_counter() - before.wall
-        followed = await asyncio.wait_for(asyncio.gather(*tasks), PHASE_TIMEOUT_S)
-        after = Cpu.take(children)
+        with probe.running():
+            tasks = []
+            for _ in range(n):
+                job_id = await client.submit(request(prompt))
+                tasks.append(asyncio.create_task(follow(client, job_id)))
+            submitted = time.perf_counter() - before.wall
+            followed = await asyncio.wait_for(asyncio.gather(*tasks), PHASE_TIMEOUT_S)
+            after = Cpu.take(children)
+        await client.redis.publish(TAP_STOP, "")
+        await asyncio.to_thread(tap_child.process.wait, STOP_TIMEOUT_S)
+        tapped = {(job, seq): at for job, seq, at in json.loads(tapped_file.read_text())}
+    delivery = analyse(followed, tapped, args, reply)
+    delivery.cpu = after.since(before, "consumers", items=len(delivery.latencies_ms))
+    delivery.notes.insert(0, f"all {n} submitted after {submitted:.2f} s")
+    delivery.notes.append(probe.describe())
+    return delivery
 
+
+def analyse(
+    followed: list[Followed],
+    tapped: dict[tuple[str, int], float],
+    args: argparse.Namespace,
+    reply: str,
+) -> Delivery:
+    """Latency per chunk, and what shows where it comes from; CPU is filled in by the caller."""
+    n, k = args.streams, args.chunks
     latencies: list[float] = []
     received: list[float] = []
     gaps: list[float] = []
     spans: list[float] = []
+    timed: list[tuple[float, float]] = []  # (emitted_at, latency in ms) of every chunk
+    to_tap: list[float] = []
+    tap_to_us: list[float] = []
+    firsts: list[float] = []
+    lasts: list[float] = []
     complete = replayed = 0
     for one in followed:
-        chunks = [
-            (event, at)
-            for event, at in zip(one.events, one.received_at, strict=True)
-            if event.type is StreamEventType.CHUNK and event.emitted_at is not None
-        ]
-        ended = bool(one.events) and one.events[-1].type is StreamEventType.DONE
-        complete += ended and len(chunks) == k and text_of(one.events) == reply
-        for event, at in chunks:
-            assert event.emitted_at is not None
-            latencies.append((at - event.emitted_at) * 1000.0)
+        ended = one.last == StreamEventType.DONE.value and one.seqs_in_order
+        complete += ended and len(one.chunks) == k and one.text == reply
+        for seq, emitted_at, at in one.chunks:
+            latencies.append((at - emitted_at) * 1000.0)
+            timed.append((emitted_at, latencies[-1]))
+            tapped_at = tapped.get((one.job_id, seq))
+            if tapped_at is not None:
+                to_tap.append((tapped_at - emitted_at) * 1000.0)
+                tap_to_us.append((at - tapped_at) * 1000.0)
             received.append(at)
-            replayed += event.emitted_at < one.opened_at
-        emitted = [event.emitted_at for event, _ in chunks if event.emitted_at is not None]
+            replayed += emitted_at < one.opened_at
+        emitted = [emitted_at for _, emitted_at, _ in one.chunks]
         gaps += [(b - a) * 1000.0 for a, b in itertools.pairwise(emitted)]
         if emitted:
             spans.append((emitted[-1] - emitted[0]) * 1000.0)
+            firsts.append(emitted[0])
+            lasts.append(emitted[-1])
+    # While every stream was running: after the last one started, before the first one ended.
+    steady = [ms for at, ms in timed if max(firsts) <= at <= min(lasts)] if firsts else []
+    steady_text = (
+        f"{len(steady)} chunks, latency {spread(steady)}"
+        if steady
+        else "none (the first stream ended before the last one started)"
+    )
+    moments = sorted([(at, 1) for at in firsts] + [(at, -1) for at in lasts])
+    running = most = 0
+    for _, step in moments:
+        running += step
+        most = max(most, running)
     notes = [
-        f"all {n} submitted after {submitted:.2f} s; "
-        f"chunk gaps at the worker (paced {args.chunk_delay * 1000:.0f} ms): {spread(gaps)}",
+        f"most streams running at once {most}",
+        f"gaps between chunks at the worker (paced {args.chunk_delay * 1000:.0f} ms): "
+        f"{spread(gaps)}",
         f"first to last chunk at the worker (ideal {(k - 1) * args.chunk_delay * 1000:.0f} ms): "
         f"{spread(spans)}",
+        f"while all {n} streams were running (no job starting or ending): {steady_text}",
     ]
+    if to_tap:
+        jobs = len({job for job, _ in tapped})
+        notes += [
+            f"split, on the {len(to_tap)} chunks of the {jobs} jobs a bare subscriber process "
+            "also heard:",
+            f"  worker emitted -> bare subscriber received: {spread(to_tap)}",
+            f"  bare subscriber received -> AsyncClient.stream yielded: {spread(tap_to_us)}",
+        ]
     if replayed:
         notes.append(f"{replayed} chunks were emitted before their subscriber opened (replayed)")
     return Delivery(
@@ -563,7 +736,7 @@ async def our_delivery(
         complete,
         n,
         max(received) - min(received),
-        after.since(before, "consumers", items=len(latencies)),
+        "",
         notes,
     )
 
@@ -740,19 +913,23 @@ class BudgetExceeded(Exception):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=200, help="concurrent streams; 200")
-    parser.add_argument("--chunks", type=int, default=20, help="chunks per stream (<= 20); 20")
+    parser.add_argument("--chunks", type=int, default=60, help="chunks per stream; 60")
     parser.add_argument("--chunk-delay", type=float, default=0.05, help="seconds; 0.05")
     parser.add_argument("--latency", type=float, default=0.3, help="mock first byte, s; 0.3")
     parser.add_argument("--concurrency", type=int, default=0, help="worker -c; streams + 20")
     parser.add_argument("--ttft-jobs", type=int, default=50, help="jobs for (2); 50")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds; 170")
     parser.add_argument("--bare-publish", metavar="REDIS_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--tap", nargs=2, metavar=("REDIS_URL", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tap:
+        tap(args.tap[0], TAP_PATTERN, Path(args.tap[1]))
+        return
     if args.bare_publish:
         bare_publish(args.bare_publish, args.streams, args.chunks, args.chunk_delay)
         return
-    if not 1 <= args.chunks <= len(PROMPT.split()) + 1:
-        parser.error(f"--chunks must be between 1 and {len(PROMPT.split()) + 1}")
+    if args.chunks < 2:
+        parser.error("--chunks must be at least 2")
     raise_open_file_limit()
 
     def give_up(signum: int, frame: FrameType | None) -> None:
