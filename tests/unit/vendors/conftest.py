@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dispatcher.vendors import StreamDelta
+
 
 @dataclass
 class Recorder:
@@ -72,3 +74,9 @@ def cut_off_response(body: bytes, content_type: str = "text/event-stream") -> ht
         )
 
     return httpx.Response(200, headers={"content-type": content_type}, content=parts())
+
+
+async def collect(deltas: AsyncIterator[StreamDelta], received: list[str]) -> None:
+    """Read a stream to its end (or its error), keeping the text that arrived."""
+    async for delta in deltas:
+        received.append(delta.text)

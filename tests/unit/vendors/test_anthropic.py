@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +34,14 @@ from dispatcher.vendors.anthropic import (
     MessagesStreamParser,
     build_body,
 )
-from dispatcher.vendors.base import StreamDelta, feed_all
-from tests.unit.vendors.conftest import Recorder, cut_off_response, json_response, sse_response
+from dispatcher.vendors.base import feed_all
+from tests.unit.vendors.conftest import (
+    Recorder,
+    collect,
+    cut_off_response,
+    json_response,
+    sse_response,
+)
 
 KEY = "sk-ant-api03-test-0123456789abcdefABCDEF"
 MODEL = "claude-x"
@@ -92,12 +98,6 @@ def vendor(recorder: Recorder, **config: Any) -> AnthropicVendor:
 
 def ask(make_request: Callable[..., Request], **overrides: Any) -> Request:
     return make_request(model=MODEL, **overrides)
-
-
-async def collect(stream: AsyncIterator[StreamDelta], received: list[str]) -> None:
-    """Read a stream to its end, keeping each delta's text even if the stream then fails."""
-    async for delta in stream:
-        received.append(delta.text)
 
 
 def _error(

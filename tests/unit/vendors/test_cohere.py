@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,9 +25,15 @@ from dispatcher import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.vendors.base import StreamDelta, feed_all
+from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.cohere import ChatStreamParser, CohereVendor
-from tests.unit.vendors.conftest import Recorder, cut_off_response, json_response, sse_response
+from tests.unit.vendors.conftest import (
+    Recorder,
+    collect,
+    cut_off_response,
+    json_response,
+    sse_response,
+)
 
 # Shaped like a real Cohere key: no prefix and no field name a generic pattern would catch.
 KEY = "Xk3vQ9pL2mN8rT5wY7zA1bC4dE6fG0hJ2kL4mN6p"
@@ -69,12 +75,6 @@ def vendor(recorder: Recorder, **config: Any) -> CohereVendor:
 
 def cohere_request(make_request: Callable[..., Request], **overrides: Any) -> Request:
     return make_request(model="command-a-03-2025", **overrides)
-
-
-async def collect(deltas: AsyncIterator[StreamDelta], received: list[str]) -> None:
-    """Read a stream to its end (or its error), keeping the text that arrived."""
-    async for delta in deltas:
-        received.append(delta.text)
 
 
 async def test_complete_sends_the_exact_request(

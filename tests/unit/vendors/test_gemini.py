@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,13 +26,19 @@ from dispatcher import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.vendors.base import StreamDelta, feed_all
+from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.gemini import (
     API_VERSION,
     GeminiVendor,
     GenerateContentStreamParser,
 )
-from tests.unit.vendors.conftest import Recorder, cut_off_response, json_response, sse_response
+from tests.unit.vendors.conftest import (
+    Recorder,
+    collect,
+    cut_off_response,
+    json_response,
+    sse_response,
+)
 
 KEY = "AIzaSyTest-gemini-0123456789abcdefXYZ"
 BASE = "https://generativelanguage.googleapis.com"
@@ -75,12 +81,6 @@ def vendor(recorder: Recorder, **config: Any) -> GeminiVendor:
 
 def gemini_request(make_request: Callable[..., Request], **overrides: Any) -> Request:
     return make_request(model="gemini-2.5-flash", **overrides)
-
-
-async def collect(deltas: AsyncIterator[StreamDelta], received: list[str]) -> None:
-    """Read a stream to its end (or its error), keeping the text that arrived."""
-    async for delta in deltas:
-        received.append(delta.text)
 
 
 def reply_with(candidate: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
