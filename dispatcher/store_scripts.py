@@ -9,6 +9,16 @@ from __future__ import annotations
 
 __all__ = ["APPEND", "BLOCK", "FINISH", "RESCHEDULE", "START"]
 
+# Shared by every transition: is `status` one of the comma-separated terminal ones?
+_ENDED = """
+local function ended(status, terminals)
+  for terminal in string.gmatch(terminals, '[^,]+') do
+    if status == terminal then return true end
+  end
+  return false
+end
+"""
+
 # Shared by APPEND and FINISH. A stream event is JSON whose first member, "seq",
 # is added here: the job's `stream_seq` rises by one per event across every
 # attempt, so subscribers can drop duplicates and resume after any number.
@@ -48,12 +58,12 @@ return 1
 #       then the histogram's bucket upper bounds in ms ("inf" last).
 # Returns: "ok" (now running), "missing", "terminal" or "stale" (an older message).
 # The first start also records the job's queue wait, once, in the statistics.
-START = """
+START = (
+    _ENDED
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-for terminal in string.gmatch(ARGV[4], '[^,]+') do
-  if status == terminal then return 'terminal' end
-end
+if ended(status, ARGV[4]) then return 'terminal' end
 local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 local attempt = tonumber(ARGV[1])
 if attempt < current then return 'stale' end
@@ -75,6 +85,7 @@ end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 return 'ok'
 """
+)
 
 # KEYS: job hash, events list, stats hash.
 # ARGV: expected attempt, next attempt, event JSON, terminal statuses,
@@ -82,12 +93,12 @@ return 'ok'
 # Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
 # runs (nothing recorded: this hand-off is obsolete); or "moved" when the next
 # message itself already took over (the event is still recorded: it happened).
-RESCHEDULE = """
+RESCHEDULE = (
+    _ENDED
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-for terminal in string.gmatch(ARGV[4], '[^,]+') do
-  if status == terminal then return 'terminal' end
-end
+if ended(status, ARGV[4]) then return 'terminal' end
 local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current > tonumber(ARGV[2]) then return 'stale' end
 redis.call('RPUSH', KEYS[2], ARGV[3])
@@ -98,6 +109,7 @@ if current ~= tonumber(ARGV[1]) then return 'moved' end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2])
 return 'ok'
 """
+)
 
 # KEYS: the job hash, its stream buffer.
 # ARGV: message attempt, channel, job id, event body (JSON without its "{"),
@@ -105,13 +117,12 @@ return 'ok'
 # Returns the event's seq, or 0 when the job ended or a newer attempt owns it
 # (a stale worker must not speak for the job).
 APPEND = (
-    _STREAM_PRELUDE
+    _ENDED
+    + _STREAM_PRELUDE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
-for terminal in string.gmatch(ARGV[5], '[^,]+') do
-  if status == terminal then return 0 end
-end
+if ended(status, ARGV[5]) then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') ~= tonumber(ARGV[1]) then
   return 0
 end
@@ -136,13 +147,12 @@ return seq
 # streaming job's one terminal event (done or error) is emitted here, atomically
 # with the end, after a reset if the successful attempt streamed nothing yet.
 FINISH = (
-    _STREAM_PRELUDE
+    _ENDED
+    + _STREAM_PRELUDE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
-for terminal in string.gmatch(ARGV[4], '[^,]+') do
-  if status == terminal then return 0 end
-end
+if ended(status, ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 local i = 8
 local n = tonumber(ARGV[i]); i = i + 1
