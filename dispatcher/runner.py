@@ -2,8 +2,10 @@
 
 `JobRunner.run(message)` runs one attempt, the way ARCHITECTURE.md describes:
 
-1. Load the job; one that ended, or a stale message, is skipped (redelivery is
-   normal, and a result is written once).
+1. Claim the job, in one round trip (`JobStore.claim`): it starts only if it
+   has not ended, the message is not stale (redelivery is normal, and a result
+   is written once), its deadline has not passed and the message's vendor is
+   not cooling down.
 2. A job past its deadline fails with a clear timeout instead of running.
 3. A vendor that asked everyone to wait (Retry-After, shared in Redis) is not
    called: the job moves to the first deployment of its route that is not
@@ -29,7 +31,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from dispatcher.backoff import retry_delay_s
@@ -57,7 +59,7 @@ from dispatcher.models import (
 )
 from dispatcher.models import Response as VendorResponse
 from dispatcher.router import queue_for
-from dispatcher.store import JobStore
+from dispatcher.store import Claim, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
@@ -132,44 +134,71 @@ class JobRunner:
     def run(self, message: RunJob) -> Outcome:
         """Run one attempt of a job, as the message says."""
         try:
-            record = self.store.get(message.job_id)
+            if message.vendor in self.vendors:
+                claim = self.store.claim(message.job_id, message.attempt, message.vendor)
+                return self._after_claim(message, claim)
+            return self._run_unnamed(message)
         except JobNotFound:
             return Outcome("skipped", "no such job (expired, or never created)")
+
+    def _run_unnamed(self, message: RunJob) -> Outcome:
+        """A message naming no vendor (an older version's) or one this worker lacks.
+
+        The job's route says which vendor the message is for; a message for a
+        vendor held elsewhere goes back to that vendor's queue.
+        """
+        record = self.store.get(message.job_id)
+        deployments = record.route.deployments if record.route else []
+        skipped = _skip_reason(record, message)
+        if skipped is None and message.deployment >= len(deployments):
+            skipped = f"the route has no deployment {message.deployment}"
+        if skipped is not None:
+            return Outcome("skipped", skipped)
+        named = replace(message, vendor=deployments[message.deployment].vendor)
+        if named.vendor in self.vendors:
+            return self._after_claim(
+                named, self.store.claim(named.job_id, named.attempt, named.vendor)
+            )
+        # Queues are per vendor, so this worker should never get this message:
+        # put it back where a worker holding that vendor will take it.
+        self.send(named, queue_for(named.vendor), record.request.priority, 0.0)
+        return Outcome("rescheduled", f"no vendor {named.vendor!r} in this worker")
+
+    def _after_claim(self, message: RunJob, claim: Claim) -> Outcome:
+        """Call the vendor when the claim started the job; otherwise say or do why not."""
+        record = claim.record
+        if record is None:
+            return Outcome("skipped", "no such job (expired, or never created)")
+        skipped = _skip_reason(record, message)
+        if skipped is not None:
+            return Outcome("skipped", skipped)
         deployments = record.route.deployments if record.route else []
         deadline = record.deadline_at.timestamp() if record.deadline_at else None
-        return self._refusal(record, message, deployments, deadline) or self._attempt(
-            record, message, deployments, deadline
-        )
-
-    def _refusal(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        deployments: Sequence[Deployment],
-        deadline: float | None,
-    ) -> Outcome | None:
-        """Why this message must not call its vendor now, or None when it may."""
-        if record.status.is_terminal:
-            return Outcome("skipped", f"already {record.status.value}")
-        if message.attempt < record.attempt:
-            # A redelivered old message: a newer one already owns the job.
-            return Outcome("skipped", f"stale: attempt {message.attempt} < {record.attempt}")
-        if message.deployment >= len(deployments):
-            return Outcome("skipped", f"the route has no deployment {message.deployment}")
-        vendor = deployments[message.deployment].vendor
-        if deadline is not None and self.now() >= deadline:
+        if claim.verdict == "late":
             late = VendorTimeout(
                 f"the job's deadline ({record.request.timeout_s:g} s after submit) passed "
                 "before it could run",
                 job_id=record.job_id,
             )
-            return self._fail(record, vendor, late)
-        if vendor not in self.vendors:
-            # Queues are per vendor, so this worker should never get this message:
-            # put it back where a worker holding that vendor will take it.
-            self.send(message, queue_for(vendor), record.request.priority, 0.0)
-            return Outcome("rescheduled", f"no vendor {vendor!r} in this worker")
-        return self._avoid_cooling_vendors(record, message, deployments, deadline)
+            return self._fail(record, message.vendor, late)
+        if (
+            message.deployment >= len(deployments)
+            or deployments[message.deployment].vendor != message.vendor
+        ):
+            # Only a message not made by us can get here: end the job rather than strand it.
+            wrong = DispatcherError(
+                f"message for deployment {message.deployment} on {message.vendor!r} does not "
+                f"match the job's route ({len(deployments)} deployments)",
+                job_id=record.job_id,
+            )
+            return self._fail(record, message.vendor, wrong)
+        if claim.verdict == "blocked":
+            blocked = self.store.blocked_until(
+                [d.vendor for d in deployments[message.deployment + 1 :]]
+            )
+            blocked[message.vendor] = claim.blocked_until or self.now()
+            return self._avoid_cooling_vendors(record, message, deployments, deadline, blocked)
+        return self._attempt(record, message, deployments, deadline)
 
     def _attempt(
         self,
@@ -178,11 +207,9 @@ class JobRunner:
         deployments: Sequence[Deployment],
         deadline: float | None,
     ) -> Outcome:
-        """Call the vendor and write what came of it."""
+        """Call the vendor (the job is running for this message) and write what came of it."""
         deployment = deployments[message.deployment]
         vendor = self.vendors[deployment.vendor]
-        if self.store.start(record.job_id, message.attempt, vendor.name) != "ok":
-            return Outcome("skipped", "ended or taken over by a newer message meanwhile")
         try:
             response = self.call(vendor, record.request, deployment.model, message)
         except DispatcherError as error:
@@ -230,7 +257,7 @@ class JobRunner:
             )
             if deadline is not None and self.now() + delay >= deadline:
                 return self._fail(record, vendor, _deadline_error(record, error))
-            nxt = RunJob(record.job_id, message.attempt + 1, message.deployment, message.retry + 1)
+            nxt = replace(message, attempt=message.attempt + 1, retry=message.retry + 1)
             event = JobEvent(
                 kind=JobEventKind.RETRY,
                 attempt=nxt.attempt,
@@ -258,13 +285,15 @@ class JobRunner:
         message: RunJob,
         deployments: Sequence[Deployment],
         deadline: float | None,
-    ) -> Outcome | None:
-        """None when the message's vendor may be called now; else where the job went."""
+        blocked: Mapping[str, float],
+    ) -> Outcome:
+        """Where the job goes when the message's vendor is cooling down (in `blocked`).
+
+        To the first deployment of the route left whose vendor is not in `blocked`;
+        when there is none, to the first to recover, after its wait.
+        """
         remaining = list(range(message.deployment, len(deployments)))
-        blocked = self.store.blocked_until([deployments[i].vendor for i in remaining])
         current = deployments[message.deployment].vendor
-        if current not in blocked:
-            return None
         free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
         if free is not None:
             reason = f"{current} is cooling down after a rate limit"
@@ -281,7 +310,7 @@ class JobRunner:
             )
             return self._fail(record, current, error)
         retry = message.retry if index == message.deployment else 0  # counts per deployment
-        nxt = RunJob(record.job_id, message.attempt + 1, index, retry)
+        nxt = RunJob(record.job_id, message.attempt + 1, index, retry, deployments[index].vendor)
         event = JobEvent(
             kind=JobEventKind.RETRY,
             attempt=nxt.attempt,
@@ -312,7 +341,7 @@ class JobRunner:
     ) -> Outcome:
         """Move the job to deployment `index` of its route, at once, with a fresh retry count."""
         source, target = deployments[message.deployment].vendor, deployments[index].vendor
-        nxt = RunJob(record.job_id, message.attempt + 1, index, 0)
+        nxt = RunJob(record.job_id, message.attempt + 1, index, 0, target)
         event = JobEvent(
             kind=JobEventKind.REROUTED,
             attempt=nxt.attempt,
@@ -362,6 +391,16 @@ class JobRunner:
             stream=record.request.stream,
         )
         return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
+
+
+def _skip_reason(record: JobRecord, message: RunJob) -> str | None:
+    """Why `message` must be dropped without a word to the job: it ended, or is stale."""
+    if record.status.is_terminal:
+        return f"already {record.status.value}"
+    if message.attempt < record.attempt:
+        # A redelivered old message: a newer one already owns the job.
+        return f"stale: attempt {message.attempt} < {record.attempt}"
+    return None
 
 
 def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:

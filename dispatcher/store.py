@@ -26,6 +26,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -49,17 +50,17 @@ from dispatcher.models import (
 )
 from dispatcher.stats import (
     ALL_VENDORS,
-    BUCKET_BOUNDS_MS,
     LATENCY,
     QUEUE_WAIT,
     bucket_of,
     build_stats,
     finish_increments,
 )
-from dispatcher.store_scripts import BLOCK, FINISH, RESCHEDULE, START
+from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
+    "Claim",
     "JobStore",
     "Keys",
     "StartResult",
@@ -74,7 +75,16 @@ WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
-StartResult = Literal["ok", "missing", "terminal", "stale"]
+StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `JobStore.claim` found: its verdict, the job, and until when its vendor waits."""
+
+    verdict: StartResult
+    record: JobRecord | None = None
+    blocked_until: float | None = None
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -138,7 +148,7 @@ class JobStore:
         self.keys = Keys(prefix)
         self.job_ttl_s = job_ttl_s
         self.now = now
-        self._start = client.register_script(START)
+        self._claim = client.register_script(CLAIM)
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
         self._block = client.register_script(BLOCK)
@@ -199,21 +209,38 @@ class JobStore:
 
     # --- transitions ---------------------------------------------------------------------
 
-    def start(self, job_id: str, attempt: int, vendor: str) -> StartResult:
-        """Mark the job running for message `attempt`, unless it ended or that message is stale."""
+    def claim(self, job_id: str, attempt: int, vendor: str) -> Claim:
+        """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
+
+        It may when it has not ended, no newer message owns it, its deadline has not
+        passed and `vendor` is not cooling down; otherwise nothing is written and the
+        verdict says why. The record comes back with every verdict but "missing"
+        (without its history: `events` is empty).
+        """
         now = self.now()
         event = JobEvent(kind=JobEventKind.STARTED, at=_at(now), attempt=attempt, vendor=vendor)
-        bounds = ["inf" if b == float("inf") else repr(b) for b in BUCKET_BOUNDS_MS]
-        result = self._start(
+        reply = self._claim(
             keys=[
                 self.keys.job(job_id),
                 self.keys.events(job_id),
                 self.keys.stats(),
                 self.keys.histogram(QUEUE_WAIT),
+                self.keys.blocked(vendor),
             ],
-            args=[attempt, repr(now), event.model_dump_json(), TERMINAL, *bounds],
+            args=[attempt, repr(now), event.model_dump_json(), TERMINAL],
         )
-        return _text(result)  # type: ignore[return-value]
+        verdict = cast("StartResult", _text(reply[0]))
+        record = None
+        if len(reply) > 1:
+            flat = reply[1]
+            fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+            record = record_from_hash(job_id, fields, [])
+        blocked_until = float(reply[2]) if len(reply) > 2 else None
+        return Claim(verdict, record, blocked_until)
+
+    def start(self, job_id: str, attempt: int, vendor: str) -> StartResult:
+        """Mark the job running for message `attempt` (see `claim`); the verdict only."""
+        return self.claim(job_id, attempt, vendor).verdict
 
     def reschedule(
         self,

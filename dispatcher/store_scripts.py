@@ -7,7 +7,16 @@ others, `status` and `attempt` (the number of the message allowed to run).
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "BLOCK", "FINISH", "RESCHEDULE", "START"]
+from dispatcher.stats import BUCKET_BOUNDS_MS
+
+__all__ = ["APPEND", "BLOCK", "CLAIM", "FINISH", "RESCHEDULE"]
+
+
+def _lua_bounds() -> str:
+    """The histogram's bucket upper bounds as a Lua table (the last is math.huge)."""
+    parts = ["math.huge" if b == float("inf") else repr(float(b)) for b in BUCKET_BOUNDS_MS]
+    return "{" + ", ".join(parts) + "}\n"
+
 
 # Shared by every transition: is `status` one of the comma-separated terminal ones?
 _ENDED = """
@@ -53,37 +62,49 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: job hash, events list, stats hash, queue-wait histogram.
-# ARGV: message attempt, now (epoch s), event JSON, terminal statuses (comma-separated),
-#       then the histogram's bucket upper bounds in ms ("inf" last).
-# Returns: "ok" (now running), "missing", "terminal" or "stale" (an older message).
-# The first start also records the job's queue wait, once, in the statistics.
-START = (
+# KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key.
+# ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses.
+# Returns {verdict, job hash as HGETALL gives it, blocked until}, the last two only
+# where they apply. Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an
+# older message), "late" (its deadline passed), "blocked" (the vendor asked everyone
+# to wait; with until when), or "ok": the job now runs for this message and the hash
+# is as the claim left it. Only "ok" writes anything. The first start also records
+# the job's queue wait, once, in the statistics. One round trip replaces a read, a
+# check of the vendor and a start: this runs once for every job.
+CLAIM = (
     _ENDED
+    + "local BOUNDS_MS = "
+    + _lua_bounds()
     + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if ended(status, ARGV[4]) then return 'terminal' end
-local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {'missing'} end
+local job = {}
+for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
+if ended(job['status'], ARGV[4]) then return {'terminal', fields} end
 local attempt = tonumber(ARGV[1])
-if attempt < current then return 'stale' end
+if attempt < tonumber(job['attempt'] or '0') then return {'stale', fields} end
+local now = tonumber(ARGV[2])
+if job['deadline_at'] and now >= tonumber(job['deadline_at']) then
+  return {'late', fields}
+end
+local blocked = redis.call('GET', KEYS[5])
+if blocked and tonumber(blocked) > now then return {'blocked', fields, blocked} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if not redis.call('HGET', KEYS[1], 'started_at') then
-  local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))
-  local wait_ms = math.max(0, (tonumber(ARGV[2]) - created) * 1000)
+if not job['started_at'] then
+  local wait_ms = math.max(0, (now - tonumber(job['created_at'])) * 1000)
   redis.call('HSET', KEYS[1], 'started_at', ARGV[2],
              'queue_wait_ms', string.format('%.3f', wait_ms))
   redis.call('HINCRBYFLOAT', KEYS[3], 't:queue_wait_ms_sum', wait_ms)
   redis.call('HINCRBY', KEYS[3], 't:queue_wait_count', 1)
-  local bucket = #ARGV - 4
-  for i = 5, #ARGV do
-    if ARGV[i] == 'inf' or wait_ms <= tonumber(ARGV[i]) then bucket = i - 5; break end
+  local bucket = #BOUNDS_MS - 1
+  for i, bound in ipairs(BOUNDS_MS) do
+    if wait_ms <= bound then bucket = i - 1; break end
   end
   redis.call('HINCRBY', KEYS[4], tostring(bucket), 1)
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
-return 'ok'
+return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 

@@ -211,7 +211,7 @@ class Client:
         self.store.create(job_id, checked, chosen, pipeline=pipe)
         pipe.execute()
         try:
-            self._send(RunJob(job_id), chosen.queue, chosen.priority)
+            self._send(RunJob(job_id, vendor=chosen.vendor), chosen.queue, chosen.priority)
         except Exception as exc:
             self._fail_unsent(job_id, chosen.queue, exc)
             raise

@@ -10,9 +10,11 @@ from celery import Celery
 
 from dispatcher import Settings
 from dispatcher.celery_config import celery_settings
+from workers.broker_clients import reuse_redis_clients
 
 __all__ = ["app"]
 
+reuse_redis_clients()
 app = Celery("llmdispatch", set_as_current=True)
 app.conf.update(celery_settings(Settings.load()))
 app.conf.imports = ["workers.tasks"]

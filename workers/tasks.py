@@ -12,7 +12,10 @@ __all__ = ["run_job"]
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
-def run_job(job_id: str, attempt: int = 0, deployment: int = 0, retry: int = 0) -> dict[str, Any]:
+def run_job(
+    job_id: str, attempt: int = 0, deployment: int = 0, retry: int = 0, vendor: str = ""
+) -> dict[str, Any]:
     """Run one attempt of job `job_id`; retries and fallbacks are new messages."""
-    outcome = runtime(app).runner.run(RunJob.from_args(job_id, attempt, deployment, retry))
+    message = RunJob.from_args(job_id, attempt, deployment, retry, vendor)
+    outcome = runtime(app).runner.run(message)
     return {"outcome": outcome.kind, "detail": outcome.detail[:200]}

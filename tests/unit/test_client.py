@@ -123,7 +123,7 @@ def test_submit_writes_the_job_and_sends_one_message_without_the_prompt(
     assert record.status is JobStatus.QUEUED
     assert record.route is not None
     assert record.route.vendor == "openai"
-    assert sender.sent == [(RunJob(job_id), "llm.openai", 7)]
+    assert sender.sent == [(RunJob(job_id, vendor="openai"), "llm.openai", 7)]
     assert PROMPT not in json.dumps(sender.sent[0][0].as_args())
 
 
@@ -131,7 +131,7 @@ def test_submit_validates_a_dict_and_routes_to_its_preferred_vendor(
     client: Client, sender: Recorder
 ) -> None:
     job_id = client.submit(request_dict(model="claude-3-5-haiku", vendor="anthropic"))
-    assert sender.sent == [(RunJob(job_id), "llm.anthropic", 5)]
+    assert sender.sent == [(RunJob(job_id, vendor="anthropic"), "llm.anthropic", 5)]
 
 
 def test_submit_takes_one_redis_round_trip(
@@ -297,7 +297,10 @@ def test_the_default_sender_sends_by_task_name_on_a_private_celery_app(
     sender(RunJob("a" * 32, attempt=1), "llm.openai", 3)
     # Celery's Redis transport serves low numbers first; our 9 is the most urgent.
     assert calls == [
-        (("dispatch.run_job",), {"args": ["a" * 32, 1, 0, 0], "queue": "llm.openai", "priority": 6})
+        (
+            ("dispatch.run_job",),
+            {"args": ["a" * 32, 1, 0, 0, ""], "queue": "llm.openai", "priority": 6},
+        )
     ]
     sender.close()
 
@@ -339,7 +342,7 @@ async def test_async_client_submits_reads_and_waits(
     async_client: AsyncClient, worker: JobStore, sender: Recorder
 ) -> None:
     job_id = await async_client.submit(request_dict())
-    assert sender.sent == [(RunJob(job_id), "llm.openai", 5)]
+    assert sender.sent == [(RunJob(job_id, vendor="openai"), "llm.openai", 5)]
     assert (await async_client.get(job_id)).status is JobStatus.QUEUED
     finisher = threading.Thread(
         target=worker.finish,
@@ -381,7 +384,7 @@ def test_cli_submit_prints_the_job_id(cli_client: Client, sender: Recorder) -> N
     result = runner.invoke(app, ["submit", PROMPT, "--model", "gpt-4o-mini", "--priority", "2"])
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip()
-    assert sender.sent == [(RunJob(job_id), "llm.openai", 2)]
+    assert sender.sent == [(RunJob(job_id, vendor="openai"), "llm.openai", 2)]
     assert cli_client.get(job_id).request.messages[0].content == PROMPT
 
 

@@ -362,7 +362,7 @@ def test_rate_limit_reschedules_on_same_queue_after_retry_after_and_blocks_the_v
 
     outcome = world.runner.run(RunJob(job_id))
 
-    nxt = RunJob(job_id, attempt=1, deployment=0, retry=1)
+    nxt = RunJob(job_id, attempt=1, deployment=0, retry=1, vendor="openai")
     assert outcome.kind == "rescheduled"
     assert outcome.next_message == nxt
     assert outcome.queue == "llm.openai"
@@ -417,7 +417,7 @@ def test_policy_backoff_wins_when_longer_than_retry_after(
     outcome = world.runner.run(RunJob(job_id))
 
     assert outcome.delay_s == 5.0
-    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 5.0)]
+    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1, "openai"), "llm.openai", 5, 5.0)]
     assert world.record(job_id).events[-1].delay_s == 5.0
     # The vendor's own block is still only as long as it asked for.
     assert world.store.blocked_until(["openai"]) == {"openai": START_S + 2.0}
@@ -439,9 +439,9 @@ def test_server_errors_exhaust_retries_then_fall_back_to_the_group_model_of_the_
 
     assert [o.kind for o in outcomes] == ["rescheduled", "rescheduled", "rescheduled", "succeeded"]
     assert world.sent == [
-        Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 1.0),
-        Sent(RunJob(job_id, 2, 0, 2), "llm.openai", 5, 1.0),
-        Sent(RunJob(job_id, 3, 1, 0), "llm.anthropic", 5, 0.0),
+        Sent(RunJob(job_id, 1, 0, 1, "openai"), "llm.openai", 5, 1.0),
+        Sent(RunJob(job_id, 2, 0, 2, "openai"), "llm.openai", 5, 1.0),
+        Sent(RunJob(job_id, 3, 1, 0, "anthropic"), "llm.anthropic", 5, 0.0),
     ]
     assert world.vendors["openai"].calls == [OPENAI_MODEL] * 3
     assert world.vendors["anthropic"].calls == [ANTHROPIC_MODEL]
@@ -715,7 +715,7 @@ def test_older_attempt_redelivered_while_its_vendor_cools_down_sends_nothing(
     outcome = world.runner.run(first)
 
     assert outcome.kind == "skipped"
-    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1), "llm.openai", 5, 30.0)]
+    assert world.sent == [Sent(RunJob(job_id, 1, 0, 1, "openai"), "llm.openai", 5, 30.0)]
     assert len(world.record(job_id).events) == events_before
     assert counter(world, "t:fallbacks") == 0
 
@@ -765,6 +765,40 @@ def test_message_naming_a_deployment_the_route_lacks_is_skipped(
     assert world.vendors["openai"].calls == []
 
 
+def test_message_naming_its_vendor_runs_like_one_that_does_not(
+    smart_request: Request,
+) -> None:
+    world = World(
+        make_settings(),
+        {"openai": [reply("openai", OPENAI_MODEL), reply("openai", OPENAI_MODEL, "second")]},
+    )
+    named, unnamed = world.submit(smart_request), world.submit(smart_request)
+
+    assert world.runner.run(RunJob(named, vendor="openai")) == Outcome("succeeded", "openai")
+    assert world.runner.run(RunJob(unnamed)) == Outcome("succeeded", "openai")
+
+    first, second = world.record(named), world.record(unnamed)
+    assert (first.status, second.status) == (JobStatus.SUCCEEDED, JobStatus.SUCCEEDED)
+    assert event_kinds(first) == event_kinds(second)
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
+
+
+def test_message_whose_vendor_contradicts_the_route_fails_the_job_without_a_call(
+    smart_request: Request,
+) -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+    job_id = world.submit(smart_request)  # deployment 0 is openai
+
+    outcome = world.runner.run(RunJob(job_id, deployment=0, vendor="anthropic"))
+
+    assert outcome.kind == "failed"
+    assert outcome.detail == (
+        "message for deployment 0 on 'anthropic' does not match the job's route (2 deployments)"
+    )
+    assert world.record(job_id).status is JobStatus.FAILED
+    assert world.vendors["openai"].calls == world.vendors["anthropic"].calls == []
+
+
 # --- vendors cooling down ------------------------------------------------------------
 
 
@@ -780,7 +814,7 @@ def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
 
     outcome = world.runner.run(RunJob(job_id))
 
-    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0)
+    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0, vendor="anthropic")
     assert outcome.kind == "rescheduled"
     assert (outcome.next_message, outcome.queue, outcome.delay_s) == (nxt, "llm.anthropic", 0.0)
     assert world.sent == [Sent(nxt, "llm.anthropic", 5, 0.0)]
@@ -814,7 +848,7 @@ def test_every_vendor_blocked_waits_exactly_until_the_earliest_unblocks(
 
     outcome = world.runner.run(RunJob(job_id))
 
-    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0)
+    nxt = RunJob(job_id, attempt=1, deployment=1, retry=0, vendor="anthropic")
     assert outcome.kind == "rescheduled"
     assert (outcome.next_message, outcome.queue, outcome.delay_s) == (nxt, "llm.anthropic", 10.0)
     assert world.sent == [Sent(nxt, "llm.anthropic", 5, 10.0)]
@@ -841,7 +875,9 @@ def test_waiting_for_another_deployment_to_unblock_starts_its_retry_count_afresh
 
     outcome = world.runner.run(RunJob(job_id, attempt=0, deployment=0, retry=2))
 
-    assert outcome.next_message == RunJob(job_id, attempt=1, deployment=1, retry=0)
+    assert outcome.next_message == RunJob(
+        job_id, attempt=1, deployment=1, retry=0, vendor="anthropic"
+    )
 
 
 def test_every_vendor_blocked_past_the_deadline_fails_as_rate_limited(
@@ -886,7 +922,8 @@ def test_message_for_a_vendor_this_worker_does_not_hold_goes_back_to_that_vendor
     outcome = world.runner.run(message)
 
     assert outcome == Outcome("rescheduled", "no vendor 'anthropic' in this worker")
-    assert world.sent == [Sent(message, "llm.anthropic", 3, 0.0)]
+    # It goes back naming its vendor, as every message we send does.
+    assert world.sent == [Sent(RunJob(job_id, vendor="anthropic"), "llm.anthropic", 3, 0.0)]
     assert world.vendors["anthropic"].calls == []
     record = world.record(job_id)
     assert record.status is JobStatus.QUEUED

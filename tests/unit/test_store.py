@@ -144,10 +144,12 @@ def make_response(
     )
 
 
-def new_job(store: JobStore, make_request: MakeRequest, vendor: str = "openai") -> str:
-    """Create a queued job routed to `vendor`; its id."""
+def new_job(
+    store: JobStore, make_request: MakeRequest, vendor: str = "openai", **request: Any
+) -> str:
+    """Create a queued job routed to `vendor` (request fields overridden); its id."""
     job_id = store.new_job_id()
-    store.create(job_id, make_request(), make_route(vendor))
+    store.create(job_id, make_request(**request), make_route(vendor))
     return job_id
 
 
@@ -414,6 +416,70 @@ def test_start_after_finish_is_terminal_and_changes_nothing(
 def test_start_of_an_absent_job_is_missing_and_creates_nothing(store: JobStore) -> None:
     assert store.start(store.new_job_id(), 0, "openai") == "missing"
 
+    assert keyspace(store) == set()
+
+
+def test_claim_returns_the_running_record_it_wrote(
+    store: JobStore, clock: Clock, make_request: MakeRequest
+) -> None:
+    job_id = new_job(store, make_request)
+    clock.advance(0.25)
+
+    claim = store.claim(job_id, 0, "openai")
+
+    assert claim.verdict == "ok"
+    assert claim.blocked_until is None
+    assert claim.record is not None
+    stored = store.get(job_id)
+    assert claim.record == stored.model_copy(update={"events": []})
+    assert claim.record.status is JobStatus.RUNNING
+    assert claim.record.queue_wait_ms == 250.0
+
+
+def test_claim_for_a_cooling_vendor_is_blocked_with_its_time_and_writes_nothing(
+    store: JobStore, clock: Clock, make_request: MakeRequest
+) -> None:
+    job_id = new_job(store, make_request)
+    store.block_vendor("openai", 30.0)
+    before = (store.get(job_id), figures(store), keyspace(store))
+
+    claim = store.claim(job_id, 0, "openai")
+
+    assert claim.verdict == "blocked"
+    assert claim.blocked_until == START_S + 30.0
+    assert claim.record == before[0].model_copy(update={"events": []})
+    assert (store.get(job_id), figures(store), keyspace(store)) == before
+    # Another vendor is not held back by that block, and the block ends with its time.
+    assert store.claim(job_id, 0, "anthropic").verdict == "ok"
+    other = new_job(store, make_request)
+    clock.advance(30.0)
+    assert store.claim(other, 0, "openai").verdict == "ok"
+
+
+def test_claim_past_the_deadline_is_late_and_writes_nothing(
+    store: JobStore, clock: Clock, make_request: MakeRequest
+) -> None:
+    job_id = new_job(store, make_request, timeout_s=5.0)
+    clock.advance(4.75)
+    assert store.claim(job_id, 0, "openai").verdict == "ok"
+    store.reschedule(
+        job_id, from_attempt=0, to_attempt=1, event=JobEvent(kind=JobEventKind.RETRY, attempt=1)
+    )
+    clock.advance(0.25)
+    before = (store.get(job_id), figures(store))
+
+    claim = store.claim(job_id, 1, "openai")
+
+    assert claim.verdict == "late"
+    assert claim.record is not None
+    assert claim.record.deadline_at == at(START_S + 5.0)
+    assert (store.get(job_id), figures(store)) == before
+
+
+def test_claim_of_an_absent_job_is_missing_without_a_record(store: JobStore) -> None:
+    claim = store.claim(store.new_job_id(), 0, "openai")
+
+    assert (claim.verdict, claim.record, claim.blocked_until) == ("missing", None, None)
     assert keyspace(store) == set()
 
 
