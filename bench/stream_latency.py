@@ -67,6 +67,7 @@ import yaml
 
 from dispatcher import Message, Request, Role, Settings
 from dispatcher.models import StreamEvent, StreamEventType
+from dispatcher.vendors.mock import split_into_chunks
 from producer import AsyncClient, Client
 from producer.client import REDIS_MAX_CONNECTIONS, redis_pool_options
 from producer.embedded_redis import EmbeddedRedis
@@ -681,12 +682,20 @@ def analyse(
     tap_to_us: list[float] = []
     firsts: list[float] = []
     lasts: list[float] = []
-    complete = replayed = 0
+    complete = replayed = events = 0
+    pieces = split_into_chunks(reply, k)
     for one in followed:
         ended = one.last == StreamEventType.DONE.value and one.seqs_in_order
-        complete += ended and len(one.chunks) == k and one.text == reply
-        for seq, emitted_at, at in one.chunks:
-            latencies.append((at - emitted_at) * 1000.0)
+        # Exact: the vendor's text, in order, once. A worker that falls behind joins
+        # deltas into fewer events, so the count of events may be below k.
+        complete += ended and one.text == reply
+        carried = deltas_per_event(one.parts, pieces) if len(one.parts) == len(one.chunks) else []
+        for index, (seq, emitted_at, at) in enumerate(one.chunks):
+            events += 1
+            # An event that carries several vendor deltas is counted once for each, at
+            # the latency of its oldest (its emitted_at is the first delta's).
+            weight = carried[index] if index < len(carried) else 1
+            latencies.extend([(at - emitted_at) * 1000.0] * weight)
             timed.append((emitted_at, latencies[-1]))
             tapped_at = tapped.get((one.job_id, seq))
             if tapped_at is not None:
@@ -713,6 +722,8 @@ def analyse(
         running += step
         most = max(most, running)
     notes = [
+        f"{len(latencies)} vendor deltas reached the subscribers as {events} events "
+        "(deltas that arrive while the worker's previous write is in flight are joined)",
         f"most streams running at once {most}",
         f"gaps between chunks at the worker (paced {args.chunk_delay * 1000:.0f} ms): "
         f"{spread(gaps)}",
@@ -739,6 +750,20 @@ def analyse(
         "",
         notes,
     )
+
+
+def deltas_per_event(parts: list[str], pieces: list[str]) -> list[int]:
+    """How many of the vendor's `pieces`, in order, each event's text is made of."""
+    counts: list[int] = []
+    index = 0
+    for part in parts:
+        text, count = "", 0
+        while len(text) < len(part) and index < len(pieces):
+            text += pieces[index]
+            index += 1
+            count += 1
+        counts.append(max(1, count) if text == part else 1)
+    return counts
 
 
 # --- (2) time to first token ----------------------------------------------------------

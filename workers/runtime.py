@@ -95,15 +95,23 @@ class WorkerRuntime:
 
         A streaming job's deltas are published from the loop as they arrive.
         """
-        on_text = None
-        if request.stream:
-            writer = self.stream_writer
+        if not request.stream:
+            return self.loop.run(call_vendor(vendor, request, model))
+        writer = self.stream_writer
+        job_id, attempt = message.job_id, message.attempt
 
-            async def on_text(delta: str, emitted_at: float) -> bool:
-                seq = await writer.append_chunk(message.job_id, message.attempt, delta, emitted_at)
-                return seq > 0
+        async def on_text(delta: str, emitted_at: float) -> bool:
+            return writer.offer(job_id, attempt, delta, emitted_at)
 
-        return self.loop.run(call_vendor(vendor, request, model, on_text))
+        async def call_and_drain() -> Response:
+            # The job's end (and its terminal stream event) is written after this
+            # returns, so every chunk offered must be in Redis first.
+            try:
+                return await call_vendor(vendor, request, model, on_text)
+            finally:
+                await writer.drain(job_id, attempt)
+
+        return self.loop.run(call_and_drain())
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait)."""

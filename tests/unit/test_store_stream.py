@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import fakeredis
 import pytest
@@ -222,3 +224,142 @@ def test_every_event_is_also_published_on_the_jobs_channel(
 
 def _compact(event_json: str) -> str:
     return json.dumps(json.loads(event_json), separators=(",", ":"))
+
+
+# --- group commit: many appends per round trip, deltas joined when the writer is behind ---
+
+
+class CountingWriter(AsyncStreamWriter):
+    """A stream writer that records how many appends each round trip carried."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        super().__init__(client, prefix)
+        self.round_trips: list[int] = []
+
+    async def _pipeline(self, batch: list[Any]) -> list[Any]:
+        self.round_trips.append(len(batch))
+        return await super()._pipeline(batch)
+
+
+def counting(backend: Backend) -> CountingWriter:
+    return CountingWriter(backend.writer.redis, PREFIX)
+
+
+def test_deltas_offered_before_a_write_joins_them_go_out_as_one_event(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    job_id = streaming_job(backend, make_request)
+    writer = counting(backend)
+
+    async def offer_three_then_drain() -> list[bool]:
+        wanted = [writer.offer(job_id, 0, d, t) for d, t in (("Hel", 1.0), ("lo", 2.0), ("!", 3.0))]
+        await writer.drain(job_id, 0)
+        return wanted
+
+    assert backend.loop.run(offer_three_then_drain(), 10) == [True, True, True]
+
+    (event,) = backend.store.stream_events(job_id)
+    assert (event.seq, event.delta, event.emitted_at) == (1, "Hello!", 1.0)
+    assert writer.round_trips == [1]
+
+
+def test_appends_of_many_streams_in_one_loop_turn_share_one_round_trip(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    jobs = [streaming_job(backend, make_request) for _ in range(5)]
+    writer = counting(backend)
+
+    async def one_delta_each() -> list[int]:
+        return list(
+            await asyncio.gather(*(writer.append_chunk(j, 0, f"to {j}", 1.0) for j in jobs))
+        )
+
+    assert backend.loop.run(one_delta_each(), 10) == [1] * 5
+    assert writer.round_trips == [5]
+    for job_id in jobs:
+        assert [e.delta for e in backend.store.stream_events(job_id)] == [f"to {job_id}"]
+
+
+def test_deltas_offered_while_a_write_is_in_flight_keep_their_order(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    job_id = streaming_job(backend, make_request)
+    writer = counting(backend)
+    words = [f"w{i} " for i in range(40)]
+
+    async def offer_with_yields() -> None:
+        for word in words:
+            assert writer.offer(job_id, 0, word, 1.0)
+            await asyncio.sleep(0)  # let the writer start its round trips meanwhile
+        await writer.drain(job_id, 0)
+
+    backend.loop.run(offer_with_yields(), 10)
+
+    events = backend.store.stream_events(job_id)
+    assert "".join(e.delta or "" for e in events) == "".join(words)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(writer.round_trips) == len(events) <= len(words)
+
+
+def test_offer_says_no_once_the_job_ended_and_drain_forgets_the_stream(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    job_id = streaming_job(backend, make_request)
+    writer = backend.writer
+    assert backend.append(job_id, 0, "Hello") == 1
+    assert done(backend, job_id)
+
+    async def offer_after_the_end() -> tuple[bool, bool]:
+        first = writer.offer(job_id, 0, " late", 2.0)  # not known yet: the write will tell
+        await writer.drain(job_id, 0)
+        writer.offer(job_id, 0, " later", 3.0)
+        await asyncio.sleep(0.05)
+        second = writer.offer(job_id, 0, " latest", 4.0)
+        await writer.drain(job_id, 0)
+        return first, second
+
+    assert backend.loop.run(offer_after_the_end(), 10) == (True, False)
+    assert [e.type for e in backend.store.stream_events(job_id)] == [
+        StreamEventType.CHUNK,
+        StreamEventType.DONE,
+    ]
+    assert writer._streams == {}
+
+
+def test_appends_survive_redis_losing_its_scripts(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    job_id = streaming_job(backend, make_request)
+    assert backend.append(job_id, 0, "Hello") == 1
+    backend.store.redis.script_flush()
+
+    assert backend.append(job_id, 0, " world") == 2
+
+    assert [e.delta for e in backend.store.stream_events(job_id)] == ["Hello", " world"]
+
+
+def test_a_failed_write_is_raised_to_the_stream_by_drain_and_by_later_offers(
+    backend: Backend, make_request: Callable[..., Request]
+) -> None:
+    job_id = streaming_job(backend, make_request)
+    writer = backend.writer
+
+    async def broken_pipeline(batch: list[Any]) -> list[Any]:
+        raise redis.ConnectionError("Redis went away")
+
+    writer._pipeline = broken_pipeline  # type: ignore[method-assign]
+
+    async def offer_and_drain() -> None:
+        writer.offer(job_id, 0, "Hello", 1.0)
+        await writer.drain(job_id, 0)
+
+    with pytest.raises(redis.ConnectionError, match="Redis went away"):
+        backend.loop.run(offer_and_drain(), 10)
+
+    async def offer_twice() -> None:
+        writer.offer(job_id, 0, "Hello", 1.0)
+        await asyncio.sleep(0.05)
+        writer.offer(job_id, 0, " again", 2.0)
+
+    with pytest.raises(redis.ConnectionError, match="Redis went away"):
+        backend.loop.run(offer_twice(), 10)
