@@ -28,6 +28,7 @@ __all__ = [
     "BackoffStrategy",
     "CostOptimization",
     "LatencyOptimization",
+    "RateLimit",
     "RetryPolicy",
     "RoutingCondition",
     "RoutingRule",
@@ -120,6 +121,43 @@ class AuthConfig(StrictModel):
         return self
 
 
+# A bucket holds this share of a minute's rate when no burst is configured: bursts of
+# up to six seconds' worth, smooth enough that a vendor's own per-second checks pass.
+DEFAULT_BURST_FRACTION = 0.1
+
+
+class RateLimit(StrictModel):
+    """Requests and tokens per minute, each a token bucket whose size is its burst."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
+    rpm_burst: int | None = Field(
+        default=None, gt=0, description="Requests let through at once; default rpm / 10."
+    )
+    tpm_burst: int | None = Field(
+        default=None, gt=0, description="Tokens let through at once; default tpm / 10."
+    )
+
+    @property
+    def is_set(self) -> bool:
+        """True when this limits anything."""
+        return self.rpm is not None or self.tpm is not None
+
+    def buckets(self) -> list[tuple[Literal["rpm", "tpm"], float, float]]:
+        """(kind, refill per second, size) of each bucket this limit needs."""
+        found: list[tuple[Literal["rpm", "tpm"], float, float]] = []
+        for kind, rate, burst in (
+            ("rpm", self.rpm, self.rpm_burst),
+            ("tpm", self.tpm, self.tpm_burst),
+        ):
+            if rate is not None:
+                size = burst if burst is not None else max(1.0, rate * DEFAULT_BURST_FRACTION)
+                found.append((kind, rate / 60.0, float(size)))  # type: ignore[arg-type]
+        return found
+
+
 class VendorConfig(StrictModel):
     """One vendor as configured: where it is, how to authenticate, what it serves."""
 
@@ -150,6 +188,20 @@ class VendorConfig(StrictModel):
     enabled: bool = True
     rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
     tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
+    rpm_burst: int | None = Field(
+        default=None, gt=0, description="Requests let through at once; default rpm / 10."
+    )
+    tpm_burst: int | None = Field(
+        default=None, gt=0, description="Tokens let through at once; default tpm / 10."
+    )
+    model_limits: dict[Annotated[str, StringConstraints(min_length=1)], RateLimit] = Field(
+        default_factory=dict,
+        description="Model name or glob -> its own limit, beside the vendor's (first match).",
+    )
+    tenant_limit: RateLimit | None = Field(
+        default=None,
+        description="Each tenant's (request `user`) own limit on this vendor.",
+    )
     prices: dict[str, Price] = Field(
         default_factory=dict, description="Model name or glob -> USD per million tokens."
     )
@@ -160,6 +212,31 @@ class VendorConfig(StrictModel):
         if self.base_url:
             return self.base_url
         return DEFAULT_BASE_URLS.get(VendorType(self.type)) if self.is_builtin else None
+
+    @property
+    def limit(self) -> RateLimit:
+        """The vendor-wide limit (rpm and tpm, with their bursts)."""
+        return RateLimit(
+            rpm=self.rpm, tpm=self.tpm, rpm_burst=self.rpm_burst, tpm_burst=self.tpm_burst
+        )
+
+    @property
+    def is_limited(self) -> bool:
+        """True when any shared rate limit applies to this vendor's calls."""
+        return (
+            self.limit.is_set
+            or any(limit.is_set for limit in self.model_limits.values())
+            or (self.tenant_limit is not None and self.tenant_limit.is_set)
+        )
+
+    def model_limit_for(self, model: str) -> tuple[str, RateLimit] | None:
+        """The (pattern, limit) of `model`: an exact entry first, else the first glob match."""
+        if model in self.model_limits:
+            return model, self.model_limits[model]
+        return next(
+            ((p, limit) for p, limit in self.model_limits.items() if fnmatchcase(model, p)),
+            None,
+        )
 
     @property
     def is_builtin(self) -> bool:

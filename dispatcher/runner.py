@@ -58,8 +58,9 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.models import Response as VendorResponse
+from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
 from dispatcher.router import queue_for
-from dispatcher.store import Claim, JobStore
+from dispatcher.store import Bucket, Claim, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
@@ -130,16 +131,42 @@ class JobRunner:
         self.now = now
         self.rng = rng or random.Random()
         self.max_wait_s = max_scheduled_wait_s(settings)
+        self.limiter = RateLimiter(store.redis, now=now)
 
     def run(self, message: RunJob) -> Outcome:
         """Run one attempt of a job, as the message says."""
         try:
             if message.vendor in self.vendors:
-                claim = self.store.claim(message.job_id, message.attempt, message.vendor)
-                return self._after_claim(message, claim)
+                return self._claim(message)
             return self._run_unnamed(message)
         except JobNotFound:
             return Outcome("skipped", "no such job (expired, or never created)")
+
+    def _claim(self, message: RunJob, record: JobRecord | None = None) -> Outcome:
+        """Claim the job for the message's vendor, with that vendor's rate limits if any.
+
+        Limits depend on the job (its model, tenant and tokens), so a limited vendor's
+        job is read first: two round trips instead of one.
+        """
+        config = self.vendors[message.vendor].config
+        if not config.is_limited:
+            claim = self.store.claim(message.job_id, message.attempt, message.vendor)
+            return self._after_claim(message, claim, [])
+        record = record or self.store.peek(message.job_id)
+        deployments = record.route.deployments if record.route else []
+        model = (
+            deployments[message.deployment].model
+            if message.deployment < len(deployments)
+            else record.request.model
+        )
+        buckets = buckets_for(self.store.keys, message.vendor, config, model, record.request)
+        horizon = self.max_wait_s
+        if record.deadline_at is not None:
+            horizon = min(horizon, record.deadline_at.timestamp() - self.now())
+        claim = self.store.claim(
+            message.job_id, message.attempt, message.vendor, buckets, horizon_s=horizon
+        )
+        return self._after_claim(message, claim, buckets)
 
     def _run_unnamed(self, message: RunJob) -> Outcome:
         """A message naming no vendor (an older version's) or one this worker lacks.
@@ -156,15 +183,13 @@ class JobRunner:
             return Outcome("skipped", skipped)
         named = replace(message, vendor=deployments[message.deployment].vendor)
         if named.vendor in self.vendors:
-            return self._after_claim(
-                named, self.store.claim(named.job_id, named.attempt, named.vendor)
-            )
+            return self._claim(named, record)
         # Queues are per vendor, so this worker should never get this message:
         # put it back where a worker holding that vendor will take it.
         self.send(named, queue_for(named.vendor), record.request.priority, 0.0)
         return Outcome("rescheduled", f"no vendor {named.vendor!r} in this worker")
 
-    def _after_claim(self, message: RunJob, claim: Claim) -> Outcome:
+    def _after_claim(self, message: RunJob, claim: Claim, buckets: list[Bucket]) -> Outcome:
         """Call the vendor when the claim started the job; otherwise say or do why not."""
         record = claim.record
         if record is None:
@@ -174,6 +199,20 @@ class JobRunner:
             return Outcome("skipped", skipped)
         deployments = record.route.deployments if record.route else []
         deadline = record.deadline_at.timestamp() if record.deadline_at else None
+        refused = self._refused(record, message, claim, deployments, deadline)
+        if refused is not None:
+            return refused
+        return self._attempt(record, message, deployments, deadline, buckets)
+
+    def _refused(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        claim: Claim,
+        deployments: Sequence[Deployment],
+        deadline: float | None,
+    ) -> Outcome | None:
+        """What came of a claim that did not start the job; None when it did."""
         if claim.verdict == "late":
             late = VendorTimeout(
                 f"the job's deadline ({record.request.timeout_s:g} s after submit) passed "
@@ -198,7 +237,37 @@ class JobRunner:
             )
             blocked[message.vendor] = claim.blocked_until or self.now()
             return self._avoid_cooling_vendors(record, message, deployments, deadline, blocked)
-        return self._attempt(record, message, deployments, deadline)
+        if claim.verdict == "limited":
+            return self._wait_for_capacity(record, message, claim, deadline)
+        return None
+
+    def _wait_for_capacity(
+        self, record: JobRecord, message: RunJob, claim: Claim, deadline: float | None
+    ) -> Outcome:
+        """Reschedule a job its vendor's shared rate limit holds back, for when it may run."""
+        vendor, wait_s = message.vendor, claim.wait_s
+        if not claim.reserved and deadline is not None and self.now() + wait_s >= deadline:
+            error = VendorRateLimited(
+                f"{vendor}'s shared rate limit has no capacity before the job's deadline "
+                f"(next in {wait_s:.1f} s)",
+                retry_after_s=wait_s,
+                vendor=vendor,
+                job_id=record.job_id,
+            )
+            return self._fail(record, vendor, error)
+        delay = min(wait_s, self.max_wait_s)
+        nxt = replace(message, attempt=message.attempt + 1)
+        event = JobEvent(
+            kind=JobEventKind.RETRY,
+            attempt=nxt.attempt,
+            vendor=vendor,
+            reason=f"waiting {wait_s:.2f} s for {vendor}'s shared rate limit",
+            delay_s=delay,
+        )
+        counters = [("t:limit_waits", 1.0), (f"v:{vendor}:limit_waits", 1.0)]
+        return self._reschedule(
+            record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
+        )
 
     def _attempt(
         self,
@@ -206,6 +275,7 @@ class JobRunner:
         message: RunJob,
         deployments: Sequence[Deployment],
         deadline: float | None,
+        buckets: list[Bucket],
     ) -> Outcome:
         """Call the vendor (the job is running for this message) and write what came of it."""
         deployment = deployments[message.deployment]
@@ -220,6 +290,8 @@ class JobRunner:
                 vendor=vendor.name,
             )
             return self._fail(record, vendor.name, unexpected)
+        if buckets:
+            self.limiter.settle(buckets, response.usage.total_tokens)
         total_ms = (self.now() - record.created_at.timestamp()) * 1000.0
         ended = self.store.finish(
             record.job_id,
@@ -245,6 +317,9 @@ class JobRunner:
         error.job_id = record.job_id
         if isinstance(error, VendorRateLimited) and error.retry_after_s:
             self.store.block_vendor(vendor, error.retry_after_s)
+            if vendor in self.vendors:
+                limit = vendor_buckets(self.store.keys, vendor, self.vendors[vendor].config)
+                self.limiter.drain(limit, error.retry_after_s)
         policy = self.settings.retry_policy
         if not error.retryable:
             return self._fail(record, vendor, error)

@@ -12,6 +12,10 @@ configured prefix (`llmd` by default):
 | `{p}:hist:latency:{vendor}`       | hash   | vendor latency histogram (`_all`: every one) |
 | `{p}:hist:queue_wait`             | hash   | queue wait histogram                         |
 | `{p}:vendor:{vendor}:blocked`     | string | the time until which a vendor asked us to wait |
+| `{p}:limit:{vendor}:{scope}:{kind}` | hash | a shared token bucket (`tokens`, `ts`)     |
+
+A bucket's kind is `rpm` or `tpm`; its scope `all` (the vendor), `model:{digest}`
+(a model pattern's limit) or `tenant:{digest}` (one tenant's), digests of the text.
 
 Transitions are atomic Lua scripts (`store_scripts.py`): a job starts only if
 it has not ended and its message is not stale; it ends at most once, and the
@@ -21,11 +25,12 @@ jobs expire after `job_ttl_s`; jobs that never end expire after a week.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -75,16 +80,38 @@ WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
-StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked"]
+StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked", "limited"]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A shared token bucket to take `cost` from: refilled at `rate_per_s` up to `size`.
+
+    `kind` is "rpm" (a request costs 1) or "tpm" (a request costs its tokens).
+    """
+
+    key: str
+    kind: Literal["rpm", "tpm"]
+    rate_per_s: float
+    size: float
+    cost: float
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What `JobStore.claim` found: its verdict, the job, and until when its vendor waits."""
+    """What `JobStore.claim` found: its verdict, the job, and what holds it back.
+
+    `blocked_until`: for "blocked", the time the vendor may be called again.
+    `wait_s` and `reserved`: for "limited", how long until the buckets hold
+    enough, and whether they were charged already (the job's next message then
+    runs without taking again).
+    """
 
     verdict: StartResult
     record: JobRecord | None = None
     blocked_until: float | None = None
+    wait_s: float = 0.0
+    reserved: bool = False
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -131,6 +158,18 @@ class Keys:
     def blocked(self, vendor: str) -> str:
         """Until when a vendor asked everyone to wait (its Retry-After)."""
         return f"{self.prefix}:vendor:{vendor}:blocked"
+
+    def limit(self, vendor: str, kind: str) -> str:
+        """The vendor-wide token bucket of `kind` (rpm or tpm)."""
+        return f"{self.prefix}:limit:{vendor}:all:{kind}"
+
+    def model_limit(self, vendor: str, pattern: str, kind: str) -> str:
+        """The bucket of the vendor's models matching `pattern` (a digest: any text is safe)."""
+        return f"{self.prefix}:limit:{vendor}:model:{_digest(pattern)}:{kind}"
+
+    def tenant_limit(self, vendor: str, tenant: str, kind: str) -> str:
+        """One tenant's bucket on a vendor (a digest of the tenant: any text is safe)."""
+        return f"{self.prefix}:limit:{vendor}:tenant:{_digest(tenant)}:{kind}"
 
 
 class JobStore:
@@ -209,16 +248,30 @@ class JobStore:
 
     # --- transitions ---------------------------------------------------------------------
 
-    def claim(self, job_id: str, attempt: int, vendor: str) -> Claim:
+    def claim(
+        self,
+        job_id: str,
+        attempt: int,
+        vendor: str,
+        buckets: Sequence[Bucket] = (),
+        *,
+        horizon_s: float = 0.0,
+    ) -> Claim:
         """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
 
         It may when it has not ended, no newer message owns it, its deadline has not
-        passed and `vendor` is not cooling down; otherwise nothing is written and the
-        verdict says why. The record comes back with every verdict but "missing"
-        (without its history: `events` is empty).
+        passed, `vendor` is not cooling down and every bucket in `buckets` holds its
+        cost (then taken); otherwise nothing is written and the verdict says why,
+        except that a job that would have capacity within `horizon_s` is charged
+        now and told to wait ("limited", `reserved`): it holds that future moment,
+        so jobs waiting for a limit queue in order instead of racing. The record
+        comes back with every verdict but "missing" (without its history).
         """
         now = self.now()
         event = JobEvent(kind=JobEventKind.STARTED, at=_at(now), attempt=attempt, vendor=vendor)
+        bucket_args: list[Any] = []
+        for bucket in buckets:
+            bucket_args += [repr(bucket.rate_per_s), repr(bucket.size), repr(bucket.cost)]
         reply = self._claim(
             keys=[
                 self.keys.job(job_id),
@@ -226,8 +279,17 @@ class JobStore:
                 self.keys.stats(),
                 self.keys.histogram(QUEUE_WAIT),
                 self.keys.blocked(vendor),
+                *[bucket.key for bucket in buckets],
             ],
-            args=[attempt, repr(now), event.model_dump_json(), TERMINAL],
+            args=[
+                attempt,
+                repr(now),
+                event.model_dump_json(),
+                TERMINAL,
+                len(buckets),
+                repr(max(0.0, horizon_s)),
+                *bucket_args,
+            ],
         )
         verdict = cast("StartResult", _text(reply[0]))
         record = None
@@ -235,8 +297,21 @@ class JobStore:
             flat = reply[1]
             fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
             record = record_from_hash(job_id, fields, [])
+        if verdict == "limited":
+            return Claim(verdict, record, wait_s=float(reply[2]), reserved=_text(reply[3]) == "1")
         blocked_until = float(reply[2]) if len(reply) > 2 else None
         return Claim(verdict, record, blocked_until)
+
+    def peek(self, job_id: str) -> JobRecord:
+        """The job's record without its history, in one command.
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        fields = self.redis.hgetall(self.keys.job(job_id))
+        if not fields:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        return record_from_hash(job_id, _decoded(fields), [])
 
     def start(self, job_id: str, attempt: int, vendor: str) -> StartResult:
         """Mark the job running for message `attempt` (see `claim`); the verdict only."""
@@ -474,6 +549,11 @@ def _checked(job_id: str) -> str:
     if not valid_job_id(job_id):
         raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
     return job_id
+
+
+def _digest(text: str) -> str:
+    """A short, key-safe stand-in for free text (a tenant id, a model glob)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _at(epoch_s: float) -> datetime:

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from dispatcher.stats import BUCKET_BOUNDS_MS
 
-__all__ = ["APPEND", "BLOCK", "CLAIM", "FINISH", "RESCHEDULE"]
+__all__ = [
+    "ACQUIRE",
+    "ADJUST",
+    "APPEND",
+    "BLOCK",
+    "CLAIM",
+    "DRAIN",
+    "FINISH",
+    "RELEASE",
+    "RESCHEDULE",
+]
 
 
 def _lua_bounds() -> str:
@@ -52,6 +62,70 @@ local function reset_if_new_attempt(job, stream, channel, job_id, attempt)
 end
 """
 
+
+# Shared token buckets. Each is a hash {tokens, ts, reserved}: `tokens` refill at
+# `rate` per second up to `size`; `reserved` is what callers were charged in advance
+# and have not used yet (it is inside `tokens` too). A bucket absent is full.
+#
+# take(first_key, first_arg, n, now, horizon, paid) takes each bucket's cost from
+# KEYS[first_key .. first_key + n - 1], whose (rate, size, cost) triples start at
+# ARGV[first_arg]. A bucket must hold min(cost, size): a request larger than a bucket
+# waits for a full one and leaves it below zero. Returns the wait in seconds until
+# every bucket could pay (0: paid now) and whether the caller holds a charge:
+# - a new caller pays now, or in advance when the wait is within `horizon` (the
+#   buckets go below zero and `reserved` grows: the caller owns that future moment,
+#   and the next caller waits longer), or is not charged at all;
+# - a caller charged in advance (`paid`) may go when the buckets, not counting the
+#   charges made after its own, hold its need: its charge is then used up. When they
+#   do not (calls took more tokens than estimated), it waits again, still charged.
+# release(...) gives an unused advance charge back (a job that ended while waiting).
+_BUCKETS = """
+local function level(key, rate, size, now)
+  local state = redis.call('HMGET', key, 'tokens', 'ts', 'reserved')
+  local tokens = tonumber(state[1]) or size
+  local since = now - (tonumber(state[2]) or now)
+  return math.min(size, tokens + math.max(0, since) * rate), tonumber(state[3]) or 0
+end
+local function save(key, tokens, reserved, rate, size, now)
+  redis.call('HSET', key, 'tokens', string.format('%.6f', tokens),
+             'ts', string.format('%.6f', now), 'reserved', string.format('%.6f', reserved))
+  redis.call('EXPIRE', key, math.ceil((size - tokens) / rate) + 60)
+end
+local function take(first_key, first_arg, n, now, horizon, paid)
+  local tokens, reserved, wait = {}, {}, 0
+  for b = 0, n - 1 do
+    local a = first_arg + 3 * b
+    local rate, size, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    tokens[b], reserved[b] = level(KEYS[first_key + b], rate, size, now)
+    local have = tokens[b]
+    if paid then have = have + reserved[b] end
+    local need = math.min(cost, size)
+    -- A millionth of a token of slack: clock arithmetic must not refuse an exact refill.
+    if have + 1e-6 < need then wait = math.max(wait, (need - have) / rate) end
+  end
+  if wait > 0 and paid then return wait, true end
+  if wait > horizon then return wait, false end
+  for b = 0, n - 1 do
+    local a = first_arg + 3 * b
+    local rate, size, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local t, r = tokens[b], reserved[b]
+    if paid then r = math.max(0, r - cost)
+    elseif wait > 0 then t, r = t - cost, r + cost
+    else t = t - cost end
+    save(KEYS[first_key + b], t, r, rate, size, now)
+  end
+  return wait, true
+end
+local function release(first_key, first_arg, n, now)
+  for b = 0, n - 1 do
+    local a = first_arg + 3 * b
+    local rate, size, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local t, r = level(KEYS[first_key + b], rate, size, now)
+    save(KEYS[first_key + b], math.min(size, t + cost), math.max(0, r - cost), rate, size, now)
+  end
+end
+"""
+
 # KEYS: the vendor's blocked-until key.
 # ARGV: until (epoch s), time to live in ms.
 # Returns 1 when the block was set or lengthened, 0 when a later one already stood.
@@ -62,17 +136,22 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key.
-# ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses.
-# Returns {verdict, job hash as HGETALL gives it, blocked until}, the last two only
-# where they apply. Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an
-# older message), "late" (its deadline passed), "blocked" (the vendor asked everyone
-# to wait; with until when), or "ok": the job now runs for this message and the hash
-# is as the claim left it. Only "ok" writes anything. The first start also records
-# the job's queue wait, once, in the statistics. One round trip replaces a read, a
-# check of the vendor and a start: this runs once for every job.
+# KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
+#       then the token buckets to take from.
+# ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
+#       number of buckets, horizon (s), then (rate per s, size, cost) per bucket.
+# Returns {verdict, job hash as HGETALL gives it, ...}, the hash with every verdict but
+# "missing". Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an older
+# message), "late" (its deadline passed), "blocked" (the vendor asked everyone to
+# wait; then until when), "limited" (a bucket lacks capacity; then the wait in
+# seconds and "1" when the buckets were charged in advance for the job's next
+# message, "0" when not), or "ok": the job now runs for this message and the hash is
+# as the claim left it. Only "ok" and a charged "limited" write anything. The first
+# start also records the job's queue wait, once, in the statistics. One round trip
+# replaces a read, a check of the vendor and a start: this runs once for every job.
 CLAIM = (
     _ENDED
+    + _BUCKETS
     + "local BOUNDS_MS = "
     + _lua_bounds()
     + """
@@ -80,15 +159,31 @@ local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return {'missing'} end
 local job = {}
 for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
-if ended(job['status'], ARGV[4]) then return {'terminal', fields} end
+local now = tonumber(ARGV[2])
+local buckets = tonumber(ARGV[5])
+-- This message was charged in advance for the vendor's limits (an earlier claim).
+local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
+local function refuse(verdict, extra)
+  if paid then
+    release(6, 7, buckets, now)
+    redis.call('HDEL', KEYS[1], 'limit_paid')
+  end
+  return {verdict, fields, extra}
+end
+if ended(job['status'], ARGV[4]) then return refuse('terminal') end
 local attempt = tonumber(ARGV[1])
 if attempt < tonumber(job['attempt'] or '0') then return {'stale', fields} end
-local now = tonumber(ARGV[2])
-if job['deadline_at'] and now >= tonumber(job['deadline_at']) then
-  return {'late', fields}
-end
+if job['deadline_at'] and now >= tonumber(job['deadline_at']) then return refuse('late') end
 local blocked = redis.call('GET', KEYS[5])
-if blocked and tonumber(blocked) > now then return {'blocked', fields, blocked} end
+if blocked and tonumber(blocked) > now then return refuse('blocked', blocked) end
+if buckets > 0 then
+  local wait, holds = take(6, 7, buckets, now, tonumber(ARGV[6]), paid)
+  if wait > 0 then
+    if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
+    return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
+  end
+  if paid then redis.call('HDEL', KEYS[1], 'limit_paid') end
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if not job['started_at'] then
@@ -105,6 +200,66 @@ if not job['started_at'] then
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: token buckets.
+# ARGV: now (epoch s), horizon (s), "1" when the caller was charged in advance,
+#       then (rate per s, size, cost) per bucket.
+# Returns {wait in seconds, "1" when the caller holds a charge (paid now, or in advance)}.
+ACQUIRE = (
+    _BUCKETS
+    + """
+local wait, holds = take(1, 4, #KEYS, tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1')
+return {string.format('%.6f', wait), holds and '1' or '0'}
+"""
+)
+
+# KEYS: token buckets.
+# ARGV: now (epoch s), then (rate per s, size, cost) per bucket.
+# Gives back an advance charge that will not be used. Returns the number of buckets.
+RELEASE = (
+    _BUCKETS
+    + """
+release(1, 2, #KEYS, tonumber(ARGV[1]))
+return #KEYS
+"""
+)
+
+# KEYS: token buckets.
+# ARGV: now (epoch s), then (rate per s, size, tokens to take) per bucket; a negative
+#       amount gives tokens back (never above the size).
+# Settles a reservation with what was really used. Returns the number of buckets.
+ADJUST = (
+    _BUCKETS
+    + """
+local now = tonumber(ARGV[1])
+for b = 1, #KEYS do
+  local a = 2 + 3 * (b - 1)
+  local rate, size, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local tokens, reserved = level(KEYS[b], rate, size, now)
+  save(KEYS[b], math.min(size, tokens - amount), reserved, rate, size, now)
+end
+return #KEYS
+"""
+)
+
+# KEYS: token buckets.
+# ARGV: now (epoch s), then (rate per s, size, seconds) per bucket.
+# Leaves each bucket empty for at least `seconds` (a vendor's Retry-After): its tokens
+# become at most -rate x seconds. Draining twice for the same wait changes nothing,
+# so a burst of 429s does not stack their waits. Returns the number of buckets.
+DRAIN = (
+    _BUCKETS
+    + """
+local now = tonumber(ARGV[1])
+for b = 1, #KEYS do
+  local a = 2 + 3 * (b - 1)
+  local rate, size, seconds = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local tokens, reserved = level(KEYS[b], rate, size, now)
+  save(KEYS[b], math.min(tokens, -rate * seconds), reserved, rate, size, now)
+end
+return #KEYS
 """
 )
 

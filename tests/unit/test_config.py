@@ -527,8 +527,9 @@ ACCEPTED_TOP_LEVEL_KEYS = (
     "model_groups, retry_policy, routing_rules, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
-    "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, models, "
-    "prices, priority, rpm, stall_timeout_s, timeout_s, tpm, type, weight"
+    "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, model_limits, "
+    "models, prices, priority, rpm, rpm_burst, stall_timeout_s, tenant_limit, timeout_s, tpm, "
+    "tpm_burst, type, weight"
 )
 
 

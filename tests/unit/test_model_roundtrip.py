@@ -36,7 +36,7 @@ from dispatcher import (
     VendorState,
     VendorStats,
 )
-from dispatcher.config_schema import AuthConfig
+from dispatcher.config_schema import AuthConfig, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     CircuitState,
@@ -156,8 +156,12 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         priority=1,
         rpm=600,
         tpm=100_000,
+        rpm_burst=20,
+        model_limits={"llama-3-70b*": RateLimit(rpm=60, tpm_burst=None)},
+        tenant_limit=RateLimit(rpm=30, rpm_burst=5),
         prices={"llama-*": Price(input_per_mtok=0.1, output_per_mtok=0.2)},
     ),
+    RateLimit: RateLimit(rpm=120, tpm=40_000, rpm_burst=10, tpm_burst=8_000),
     RoutingCondition: RoutingCondition(model_pattern="gpt-4*", max_tokens=1000, user="t-*"),
     RoutingRule: RoutingRule(
         name="big", condition=RoutingCondition(temperature=0.5), vendor="openai", priority=3

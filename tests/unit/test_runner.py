@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fakeredis
 import pytest
 
 from dispatcher.config import Settings
-from dispatcher.config_schema import BackoffStrategy, RetryPolicy, VendorConfig
+from dispatcher.config_schema import BackoffStrategy, RateLimit, RetryPolicy, VendorConfig
 from dispatcher.errors import (
     BudgetExceeded,
     CircuitOpen,
@@ -48,9 +48,10 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.pricing import Price
+from dispatcher.ratelimit import vendor_buckets
 from dispatcher.router import route
 from dispatcher.runner import JobRunner, Outcome, call_vendor, retry_kind
-from dispatcher.store import JobStore
+from dispatcher.store import Bucket, JobStore
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 from dispatcher.vendors.mock import MockVendor
 
@@ -956,3 +957,136 @@ def test_retry_kind_maps_each_error_class_to_its_retry_policy_kind(
     error: DispatcherError, kind: str | None
 ) -> None:
     assert retry_kind(error) == kind
+
+
+# --- shared rate limits ------------------------------------------------------------------
+
+
+def limited_settings(**limits: Any) -> Settings:
+    """`make_settings()`, with openai limited as given (e.g. rpm=60, rpm_burst=1)."""
+    settings = make_settings()
+    openai = settings.vendors["openai"].model_copy(update=limits)
+    return settings.model_copy(update={"vendors": {**settings.vendors, "openai": openai}})
+
+
+def test_job_over_the_shared_limit_waits_for_its_reserved_moment_without_a_vendor_call(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        limited_settings(rpm=60, rpm_burst=1),  # one call a second
+        {"openai": [reply("openai", OPENAI_MODEL), reply("openai", OPENAI_MODEL, "second")]},
+    )
+    first, second, third = (world.submit(make_request(model=OPENAI_MODEL)) for _ in range(3))
+    assert world.runner.run(RunJob(first, vendor="openai")).kind == "succeeded"
+
+    waiting = world.runner.run(RunJob(second, vendor="openai"))
+    later = world.runner.run(RunJob(third, vendor="openai"))
+
+    nxt = RunJob(second, attempt=1, vendor="openai")
+    assert waiting == Outcome(
+        "rescheduled", "waiting 1.00 s for openai's shared rate limit", nxt, 1.0, "llm.openai"
+    )
+    assert (later.kind, later.delay_s) == ("rescheduled", 2.0)  # in line behind the second
+    assert world.vendors["openai"].calls == [OPENAI_MODEL]
+    record = world.record(second)
+    assert (record.status, record.attempts, record.started_at) == (JobStatus.QUEUED, 0, None)
+    assert event_kinds(record) == [JobEventKind.QUEUED, JobEventKind.RETRY]
+    assert counter(world, "v:openai:limit_waits") == counter(world, "t:limit_waits") == 2
+    assert counter(world, "t:retries") == 0
+
+    # At its moment the second job runs on what it already paid for: it takes nothing more.
+    world.clock.advance(1.0)
+    assert world.runner.run(nxt) == Outcome("succeeded", "openai")
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
+    fourth = world.submit(make_request(model=OPENAI_MODEL))
+    assert world.runner.run(RunJob(fourth, vendor="openai")).delay_s == 2.0
+
+
+def test_job_whose_deadline_comes_before_capacity_fails_as_rate_limited(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        limited_settings(rpm=60, rpm_burst=1), {"openai": [reply("openai", OPENAI_MODEL)]}
+    )
+    first = world.submit(make_request(model=OPENAI_MODEL))
+    hurried = world.submit(make_request(model=OPENAI_MODEL, timeout_s=0.5))
+    assert world.runner.run(RunJob(first, vendor="openai")).kind == "succeeded"
+
+    outcome = world.runner.run(RunJob(hurried, vendor="openai"))
+
+    assert outcome.kind == "failed"
+    assert outcome.errors == ["rate_limited"]
+    assert outcome.detail == (
+        "openai's shared rate limit has no capacity before the job's deadline (next in 1.0 s)"
+    )
+    assert world.sent == []
+    # Nothing was reserved for it: the next job is next in line.
+    third = world.submit(make_request(model=OPENAI_MODEL))
+    assert world.runner.run(RunJob(third, vendor="openai")).delay_s == 1.0
+
+
+def test_a_tenants_own_limit_holds_it_back_while_another_tenant_runs(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        limited_settings(tenant_limit=RateLimit(rpm=60, rpm_burst=1)),
+        {"openai": [reply("openai", OPENAI_MODEL) for _ in range(3)]},
+    )
+    noisy = [world.submit(make_request(model=OPENAI_MODEL, user="noisy")) for _ in range(2)]
+    quiet = world.submit(make_request(model=OPENAI_MODEL, user="quiet"))
+
+    outcomes = [world.runner.run(RunJob(j, vendor="openai")).kind for j in [*noisy, quiet]]
+
+    assert outcomes == ["succeeded", "rescheduled", "succeeded"]
+
+
+def test_the_reservation_is_settled_with_the_tokens_the_vendor_reported(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        limited_settings(tpm=6_000, tpm_burst=1_000),  # 100 tokens a second
+        {"openai": [reply("openai", OPENAI_MODEL, prompt_tokens=300, completion_tokens=200)]},
+    )
+    request = make_request(model=OPENAI_MODEL, max_tokens=50)
+    job_id = world.submit(request)
+
+    assert world.runner.run(RunJob(job_id, vendor="openai")).kind == "succeeded"
+
+    # 500 tokens used, whatever the estimate: 500 remain, so 1,000 are 5 s away.
+    bucket = Bucket(world.store.keys.limit("openai", "tpm"), "tpm", 100.0, 1_000.0, 1_000.0)
+    assert world.runner.limiter.acquire([bucket]).wait_s == pytest.approx(5.0)
+
+
+def test_a_429_with_retry_after_drains_the_vendors_buckets_for_that_long(
+    make_request: Callable[..., Request],
+) -> None:
+    limited = VendorRateLimited("slow down", retry_after_s=5.0, vendor="openai")
+    world = World(limited_settings(rpm=600), {"openai": [limited], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+
+    assert world.runner.run(RunJob(job_id, vendor="openai")).kind == "rescheduled"
+
+    bucket = vendor_buckets(world.store.keys, "openai", world.settings.vendors["openai"])[0]
+    probe = replace(bucket, cost=1.0)
+    assert world.runner.limiter.acquire([probe]).wait_s == pytest.approx(5.1)
+
+
+def test_a_job_cancelled_while_it_waits_for_capacity_gives_its_charge_back(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        limited_settings(rpm=60, rpm_burst=1), {"openai": [reply("openai", OPENAI_MODEL)]}
+    )
+    first, waiting = (world.submit(make_request(model=OPENAI_MODEL)) for _ in range(2))
+    assert world.runner.run(RunJob(first, vendor="openai")).kind == "succeeded"
+    nxt = world.runner.run(RunJob(waiting, vendor="openai")).next_message
+    assert nxt is not None
+    assert world.store.cancel(waiting)
+
+    world.clock.advance(1.0)
+    assert world.runner.run(nxt) == Outcome("skipped", "already cancelled")
+
+    # The slot it held is free again: the next job runs at once.
+    third = world.submit(make_request(model=OPENAI_MODEL))
+    world.vendors["openai"].script.append(reply("openai", OPENAI_MODEL))
+    assert world.runner.run(RunJob(third, vendor="openai")).kind == "succeeded"
