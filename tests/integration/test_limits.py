@@ -1,0 +1,116 @@
+"""Shared rate limits hold across worker processes: real workers, private Redis, HTTP vendor.
+
+Two `celery worker` processes take jobs for one stand-in vendor with a limit;
+the stand-in records when each request arrived. Over a 30 s window, what
+reached the vendor must stay within the limit plus its burst, and use at
+least 90 % of the limit (the backlog is always there to use it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import JobStatus, Message, Request
+from producer import Client
+from tests.integration.stack import Stack, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-limits-test-0123456789abcdef"
+WINDOW_S = 30.0
+# Buckets count a call when its job is claimed; the request reaches the stand-in a few
+# ms later, the first ones up to a few hundred ms later (they open connections). So a
+# window timed by arrivals may hold up to this much more time's worth of the rate.
+ARRIVAL_SPREAD_S = 0.5
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path) as running:
+        yield running
+
+
+def limited_client(stack: Stack, **limits: Any) -> Client:
+    """A client, and two workers, for one OpenAI-format stand-in vendor with `limits`."""
+    stack.configure(
+        {
+            "vendors": {
+                "primary": {
+                    "type": "openai",
+                    "base_url": "{url}/v1",
+                    "models": ["gpt-*"],
+                    "api_key": "${OPENAI_API_KEY}",
+                    **limits,
+                }
+            },
+            "default_vendor": "primary",
+        },
+        OPENAI_API_KEY=KEY,
+    )
+    stack.start_worker(["llm.primary"], concurrency=20, name="w1")
+    stack.start_worker(["llm.primary"], concurrency=20, name="w2")
+    with stack.environment():
+        return Client.from_env()
+
+
+def arrivals_in_window(stack: Stack, jobs: int) -> list[float]:
+    """When requests reached the vendor during the WINDOW_S after the first one."""
+    first = wait_for(lambda: stack.received(), 30, "the first request at the vendor")[0]["at"]
+    end = first + WINDOW_S
+    wait_for(lambda: time.time() > end + 0.5, WINDOW_S + 5, "the window to pass")
+    times = [r["at"] for r in stack.received()]
+    assert len(times) < jobs, "the backlog ran dry: the limit was never the bound"
+    return [t for t in times if first <= t < end]
+
+
+def tasks_run_by(stack: Stack) -> list[int]:
+    return [w.log_text().count("dispatch.run_job[") for w in stack.workers]
+
+
+def test_two_workers_share_a_600_rpm_limit(stack: Stack) -> None:
+    client = limited_client(stack, rpm=600, rpm_burst=60)
+    jobs = 600
+    request = Request(model="gpt-4o-mini", messages=[Message(role="user", content="hi")])
+    ids = [client.submit(request) for _ in range(jobs)]
+
+    arrived = arrivals_in_window(stack, jobs)
+
+    limit = 600 * WINDOW_S / 60.0  # 300
+    spread = 600 * ARRIVAL_SPREAD_S / 60.0  # 5
+    print(f"600 rpm, 2 workers: {len(arrived)} requests in {WINDOW_S:g} s (limit {limit:g} + 60)")
+    assert 0.9 * limit <= len(arrived) <= limit + 60 + spread
+    assert all(count > 0 for count in tasks_run_by(stack)), "both workers should take jobs"
+    # Jobs held back wait in the queue's own records, never failing for it.
+    states = {client.get(job_id).status for job_id in ids}
+    assert JobStatus.FAILED not in states
+
+
+def test_two_workers_share_a_tpm_limit_settled_with_the_reported_usage(stack: Stack) -> None:
+    # 100 one-letter words: the estimate is 54 prompt tokens + max_tokens 10 = 64, but the
+    # stand-in counts 100 prompt tokens + 10 completion tokens = 110. Only settling each
+    # call with the reported usage keeps the tokens that reach the vendor within the limit.
+    client = limited_client(stack, tpm=3_000, tpm_burst=500)
+    jobs = 600
+    request = Request(
+        model="gpt-4o-mini",
+        messages=[Message(role="user", content="a " * 100)],
+        max_tokens=10,
+    )
+    ids = [client.submit(request) for _ in range(jobs)]
+
+    arrived = arrivals_in_window(stack, jobs)
+
+    done = next(r for r in map(client.get, ids) if r.status is JobStatus.SUCCEEDED)
+    assert done.usage is not None
+    per_call = done.usage.total_tokens
+    assert per_call == 110
+    used = len(arrived) * per_call
+    limit = 3_000 * WINDOW_S / 60.0  # 1,500 tokens
+    spread = 3_000 * ARRIVAL_SPREAD_S / 60.0
+    print(f"3,000 tpm, 2 workers: {used} tokens in {WINDOW_S:g} s (limit {limit:g} + 500)")
+    assert 0.9 * limit <= used <= limit + 500 + spread + per_call
