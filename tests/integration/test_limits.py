@@ -60,7 +60,7 @@ def limited_client(stack: Stack, **limits: Any) -> Client:
 
 def arrivals_in_window(stack: Stack, jobs: int) -> list[float]:
     """When requests reached the vendor during the WINDOW_S after the first one."""
-    first = wait_for(lambda: stack.received(), 30, "the first request at the vendor")[0]["at"]
+    first = wait_for(stack.received, 30, "the first request at the vendor")[0]["at"]
     end = first + WINDOW_S
     wait_for(lambda: time.time() > end + 0.5, WINDOW_S + 5, "the window to pass")
     times = [r["at"] for r in stack.received()]
