@@ -53,6 +53,7 @@ from pydantic_settings import (
 from dispatcher.config_file import Unresolved, expand_variables, read_config_file
 from dispatcher.config_schema import (
     TYPES_NEEDING_BASE_URL,
+    CircuitBreaker,
     CostOptimization,
     HttpUrlText,
     LatencyOptimization,
@@ -192,6 +193,7 @@ class Settings(BaseSettings):
     default_vendor: VendorName | None = None
     fallback_vendor: VendorName | None = None
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     cost_optimization: CostOptimization = Field(default_factory=CostOptimization)
     latency_optimization: LatencyOptimization = Field(default_factory=LatencyOptimization)
 

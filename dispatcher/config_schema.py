@@ -26,6 +26,7 @@ from dispatcher.pricing import Price
 __all__ = [
     "AuthConfig",
     "BackoffStrategy",
+    "CircuitBreaker",
     "CostOptimization",
     "LatencyOptimization",
     "RateLimit",
@@ -352,6 +353,29 @@ class RetryPolicy(StrictModel):
                 f"initial_delay_s ({self.initial_delay_s})"
             )
         return self
+
+
+# The seed's defaults: five failures in a row open a vendor's circuit for 30 s.
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_RESET_TIMEOUT_S = 30.0
+
+
+class CircuitBreaker(StrictModel):
+    """When a vendor's shared circuit opens, and how long until one probe may try it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    failure_threshold: int = Field(
+        default=DEFAULT_FAILURE_THRESHOLD,
+        ge=1,
+        description="Failures in a row (5xx, 529, timeouts, broken streams) that open it.",
+    )
+    reset_timeout_s: float = Field(
+        default=DEFAULT_RESET_TIMEOUT_S,
+        gt=0.0,
+        description="How long it stays open before one probe call may go (half-open).",
+    )
 
 
 class CostOptimization(StrictModel):

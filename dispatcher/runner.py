@@ -37,6 +37,7 @@ from typing import Literal
 from dispatcher.backoff import retry_delay_s
 from dispatcher.celery_config import max_scheduled_wait_s
 from dispatcher.config import Settings
+from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
     CircuitOpen,
     DispatcherError,
@@ -48,6 +49,7 @@ from dispatcher.errors import (
 )
 from dispatcher.messages import RunJob
 from dispatcher.models import (
+    CircuitState,
     Deployment,
     FinishReason,
     JobEvent,
@@ -60,7 +62,7 @@ from dispatcher.models import (
 from dispatcher.models import Response as VendorResponse
 from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
 from dispatcher.router import queue_for
-from dispatcher.store import Bucket, Claim, JobStore
+from dispatcher.store import Bucket, CircuitCheck, Claim, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
@@ -72,6 +74,10 @@ __all__ = [
     "call_vendor",
     "retry_kind",
 ]
+
+# How long a circuit's count of failures in a row outlives its last failure: a
+# vendor that failed a few times an hour ago starts afresh.
+CIRCUIT_MEMORY_S = 300.0
 
 # Sends a message to a queue: (message, queue, priority, countdown in seconds).
 SendMessage = Callable[[RunJob, str, int, float], None]
@@ -132,6 +138,7 @@ class JobRunner:
         self.rng = rng or random.Random()
         self.max_wait_s = max_scheduled_wait_s(settings)
         self.limiter = RateLimiter(store.redis, now=now)
+        self.breaker = settings.circuit_breaker
 
     def run(self, message: RunJob) -> Outcome:
         """Run one attempt of a job, as the message says."""
@@ -149,8 +156,11 @@ class JobRunner:
         job is read first: two round trips instead of one.
         """
         config = self.vendors[message.vendor].config
+        circuit = self._circuit_check(config)
         if not config.is_limited:
-            claim = self.store.claim(message.job_id, message.attempt, message.vendor)
+            claim = self.store.claim(
+                message.job_id, message.attempt, message.vendor, circuit=circuit
+            )
             return self._after_claim(message, claim, [])
         record = record or self.store.peek(message.job_id)
         deployments = record.route.deployments if record.route else []
@@ -164,9 +174,29 @@ class JobRunner:
         if record.deadline_at is not None:
             horizon = min(horizon, record.deadline_at.timestamp() - self.now())
         claim = self.store.claim(
-            message.job_id, message.attempt, message.vendor, buckets, horizon_s=horizon
+            message.job_id,
+            message.attempt,
+            message.vendor,
+            buckets,
+            horizon_s=horizon,
+            circuit=circuit,
         )
         return self._after_claim(message, claim, buckets)
+
+    def _circuit_check(self, config: VendorConfig) -> CircuitCheck | None:
+        """What the claim needs to honour circuits, or None when breakers are off."""
+        if not self.breaker.enabled:
+            return None
+        return CircuitCheck(self.breaker.reset_timeout_s, config.timeout)
+
+    def _cooling(self, vendors: list[str]) -> dict[str, float]:
+        """Vendors that may not be called now (Retry-After, open circuit), with until when."""
+        blocked = self.store.blocked_until(vendors)
+        if self.breaker.enabled:
+            for vendor, view in self.store.circuits(vendors, self.breaker.reset_timeout_s).items():
+                if view.state is CircuitState.OPEN:
+                    blocked[vendor] = max(blocked.get(vendor, 0.0), view.until)
+        return blocked
 
     def _run_unnamed(self, message: RunJob) -> Outcome:
         """A message naming no vendor (an older version's) or one this worker lacks.
@@ -231,12 +261,17 @@ class JobRunner:
                 job_id=record.job_id,
             )
             return self._fail(record, message.vendor, wrong)
-        if claim.verdict == "blocked":
-            blocked = self.store.blocked_until(
-                [d.vendor for d in deployments[message.deployment + 1 :]]
-            )
+        if claim.verdict in ("blocked", "open"):
+            blocked = self._cooling([d.vendor for d in deployments[message.deployment + 1 :]])
             blocked[message.vendor] = claim.blocked_until or self.now()
-            return self._avoid_cooling_vendors(record, message, deployments, deadline, blocked)
+            reason = (
+                f"{message.vendor}'s circuit is open after repeated failures"
+                if claim.verdict == "open"
+                else f"{message.vendor} is cooling down after a rate limit"
+            )
+            return self._avoid_cooling_vendors(
+                record, message, deployments, deadline, blocked, reason=reason
+            )
         if claim.verdict == "limited":
             return self._wait_for_capacity(record, message, claim, deadline)
         return None
@@ -300,6 +335,7 @@ class JobRunner:
             response=response,
             total_ms=max(0.0, total_ms),
             stream=record.request.stream,
+            close_circuit=self.breaker.enabled,
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)
 
@@ -320,6 +356,9 @@ class JobRunner:
             if vendor in self.vendors:
                 limit = vendor_buckets(self.store.keys, vendor, self.vendors[vendor].config)
                 self.limiter.drain(limit, error.retry_after_s)
+        if self.breaker.enabled and isinstance(error, VendorUnavailable | VendorTimeout):
+            keep_s = int(max(CIRCUIT_MEMORY_S, 4 * self.breaker.reset_timeout_s))
+            self.store.trip(vendor, self.breaker.failure_threshold, keep_s)
         policy = self.settings.retry_policy
         if not error.retryable:
             return self._fail(record, vendor, error)
@@ -361,6 +400,8 @@ class JobRunner:
         deployments: Sequence[Deployment],
         deadline: float | None,
         blocked: Mapping[str, float],
+        *,
+        reason: str,
     ) -> Outcome:
         """Where the job goes when the message's vendor is cooling down (in `blocked`).
 
@@ -371,7 +412,6 @@ class JobRunner:
         current = deployments[message.deployment].vendor
         free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
         if free is not None:
-            reason = f"{current} is cooling down after a rate limit"
             return self._reroute(record, message, deployments, free, reason)
         # Every remaining deployment is cooling down: wait for the first to recover.
         index = min(remaining, key=lambda i: blocked[deployments[i].vendor])

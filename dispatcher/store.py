@@ -13,7 +13,10 @@ configured prefix (`llmd` by default):
 | `{p}:hist:queue_wait`             | hash   | queue wait histogram                         |
 | `{p}:vendor:{vendor}:blocked`     | string | the time until which a vendor asked us to wait |
 | `{p}:limit:{vendor}:{scope}:{kind}` | hash | a shared token bucket (`tokens`, `ts`)     |
+| `{p}:circuit:{vendor}`            | hash   | the vendor's breaker (absent: closed)        |
 
+A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
+and `probe_until` (while its one half-open probe is under way).
 A bucket's kind is `rpm` or `tpm`; its scope `all` (the vendor), `model:{digest}`
 (a model pattern's limit) or `tenant:{digest}` (one tenant's), digests of the text.
 
@@ -40,6 +43,7 @@ import redis
 from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
 from dispatcher.models import (
+    CircuitState,
     JobError,
     JobEvent,
     JobEventKind,
@@ -61,7 +65,7 @@ from dispatcher.stats import (
     build_stats,
     finish_increments,
 )
-from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
+from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE, TRIP
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
@@ -80,7 +84,7 @@ WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
-StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked", "limited"]
+StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked", "open", "limited"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,15 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class CircuitCheck:
+    """What a claim needs to honour the vendor's circuit: how long it stays open, and
+    how long the one probe call may take before another may try."""
+
+    reset_timeout_s: float
+    probe_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Claim:
     """What `JobStore.claim` found: its verdict, the job, and what holds it back.
 
@@ -112,6 +125,14 @@ class Claim:
     blocked_until: float | None = None
     wait_s: float = 0.0
     reserved: bool = False
+
+
+@dataclass(frozen=True)
+class CircuitView:
+    """A circuit as callers see it now: open until `until`, or half-open (a probe may go)."""
+
+    state: CircuitState
+    until: float
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -159,6 +180,10 @@ class Keys:
         """Until when a vendor asked everyone to wait (its Retry-After)."""
         return f"{self.prefix}:vendor:{vendor}:blocked"
 
+    def circuit(self, vendor: str) -> str:
+        """The vendor's shared circuit breaker."""
+        return f"{self.prefix}:circuit:{vendor}"
+
     def limit(self, vendor: str, kind: str) -> str:
         """The vendor-wide token bucket of `kind` (rpm or tpm)."""
         return f"{self.prefix}:limit:{vendor}:all:{kind}"
@@ -191,6 +216,7 @@ class JobStore:
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
         self._block = client.register_script(BLOCK)
+        self._trip = client.register_script(TRIP)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -256,6 +282,7 @@ class JobStore:
         buckets: Sequence[Bucket] = (),
         *,
         horizon_s: float = 0.0,
+        circuit: CircuitCheck | None = None,
     ) -> Claim:
         """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
 
@@ -279,6 +306,7 @@ class JobStore:
                 self.keys.stats(),
                 self.keys.histogram(QUEUE_WAIT),
                 self.keys.blocked(vendor),
+                self.keys.circuit(vendor),
                 *[bucket.key for bucket in buckets],
             ],
             args=[
@@ -288,6 +316,8 @@ class JobStore:
                 TERMINAL,
                 len(buckets),
                 repr(max(0.0, horizon_s)),
+                repr(circuit.reset_timeout_s) if circuit else "",
+                repr(circuit.probe_timeout_s) if circuit else "0",
                 *bucket_args,
             ],
         )
@@ -299,7 +329,7 @@ class JobStore:
             record = record_from_hash(job_id, fields, [])
         if verdict == "limited":
             return Claim(verdict, record, wait_s=float(reply[2]), reserved=_text(reply[3]) == "1")
-        blocked_until = float(reply[2]) if len(reply) > 2 else None
+        blocked_until = float(reply[2]) if len(reply) > 2 and reply[2] is not None else None
         return Claim(verdict, record, blocked_until)
 
     def peek(self, job_id: str) -> JobRecord:
@@ -345,10 +375,12 @@ class JobStore:
         total_ms: float | None = None,
         event_reason: str | None = None,
         stream: bool = False,
+        close_circuit: bool = False,
     ) -> bool:
         """End the job, at most once; False when it had already ended (nothing written).
 
-        A streaming job (`stream`) also gets its one terminal stream event here.
+        A streaming job (`stream`) also gets its one terminal stream event here;
+        `close_circuit` (a success) closes `vendor`'s circuit in the same step.
         """
         if not status.is_terminal:
             raise ValueError(f"finish needs a terminal status, not {status}")
@@ -385,7 +417,8 @@ class JobStore:
         channel = self.keys.channel(job_id) if stream else ""
         terminal = _terminal_stream_body(job_id, status, response, error)
         args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
-        args += [channel, terminal, job_id]
+        closes = close_circuit and vendor is not None
+        args += [channel, terminal, job_id, "1" if closes else "0"]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
@@ -397,6 +430,8 @@ class JobStore:
             self.keys.stream(job_id),
             *[key for key, _ in histograms],
         ]
+        if closes:
+            keys.append(self.keys.circuit(cast("str", vendor)))
         return bool(self._finish(keys=keys, args=args))
 
     def cancel(self, job_id: str) -> bool:
@@ -445,6 +480,36 @@ class JobStore:
         self._block(
             keys=[self.keys.blocked(vendor)], args=[repr(until), max(1, int(seconds * 1000))]
         )
+
+    def trip(self, vendor: str, failure_threshold: int, keep_s: int) -> str:
+        """Count a failed call against `vendor`'s circuit; the state it is left in."""
+        now = self.now()
+        state = self._trip(
+            keys=[self.keys.circuit(vendor)], args=[repr(now), failure_threshold, max(1, keep_s)]
+        )
+        return _text(state)
+
+    def circuits(self, vendors: list[str], reset_timeout_s: float) -> dict[str, CircuitView]:
+        """The circuits among `vendors` that are not closed, as callers should see them now."""
+        if not vendors:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for vendor in vendors:
+            pipe.hmget(self.keys.circuit(vendor), "state", "opened_at", "probe_until")
+        now = self.now()
+        found: dict[str, CircuitView] = {}
+        for vendor, (state, opened, probing) in zip(vendors, pipe.execute(), strict=True):
+            if state is None:
+                continue
+            reopen = float(opened or 0) + reset_timeout_s
+            busy = float(probing or 0)
+            if now < reopen:
+                found[vendor] = CircuitView(CircuitState.OPEN, reopen)
+            elif now < busy:
+                found[vendor] = CircuitView(CircuitState.OPEN, busy)  # its probe is under way
+            else:
+                found[vendor] = CircuitView(CircuitState.HALF_OPEN, now)
+        return found
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""

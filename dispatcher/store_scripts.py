@@ -19,6 +19,7 @@ __all__ = [
     "FINISH",
     "RELEASE",
     "RESCHEDULE",
+    "TRIP",
 ]
 
 
@@ -137,18 +138,23 @@ return 1
 """
 
 # KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
-#       then the token buckets to take from.
+#       the vendor's circuit, then the token buckets to take from.
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
-#       number of buckets, horizon (s), then (rate per s, size, cost) per bucket.
+#       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
+#       breakers are off), how long a probe may take (s), then (rate per s, size,
+#       cost) per bucket.
 # Returns {verdict, job hash as HGETALL gives it, ...}, the hash with every verdict but
 # "missing". Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an older
 # message), "late" (its deadline passed), "blocked" (the vendor asked everyone to
-# wait; then until when), "limited" (a bucket lacks capacity; then the wait in
-# seconds and "1" when the buckets were charged in advance for the job's next
+# wait; then until when), "open" (the vendor's circuit is open, or half-open with its
+# one probe under way; then until when), "limited" (a bucket lacks capacity; then the
+# wait in seconds and "1" when the buckets were charged in advance for the job's next
 # message, "0" when not), or "ok": the job now runs for this message and the hash is
-# as the claim left it. Only "ok" and a charged "limited" write anything. The first
-# start also records the job's queue wait, once, in the statistics. One round trip
-# replaces a read, a check of the vendor and a start: this runs once for every job.
+# as the claim left it; when the circuit was due for a probe, this call is the probe
+# (the circuit is half-open until it ends). Only "ok" and a charged "limited" write
+# anything, but for giving back an unused advance charge. The first start also
+# records the job's queue wait, once, in the statistics. One round trip replaces a
+# read, the checks of the vendor and a start: this runs once for every job.
 CLAIM = (
     _ENDED
     + _BUCKETS
@@ -165,7 +171,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(6, 7, buckets, now)
+    release(7, 9, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -176,13 +182,28 @@ if attempt < tonumber(job['attempt'] or '0') then return {'stale', fields} end
 if job['deadline_at'] and now >= tonumber(job['deadline_at']) then return refuse('late') end
 local blocked = redis.call('GET', KEYS[5])
 if blocked and tonumber(blocked) > now then return refuse('blocked', blocked) end
+local probe = false
+if ARGV[7] ~= '' then
+  local circuit = redis.call('HMGET', KEYS[6], 'state', 'opened_at', 'probe_until')
+  if circuit[1] == 'open' or circuit[1] == 'half_open' then
+    local reopen = tonumber(circuit[2]) + tonumber(ARGV[7])
+    if now < reopen then return refuse('open', string.format('%.6f', reopen)) end
+    local busy = tonumber(circuit[3] or '0')
+    if now < busy then return refuse('open', string.format('%.6f', busy)) end
+    probe = true
+  end
+end
 if buckets > 0 then
-  local wait, holds = take(6, 7, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(7, 9, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
   end
   if paid then redis.call('HDEL', KEYS[1], 'limit_paid') end
+end
+if probe then
+  redis.call('HSET', KEYS[6], 'state', 'half_open',
+             'probe_until', string.format('%.6f', now + tonumber(ARGV[8])))
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -202,6 +223,27 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
+
+# KEYS: the vendor's circuit.
+# ARGV: now (epoch s), failures in a row that open it, seconds to keep it after its
+#       last change.
+# Records a failed call (5xx, 529, timeout, broken stream): the circuit opens when the
+# failures in a row reach the threshold, or at once when the failed call was the
+# half-open probe. Returns the state it is left in.
+TRIP = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'open' then return 'open' end
+local opens = state == 'half_open'
+if not opens then
+  opens = redis.call('HINCRBY', KEYS[1], 'failures', 1) >= tonumber(ARGV[2])
+end
+if opens then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[1], 'failures', 0)
+  redis.call('HDEL', KEYS[1], 'probe_until')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return opens and 'open' or 'closed'
+"""
 
 # KEYS: token buckets.
 # ARGV: now (epoch s), horizon (s), "1" when the caller was charged in advance,
@@ -311,10 +353,12 @@ return seq
 """
 )
 
-# KEYS: job hash, events list, done list, stats hash, stream buffer, then histogram hashes.
+# KEYS: job hash, events list, done list, stats hash, stream buffer, then histogram
+#       hashes, then (when ARGV[8] is "1") the vendor's circuit.
 # ARGV: new status, event JSON, ttl seconds, terminal statuses,
 #       channel ("" for a job that does not stream), the terminal stream event's
-#       body (JSON without its "{"), job id,
+#       body (JSON without its "{"), job id, "1" to close the vendor's circuit
+#       (a success: the failures in a row start again from none),
 #       number of hash field/value pairs N, the N pairs,
 #       number of stats pairs M, the M field/amount pairs,
 #       then one bucket name per histogram key.
@@ -330,7 +374,9 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if ended(status, ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-local i = 8
+local closes = ARGV[8] == '1'
+if closes then redis.call('DEL', KEYS[#KEYS]) end
+local i = 9
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
@@ -339,7 +385,7 @@ local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-for k = 6, #KEYS do
+for k = 6, #KEYS - (closes and 1 or 0) do
   redis.call('HINCRBY', KEYS[k], ARGV[i], 1); i = i + 1
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])

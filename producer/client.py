@@ -29,7 +29,7 @@ from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, err
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from dispatcher.models import JobRecord, JobStatus, Request, Response, Stats, StreamEvent
 from dispatcher.problems import describe
-from dispatcher.router import LiveState, route
+from dispatcher.router import LiveState, VendorState, route
 from dispatcher.store import JobStore
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
@@ -67,6 +67,8 @@ REDIS_MAX_CONNECTIONS = 256
 REDIS_POOL_WAIT_S = 10.0
 # Must exceed the store's wait slice (`WAIT_SLICE_S`), or every blocked wait would time out.
 REDIS_SOCKET_TIMEOUT_S = 5.0
+# How stale the vendors' circuit states a submit routes by may be: one read a second.
+LIVE_STATE_TTL_S = 1.0
 # A dead or unreachable Redis fails in seconds with a clear error, not a hang.
 REDIS_CONNECT_TIMEOUT_S = 3.0
 
@@ -168,6 +170,7 @@ class Client:
         redis_client: redis.Redis | None = None,
         send: Send | None = None,
         rng: random.Random | None = None,
+        live_state_ttl_s: float | None = None,
     ) -> None:
         self.settings = settings
         self._owns_redis = redis_client is None
@@ -183,6 +186,9 @@ class Client:
             self._sender = send = CelerySender(settings)
         self._send = send
         self._rng = rng or random.Random()
+        self._live: LiveState | None = None
+        self._live_read_at = 0.0
+        self._live_ttl_s = LIVE_STATE_TTL_S if live_state_ttl_s is None else live_state_ttl_s
 
     @classmethod
     def from_env(cls) -> Client:
@@ -204,7 +210,7 @@ class Client:
             BudgetExceeded: every route is over the configured maximum cost.
         """
         checked = validated(request)
-        chosen = route(checked, self.settings, LiveState(), self._rng)
+        chosen = route(checked, self.settings, self._live_state(), self._rng)
         job_id = self.store.new_job_id()
         # One round trip, and MULTI/EXEC so a job is never half-written.
         pipe = self.redis.pipeline(transaction=True)
@@ -216,6 +222,25 @@ class Client:
             self._fail_unsent(job_id, chosen.queue, exc)
             raise
         return job_id
+
+    def _live_state(self) -> LiveState:
+        """Every vendor's circuit as workers left it, read at most every LIVE_STATE_TTL_S.
+
+        The router then skips open circuits; a submit pays for the read once a second.
+        """
+        now = time.monotonic()
+        if self._live is None or now - self._live_read_at >= self._live_ttl_s:
+            breaker = self.settings.circuit_breaker
+            circuits = (
+                self.store.circuits(list(self.settings.enabled_vendors()), breaker.reset_timeout_s)
+                if breaker.enabled
+                else {}
+            )
+            self._live = LiveState(
+                vendors={name: VendorState(circuit=view.state) for name, view in circuits.items()}
+            )
+            self._live_read_at = now
+        return self._live
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record as it is now.

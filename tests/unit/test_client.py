@@ -20,6 +20,7 @@ import producer.cli
 import producer.client
 from dispatcher import (
     ConfigError,
+    Deployment,
     InvalidRequest,
     JobCancelled,
     JobNotFound,
@@ -137,6 +138,7 @@ def test_submit_validates_a_dict_and_routes_to_its_preferred_vendor(
 def test_submit_takes_one_redis_round_trip(
     client: Client, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    client.submit(request_dict())  # also reads the vendors' circuits: once a second at most
     trips: list[str] = []
     execute = redis.client.Pipeline.execute
     monkeypatch.setattr(fake_redis, "execute_command", lambda *a, **k: trips.append(a[0]))
@@ -145,6 +147,38 @@ def test_submit_takes_one_redis_round_trip(
     )
     client.submit(request_dict())
     assert trips == ["pipeline"]
+
+
+def test_submit_routes_around_a_vendor_whose_circuit_workers_opened(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, sender: Recorder, worker: JobStore
+) -> None:
+    grouped = settings.model_copy(
+        update={
+            "model_groups": {
+                "smart": [
+                    Deployment(vendor="openai", model="gpt-4o"),
+                    Deployment(vendor="anthropic", model="claude-3-5-sonnet-latest"),
+                ]
+            }
+        }
+    )
+    client = Client(grouped, redis_client=fake_redis, send=sender, live_state_ttl_s=0.0)
+    assert sender.sent == []
+    first = client.submit(request_dict(model="smart"))
+
+    assert worker.trip("openai", failure_threshold=1, keep_s=60) == "open"
+    second = client.submit(request_dict(model="smart"))
+
+    assert [(m.job_id, queue) for m, queue, _ in sender.sent] == [
+        (first, "llm.openai"),
+        (second, "llm.anthropic"),
+    ]
+    route = client.get(second).route
+    assert route is not None
+    assert (route.vendor, route.reason) == (
+        "anthropic",
+        "first available member of the model group",
+    )
 
 
 def test_an_invalid_request_names_every_field_and_writes_and_sends_nothing(

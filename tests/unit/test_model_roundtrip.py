@@ -36,7 +36,7 @@ from dispatcher import (
     VendorState,
     VendorStats,
 )
-from dispatcher.config_schema import AuthConfig, RateLimit
+from dispatcher.config_schema import AuthConfig, CircuitBreaker, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     CircuitState,
@@ -162,6 +162,7 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         prices={"llama-*": Price(input_per_mtok=0.1, output_per_mtok=0.2)},
     ),
     RateLimit: RateLimit(rpm=120, tpm=40_000, rpm_burst=10, tpm_burst=8_000),
+    CircuitBreaker: CircuitBreaker(enabled=True, failure_threshold=3, reset_timeout_s=12.5),
     RoutingCondition: RoutingCondition(model_pattern="gpt-4*", max_tokens=1000, user="t-*"),
     RoutingRule: RoutingRule(
         name="big", condition=RoutingCondition(temperature=0.5), vendor="openai", priority=3

@@ -19,7 +19,13 @@ import fakeredis
 import pytest
 
 from dispatcher.config import Settings
-from dispatcher.config_schema import BackoffStrategy, RateLimit, RetryPolicy, VendorConfig
+from dispatcher.config_schema import (
+    BackoffStrategy,
+    CircuitBreaker,
+    RateLimit,
+    RetryPolicy,
+    VendorConfig,
+)
 from dispatcher.errors import (
     BudgetExceeded,
     CircuitOpen,
@@ -37,6 +43,7 @@ from dispatcher.errors import (
 )
 from dispatcher.messages import RunJob
 from dispatcher.models import (
+    CircuitState,
     Deployment,
     FinishReason,
     HealthStatus,
@@ -51,7 +58,7 @@ from dispatcher.pricing import Price
 from dispatcher.ratelimit import vendor_buckets
 from dispatcher.router import route
 from dispatcher.runner import JobRunner, Outcome, call_vendor, retry_kind
-from dispatcher.store import Bucket, JobStore
+from dispatcher.store import Bucket, CircuitCheck, CircuitView, JobStore
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 from dispatcher.vendors.mock import MockVendor
 
@@ -1090,3 +1097,167 @@ def test_a_job_cancelled_while_it_waits_for_capacity_gives_its_charge_back(
     third = world.submit(make_request(model=OPENAI_MODEL))
     world.vendors["openai"].script.append(reply("openai", OPENAI_MODEL))
     assert world.runner.run(RunJob(third, vendor="openai")).kind == "succeeded"
+
+
+# --- circuit breakers -------------------------------------------------------------------
+
+
+def breaker_settings(threshold: int = 2, reset_s: float = 30.0) -> Settings:
+    """`make_settings()` with no retries, so every failure moves on at once."""
+    return make_settings(fixed_policy(max_retries=0)).model_copy(
+        update={
+            "circuit_breaker": CircuitBreaker(failure_threshold=threshold, reset_timeout_s=reset_s)
+        }
+    )
+
+
+def test_failures_in_a_row_open_the_circuit_and_later_jobs_go_straight_to_the_fallback(
+    smart_request: Request,
+) -> None:
+    world = World(
+        breaker_settings(threshold=2),
+        {
+            "openai": [server_error(), server_error()],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL) for _ in range(3)],
+        },
+    )
+    jobs = [world.submit(smart_request) for _ in range(3)]
+    for job_id in jobs[:2]:
+        outcomes = world.run_to_end(RunJob(job_id, vendor="openai"))
+        assert [o.kind for o in outcomes] == ["rescheduled", "succeeded"]
+
+    outcome = world.runner.run(RunJob(jobs[2], vendor="openai"))
+
+    assert outcome.kind == "rescheduled"
+    assert outcome.detail == "openai's circuit is open after repeated failures"
+    assert outcome.queue == "llm.anthropic"
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]  # not a third time
+    assert world.store.circuits(["openai", "anthropic"], 30.0) == {
+        "openai": CircuitView(CircuitState.OPEN, START_S + 30.0)
+    }
+
+
+def test_a_success_between_failures_keeps_the_circuit_closed(smart_request: Request) -> None:
+    world = World(
+        breaker_settings(threshold=2),
+        {
+            "openai": [server_error(), reply("openai", OPENAI_MODEL), server_error()],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL) for _ in range(2)],
+        },
+    )
+    for _ in range(3):
+        world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+
+    assert world.store.circuits(["openai"], 30.0) == {}
+
+
+def test_after_the_reset_timeout_one_probe_goes_and_its_success_closes_the_circuit(
+    smart_request: Request,
+) -> None:
+    world = World(
+        breaker_settings(threshold=1, reset_s=10.0),
+        {
+            "openai": [
+                server_error(),
+                reply("openai", OPENAI_MODEL),
+                reply("openai", OPENAI_MODEL),
+            ],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL)],
+        },
+    )
+    world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))  # opens it
+    world.clock.advance(10.0)
+    probe, other = world.submit(smart_request), world.submit(smart_request)
+
+    # The probe is claimed; while it is under way nobody else may call the vendor.
+    check = CircuitCheck(reset_timeout_s=10.0, probe_timeout_s=60.0)
+    probe_claim = world.store.claim(probe, 0, "openai", circuit=check)
+    other_claim = world.store.claim(other, 0, "openai", circuit=check)
+    assert (probe_claim.verdict, other_claim.verdict) == ("ok", "open")
+    assert other_claim.blocked_until == START_S + 10.0 + 60.0
+    assert world.store.circuits(["openai"], 10.0)["openai"].state is CircuitState.OPEN
+
+    # The probe's success closes the circuit for everyone.
+    response = reply("openai", OPENAI_MODEL)
+    assert world.store.finish(
+        probe, JobStatus.SUCCEEDED, vendor="openai", response=response, close_circuit=True
+    )
+    assert world.store.circuits(["openai"], 10.0) == {}
+    assert world.runner.run(RunJob(other, vendor="openai")).kind == "succeeded"
+
+
+def test_the_runner_sends_the_probe_when_the_reset_timeout_has_passed(
+    smart_request: Request,
+) -> None:
+    world = World(
+        breaker_settings(threshold=1, reset_s=10.0),
+        {
+            "openai": [server_error(), reply("openai", OPENAI_MODEL)],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL), reply("anthropic", ANTHROPIC_MODEL)],
+        },
+    )
+    world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))  # opens it
+    world.clock.advance(5.0)
+    early = world.runner.run(RunJob(world.submit(smart_request), vendor="openai"))
+    world.clock.advance(5.0)
+
+    probe = world.runner.run(RunJob(world.submit(smart_request), vendor="openai"))
+
+    assert early.queue == "llm.anthropic"  # still open: the fallback serves it
+    assert probe == Outcome("succeeded", "openai")
+    assert world.store.circuits(["openai"], 10.0) == {}
+
+
+def test_a_failed_probe_opens_the_circuit_again_for_a_whole_reset_timeout(
+    smart_request: Request,
+) -> None:
+    world = World(
+        breaker_settings(threshold=3, reset_s=10.0),
+        {
+            "openai": [server_error()] * 4,
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL) for _ in range(4)],
+        },
+    )
+    for _ in range(3):
+        world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+    world.clock.advance(10.0)
+
+    outcomes = world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+
+    assert [o.kind for o in outcomes] == ["rescheduled", "succeeded"]  # probe failed: fallback
+    assert world.store.circuits(["openai"], 10.0) == {
+        "openai": CircuitView(CircuitState.OPEN, START_S + 20.0)
+    }
+
+
+def test_auth_and_rate_limit_errors_do_not_count_against_the_circuit(
+    smart_request: Request,
+) -> None:
+    limited = VendorRateLimited("slow down", vendor="openai", status_code=429)
+    denied = VendorAuthError("bad key", vendor="openai", status_code=401)
+    world = World(
+        breaker_settings(threshold=1),
+        {"openai": [limited, denied], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
+    )
+    world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+    world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+
+    assert world.store.circuits(["openai"], 30.0) == {}
+
+
+def test_with_breakers_off_failures_never_open_a_circuit(smart_request: Request) -> None:
+    settings = breaker_settings(threshold=1).model_copy(
+        update={"circuit_breaker": CircuitBreaker(enabled=False, failure_threshold=1)}
+    )
+    world = World(
+        settings,
+        {
+            "openai": [server_error(), server_error()],
+            "anthropic": [reply("anthropic", ANTHROPIC_MODEL)] * 2,
+        },
+    )
+    for _ in range(2):
+        world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
+
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
+    assert world.store.circuits(["openai"], 30.0) == {}
