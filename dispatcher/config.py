@@ -125,6 +125,7 @@ FILE_FIELDS = (
     "default_vendor",
     "fallback_vendor",
     "retry_policy",
+    "circuit_breaker",
     "cost_optimization",
     "latency_optimization",
 )

@@ -114,3 +114,62 @@ def test_two_workers_share_a_tpm_limit_settled_with_the_reported_usage(stack: St
     spread = 3_000 * ARRIVAL_SPREAD_S / 60.0
     print(f"3,000 tpm, 2 workers: {used} tokens in {WINDOW_S:g} s (limit {limit:g} + 500)")
     assert 0.9 * limit <= used <= limit + 500 + spread + per_call
+
+
+def test_a_circuit_opens_after_failures_sends_traffic_to_the_fallback_and_a_probe_closes_it(
+    stack: Stack,
+) -> None:
+    stack.configure(
+        {
+            "vendors": {
+                "primary": {
+                    "type": "openai",
+                    "base_url": "{url}/v1",
+                    "models": ["gpt-*"],
+                    "api_key": "${OPENAI_API_KEY}",
+                    "headers": {"x-fake-fault": "500@3"},  # its first three calls fail
+                },
+                "backup": {
+                    "type": "openai_compatible",
+                    "base_url": "{url}/v1",
+                    "api_key": "${OPENAI_API_KEY}",
+                },
+            },
+            "model_groups": {
+                "smart": [
+                    {"vendor": "primary", "model": "gpt-4o"},
+                    {"vendor": "backup", "model": "llama-3-70b"},
+                ]
+            },
+            "default_vendor": "primary",
+            "retry_policy": {"max_retries": 0},
+            "circuit_breaker": {"failure_threshold": 3, "reset_timeout_s": 3},
+        },
+        OPENAI_API_KEY=KEY,
+    )
+    stack.start_worker(["llm.primary", "llm.backup"], concurrency=4)
+    with stack.environment():
+        client = Client.from_env()
+    smart = Request(model="smart", messages=[Message(role="user", content="hi")])
+
+    def calls_to_primary() -> int:
+        # Both vendors are the stand-in's OpenAI endpoint; only primary sends the fault header.
+        return sum(1 for r in stack.received() if "x-fake-fault" in r["headers"])
+
+    # Three failures in a row on primary, each answered by the fallback, open its circuit.
+    assert [client.send(smart, timeout_s=20).vendor for _ in range(3)] == ["backup"] * 3
+    assert calls_to_primary() == 3
+    opened_at = time.time()
+
+    # While it is open, jobs go to the fallback without a call to primary.
+    assert [client.send(smart, timeout_s=20).vendor for _ in range(3)] == ["backup"] * 3
+    assert calls_to_primary() == 3
+
+    # After the reset timeout one job is the half-open probe; its success closes the circuit.
+    wait_for(lambda: time.time() > opened_at + 3.5, 10, "the reset timeout to pass")
+    preferring = smart.model_copy(update={"model": "gpt-4o", "vendor": "primary"})
+    assert client.send(preferring, timeout_s=20).vendor == "primary"
+    assert calls_to_primary() == 4
+    closed_at = time.time()
+    wait_for(lambda: time.time() > closed_at + 1.1, 5, "the producer's view to refresh")
+    assert client.send(smart, timeout_s=20).vendor == "primary"
