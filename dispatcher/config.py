@@ -82,6 +82,8 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
 MIN_VISIBILITY_TIMEOUT_S = 2
 
 Seconds = Annotated[float, Field(gt=0.0)]
+# A probe costs the vendor one cheap request; twice a minute notices an outage quickly.
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 30.0
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
@@ -163,6 +165,12 @@ class Settings(BaseSettings):
         default=DEFAULT_VISIBILITY_TIMEOUT_S,
         ge=MIN_VISIBILITY_TIMEOUT_S,
         validation_alias="LLMDISPATCH_VISIBILITY_TIMEOUT_S",
+    )
+    health_check_interval_s: float = Field(
+        default=DEFAULT_HEALTH_CHECK_INTERVAL_S,
+        ge=0.0,
+        validation_alias="LLMDISPATCH_HEALTH_CHECK_INTERVAL_S",
+        description="How often workers probe their vendors (one worker per vendor); 0: never.",
     )
 
     openai_api_key: SecretStr | None = None

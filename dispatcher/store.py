@@ -14,6 +14,8 @@ configured prefix (`llmd` by default):
 | `{p}:vendor:{vendor}:blocked`     | string | the time until which a vendor asked us to wait |
 | `{p}:limit:{vendor}:{scope}:{kind}` | hash | a shared token bucket (`tokens`, `ts`)     |
 | `{p}:circuit:{vendor}`            | hash   | the vendor's breaker (absent: closed)        |
+| `{p}:vendor:{vendor}:health`      | string | the last health check (JSON `Health`)        |
+| `{p}:vendor:{vendor}:health_turn` | string | held by the worker probing it this interval  |
 
 A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
 and `probe_until` (while its one half-open probe is under way).
@@ -66,6 +68,7 @@ from dispatcher.stats import (
     finish_increments,
 )
 from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE, TRIP
+from dispatcher.vendors.base import Health
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
@@ -179,6 +182,14 @@ class Keys:
     def blocked(self, vendor: str) -> str:
         """Until when a vendor asked everyone to wait (its Retry-After)."""
         return f"{self.prefix}:vendor:{vendor}:blocked"
+
+    def health(self, vendor: str) -> str:
+        """The vendor's last health check."""
+        return f"{self.prefix}:vendor:{vendor}:health"
+
+    def health_turn(self, vendor: str) -> str:
+        """Taken by the one worker that probes the vendor in an interval."""
+        return f"{self.prefix}:vendor:{vendor}:health_turn"
 
     def circuit(self, vendor: str) -> str:
         """The vendor's shared circuit breaker."""
@@ -510,6 +521,27 @@ class JobStore:
             else:
                 found[vendor] = CircuitView(CircuitState.HALF_OPEN, now)
         return found
+
+    def take_health_turn(self, vendor: str, interval_s: float) -> bool:
+        """True for the one caller that should probe `vendor` in this interval."""
+        ttl_ms = max(1, int(interval_s * 1000))
+        return bool(self.redis.set(self.keys.health_turn(vendor), "1", nx=True, px=ttl_ms))
+
+    def save_health(self, vendor: str, health: Health, ttl_s: float) -> None:
+        """Record a probe's result; it is forgotten (unknown health) after `ttl_s`."""
+        ttl_ms = max(1, int(ttl_s * 1000))
+        self.redis.set(self.keys.health(vendor), health.model_dump_json(), px=ttl_ms)
+
+    def health(self, vendors: list[str]) -> dict[str, Health]:
+        """The last health check of each of `vendors` that has a recent one."""
+        if not vendors:
+            return {}
+        values = self.redis.mget([self.keys.health(v) for v in vendors])
+        return {
+            vendor: Health.model_validate_json(value)
+            for vendor, value in zip(vendors, values, strict=True)
+            if value is not None
+        }
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""

@@ -27,7 +27,16 @@ from dispatcher.celery_config import celery_priority, celery_settings
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
 from dispatcher.messages import RUN_JOB_TASK, RunJob
-from dispatcher.models import JobRecord, JobStatus, Request, Response, Stats, StreamEvent
+from dispatcher.models import (
+    CircuitState,
+    HealthStatus,
+    JobRecord,
+    JobStatus,
+    Request,
+    Response,
+    Stats,
+    StreamEvent,
+)
 from dispatcher.problems import describe
 from dispatcher.router import LiveState, VendorState, route
 from dispatcher.store import JobStore
@@ -224,20 +233,28 @@ class Client:
         return job_id
 
     def _live_state(self) -> LiveState:
-        """Every vendor's circuit as workers left it, read at most every LIVE_STATE_TTL_S.
+        """Every vendor's circuit and last health check, read at most every LIVE_STATE_TTL_S.
 
-        The router then skips open circuits; a submit pays for the read once a second.
+        The router then skips open circuits and unhealthy vendors; a submit pays for
+        the read once a second.
         """
         now = time.monotonic()
         if self._live is None or now - self._live_read_at >= self._live_ttl_s:
+            names = list(self.settings.enabled_vendors())
             breaker = self.settings.circuit_breaker
             circuits = (
-                self.store.circuits(list(self.settings.enabled_vendors()), breaker.reset_timeout_s)
-                if breaker.enabled
-                else {}
+                self.store.circuits(names, breaker.reset_timeout_s) if breaker.enabled else {}
             )
+            health = self.store.health(names)
             self._live = LiveState(
-                vendors={name: VendorState(circuit=view.state) for name, view in circuits.items()}
+                vendors={
+                    name: VendorState(
+                        health=health[name].status if name in health else HealthStatus.UNKNOWN,
+                        circuit=circuits[name].state if name in circuits else CircuitState.CLOSED,
+                    )
+                    for name in names
+                    if name in circuits or name in health
+                }
             )
             self._live_read_at = now
         return self._live

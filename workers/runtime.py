@@ -6,6 +6,8 @@ configuration file, then shared by every task thread of that process.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -18,6 +20,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
+from dispatcher.health import HealthMonitor
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from dispatcher.runner import JobRunner, call_vendor
 from dispatcher.store import JobStore
@@ -72,6 +75,7 @@ class WorkerRuntime:
         self.runner = JobRunner(
             settings, self.store, self.vendors, call=self.call_vendor, send=self.send
         )
+        self._health: concurrent.futures.Future[None] | None = None
 
     @staticmethod
     def _http_client(config: Any) -> httpx.AsyncClient:
@@ -112,6 +116,15 @@ class WorkerRuntime:
                 await writer.drain(job_id, attempt)
 
         return self.loop.run(call_and_drain())
+
+    def start_health_checks(self) -> bool:
+        """Probe this worker's vendors on a schedule, on the event loop; False when off."""
+        interval = self.settings.health_check_interval_s
+        if interval <= 0 or not self.vendors or self._health is not None:
+            return False
+        monitor = HealthMonitor(self.store, self.vendors, interval)
+        self._health = asyncio.run_coroutine_threadsafe(monitor.run_forever(), self.loop.loop)
+        return True
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.signals import worker_ready
+
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from workers.app import app
 from workers.runtime import runtime
@@ -19,3 +21,9 @@ def run_job(
     message = RunJob.from_args(job_id, attempt, deployment, retry, vendor)
     outcome = runtime(app).runner.run(message)
     return {"outcome": outcome.kind, "detail": outcome.detail[:200]}
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def start_health_checks(**_: Any) -> None:
+    """Once the worker is ready, probe its vendors on a schedule (not on the first job)."""
+    runtime(app).start_health_checks()

@@ -18,7 +18,9 @@ Request header `x-fake-fault` (comma-separated) injects faults: `429`, `500`,
 `midstream-error` (half the events, then the vendor's in-stream error). A
 trailing `@N` (`429@1`) applies the fault to the first N requests carrying
 that exact header value. `GET /__requests` lists what was received;
-`POST /__reset` clears it.
+`POST /__reset` clears it. `POST /__models_status/<code>[?x-vendor=<v>]` makes
+the model lists (what health checks call) answer with that status from then on
+(only to requests whose `x-vendor` header is `<v>`, when given).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -75,6 +78,10 @@ class FakeVendors:
     def __init__(self) -> None:
         self.requests: list[Json] = []
         self._fault_uses: Counter[str] = Counter()
+        # What the model lists (the vendors' health-check endpoints) answer, and how often.
+        self.models_status = HTTPStatus.OK
+        self.models_status_for: str | None = None
+        self.models_calls = 0
         self.app = web.Application()
         routes = [
             web.post("/v1/chat/completions", self.openai),
@@ -91,6 +98,7 @@ class FakeVendors:
             web.get("/api/tags", self.list_models),
             web.get("/__requests", self.dump_requests),
             web.post("/__reset", self.reset),
+            web.post("/__models_status/{status}", self.set_models_status),
         ]
         self.app.add_routes(routes)
 
@@ -133,7 +141,17 @@ class FakeVendors:
                 active.append(name)
         return active
 
+    async def set_models_status(self, request: web.Request) -> web.Response:
+        self.models_status = int(request.match_info["status"])
+        self.models_status_for = request.query.get("x-vendor")
+        return web.json_response({"ok": True})
+
     async def list_models(self, request: web.Request) -> web.Response:
+        self.models_calls += 1
+        targeted = self.models_status_for in (None, request.headers.get("x-vendor"))
+        if self.models_status != HTTPStatus.OK and targeted:
+            problem = {"error": {"message": "down for the test", "type": "server_error"}}
+            return web.json_response(problem, status=self.models_status)
         return web.json_response({"data": [], "models": []})
 
     # --- shared behaviour --------------------------------------------------------------

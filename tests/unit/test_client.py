@@ -32,7 +32,9 @@ from dispatcher import (
     VendorAuthError,
 )
 from dispatcher.messages import RunJob
+from dispatcher.models import HealthStatus
 from dispatcher.store import WAIT_SLICE_S, JobStore
+from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
 from producer.cli import app
 from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S, CelerySender
@@ -179,6 +181,21 @@ def test_submit_routes_around_a_vendor_whose_circuit_workers_opened(
         "anthropic",
         "first available member of the model group",
     )
+
+
+def test_submit_leaves_out_a_vendor_whose_last_health_check_was_unhealthy(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, sender: Recorder, worker: JobStore
+) -> None:
+    client = Client(settings, redis_client=fake_redis, send=sender, live_state_ttl_s=0.0)
+    down = Health(status=HealthStatus.UNHEALTHY, detail="could not reach the vendor")
+    worker.save_health("openai", down, ttl_s=60)
+
+    with pytest.raises(NoRoute, match="unhealthy at its last health check"):
+        client.submit(request_dict(vendor="openai", model="gpt-4o-mini"))
+
+    worker.save_health("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
+    client.submit(request_dict(vendor="openai", model="gpt-4o-mini"))
+    assert [queue for _, queue, _ in sender.sent] == ["llm.openai"]
 
 
 def test_an_invalid_request_names_every_field_and_writes_and_sends_nothing(

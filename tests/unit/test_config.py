@@ -523,8 +523,8 @@ def test_an_environment_value_with_yaml_syntax_stays_one_string(
 # --- every problem at once ----------------------------------------------------------------
 
 ACCEPTED_TOP_LEVEL_KEYS = (
-    "cost_optimization, default_vendor, fallback_vendor, latency_optimization, "
-    "model_groups, retry_policy, routing_rules, vendors"
+    "circuit_breaker, cost_optimization, default_vendor, fallback_vendor, "
+    "latency_optimization, model_groups, retry_policy, routing_rules, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
     "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, model_limits, "
