@@ -54,6 +54,7 @@ from dispatcher.models import (
 )
 from dispatcher.pricing import Price
 from dispatcher.router import LiveState, VendorState, route
+from dispatcher.status import VendorStatus
 
 __version__ = "0.1.0"
 
@@ -100,6 +101,7 @@ __all__ = [
     "VendorRateLimited",
     "VendorState",
     "VendorStats",
+    "VendorStatus",
     "VendorTimeout",
     "VendorType",
     "VendorUnavailable",

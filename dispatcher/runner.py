@@ -491,6 +491,7 @@ class JobRunner:
             to_attempt=nxt.attempt,
             event=event,
             counters=counters,
+            running_on=message.vendor,
         )
         return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
 

@@ -15,6 +15,8 @@ configured prefix (`llmd` by default):
 | `{p}:limit:{vendor}:{scope}:{kind}` | hash | a shared token bucket (`tokens`, `ts`)     |
 | `{p}:circuit:{vendor}`            | hash   | the vendor's breaker (absent: closed)        |
 | `{p}:vendor:{vendor}:health`      | string | the last health check (JSON `Health`)        |
+| `{p}:vendor:{vendor}:running`     | zset   | jobs running on it -> when they started      |
+| `{p}:vendor:{vendor}:minute:{m}`  | hash   | requests and tokens ended in minute `m`      |
 | `{p}:vendor:{vendor}:health_turn` | string | held by the worker probing it this interval  |
 
 A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
@@ -72,10 +74,15 @@ from dispatcher.vendors.base import Health
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
+    "Activity",
+    "Bucket",
+    "CircuitCheck",
+    "CircuitView",
     "Claim",
     "JobStore",
     "Keys",
     "StartResult",
+    "celery_queue_keys",
     "record_from_hash",
     "valid_job_id",
 ]
@@ -128,6 +135,28 @@ class Claim:
     blocked_until: float | None = None
     wait_s: float = 0.0
     reserved: bool = False
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A vendor's load now: messages waiting, calls running, the last minute's traffic."""
+
+    queue_depth: int
+    in_flight: int
+    requests_per_minute: float
+    tokens_per_minute: float
+
+
+# kombu's Redis transport keeps a queue's messages in one list per priority step:
+# the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
+# our Celery settings keep).
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def celery_queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
+    return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
 
 
 @dataclass(frozen=True)
@@ -190,6 +219,14 @@ class Keys:
     def health_turn(self, vendor: str) -> str:
         """Taken by the one worker that probes the vendor in an interval."""
         return f"{self.prefix}:vendor:{vendor}:health_turn"
+
+    def running(self, vendor: str) -> str:
+        """The jobs running on a vendor now, scored by when they started."""
+        return f"{self.prefix}:vendor:{vendor}:running"
+
+    def minute(self, vendor: str, minute: int) -> str:
+        """A vendor's requests and tokens in one minute (epoch seconds // 60)."""
+        return f"{self.prefix}:vendor:{vendor}:minute:{minute}"
 
     def circuit(self, vendor: str) -> str:
         """The vendor's shared circuit breaker."""
@@ -318,6 +355,7 @@ class JobStore:
                 self.keys.histogram(QUEUE_WAIT),
                 self.keys.blocked(vendor),
                 self.keys.circuit(vendor),
+                self.keys.running(vendor),
                 *[bucket.key for bucket in buckets],
             ],
             args=[
@@ -366,11 +404,20 @@ class JobStore:
         to_attempt: int,
         event: JobEvent,
         counters: list[tuple[str, float]] = (),  # type: ignore[assignment]
+        running_on: str = "",
     ) -> str:
-        """Record a retry or reroute and hand the job to message `to_attempt`."""
+        """Record a retry or reroute and hand the job to message `to_attempt`.
+
+        `running_on`: the vendor the ending attempt was for; the job leaves its running set.
+        """
         flat = [str(part) for pair in counters for part in pair]
         result = self._reschedule(
-            keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.stats()],
+            keys=[
+                self.keys.job(job_id),
+                self.keys.events(job_id),
+                self.keys.stats(),
+                self.keys.running(running_on),
+            ],
             args=[from_attempt, to_attempt, event.model_dump_json(), TERMINAL, *flat],
         )
         return _text(result)
@@ -429,20 +476,24 @@ class JobStore:
         terminal = _terminal_stream_body(job_id, status, response, error)
         args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
         closes = close_circuit and vendor is not None
+        tokens = usage.total_tokens if usage is not None else 0
         args += [channel, terminal, job_id, "1" if closes else "0"]
+        args += ["1" if vendor else "0", tokens]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
+        on = vendor or ""
         keys = [
             self.keys.job(job_id),
             self.keys.events(job_id),
             self.keys.done(job_id),
             self.keys.stats(),
             self.keys.stream(job_id),
+            self.keys.circuit(on),
+            self.keys.running(on),
+            self.keys.minute(on, int(now // 60)),
             *[key for key, _ in histograms],
         ]
-        if closes:
-            keys.append(self.keys.circuit(cast("str", vendor)))
         return bool(self._finish(keys=keys, args=args))
 
     def cancel(self, job_id: str) -> bool:
@@ -542,6 +593,37 @@ class JobStore:
             for vendor, value in zip(vendors, values, strict=True)
             if value is not None
         }
+
+    def activity(self, vendor: str, queue: str, running_since: float) -> Activity:
+        """What is happening on `vendor` now: queued, running, and its last minute's load.
+
+        `queue` is the vendor's Celery queue, whose messages kombu keeps in one Redis
+        list per priority step; jobs that started before `running_since` are taken
+        to be abandoned (their worker died) and are not counted as running.
+        """
+        now = self.now()
+        minute = int(now // 60)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in celery_queue_keys(queue):
+            pipe.llen(key)
+        pipe.zcount(self.keys.running(vendor), running_since, "+inf")
+        pipe.hgetall(self.keys.minute(vendor, minute))
+        pipe.hgetall(self.keys.minute(vendor, minute - 1))
+        *lengths, running, this_minute, last_minute = pipe.execute()
+        # A sliding minute: all of this one so far, and the rest of the last one.
+        weight = 1.0 - (now % 60) / 60.0
+
+        def per_minute(field: str) -> float:
+            current = float(_decoded(this_minute).get(field, 0))
+            previous = float(_decoded(last_minute).get(field, 0))
+            return current + previous * weight
+
+        return Activity(
+            queue_depth=sum(int(n) for n in lengths),
+            in_flight=int(running),
+            requests_per_minute=per_minute("requests"),
+            tokens_per_minute=per_minute("tokens"),
+        )
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""

@@ -127,6 +127,14 @@ local function release(first_key, first_arg, n, now)
 end
 """
 
+# What vendor_status reads: a running set per vendor (job id -> when it started)
+# and a hash per vendor and minute (requests, tokens). A job's id is the last part
+# of its hash's key. Entries a dead worker left behind drop out after a day.
+_ACTIVITY = """
+local RUNNING_KEEP_S = 86400
+local MINUTE_KEEP_S = 180
+"""
+
 # KEYS: the vendor's blocked-until key.
 # ARGV: until (epoch s), time to live in ms.
 # Returns 1 when the block was set or lengthened, 0 when a later one already stood.
@@ -138,7 +146,7 @@ return 1
 """
 
 # KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
-#       the vendor's circuit, then the token buckets to take from.
+#       the vendor's circuit, its running set, then the token buckets to take from.
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
 #       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
 #       breakers are off), how long a probe may take (s), then (rate per s, size,
@@ -158,6 +166,7 @@ return 1
 CLAIM = (
     _ENDED
     + _BUCKETS
+    + _ACTIVITY
     + "local BOUNDS_MS = "
     + _lua_bounds()
     + """
@@ -171,7 +180,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(7, 9, buckets, now)
+    release(8, 9, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -194,7 +203,7 @@ if ARGV[7] ~= '' then
   end
 end
 if buckets > 0 then
-  local wait, holds = take(7, 9, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(8, 9, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
@@ -220,6 +229,8 @@ if not job['started_at'] then
   redis.call('HINCRBY', KEYS[4], tostring(bucket), 1)
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[7], now, string.match(KEYS[1], '[^:]+$'))
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - RUNNING_KEEP_S)
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -305,7 +316,8 @@ return #KEYS
 """
 )
 
-# KEYS: job hash, events list, stats hash.
+# KEYS: job hash, events list, stats hash, the running set of the vendor the attempt
+#       was for.
 # ARGV: expected attempt, next attempt, event JSON, terminal statuses,
 #       then field/amount pairs to add to the stats hash.
 # Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
@@ -319,6 +331,7 @@ if not status then return 'missing' end
 if ended(status, ARGV[4]) then return 'terminal' end
 local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current > tonumber(ARGV[2]) then return 'stale' end
+redis.call('ZREM', KEYS[4], string.match(KEYS[1], '[^:]+$'))
 redis.call('RPUSH', KEYS[2], ARGV[3])
 for i = 5, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
@@ -353,12 +366,15 @@ return seq
 """
 )
 
-# KEYS: job hash, events list, done list, stats hash, stream buffer, then histogram
-#       hashes, then (when ARGV[8] is "1") the vendor's circuit.
+# KEYS: job hash, events list, done list, stats hash, stream buffer, the vendor's
+#       circuit, its running set and its current minute's counters, then histogram
+#       hashes. (With no vendor the three vendor keys are passed but not touched.)
 # ARGV: new status, event JSON, ttl seconds, terminal statuses,
 #       channel ("" for a job that does not stream), the terminal stream event's
 #       body (JSON without its "{"), job id, "1" to close the vendor's circuit
-#       (a success: the failures in a row start again from none),
+#       (a success: the failures in a row start again from none), "1" when the job
+#       ended on a vendor (it leaves the vendor's running set and counts in its
+#       minute), the tokens it used,
 #       number of hash field/value pairs N, the N pairs,
 #       number of stats pairs M, the M field/amount pairs,
 #       then one bucket name per histogram key.
@@ -369,14 +385,20 @@ return seq
 FINISH = (
     _ENDED
     + _STREAM_PRELUDE
+    + _ACTIVITY
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if ended(status, ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
-local closes = ARGV[8] == '1'
-if closes then redis.call('DEL', KEYS[#KEYS]) end
-local i = 9
+if ARGV[8] == '1' then redis.call('DEL', KEYS[6]) end
+if ARGV[9] == '1' then
+  redis.call('ZREM', KEYS[7], ARGV[7])
+  redis.call('HINCRBY', KEYS[8], 'requests', 1)
+  redis.call('HINCRBY', KEYS[8], 'tokens', tonumber(ARGV[10]))
+  redis.call('EXPIRE', KEYS[8], MINUTE_KEEP_S)
+end
+local i = 11
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
@@ -385,7 +407,7 @@ local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-for k = 6, #KEYS - (closes and 1 or 0) do
+for k = 9, #KEYS do
   redis.call('HINCRBY', KEYS[k], ARGV[i], 1); i = i + 1
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])

@@ -23,6 +23,7 @@ import redis.asyncio
 
 from dispatcher.config import Settings
 from dispatcher.models import JobRecord, Request, Response, Stats, StreamEvent
+from dispatcher.status import VendorStatus
 from dispatcher.store_async import AsyncJobReader
 from producer.client import (
     DEFAULT_WAIT_TIMEOUT_S,
@@ -143,6 +144,10 @@ class AsyncClient:
     async def stats(self) -> Stats:
         """Statistics of every job that ended, in total and per vendor."""
         return await asyncio.to_thread(self.sync.stats)
+
+    async def vendor_status(self) -> list[VendorStatus]:
+        """Each enabled vendor's status now; see `Client.vendor_status`."""
+        return await asyncio.to_thread(self.sync.vendor_status)
 
     def vendors(self) -> list[str]:
         """The names of the configured vendors that may receive traffic."""

@@ -31,6 +31,7 @@ from producer.cli_jobs import (
     get_command,
     send_command,
     stats_command,
+    status_command,
     stream_command,
     submit_command,
     wait_command,
@@ -95,6 +96,7 @@ app.command("wait")(wait_command)
 app.command("stream")(stream_command)
 app.command("cancel")(cancel_command)
 app.command("stats")(stats_command)
+app.command("status")(status_command)
 app.command("worker")(worker_command)
 app.command("flower")(flower_command)
 

@@ -16,7 +16,9 @@ import typer
 
 from dispatcher import JobRecord, Stats, VendorStats
 from dispatcher.models import StreamEvent, StreamEventType
+from dispatcher.status import VendorStatus
 from producer.cli_exit_codes import exit_codes
+from producer.cli_table import table
 from producer.client import DEFAULT_START_TIMEOUT_S, DEFAULT_WAIT_TIMEOUT_S, Client
 
 __all__ = [
@@ -159,6 +161,39 @@ def stats_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     typer.echo(stats.model_dump_json(indent=2) if as_json else _stats_text(stats))
 
 
+def status_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print each vendor's status: health, circuit, queue, in flight, traffic against limits."""
+    with exit_codes(), _client(ctx) as client:
+        statuses = client.vendor_status()
+    if as_json:
+        typer.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+    else:
+        typer.echo("\n".join(_status_lines(statuses)))
+
+
+def _status_lines(statuses: list[VendorStatus]) -> list[str]:
+    def limit(rate: float, cap: int | None) -> str:
+        return f"{rate:.0f}/{cap}" if cap is not None else f"{rate:.0f}"
+
+    rows = [list(_STATUS_HEADER)]
+    for s in statuses:
+        rows.append(
+            [
+                s.name,
+                s.health.value,
+                s.circuit.value,
+                str(s.queue_depth),
+                str(s.in_flight),
+                str(s.requests),
+                str(s.errors),
+                f"{s.avg_latency_ms:.0f}",
+                limit(s.requests_per_minute, s.rpm_limit),
+                limit(s.tokens_per_minute, s.tpm_limit),
+            ]
+        )
+    return table(rows) if statuses else ["no vendors are configured"]
+
+
 def _print_stream(events: Iterable[StreamEvent], *, as_json: bool) -> None:
     """Print each event as it comes: its text, or with `as_json` one JSON line.
 
@@ -249,6 +284,12 @@ def _record_text(record: JobRecord) -> str:
 _STATS_HEADER = ("vendor", "jobs", "ok %", "failed", "retries", "fallbacks", "p50 ms", "p95 ms")
 
 
+_STATUS_HEADER = (
+    "vendor", "health", "circuit", "queued", "in flight", "requests", "errors",
+    "avg ms", "rpm (now/limit)", "tpm (now/limit)",
+)  # fmt: skip
+
+
 def _stats_text(stats: Stats) -> str:
     def row(name: str, jobs: int, failed: int, of: Stats | VendorStats) -> list[str]:
         numbers = [jobs, f"{of.success_rate():.1f}", failed, of.retries, of.fallbacks]
@@ -257,13 +298,9 @@ def _stats_text(stats: Stats) -> str:
 
     rows = [list(_STATS_HEADER), row("(all)", stats.total_requests, stats.failed_requests, stats)]
     rows += [row(name, v.requests, v.failures, v) for name, v in sorted(stats.vendor_stats.items())]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_STATS_HEADER))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)) for r in rows
-    ]
     return "\n".join(
         [
-            *(line.rstrip() for line in lines),
+            *table(rows),
             f"cancelled {stats.cancelled_requests}; tokens {stats.prompt_tokens} in, "
             f"{stats.completion_tokens} out; cost ${stats.total_cost_usd:.6f}; queue wait "
             f"p50 {stats.p50_queue_wait_ms:.0f} ms, p95 {stats.p95_queue_wait_ms:.0f} ms",

@@ -39,6 +39,7 @@ from dispatcher.models import (
 )
 from dispatcher.problems import describe
 from dispatcher.router import LiveState, VendorState, route
+from dispatcher.status import VendorStatus, vendor_status
 from dispatcher.store import JobStore
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
@@ -335,6 +336,10 @@ class Client:
     def stats(self) -> Stats:
         """Statistics of every job that ended, in total and per vendor."""
         return self.store.stats()
+
+    def vendor_status(self) -> list[VendorStatus]:
+        """Each enabled vendor's status now: health, circuit, queue, in flight, traffic, limits."""
+        return vendor_status(self.store, self.settings)
 
     def vendors(self) -> list[str]:
         """The names of the configured vendors that may receive traffic."""

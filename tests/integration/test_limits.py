@@ -88,6 +88,12 @@ def test_two_workers_share_a_600_rpm_limit(stack: Stack) -> None:
     # Jobs held back wait in the queue's own records, never failing for it.
     states = {client.get(job_id).status for job_id in ids}
     assert JobStatus.FAILED not in states
+    # The dashboard's view of the same: traffic of the last minute against the limit.
+    (status,) = client.vendor_status()
+    assert (status.name, status.rpm_limit, status.errors) == ("primary", 600, 0)
+    assert 0.9 * limit <= status.requests_per_minute <= 600 + 60 + spread
+    assert status.requests >= len(arrived)
+    assert 0 <= status.in_flight <= 40
 
 
 def test_two_workers_share_a_tpm_limit_settled_with_the_reported_usage(stack: Stack) -> None:

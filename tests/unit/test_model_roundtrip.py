@@ -35,6 +35,7 @@ from dispatcher import (
     VendorConfig,
     VendorState,
     VendorStats,
+    VendorStatus,
 )
 from dispatcher.config_schema import AuthConfig, CircuitBreaker, RateLimit
 from dispatcher.errors import VendorRateLimited
@@ -163,6 +164,24 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     RateLimit: RateLimit(rpm=120, tpm=40_000, rpm_burst=10, tpm_burst=8_000),
     CircuitBreaker: CircuitBreaker(enabled=True, failure_threshold=3, reset_timeout_s=12.5),
+    VendorStatus: VendorStatus(
+        name="openai",
+        type="openai",
+        health=HealthStatus.DEGRADED,
+        health_detail="slow",
+        health_latency_ms=2_400.0,
+        health_checked_at=AT,
+        circuit=CircuitState.HALF_OPEN,
+        queue_depth=12,
+        in_flight=3,
+        requests=40,
+        errors=2,
+        avg_latency_ms=850.0,
+        requests_per_minute=31.5,
+        tokens_per_minute=9_000.0,
+        rpm_limit=600,
+        tpm_limit=None,
+    ),
     RoutingCondition: RoutingCondition(model_pattern="gpt-4*", max_tokens=1000, user="t-*"),
     RoutingRule: RoutingRule(
         name="big", condition=RoutingCondition(temperature=0.5), vendor="openai", priority=3
