@@ -179,3 +179,39 @@ def test_a_circuit_opens_after_failures_sends_traffic_to_the_fallback_and_a_prob
     closed_at = time.time()
     wait_for(lambda: time.time() > closed_at + 1.1, 5, "the producer's view to refresh")
     assert client.send(smart, timeout_s=20).vendor == "primary"
+
+
+def test_a_tenants_limit_holds_it_to_its_share_while_another_tenant_flows(stack: Stack) -> None:
+    client = limited_client(stack, tenant_limit={"rpm": 120, "rpm_burst": 5})  # 2 a second each
+    noisy = Request(
+        model="gpt-4o-mini", messages=[Message(role="user", content="hi")], user="noisy"
+    )
+    quiet = noisy.model_copy(update={"user": "quiet"})
+    noisy_ids = [client.submit(noisy) for _ in range(150)]
+
+    started = time.monotonic()
+    quiet_ids = [client.submit(quiet) for _ in range(5)]
+    for job_id in quiet_ids:
+        assert client.wait(job_id, timeout_s=20).content
+    quiet_s = time.monotonic() - started
+
+    window_s = 15.0
+    first = wait_for(
+        lambda: min(
+            (r.finished_at for r in map(client.get, noisy_ids) if r.finished_at), default=None
+        ),
+        20,
+        "the first of the noisy tenant's jobs to end",
+    )
+    end = first.timestamp() + window_s
+    wait_for(lambda: time.time() > end + 0.5, window_s + 5, "the window to pass")
+    ended = [r.finished_at for r in map(client.get, noisy_ids) if r.finished_at]
+    in_window = [t for t in ended if t.timestamp() < end]
+
+    print(
+        f"tenant limit 120 rpm: quiet's 5 jobs in {quiet_s:.2f} s; noisy {len(in_window)} in 15 s"
+    )
+    assert quiet_s < 5.0  # its own bucket was full: no waiting behind the noisy backlog
+    assert len(ended) < len(noisy_ids)  # the noisy backlog is still there
+    share = 120 * window_s / 60.0  # 30
+    assert 0.9 * share <= len(in_window) <= share + 5 + 120 * ARRIVAL_SPREAD_S / 60.0
