@@ -79,7 +79,7 @@ def cost(bench: Bench, calls: int) -> None:
     one, three = [bucket(0)], [bucket(i) for i in range(3)]
     rows = [
         ("PING (a bare round trip)", 1, per_call_us(client.ping, calls)),
-        ("EVALSHA 'return 1'", 1, per_call_us(lambda: nothing(), calls)),
+        ("EVALSHA 'return 1'", 1, per_call_us(nothing, calls)),
         ("RateLimiter.acquire, 1 bucket", 1, per_call_us(lambda: limiter.acquire(one), calls)),
         ("RateLimiter.acquire, 3 buckets", 1, per_call_us(lambda: limiter.acquire(three), calls)),
     ]
@@ -199,8 +199,8 @@ def accuracy(bench: Bench, workers: int, args: argparse.Namespace, mock: Arrival
         return (
             f"  {workers} workers: {arrived} requests in {args.window:g} s "
             f"(at most {allowed:g} allowed: {arrived / allowed:.3f} of it); after the burst "
-            f"{rate:.0f} rpm = {rate / args.rpm:.3f} of the {args.rpm} rpm limit; backlog {backlog}, "
-            f"{len(mock.times)} calls in all"
+            f"{rate:.0f} rpm = {rate / args.rpm:.3f} of the {args.rpm} rpm limit; "
+            f"backlog {backlog}, {len(mock.times)} calls in all"
         )
     finally:
         for worker in started:
@@ -226,7 +226,10 @@ def main() -> None:
     started = time.perf_counter()
     print(f"machine: {machine()}")
     try:
-        with tempfile.TemporaryDirectory(prefix="llmd-bench-") as tmp, running_bench(Path(tmp)) as bench:
+        with (
+            tempfile.TemporaryDirectory(prefix="llmd-bench-") as tmp,
+            running_bench(Path(tmp)) as bench,
+        ):
             cost(bench, args.calls)
             mock = Arrivals(args.latency)
             print(
