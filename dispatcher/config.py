@@ -57,6 +57,7 @@ from dispatcher.config_schema import (
     CostOptimization,
     HttpUrlText,
     LatencyOptimization,
+    LeastBusy,
     RetryPolicy,
     RoutingRule,
     VendorConfig,
@@ -130,6 +131,7 @@ FILE_FIELDS = (
     "circuit_breaker",
     "cost_optimization",
     "latency_optimization",
+    "least_busy",
 )
 
 
@@ -205,6 +207,7 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     cost_optimization: CostOptimization = Field(default_factory=CostOptimization)
     latency_optimization: LatencyOptimization = Field(default_factory=LatencyOptimization)
+    least_busy: LeastBusy = Field(default_factory=LeastBusy)
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

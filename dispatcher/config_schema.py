@@ -29,6 +29,7 @@ __all__ = [
     "CircuitBreaker",
     "CostOptimization",
     "LatencyOptimization",
+    "LeastBusy",
     "RateLimit",
     "RetryPolicy",
     "RoutingCondition",
@@ -390,6 +391,14 @@ class CostOptimization(StrictModel):
         default_factory=dict,
         description="USD per million tokens, for vendors without a price for the model.",
     )
+
+
+class LeastBusy(StrictModel):
+    """Prefer the vendor with the least work per unit of weight: queued plus running jobs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = False
 
 
 class LatencyOptimization(StrictModel):

@@ -327,12 +327,13 @@ def _tier(candidate: _Candidate) -> tuple[int, bool]:
 def _optimisation_key(
     settings: Settings,
 ) -> tuple[Callable[[_Candidate], tuple[float, ...]], str] | None:
-    """The sort key of the enabled optimisations, cheapest then fastest; None if off."""
+    """The sort key of the enabled optimisations: cheapest, fastest, least busy; None if off."""
     cost = settings.cost_optimization
     latency = settings.latency_optimization
     by_cost = cost.enabled and cost.prefer_cheap
     by_latency = latency.enabled and latency.prefer_fast
-    if not (by_cost or by_latency):
+    by_load = settings.least_busy.enabled
+    if not (by_cost or by_latency or by_load):
         return None
 
     def key(candidate: _Candidate) -> tuple[float, ...]:
@@ -345,11 +346,18 @@ def _optimisation_key(
             observed = candidate.state.latency_ms
             weight = latency.latency_weights.get(candidate.name, 1.0)
             parts.append(float("inf") if observed is None else observed * weight)
+        if by_load:
+            # Work waiting for or running on it, per unit of its weight (weight 0: last).
+            load = candidate.state.queue_depth + candidate.state.in_flight
+            weight = candidate.vendor.weight
+            parts.append(load / weight if weight > 0 else float("inf"))
         parts.append(float(candidate.impaired))
         return tuple(parts)
 
     label = " then ".join(
-        name for name, on in (("cheapest", by_cost), ("fastest", by_latency)) if on
+        name
+        for name, on in (("cheapest", by_cost), ("fastest", by_latency), ("least busy", by_load))
+        if on
     )
     return key, label
 

@@ -81,8 +81,10 @@ __all__ = [
     "Claim",
     "JobStore",
     "Keys",
+    "Load",
     "StartResult",
     "celery_queue_keys",
+    "latency_average_field",
     "record_from_hash",
     "valid_job_id",
 ]
@@ -147,11 +149,25 @@ class Activity:
     tokens_per_minute: float
 
 
+@dataclass(frozen=True)
+class Load:
+    """What routing by load and latency needs of a vendor."""
+
+    queue_depth: int
+    in_flight: int
+    latency_ms: float | None
+
+
 # kombu's Redis transport keeps a queue's messages in one list per priority step:
 # the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
 # our Celery settings keep).
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def latency_average_field(vendor: str) -> str:
+    """The stats hash field holding a vendor's moving average latency (ms)."""
+    return f"v:{vendor}:latency_ewma_ms"
 
 
 def celery_queue_keys(queue: str) -> list[str]:
@@ -479,6 +495,7 @@ class JobStore:
         tokens = usage.total_tokens if usage is not None else 0
         args += [channel, terminal, job_id, "1" if closes else "0"]
         args += ["1" if vendor else "0", tokens]
+        args += ["" if latency is None else repr(latency), latency_average_field(vendor or "")]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
@@ -624,6 +641,36 @@ class JobStore:
             requests_per_minute=per_minute("requests"),
             tokens_per_minute=per_minute("tokens"),
         )
+
+    def loads(
+        self, queues: Mapping[str, str], running_since: Mapping[str, float]
+    ) -> dict[str, Load]:
+        """Each vendor's queued and running jobs and moving average latency, in one round trip.
+
+        `queues` maps each vendor to its Celery queue; `running_since` to the start
+        before which a running job counts as abandoned.
+        """
+        vendors = list(queues)
+        if not vendors:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for vendor in vendors:
+            for key in celery_queue_keys(queues[vendor]):
+                pipe.llen(key)
+            pipe.zcount(self.keys.running(vendor), running_since[vendor], "+inf")
+        pipe.hmget(self.keys.stats(), [latency_average_field(v) for v in vendors])
+        *replies, averages = pipe.execute()
+        per_vendor = len(KOMBU_PRIORITY_STEPS) + 1
+        found = {}
+        for index, vendor in enumerate(vendors):
+            counts = replies[index * per_vendor : (index + 1) * per_vendor]
+            average = averages[index]
+            found[vendor] = Load(
+                queue_depth=sum(int(n) for n in counts[:-1]),
+                in_flight=int(counts[-1]),
+                latency_ms=float(average) if average is not None else None,
+            )
+        return found
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""

@@ -133,6 +133,9 @@ end
 _ACTIVITY = """
 local RUNNING_KEEP_S = 86400
 local MINUTE_KEEP_S = 180
+-- Each new latency moves a vendor's moving average a fifth of the way: about the
+-- last ten calls count.
+local LATENCY_EWMA_WEIGHT = 0.2
 """
 
 # KEYS: the vendor's blocked-until key.
@@ -374,7 +377,8 @@ return seq
 #       body (JSON without its "{"), job id, "1" to close the vendor's circuit
 #       (a success: the failures in a row start again from none), "1" when the job
 #       ended on a vendor (it leaves the vendor's running set and counts in its
-#       minute), the tokens it used,
+#       minute), the tokens it used, the vendor's latency in ms ("" when there is
+#       none) and the stats field of the vendor's moving average latency,
 #       number of hash field/value pairs N, the N pairs,
 #       number of stats pairs M, the M field/amount pairs,
 #       then one bucket name per histogram key.
@@ -397,8 +401,14 @@ if ARGV[9] == '1' then
   redis.call('HINCRBY', KEYS[8], 'requests', 1)
   redis.call('HINCRBY', KEYS[8], 'tokens', tonumber(ARGV[10]))
   redis.call('EXPIRE', KEYS[8], MINUTE_KEEP_S)
+  if ARGV[11] ~= '' then
+    local latency = tonumber(ARGV[11])
+    local average = tonumber(redis.call('HGET', KEYS[4], ARGV[12]) or '')
+    if average then latency = average + LATENCY_EWMA_WEIGHT * (latency - average) end
+    redis.call('HSET', KEYS[4], ARGV[12], string.format('%.3f', latency))
+  end
 end
-local i = 11
+local i = 13
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2

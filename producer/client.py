@@ -38,9 +38,9 @@ from dispatcher.models import (
     StreamEvent,
 )
 from dispatcher.problems import describe
-from dispatcher.router import LiveState, VendorState, route
+from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
-from dispatcher.store import JobStore
+from dispatcher.store import JobStore, Load
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
 if TYPE_CHECKING:
@@ -234,31 +234,43 @@ class Client:
         return job_id
 
     def _live_state(self) -> LiveState:
-        """Every vendor's circuit and last health check, read at most every LIVE_STATE_TTL_S.
+        """Every vendor's circuit, health and (when routing uses them) load and latency.
 
-        The router then skips open circuits and unhealthy vendors; a submit pays for
-        the read once a second.
+        Read at most every LIVE_STATE_TTL_S: the router then skips open circuits and
+        unhealthy vendors, and ranks by load or latency when configured to.
         """
         now = time.monotonic()
         if self._live is None or now - self._live_read_at >= self._live_ttl_s:
-            names = list(self.settings.enabled_vendors())
-            breaker = self.settings.circuit_breaker
-            circuits = (
-                self.store.circuits(names, breaker.reset_timeout_s) if breaker.enabled else {}
-            )
-            health = self.store.health(names)
-            self._live = LiveState(
-                vendors={
-                    name: VendorState(
-                        health=health[name].status if name in health else HealthStatus.UNKNOWN,
-                        circuit=circuits[name].state if name in circuits else CircuitState.CLOSED,
-                    )
-                    for name in names
-                    if name in circuits or name in health
-                }
-            )
+            self._live = self._read_live_state()
             self._live_read_at = now
         return self._live
+
+    def _read_live_state(self) -> LiveState:
+        settings = self.settings
+        vendors = settings.enabled_vendors()
+        names = list(vendors)
+        breaker = settings.circuit_breaker
+        circuits = self.store.circuits(names, breaker.reset_timeout_s) if breaker.enabled else {}
+        health = self.store.health(names)
+        loads: dict[str, Load] = {}
+        if settings.least_busy.enabled or settings.latency_optimization.enabled:
+            queues = {name: queue_for(name) for name in names}
+            # A call running longer than twice its timeout belongs to a dead worker.
+            since = {name: time.time() - 2 * vendors[name].timeout for name in names}
+            loads = self.store.loads(queues, since)
+        states = {}
+        for name in names:
+            if name not in circuits and name not in health and name not in loads:
+                continue
+            load = loads.get(name)
+            states[name] = VendorState(
+                health=health[name].status if name in health else HealthStatus.UNKNOWN,
+                circuit=circuits[name].state if name in circuits else CircuitState.CLOSED,
+                latency_ms=load.latency_ms if load else None,
+                in_flight=load.in_flight if load else 0,
+                queue_depth=load.queue_depth if load else 0,
+            )
+        return LiveState(vendors=states)
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record as it is now.

@@ -31,6 +31,7 @@ from dispatcher import (
     Settings,
     VendorAuthError,
 )
+from dispatcher.config_schema import LeastBusy
 from dispatcher.messages import RunJob
 from dispatcher.models import HealthStatus
 from dispatcher.store import WAIT_SLICE_S, JobStore
@@ -196,6 +197,28 @@ def test_submit_leaves_out_a_vendor_whose_last_health_check_was_unhealthy(
     worker.save_health("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
     client.submit(request_dict(vendor="openai", model="gpt-4o-mini"))
     assert [queue for _, queue, _ in sender.sent] == ["llm.openai"]
+
+
+def test_submit_with_least_busy_routing_counts_what_workers_are_running(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, sender: Recorder, worker: JobStore
+) -> None:
+    both = [
+        Deployment(vendor="openai", model="gpt-4o"),
+        Deployment(vendor="anthropic", model="claude-3-5-haiku"),
+    ]
+    busy = settings.model_copy(
+        update={"model_groups": {"smart": both}, "least_busy": LeastBusy(enabled=True)}
+    )
+    client = Client(busy, redis_client=fake_redis, send=sender, live_state_ttl_s=0.0)
+    first = client.submit(request_dict(model="smart"))
+    assert worker.claim(first, 0, "openai").verdict == "ok"  # now running on openai
+
+    second = client.submit(request_dict(model="smart"))
+
+    assert [queue for _, queue, _ in sender.sent] == ["llm.openai", "llm.anthropic"]
+    route = client.get(second).route
+    assert route is not None
+    assert route.reason == "least busy"
 
 
 def test_an_invalid_request_names_every_field_and_writes_and_sends_nothing(

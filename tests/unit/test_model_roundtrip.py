@@ -37,7 +37,7 @@ from dispatcher import (
     VendorStats,
     VendorStatus,
 )
-from dispatcher.config_schema import AuthConfig, CircuitBreaker, RateLimit
+from dispatcher.config_schema import AuthConfig, CircuitBreaker, LeastBusy, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     CircuitState,
@@ -164,6 +164,7 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     RateLimit: RateLimit(rpm=120, tpm=40_000, rpm_burst=10, tpm_burst=8_000),
     CircuitBreaker: CircuitBreaker(enabled=True, failure_threshold=3, reset_timeout_s=12.5),
+    LeastBusy: LeastBusy(enabled=True),
     VendorStatus: VendorStatus(
         name="openai",
         type="openai",

@@ -12,6 +12,7 @@ from dispatcher.config import Settings
 from dispatcher.config_schema import (
     CostOptimization,
     LatencyOptimization,
+    LeastBusy,
     RoutingCondition,
     RoutingRule,
     VendorConfig,
@@ -860,3 +861,45 @@ def test_router_works_without_live_state_or_rng() -> None:
     chosen = route(make_request(), make_settings(default_vendor="azure"))
 
     assert chosen.vendor == "azure"
+
+
+# --- least busy --------------------------------------------------------------------------
+
+
+def test_router_prefers_the_vendor_with_the_least_work_queued_and_running() -> None:
+    state = live(
+        openai=VendorState(queue_depth=10, in_flight=5),
+        azure=VendorState(queue_depth=0, in_flight=2),
+        groq=VendorState(queue_depth=1, in_flight=3),
+    )
+
+    chosen = route(
+        make_request(), make_settings(least_busy=LeastBusy(enabled=True)), state, random.Random(0)
+    )
+
+    assert (chosen.vendor, chosen.reason) == ("azure", "least busy")
+    assert fallback_vendors(chosen) == ["groq", "openai"]
+
+
+def test_least_busy_counts_work_per_unit_of_weight() -> None:
+    vendors = {"big": vendor(weight=4.0), "small": vendor(weight=1.0), "off": vendor(weight=0.0)}
+    state = live(
+        big=VendorState(in_flight=10),  # 2.5 per unit of weight
+        small=VendorState(in_flight=3),  # 3 per unit
+        off=VendorState(),  # idle, but weight 0 ranks it last
+    )
+    settings = make_settings(vendors, least_busy=LeastBusy(enabled=True))
+
+    chosen = route(make_request(), settings, state, random.Random(0))
+
+    assert chosen.vendor == "big"
+    assert fallback_vendors(chosen) == ["small", "off"]
+
+
+def test_least_busy_is_off_by_default() -> None:
+    state = live(openai=VendorState(queue_depth=100), azure=VendorState(), groq=VendorState())
+    counts = Counter(
+        route(make_request(), make_settings(), state, random.Random(seed)).vendor
+        for seed in range(60)
+    )
+    assert counts["openai"] > 0  # weights alone decide

@@ -41,7 +41,7 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.stats import QUEUE_WAIT, bucket_of, percentile
-from dispatcher.store import PENDING_TTL_S, JobStore, valid_job_id
+from dispatcher.store import PENDING_TTL_S, JobStore, Load, valid_job_id
 from producer.embedded_redis import EmbeddedRedis
 
 PREFIX = "llmd-test"
@@ -1112,3 +1112,31 @@ def test_stats_of_an_empty_store_are_all_zero(store: JobStore) -> None:
 
     assert stats == Stats()
     assert stats.success_rate() == 0.0
+
+
+# --- load and latency, for routing ---------------------------------------------------------
+
+
+def test_finish_keeps_a_moving_average_of_each_vendors_latency_and_loads_reads_it(
+    store: JobStore, make_request: MakeRequest
+) -> None:
+    for latency in (100.0, 200.0):
+        job_id = new_job(store, make_request)
+        assert store.claim(job_id, 0, "openai").verdict == "ok"
+        response = make_response(latency_ms=latency)
+        assert store.finish(job_id, JobStatus.SUCCEEDED, vendor="openai", response=response)
+    running = new_job(store, make_request)
+    assert store.claim(running, 0, "openai").verdict == "ok"
+    store.redis.lpush("llm.openai", "a message")
+
+    loads = store.loads(
+        {"openai": "llm.openai", "anthropic": "llm.anthropic"},
+        {"openai": START_S - 60, "anthropic": START_S - 60},
+    )
+
+    assert loads["openai"] == Load(queue_depth=1, in_flight=1, latency_ms=120.0)  # 100 + 0.2 x 100
+    assert loads["anthropic"] == Load(queue_depth=0, in_flight=0, latency_ms=None)
+    # Jobs that started before `running_since` are not counted: their worker died.
+    later = store.loads({"openai": "llm.openai"}, {"openai": START_S + 1})
+    assert later["openai"].in_flight == 0
+    store.redis.delete("llm.openai")
