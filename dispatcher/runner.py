@@ -4,13 +4,15 @@
 
 1. Claim the job, in one round trip (`JobStore.claim`): it starts only if it
    has not ended, the message is not stale (redelivery is normal, and a result
-   is written once), its deadline has not passed and the message's vendor is
-   not cooling down.
+   is written once), its deadline has not passed, the message's vendor is not
+   cooling down, its circuit is not open, and its shared rate limits have room
+   (a limited vendor's job is read first: its buckets depend on the job).
 2. A job past its deadline fails with a clear timeout instead of running.
-3. A vendor that asked everyone to wait (Retry-After, shared in Redis) is not
-   called: the job moves to the first deployment of its route that is not
-   cooling down, or, when all are, waits for the earliest to recover within
-   its deadline.
+3. A vendor that asked everyone to wait (Retry-After, shared in Redis) or whose
+   circuit is open is not called: the job moves to the first deployment of its
+   route that may be called, or, when none may, waits for the earliest to
+   recover within its deadline. A job short of rate-limit capacity is charged
+   in advance for the moment it will have it, and waits for that moment.
 4. Call the vendor. Success: response, usage, cost, timings and statistics are
    written in one atomic step, and waiters wake.
 5. A retryable failure of a kind in the policy's `retry_on` is retried on the
@@ -36,6 +38,7 @@ from typing import Literal
 
 from dispatcher.backoff import retry_delay_s
 from dispatcher.celery_config import max_scheduled_wait_s
+from dispatcher.circuit import CircuitCheck
 from dispatcher.config import Settings
 from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
@@ -62,7 +65,7 @@ from dispatcher.models import (
 from dispatcher.models import Response as VendorResponse
 from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
 from dispatcher.router import queue_for
-from dispatcher.store import Bucket, CircuitCheck, Claim, JobStore
+from dispatcher.store import Bucket, Claim, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
@@ -193,7 +196,9 @@ class JobRunner:
         """Vendors that may not be called now (Retry-After, open circuit), with until when."""
         blocked = self.store.blocked_until(vendors)
         if self.breaker.enabled:
-            for vendor, view in self.store.circuits(vendors, self.breaker.reset_timeout_s).items():
+            for vendor, view in self.store.circuits.states(
+                vendors, self.breaker.reset_timeout_s
+            ).items():
                 if view.state is CircuitState.OPEN:
                     blocked[vendor] = max(blocked.get(vendor, 0.0), view.until)
         return blocked
@@ -204,7 +209,7 @@ class JobRunner:
         The job's route says which vendor the message is for; a message for a
         vendor held elsewhere goes back to that vendor's queue.
         """
-        record = self.store.get(message.job_id)
+        record = self.store.peek(message.job_id)
         deployments = record.route.deployments if record.route else []
         skipped = _skip_reason(record, message)
         if skipped is None and message.deployment >= len(deployments):
@@ -358,7 +363,7 @@ class JobRunner:
                 self.limiter.drain(limit, error.retry_after_s)
         if self.breaker.enabled and isinstance(error, VendorUnavailable | VendorTimeout):
             keep_s = int(max(CIRCUIT_MEMORY_S, 4 * self.breaker.reset_timeout_s))
-            self.store.trip(vendor, self.breaker.failure_threshold, keep_s)
+            self.store.circuits.trip(vendor, self.breaker.failure_threshold, keep_s)
         policy = self.settings.retry_policy
         if not error.retryable:
             return self._fail(record, vendor, error)

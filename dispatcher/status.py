@@ -46,7 +46,7 @@ def vendor_status(store: JobStore, settings: Settings) -> list[VendorStatus]:
     names = sorted(vendors)
     health = store.health(names)
     breaker = settings.circuit_breaker
-    circuits = store.circuits(names, breaker.reset_timeout_s) if breaker.enabled else {}
+    circuits = store.circuits.states(names, breaker.reset_timeout_s) if breaker.enabled else {}
     stats = store.stats().vendor_stats
     found = []
     for name in names:

@@ -40,14 +40,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis
 
+from dispatcher.circuit import Circuits
 from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
 from dispatcher.models import (
-    CircuitState,
     JobError,
     JobEvent,
     JobEventKind,
@@ -69,15 +69,16 @@ from dispatcher.stats import (
     build_stats,
     finish_increments,
 )
-from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE, TRIP
+from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
 from dispatcher.vendors.base import Health
+
+if TYPE_CHECKING:
+    from dispatcher.circuit import CircuitCheck
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
     "Activity",
     "Bucket",
-    "CircuitCheck",
-    "CircuitView",
     "Claim",
     "JobStore",
     "Keys",
@@ -111,15 +112,6 @@ class Bucket:
     rate_per_s: float
     size: float
     cost: float
-
-
-@dataclass(frozen=True)
-class CircuitCheck:
-    """What a claim needs to honour the vendor's circuit: how long it stays open, and
-    how long the one probe call may take before another may try."""
-
-    reset_timeout_s: float
-    probe_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -173,14 +165,6 @@ def latency_average_field(vendor: str) -> str:
 def celery_queue_keys(queue: str) -> list[str]:
     """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
     return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
-
-
-@dataclass(frozen=True)
-class CircuitView:
-    """A circuit as callers see it now: open until `until`, or half-open (a probe may go)."""
-
-    state: CircuitState
-    until: float
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -280,7 +264,7 @@ class JobStore:
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
         self._block = client.register_script(BLOCK)
-        self._trip = client.register_script(TRIP)
+        self.circuits = Circuits(client, self.keys, now=now)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -559,36 +543,6 @@ class JobStore:
         self._block(
             keys=[self.keys.blocked(vendor)], args=[repr(until), max(1, int(seconds * 1000))]
         )
-
-    def trip(self, vendor: str, failure_threshold: int, keep_s: int) -> str:
-        """Count a failed call against `vendor`'s circuit; the state it is left in."""
-        now = self.now()
-        state = self._trip(
-            keys=[self.keys.circuit(vendor)], args=[repr(now), failure_threshold, max(1, keep_s)]
-        )
-        return _text(state)
-
-    def circuits(self, vendors: list[str], reset_timeout_s: float) -> dict[str, CircuitView]:
-        """The circuits among `vendors` that are not closed, as callers should see them now."""
-        if not vendors:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for vendor in vendors:
-            pipe.hmget(self.keys.circuit(vendor), "state", "opened_at", "probe_until")
-        now = self.now()
-        found: dict[str, CircuitView] = {}
-        for vendor, (state, opened, probing) in zip(vendors, pipe.execute(), strict=True):
-            if state is None:
-                continue
-            reopen = float(opened or 0) + reset_timeout_s
-            busy = float(probing or 0)
-            if now < reopen:
-                found[vendor] = CircuitView(CircuitState.OPEN, reopen)
-            elif now < busy:
-                found[vendor] = CircuitView(CircuitState.OPEN, busy)  # its probe is under way
-            else:
-                found[vendor] = CircuitView(CircuitState.HALF_OPEN, now)
-        return found
 
     def take_health_turn(self, vendor: str, interval_s: float) -> bool:
         """True for the one caller that should probe `vendor` in this interval."""

@@ -250,7 +250,9 @@ class Client:
         vendors = settings.enabled_vendors()
         names = list(vendors)
         breaker = settings.circuit_breaker
-        circuits = self.store.circuits(names, breaker.reset_timeout_s) if breaker.enabled else {}
+        circuits = (
+            self.store.circuits.states(names, breaker.reset_timeout_s) if breaker.enabled else {}
+        )
         health = self.store.health(names)
         loads: dict[str, Load] = {}
         if settings.least_busy.enabled or settings.latency_optimization.enabled:

@@ -169,7 +169,7 @@ def test_submit_routes_around_a_vendor_whose_circuit_workers_opened(
     assert sender.sent == []
     first = client.submit(request_dict(model="smart"))
 
-    assert worker.trip("openai", failure_threshold=1, keep_s=60) == "open"
+    assert worker.circuits.trip("openai", failure_threshold=1, keep_s=60) == "open"
     second = client.submit(request_dict(model="smart"))
 
     assert [(m.job_id, queue) for m, queue, _ in sender.sent] == [

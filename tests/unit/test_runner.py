@@ -18,6 +18,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from dispatcher.circuit import CircuitCheck, CircuitView
 from dispatcher.config import Settings
 from dispatcher.config_schema import (
     BackoffStrategy,
@@ -58,7 +59,7 @@ from dispatcher.pricing import Price
 from dispatcher.ratelimit import vendor_buckets
 from dispatcher.router import route
 from dispatcher.runner import JobRunner, Outcome, call_vendor, retry_kind
-from dispatcher.store import Bucket, CircuitCheck, CircuitView, JobStore
+from dispatcher.store import Bucket, JobStore
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 from dispatcher.vendors.mock import MockVendor
 
@@ -1132,7 +1133,7 @@ def test_failures_in_a_row_open_the_circuit_and_later_jobs_go_straight_to_the_fa
     assert outcome.detail == "openai's circuit is open after repeated failures"
     assert outcome.queue == "llm.anthropic"
     assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]  # not a third time
-    assert world.store.circuits(["openai", "anthropic"], 30.0) == {
+    assert world.store.circuits.states(["openai", "anthropic"], 30.0) == {
         "openai": CircuitView(CircuitState.OPEN, START_S + 30.0)
     }
 
@@ -1148,7 +1149,7 @@ def test_a_success_between_failures_keeps_the_circuit_closed(smart_request: Requ
     for _ in range(3):
         world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
 
-    assert world.store.circuits(["openai"], 30.0) == {}
+    assert world.store.circuits.states(["openai"], 30.0) == {}
 
 
 def test_after_the_reset_timeout_one_probe_goes_and_its_success_closes_the_circuit(
@@ -1175,14 +1176,14 @@ def test_after_the_reset_timeout_one_probe_goes_and_its_success_closes_the_circu
     other_claim = world.store.claim(other, 0, "openai", circuit=check)
     assert (probe_claim.verdict, other_claim.verdict) == ("ok", "open")
     assert other_claim.blocked_until == START_S + 10.0 + 60.0
-    assert world.store.circuits(["openai"], 10.0)["openai"].state is CircuitState.OPEN
+    assert world.store.circuits.states(["openai"], 10.0)["openai"].state is CircuitState.OPEN
 
     # The probe's success closes the circuit for everyone.
     response = reply("openai", OPENAI_MODEL)
     assert world.store.finish(
         probe, JobStatus.SUCCEEDED, vendor="openai", response=response, close_circuit=True
     )
-    assert world.store.circuits(["openai"], 10.0) == {}
+    assert world.store.circuits.states(["openai"], 10.0) == {}
     assert world.runner.run(RunJob(other, vendor="openai")).kind == "succeeded"
 
 
@@ -1205,7 +1206,7 @@ def test_the_runner_sends_the_probe_when_the_reset_timeout_has_passed(
 
     assert early.queue == "llm.anthropic"  # still open: the fallback serves it
     assert probe == Outcome("succeeded", "openai")
-    assert world.store.circuits(["openai"], 10.0) == {}
+    assert world.store.circuits.states(["openai"], 10.0) == {}
 
 
 def test_a_failed_probe_opens_the_circuit_again_for_a_whole_reset_timeout(
@@ -1225,7 +1226,7 @@ def test_a_failed_probe_opens_the_circuit_again_for_a_whole_reset_timeout(
     outcomes = world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
 
     assert [o.kind for o in outcomes] == ["rescheduled", "succeeded"]  # probe failed: fallback
-    assert world.store.circuits(["openai"], 10.0) == {
+    assert world.store.circuits.states(["openai"], 10.0) == {
         "openai": CircuitView(CircuitState.OPEN, START_S + 20.0)
     }
 
@@ -1242,7 +1243,7 @@ def test_auth_and_rate_limit_errors_do_not_count_against_the_circuit(
     world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
     world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
 
-    assert world.store.circuits(["openai"], 30.0) == {}
+    assert world.store.circuits.states(["openai"], 30.0) == {}
 
 
 def test_with_breakers_off_failures_never_open_a_circuit(smart_request: Request) -> None:
@@ -1260,4 +1261,4 @@ def test_with_breakers_off_failures_never_open_a_circuit(smart_request: Request)
         world.run_to_end(RunJob(world.submit(smart_request), vendor="openai"))
 
     assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
-    assert world.store.circuits(["openai"], 30.0) == {}
+    assert world.store.circuits.states(["openai"], 30.0) == {}

@@ -58,7 +58,7 @@ def test_status_shows_health_circuit_queue_running_totals_and_the_last_minute(
     settings: Settings, store: JobStore, make_request: Callable[..., Request]
 ) -> None:
     store.save_health("openai", Health(status=HealthStatus.DEGRADED, detail="slow"), ttl_s=60)
-    assert store.trip("backup", failure_threshold=1, keep_s=60) == "open"
+    assert store.circuits.trip("backup", failure_threshold=1, keep_s=60) == "open"
     # Two messages wait in openai's queue (kombu keeps one list per priority step).
     queues = celery_queue_keys("llm.openai")
     store.redis.lpush(queues[0], "message")
