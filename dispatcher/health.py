@@ -43,13 +43,13 @@ class HealthMonitor:
         due = [
             name
             for name in self.vendors
-            if await asyncio.to_thread(self.store.take_health_turn, name, self.interval_s)
+            if await asyncio.to_thread(self.store.health.take_turn, name, self.interval_s)
         ]
         results = await asyncio.gather(*(self._probe(name) for name in due))
         found = dict(zip(due, results, strict=True))
         for name, health in found.items():
             await asyncio.to_thread(
-                self.store.save_health,
+                self.store.health.save,
                 name,
                 health,
                 self.interval_s * RESULT_LIFETIME_INTERVALS,

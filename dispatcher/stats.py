@@ -21,6 +21,7 @@ __all__ = [
     "bucket_of",
     "build_stats",
     "finish_increments",
+    "latency_average_field",
     "percentile",
 ]
 
@@ -34,6 +35,11 @@ BUCKET_BOUNDS_MS: tuple[float, ...] = (
     1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000,
     50_000, 100_000, 250_000, 600_000, float("inf"),
 )  # fmt: skip
+
+
+def latency_average_field(vendor: str) -> str:
+    """The counters' field holding a vendor's moving average latency (ms), kept by FINISH."""
+    return f"v:{vendor}:latency_ewma_ms"
 
 
 def bucket_of(value_ms: float) -> str:

@@ -44,7 +44,7 @@ def vendor_status(store: JobStore, settings: Settings) -> list[VendorStatus]:
     """The status of every enabled vendor, by name."""
     vendors = settings.enabled_vendors()
     names = sorted(vendors)
-    health = store.health(names)
+    health = store.health.latest(names)
     breaker = settings.circuit_breaker
     circuits = store.circuits.states(names, breaker.reset_timeout_s) if breaker.enabled else {}
     stats = store.stats().vendor_stats
@@ -53,7 +53,7 @@ def vendor_status(store: JobStore, settings: Settings) -> list[VendorStatus]:
         config = vendors[name]
         # A call running longer than the vendor's timeout (and its stream) belongs to
         # a worker that died: it is not in flight any more.
-        activity = store.activity(name, queue_for(name), store.now() - 2 * config.timeout)
+        activity = store.traffic.activity(name, queue_for(name), store.now() - 2 * config.timeout)
         probe = health.get(name)
         totals = stats.get(name)
         found.append(

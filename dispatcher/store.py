@@ -47,6 +47,7 @@ import redis
 from dispatcher.circuit import Circuits
 from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
+from dispatcher.health_records import HealthRecords
 from dispatcher.models import (
     JobError,
     JobEvent,
@@ -68,24 +69,21 @@ from dispatcher.stats import (
     bucket_of,
     build_stats,
     finish_increments,
+    latency_average_field,
 )
 from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
-from dispatcher.vendors.base import Health
+from dispatcher.traffic import Traffic
 
 if TYPE_CHECKING:
     from dispatcher.circuit import CircuitCheck
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
-    "Activity",
     "Bucket",
     "Claim",
     "JobStore",
     "Keys",
-    "Load",
     "StartResult",
-    "celery_queue_keys",
-    "latency_average_field",
     "record_from_hash",
     "valid_job_id",
 ]
@@ -129,42 +127,6 @@ class Claim:
     blocked_until: float | None = None
     wait_s: float = 0.0
     reserved: bool = False
-
-
-@dataclass(frozen=True)
-class Activity:
-    """A vendor's load now: messages waiting, calls running, the last minute's traffic."""
-
-    queue_depth: int
-    in_flight: int
-    requests_per_minute: float
-    tokens_per_minute: float
-
-
-@dataclass(frozen=True)
-class Load:
-    """What routing by load and latency needs of a vendor."""
-
-    queue_depth: int
-    in_flight: int
-    latency_ms: float | None
-
-
-# kombu's Redis transport keeps a queue's messages in one list per priority step:
-# the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
-# our Celery settings keep).
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-KOMBU_PRIORITY_SEP = "\x06\x16"
-
-
-def latency_average_field(vendor: str) -> str:
-    """The stats hash field holding a vendor's moving average latency (ms)."""
-    return f"v:{vendor}:latency_ewma_ms"
-
-
-def celery_queue_keys(queue: str) -> list[str]:
-    """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
-    return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -265,6 +227,8 @@ class JobStore:
         self._finish = client.register_script(FINISH)
         self._block = client.register_script(BLOCK)
         self.circuits = Circuits(client, self.keys, now=now)
+        self.health = HealthRecords(client, self.keys)
+        self.traffic = Traffic(client, self.keys, now=now)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -543,88 +507,6 @@ class JobStore:
         self._block(
             keys=[self.keys.blocked(vendor)], args=[repr(until), max(1, int(seconds * 1000))]
         )
-
-    def take_health_turn(self, vendor: str, interval_s: float) -> bool:
-        """True for the one caller that should probe `vendor` in this interval."""
-        ttl_ms = max(1, int(interval_s * 1000))
-        return bool(self.redis.set(self.keys.health_turn(vendor), "1", nx=True, px=ttl_ms))
-
-    def save_health(self, vendor: str, health: Health, ttl_s: float) -> None:
-        """Record a probe's result; it is forgotten (unknown health) after `ttl_s`."""
-        ttl_ms = max(1, int(ttl_s * 1000))
-        self.redis.set(self.keys.health(vendor), health.model_dump_json(), px=ttl_ms)
-
-    def health(self, vendors: list[str]) -> dict[str, Health]:
-        """The last health check of each of `vendors` that has a recent one."""
-        if not vendors:
-            return {}
-        values = self.redis.mget([self.keys.health(v) for v in vendors])
-        return {
-            vendor: Health.model_validate_json(value)
-            for vendor, value in zip(vendors, values, strict=True)
-            if value is not None
-        }
-
-    def activity(self, vendor: str, queue: str, running_since: float) -> Activity:
-        """What is happening on `vendor` now: queued, running, and its last minute's load.
-
-        `queue` is the vendor's Celery queue, whose messages kombu keeps in one Redis
-        list per priority step; jobs that started before `running_since` are taken
-        to be abandoned (their worker died) and are not counted as running.
-        """
-        now = self.now()
-        minute = int(now // 60)
-        pipe = self.redis.pipeline(transaction=False)
-        for key in celery_queue_keys(queue):
-            pipe.llen(key)
-        pipe.zcount(self.keys.running(vendor), running_since, "+inf")
-        pipe.hgetall(self.keys.minute(vendor, minute))
-        pipe.hgetall(self.keys.minute(vendor, minute - 1))
-        *lengths, running, this_minute, last_minute = pipe.execute()
-        # A sliding minute: all of this one so far, and the rest of the last one.
-        weight = 1.0 - (now % 60) / 60.0
-
-        def per_minute(field: str) -> float:
-            current = float(_decoded(this_minute).get(field, 0))
-            previous = float(_decoded(last_minute).get(field, 0))
-            return current + previous * weight
-
-        return Activity(
-            queue_depth=sum(int(n) for n in lengths),
-            in_flight=int(running),
-            requests_per_minute=per_minute("requests"),
-            tokens_per_minute=per_minute("tokens"),
-        )
-
-    def loads(
-        self, queues: Mapping[str, str], running_since: Mapping[str, float]
-    ) -> dict[str, Load]:
-        """Each vendor's queued and running jobs and moving average latency, in one round trip.
-
-        `queues` maps each vendor to its Celery queue; `running_since` to the start
-        before which a running job counts as abandoned.
-        """
-        vendors = list(queues)
-        if not vendors:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for vendor in vendors:
-            for key in celery_queue_keys(queues[vendor]):
-                pipe.llen(key)
-            pipe.zcount(self.keys.running(vendor), running_since[vendor], "+inf")
-        pipe.hmget(self.keys.stats(), [latency_average_field(v) for v in vendors])
-        *replies, averages = pipe.execute()
-        per_vendor = len(KOMBU_PRIORITY_STEPS) + 1
-        found = {}
-        for index, vendor in enumerate(vendors):
-            counts = replies[index * per_vendor : (index + 1) * per_vendor]
-            average = averages[index]
-            found[vendor] = Load(
-                queue_depth=sum(int(n) for n in counts[:-1]),
-                in_flight=int(counts[-1]),
-                latency_ms=float(average) if average is not None else None,
-            )
-        return found
 
     def blocked_until(self, vendors: list[str]) -> dict[str, float]:
         """The vendors among `vendors` that are cooling down, with the time they may be called."""

@@ -40,7 +40,8 @@ from dispatcher.models import (
 from dispatcher.problems import describe
 from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
-from dispatcher.store import JobStore, Load
+from dispatcher.store import JobStore
+from dispatcher.traffic import Load
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
 if TYPE_CHECKING:
@@ -253,13 +254,13 @@ class Client:
         circuits = (
             self.store.circuits.states(names, breaker.reset_timeout_s) if breaker.enabled else {}
         )
-        health = self.store.health(names)
+        health = self.store.health.latest(names)
         loads: dict[str, Load] = {}
         if settings.least_busy.enabled or settings.latency_optimization.enabled:
             queues = {name: queue_for(name) for name in names}
             # A call running longer than twice its timeout belongs to a dead worker.
             since = {name: time.time() - 2 * vendors[name].timeout for name in names}
-            loads = self.store.loads(queues, since)
+            loads = self.store.traffic.loads(queues, since)
         states = {}
         for name in names:
             if name not in circuits and name not in health and name not in loads:

@@ -68,7 +68,7 @@ def test_an_unhealthy_vendor_is_left_out_of_routing_and_readmitted_when_healthy(
     smart = Request(model="smart", messages=[Message(role="user", content="hi")])
 
     def health_of(vendor: str) -> HealthStatus | None:
-        found = client.store.health([vendor])
+        found = client.store.health.latest([vendor])
         return found[vendor].status if vendor in found else None
 
     def served_by() -> str:

@@ -189,12 +189,12 @@ def test_submit_leaves_out_a_vendor_whose_last_health_check_was_unhealthy(
 ) -> None:
     client = Client(settings, redis_client=fake_redis, send=sender, live_state_ttl_s=0.0)
     down = Health(status=HealthStatus.UNHEALTHY, detail="could not reach the vendor")
-    worker.save_health("openai", down, ttl_s=60)
+    worker.health.save("openai", down, ttl_s=60)
 
     with pytest.raises(NoRoute, match="unhealthy at its last health check"):
         client.submit(request_dict(vendor="openai", model="gpt-4o-mini"))
 
-    worker.save_health("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
+    worker.health.save("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
     client.submit(request_dict(vendor="openai", model="gpt-4o-mini"))
     assert [queue for _, queue, _ in sender.sent] == ["llm.openai"]
 

@@ -61,7 +61,7 @@ def test_each_vendor_is_probed_by_one_worker_per_interval(store: JobStore) -> No
     assert found == {"a": HEALTHY, "b": slow}
     assert again == {}
     assert [v.probes for v in vendors.values()] == [1, 1]
-    assert store.health(["a", "b", "c"]) == {"a": HEALTHY, "b": slow}
+    assert store.health.latest(["a", "b", "c"]) == {"a": HEALTHY, "b": slow}
 
 
 def test_a_result_is_kept_for_three_intervals(store: JobStore) -> None:

@@ -13,7 +13,8 @@ from dispatcher import Request, Response, Route, Settings, Usage
 from dispatcher.config_schema import VendorConfig
 from dispatcher.models import CircuitState, HealthStatus, JobStatus
 from dispatcher.status import vendor_status
-from dispatcher.store import JobStore, celery_queue_keys
+from dispatcher.store import JobStore
+from dispatcher.traffic import celery_queue_keys
 from dispatcher.vendors.base import Health
 from producer import cli
 from producer.client import Client
@@ -57,7 +58,7 @@ def job(store: JobStore, make_request: Callable[..., Request], vendor: str = "op
 def test_status_shows_health_circuit_queue_running_totals_and_the_last_minute(
     settings: Settings, store: JobStore, make_request: Callable[..., Request]
 ) -> None:
-    store.save_health("openai", Health(status=HealthStatus.DEGRADED, detail="slow"), ttl_s=60)
+    store.health.save("openai", Health(status=HealthStatus.DEGRADED, detail="slow"), ttl_s=60)
     assert store.circuits.trip("backup", failure_threshold=1, keep_s=60) == "open"
     # Two messages wait in openai's queue (kombu keeps one list per priority step).
     queues = celery_queue_keys("llm.openai")
@@ -120,7 +121,7 @@ def test_the_last_minute_slides_and_calls_past_twice_their_timeout_are_not_in_fl
 def test_llmdispatch_status_prints_a_table_and_json(
     settings: Settings, store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.save_health("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
+    store.health.save("openai", Health(status=HealthStatus.HEALTHY), ttl_s=60)
     client = Client(settings, redis_client=store.redis, send=lambda *a: None)
     monkeypatch.setattr(cli, "make_client", lambda: client)
     runner = CliRunner()

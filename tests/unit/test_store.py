@@ -41,7 +41,8 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.stats import QUEUE_WAIT, bucket_of, percentile
-from dispatcher.store import PENDING_TTL_S, JobStore, Load, valid_job_id
+from dispatcher.store import PENDING_TTL_S, JobStore, valid_job_id
+from dispatcher.traffic import Load
 from producer.embedded_redis import EmbeddedRedis
 
 PREFIX = "llmd-test"
@@ -1129,7 +1130,7 @@ def test_finish_keeps_a_moving_average_of_each_vendors_latency_and_loads_reads_i
     assert store.claim(running, 0, "openai").verdict == "ok"
     store.redis.lpush("llm.openai", "a message")
 
-    loads = store.loads(
+    loads = store.traffic.loads(
         {"openai": "llm.openai", "anthropic": "llm.anthropic"},
         {"openai": START_S - 60, "anthropic": START_S - 60},
     )
@@ -1137,6 +1138,6 @@ def test_finish_keeps_a_moving_average_of_each_vendors_latency_and_loads_reads_i
     assert loads["openai"] == Load(queue_depth=1, in_flight=1, latency_ms=120.0)  # 100 + 0.2 x 100
     assert loads["anthropic"] == Load(queue_depth=0, in_flight=0, latency_ms=None)
     # Jobs that started before `running_since` are not counted: their worker died.
-    later = store.loads({"openai": "llm.openai"}, {"openai": START_S + 1})
+    later = store.traffic.loads({"openai": "llm.openai"}, {"openai": START_S + 1})
     assert later["openai"].in_flight == 0
     store.redis.delete("llm.openai")

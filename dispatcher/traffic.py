@@ -1,0 +1,129 @@
+"""Each vendor's traffic now, from Redis: queued messages, running jobs, the last minute.
+
+Workers keep what this reads as jobs move: the claim adds a job to its
+vendor's running set and the end (or a reschedule) takes it out; the end also
+counts the job's request and tokens in its vendor's minute and moves the
+vendor's moving average latency. The queue's depth is read from kombu's own
+lists for `llm.<vendor>`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from dispatcher.stats import latency_average_field
+
+if TYPE_CHECKING:
+    from dispatcher.store import Keys
+
+__all__ = ["KOMBU_PRIORITY_STEPS", "Activity", "Load", "Traffic", "celery_queue_keys"]
+
+# kombu's Redis transport keeps a queue's messages in one list per priority step:
+# the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
+# our Celery settings keep).
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def celery_queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
+    return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A vendor's load now: messages waiting, calls running, the last minute's traffic."""
+
+    queue_depth: int
+    in_flight: int
+    requests_per_minute: float
+    tokens_per_minute: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """What routing by load and latency needs of a vendor."""
+
+    queue_depth: int
+    in_flight: int
+    latency_ms: float | None
+
+
+class Traffic:
+    """Reads vendors' queues, running sets, minutes and moving average latencies."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, now: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.now = now
+
+    def activity(self, vendor: str, queue: str, running_since: float) -> Activity:
+        """What is happening on `vendor` now: queued, running, and its last minute's load.
+
+        `queue` is the vendor's Celery queue; jobs that started before
+        `running_since` are taken to be abandoned (their worker died) and are not
+        counted as running.
+        """
+        now = self.now()
+        minute = int(now // 60)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in celery_queue_keys(queue):
+            pipe.llen(key)
+        pipe.zcount(self.keys.running(vendor), running_since, "+inf")
+        pipe.hgetall(self.keys.minute(vendor, minute))
+        pipe.hgetall(self.keys.minute(vendor, minute - 1))
+        *lengths, running, this_minute, last_minute = pipe.execute()
+        # A sliding minute: all of this one so far, and the rest of the last one.
+        weight = 1.0 - (now % 60) / 60.0
+
+        def per_minute(field: str) -> float:
+            return _number(this_minute, field) + _number(last_minute, field) * weight
+
+        return Activity(
+            queue_depth=sum(int(n) for n in lengths),
+            in_flight=int(running),
+            requests_per_minute=per_minute("requests"),
+            tokens_per_minute=per_minute("tokens"),
+        )
+
+    def loads(
+        self, queues: Mapping[str, str], running_since: Mapping[str, float]
+    ) -> dict[str, Load]:
+        """Each vendor's queued and running jobs and moving average latency, in one round trip.
+
+        `queues` maps each vendor to its Celery queue; `running_since` to the start
+        before which a running job counts as abandoned.
+        """
+        vendors = list(queues)
+        if not vendors:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for vendor in vendors:
+            for key in celery_queue_keys(queues[vendor]):
+                pipe.llen(key)
+            pipe.zcount(self.keys.running(vendor), running_since[vendor], "+inf")
+        pipe.hmget(self.keys.stats(), [latency_average_field(v) for v in vendors])
+        *replies, averages = pipe.execute()
+        per_vendor = len(KOMBU_PRIORITY_STEPS) + 1
+        found = {}
+        for index, vendor in enumerate(vendors):
+            counts = replies[index * per_vendor : (index + 1) * per_vendor]
+            average = averages[index]
+            found[vendor] = Load(
+                queue_depth=sum(int(n) for n in counts[:-1]),
+                in_flight=int(counts[-1]),
+                latency_ms=float(average) if average is not None else None,
+            )
+        return found
+
+
+def _number(fields: Mapping[Any, Any], name: str) -> float:
+    value = fields.get(name.encode(), fields.get(name))
+    return float(value) if value is not None else 0.0
