@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
@@ -56,6 +57,29 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     """A client of the private server, with an empty database before and after the test."""
     client = redis_server.client(decode_responses=True)
     client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", id="fakeredis"),
+        pytest.param("real", id="real-redis", marks=pytest.mark.integration),
+    ]
+)
+def fake_or_real_redis(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The same test twice: on fakeredis, and (marked integration) on the private server.
+
+    The client answers bytes and sees an empty database, before and after the test.
+    """
+    client: redis.Redis
+    if request.param == "fake":
+        client = fakeredis.FakeRedis()
+    else:
+        server: EmbeddedRedis = request.getfixturevalue("redis_server")
+        client = server.client()
+        client.flushdb()
     yield client
     client.flushdb()
     client.close()

@@ -6,9 +6,8 @@ redis-server. Time comes from a settable clock: nothing sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import fakeredis
 import pytest
 import redis
 
@@ -16,7 +15,6 @@ from dispatcher.config_schema import RateLimit, VendorConfig
 from dispatcher.models import Request
 from dispatcher.ratelimit import RateLimiter, buckets_for, estimated_tokens, vendor_buckets
 from dispatcher.store import Bucket, Keys
-from producer.embedded_redis import EmbeddedRedis
 
 PREFIX = "llmd-limit-test"
 START_S = 1_700_000_000.0
@@ -39,23 +37,9 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("fake", id="fakeredis"),
-        pytest.param("real", id="real-redis", marks=pytest.mark.integration),
-    ]
-)
-def limiter(request: pytest.FixtureRequest, clock: Clock) -> Iterator[RateLimiter]:
-    client: redis.Redis
-    if request.param == "fake":
-        client = fakeredis.FakeRedis()
-    else:
-        server: EmbeddedRedis = request.getfixturevalue("redis_server")
-        client = server.client()
-        client.flushdb()
-    yield RateLimiter(client, now=clock)
-    client.flushdb()
-    client.close()
+@pytest.fixture
+def limiter(fake_or_real_redis: redis.Redis, clock: Clock) -> RateLimiter:
+    return RateLimiter(fake_or_real_redis, now=clock)
 
 
 def rpm_bucket(rpm: int, burst: int, name: str = "all") -> Bucket:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -43,7 +42,6 @@ from dispatcher.models import (
 from dispatcher.stats import QUEUE_WAIT, bucket_of, percentile
 from dispatcher.store import PENDING_TTL_S, JobStore, valid_job_id
 from dispatcher.traffic import Load
-from producer.embedded_redis import EmbeddedRedis
 
 PREFIX = "llmd-test"
 # Far below the pending TTL, so an ended job's TTL is told apart from a pending one's.
@@ -84,24 +82,10 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("fake", id="fakeredis"),
-        pytest.param("real", id="real-redis", marks=pytest.mark.integration),
-    ]
-)
-def store(request: pytest.FixtureRequest, clock: Clock) -> Iterator[JobStore]:
+@pytest.fixture
+def store(fake_or_real_redis: redis.Redis, clock: Clock) -> JobStore:
     """A job store on an empty database, with `JOB_TTL_S` and the test's clock."""
-    client: redis.Redis
-    if request.param == "fake":
-        client = fakeredis.FakeRedis()
-    else:
-        server: EmbeddedRedis = request.getfixturevalue("redis_server")
-        client = server.client()
-        client.flushdb()
-    yield JobStore(client, PREFIX, job_ttl_s=JOB_TTL_S, now=clock)
-    client.flushdb()
-    client.close()
+    return JobStore(fake_or_real_redis, PREFIX, job_ttl_s=JOB_TTL_S, now=clock)
 
 
 # --- helpers -----------------------------------------------------------------------
