@@ -128,6 +128,10 @@ class AuthConfig(StrictModel):
 DEFAULT_BURST_FRACTION = 0.1
 
 
+def _default_burst(rate_per_minute: int) -> float:
+    return max(1.0, rate_per_minute * DEFAULT_BURST_FRACTION)
+
+
 class RateLimit(StrictModel):
     """Requests and tokens per minute, each a token bucket whose size is its burst."""
 
@@ -149,15 +153,15 @@ class RateLimit(StrictModel):
 
     def buckets(self) -> list[tuple[Literal["rpm", "tpm"], float, float]]:
         """(kind, refill per second, size) of each bucket this limit needs."""
-        found: list[tuple[Literal["rpm", "tpm"], float, float]] = []
-        for kind, rate, burst in (
+        limits: list[tuple[Literal["rpm", "tpm"], int | None, int | None]] = [
             ("rpm", self.rpm, self.rpm_burst),
             ("tpm", self.tpm, self.tpm_burst),
-        ):
-            if rate is not None:
-                size = burst if burst is not None else max(1.0, rate * DEFAULT_BURST_FRACTION)
-                found.append((kind, rate / 60.0, float(size)))  # type: ignore[arg-type]
-        return found
+        ]
+        return [
+            (kind, rate / 60.0, float(burst) if burst is not None else _default_burst(rate))
+            for kind, rate, burst in limits
+            if rate is not None
+        ]
 
 
 class VendorConfig(StrictModel):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import redis
 
@@ -74,17 +75,12 @@ def vendor_buckets(keys: Keys, vendor: str, config: VendorConfig) -> list[Bucket
     ]
 
 
+@dataclass(frozen=True, slots=True)
 class Acquired:
     """The answer of `RateLimiter.acquire`: taken now, taken for later, or not taken."""
 
-    __slots__ = ("taken", "wait_s")
-
-    def __init__(self, wait_s: float, taken: bool) -> None:
-        self.wait_s = wait_s
-        self.taken = taken
-
-    def __repr__(self) -> str:
-        return f"Acquired(wait_s={self.wait_s!r}, taken={self.taken!r})"
+    wait_s: float
+    taken: bool
 
 
 class RateLimiter:
