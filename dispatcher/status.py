@@ -15,6 +15,7 @@ from dispatcher.config import Settings
 from dispatcher.models import CircuitState, HealthStatus, StrictModel
 from dispatcher.router import queue_for
 from dispatcher.store import JobStore
+from dispatcher.traffic import running_since
 
 __all__ = ["VendorStatus", "vendor_status"]
 
@@ -51,9 +52,8 @@ def vendor_status(store: JobStore, settings: Settings) -> list[VendorStatus]:
     found = []
     for name in names:
         config = vendors[name]
-        # A call running longer than the vendor's timeout (and its stream) belongs to
-        # a worker that died: it is not in flight any more.
-        activity = store.traffic.activity(name, queue_for(name), store.now() - 2 * config.timeout)
+        since = running_since(config.timeout, store.now())
+        activity = store.traffic.activity(name, queue_for(name), since)
         probe = health.get(name)
         totals = stats.get(name)
         found.append(

@@ -21,7 +21,24 @@ from dispatcher.stats import latency_average_field
 if TYPE_CHECKING:
     from dispatcher.store import Keys
 
-__all__ = ["KOMBU_PRIORITY_STEPS", "Activity", "Load", "Traffic", "celery_queue_keys"]
+__all__ = [
+    "KOMBU_PRIORITY_STEPS",
+    "Activity",
+    "Load",
+    "Traffic",
+    "celery_queue_keys",
+    "running_since",
+]
+
+# A job still running after this many of its vendor's timeouts (the call, then a
+# stream) belongs to a worker that died: it is not counted as in flight.
+ABANDONED_AFTER_TIMEOUTS = 2
+
+
+def running_since(vendor_timeout_s: float, now: float) -> float:
+    """The start before which a job in a vendor's running set counts as abandoned."""
+    return now - ABANDONED_AFTER_TIMEOUTS * vendor_timeout_s
+
 
 # kombu's Redis transport keeps a queue's messages in one list per priority step:
 # the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
@@ -74,12 +91,11 @@ class Traffic:
         now = self.now()
         minute = int(now // 60)
         pipe = self.redis.pipeline(transaction=False)
-        for key in celery_queue_keys(queue):
-            pipe.llen(key)
-        pipe.zcount(self.keys.running(vendor), running_since, "+inf")
+        self._count_work(pipe, vendor, queue, running_since)
         pipe.hgetall(self.keys.minute(vendor, minute))
         pipe.hgetall(self.keys.minute(vendor, minute - 1))
-        *lengths, running, this_minute, last_minute = pipe.execute()
+        *work, this_minute, last_minute = pipe.execute()
+        queue_depth, in_flight = _work(work)
         # A sliding minute: all of this one so far, and the rest of the last one.
         weight = 1.0 - (now % 60) / 60.0
 
@@ -87,8 +103,8 @@ class Traffic:
             return _number(this_minute, field) + _number(last_minute, field) * weight
 
         return Activity(
-            queue_depth=sum(int(n) for n in lengths),
-            in_flight=int(running),
+            queue_depth=queue_depth,
+            in_flight=in_flight,
             requests_per_minute=per_minute("requests"),
             tokens_per_minute=per_minute("tokens"),
         )
@@ -106,22 +122,36 @@ class Traffic:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for vendor in vendors:
-            for key in celery_queue_keys(queues[vendor]):
-                pipe.llen(key)
-            pipe.zcount(self.keys.running(vendor), running_since[vendor], "+inf")
+            self._count_work(pipe, vendor, queues[vendor], running_since[vendor])
         pipe.hmget(self.keys.stats(), [latency_average_field(v) for v in vendors])
         *replies, averages = pipe.execute()
-        per_vendor = len(KOMBU_PRIORITY_STEPS) + 1
         found = {}
         for index, vendor in enumerate(vendors):
-            counts = replies[index * per_vendor : (index + 1) * per_vendor]
+            queue_depth, in_flight = _work(replies[index * _WORK : (index + 1) * _WORK])
             average = averages[index]
             found[vendor] = Load(
-                queue_depth=sum(int(n) for n in counts[:-1]),
-                in_flight=int(counts[-1]),
+                queue_depth=queue_depth,
+                in_flight=in_flight,
                 latency_ms=float(average) if average is not None else None,
             )
         return found
+
+    def _count_work(
+        self, pipe: redis.client.Pipeline, vendor: str, queue: str, running_since: float
+    ) -> None:
+        """Queue the `_WORK` commands that `_work` reads: the queue's lists, then running jobs."""
+        for key in celery_queue_keys(queue):
+            pipe.llen(key)
+        pipe.zcount(self.keys.running(vendor), running_since, "+inf")
+
+
+# Replies per vendor of `_count_work`: one per priority list, then the running count.
+_WORK = len(KOMBU_PRIORITY_STEPS) + 1
+
+
+def _work(replies: list[Any]) -> tuple[int, int]:
+    """(queue depth, in flight) from the replies of `_count_work`."""
+    return sum(int(n) for n in replies[:-1]), int(replies[-1])
 
 
 def _number(fields: Mapping[Any, Any], name: str) -> float:

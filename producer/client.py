@@ -41,7 +41,7 @@ from dispatcher.problems import describe
 from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
 from dispatcher.store import JobStore
-from dispatcher.traffic import Load
+from dispatcher.traffic import Load, running_since
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
 if TYPE_CHECKING:
@@ -258,8 +258,8 @@ class Client:
         loads: dict[str, Load] = {}
         if settings.least_busy.enabled or settings.latency_optimization.enabled:
             queues = {name: queue_for(name) for name in names}
-            # A call running longer than twice its timeout belongs to a dead worker.
-            since = {name: time.time() - 2 * vendors[name].timeout for name in names}
+            now = self.store.now()
+            since = {name: running_since(vendors[name].timeout, now) for name in names}
             loads = self.store.traffic.loads(queues, since)
         states = {}
         for name in names:
