@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import statistics
 import sys
 import tempfile
@@ -30,12 +29,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aiohttp import web
-from queue_harness import Bench, machine, running_bench, wait_for
+from queue_harness import Bench, machine, run_within_budget, running_bench, wait_for
 
 from dispatcher import Message, Request, Route
 from dispatcher.ratelimit import RateLimiter
@@ -218,14 +216,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S)
     args = parser.parse_args()
 
-    def out_of_time(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"gave up: the benchmark took longer than {args.budget:g} s")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, args.budget)
-    started = time.perf_counter()
-    print(f"machine: {machine()}")
-    try:
+    def benchmark() -> None:
+        print(f"machine: {machine()}")
         with (
             tempfile.TemporaryDirectory(prefix="llmd-bench-") as tmp,
             running_bench(Path(tmp)) as bench,
@@ -238,11 +230,8 @@ def main() -> None:
             )
             for workers in (2, 4):
                 print(accuracy(bench, workers, args, mock))
-    except TimeoutError as exc:
-        raise SystemExit(str(exc)) from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+
+    run_within_budget(args.budget, benchmark)
 
 
 if __name__ == "__main__":

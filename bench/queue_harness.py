@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -364,3 +365,21 @@ def our_client(what_if: str | None) -> Iterator[Client]:
     finally:
         client.close()
         sender.close()
+
+
+def run_within_budget(budget_s: float, run: Callable[[], object]) -> None:
+    """Run a benchmark; stop it with a clear message past `budget_s`; print its total time."""
+
+    def out_of_time(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"gave up: the benchmark took longer than {budget_s:g} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, budget_s)
+    started = time.perf_counter()
+    try:
+        run()
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,6 +65,7 @@ from queue_harness import (
     our_client,
     our_worker_app,
     process_cpu_s,
+    run_within_budget,
     running_bench,
     wait_for,
 )
@@ -449,19 +448,7 @@ def main() -> None:
         return
     raise_open_file_limit()
 
-    def out_of_time(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"gave up: the benchmark took longer than {args.budget:g} s")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, args.budget)
-    started = time.perf_counter()
-    try:
-        benchmark(args)
-    except TimeoutError as exc:
-        raise SystemExit(str(exc)) from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    run_within_budget(args.budget, lambda: benchmark(args))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Every wait has a timeout, the whole run a budget, and every process is stopped.
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +49,7 @@ from queue_harness import (
     our_client,
     our_worker_app,
     percentile,
+    run_within_budget,
     running_bench,
     wait_for,
 )
@@ -281,19 +280,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    def out_of_time(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"gave up: the benchmark took longer than {args.budget:g} s")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, args.budget)
-    started = time.perf_counter()
-    try:
-        benchmark(args)
-    except TimeoutError as exc:
-        raise SystemExit(str(exc)) from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    run_within_budget(args.budget, lambda: benchmark(args))
 
 
 if __name__ == "__main__":
