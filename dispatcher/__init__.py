@@ -16,6 +16,7 @@ from dispatcher.config_schema import (
     VendorType,
 )
 from dispatcher.errors import (
+    BatchNotFound,
     BudgetExceeded,
     CircuitOpen,
     ConfigError,
@@ -33,6 +34,9 @@ from dispatcher.errors import (
     VendorUnavailable,
 )
 from dispatcher.models import (
+    BatchCounts,
+    BatchItem,
+    BatchRecord,
     Chunk,
     CircuitState,
     Deployment,
@@ -60,6 +64,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackoffStrategy",
+    "BatchCounts",
+    "BatchItem",
+    "BatchNotFound",
+    "BatchRecord",
     "BudgetExceeded",
     "Chunk",
     "CircuitOpen",

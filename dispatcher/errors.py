@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from dispatcher.redaction import redact
 
 __all__ = [
+    "BatchNotFound",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
@@ -245,6 +246,12 @@ class JobNotFound(DispatcherError, LookupError):
     kind = "job_not_found"
 
 
+class BatchNotFound(JobNotFound):
+    """No batch has that id: it never existed, or its record expired."""
+
+    kind = "batch_not_found"
+
+
 class JobCancelled(DispatcherError):
     """The job was cancelled; it has no result."""
 
@@ -282,6 +289,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         NoRoute,
         BudgetExceeded,
         JobNotFound,
+        BatchNotFound,
         JobCancelled,
         ConfigError,
     )

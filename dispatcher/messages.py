@@ -8,7 +8,21 @@ redelivered old message is skipped. `deployment` indexes the job's route
 `vendor` names that deployment's vendor, so a worker can check the vendor's
 state in the same Redis round trip that claims the job (and Flower shows
 where a message is going). Messages without it (sent by an older version)
-are still run: the worker reads the job's route first.
+are still run: the worker reads the job's route first. `batch` names the
+batch a job belongs to (empty for a job of its own), so the claim and the end
+move the batch's counts in the same step.
+
+Batch items go out many to a message (`RunJobs`, task `dispatch.run_jobs`): a
+worker runs the items of one message concurrently, each as its own `RunJob`,
+so a batch pays Celery's cost per message once for many items. Every item keeps
+its own record; its retries and fallbacks are `RunJob` messages of their own.
+
+A batch's messages for one vendor are numbered 0, 1, 2 ... (their items are
+kept in Redis); only the first `window` are sent at once. A message that
+is done sends the one `window` places after it (`next_message`), before it is
+acknowledged, so each vendor's queue holds a few messages of a batch at any
+time, not thousands: workers stay free to take interactive jobs, and any
+worker, even one started later, takes the batch's next message.
 """
 
 from __future__ import annotations
@@ -16,10 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RUN_JOB_TASK", "RunJob"]
+__all__ = ["BATCH_MESSAGE_ITEMS", "RUN_JOBS_TASK", "RUN_JOB_TASK", "RunJob", "RunJobs"]
+
+# Items per batch message: Celery's cost per message is then small beside the
+# items' own, and a message's items end close together.
+BATCH_MESSAGE_ITEMS = 50
 
 # Explicit and readable in Flower.
 RUN_JOB_TASK = "dispatch.run_job"
+RUN_JOBS_TASK = "dispatch.run_jobs"
 
 
 @dataclass(frozen=True)
@@ -31,14 +50,70 @@ class RunJob:
     deployment: int = 0
     retry: int = 0
     vendor: str = ""
+    batch: str = ""
+
+    def as_args(self) -> list[Any]:
+        """The task's positional arguments, JSON-ready (the batch only when there is one)."""
+        args: list[Any] = [self.job_id, self.attempt, self.deployment, self.retry, self.vendor]
+        return [*args, self.batch] if self.batch else args
+
+    @classmethod
+    def from_args(  # noqa: PLR0917 - the task's positional arguments, as sent
+        cls,
+        job_id: str,
+        attempt: int,
+        deployment: int,
+        retry: int,
+        vendor: str = "",
+        batch: str = "",
+    ) -> RunJob:
+        """The message a task was called with."""
+        return cls(
+            job_id, int(attempt), int(deployment), int(retry), str(vendor or ""), str(batch or "")
+        )
+
+
+@dataclass(frozen=True)
+class RunJobs:
+    """The first attempt of several new jobs of one batch, all on `vendor`.
+
+    `next_message`: the number of the batch's message for `vendor` to send once
+    this one is done (-1: none), and `window` how far each step goes.
+    """
+
+    vendor: str
+    batch: str
+    job_ids: tuple[str, ...]
+    next_message: int = -1
+    window: int = 0
 
     def as_args(self) -> list[Any]:
         """The task's positional arguments, JSON-ready."""
-        return [self.job_id, self.attempt, self.deployment, self.retry, self.vendor]
+        return [self.vendor, self.batch, list(self.job_ids), self.next_message, self.window]
 
     @classmethod
     def from_args(
-        cls, job_id: str, attempt: int, deployment: int, retry: int, vendor: str = ""
-    ) -> RunJob:
+        cls,
+        vendor: str,
+        batch: str,
+        job_ids: list[str],
+        next_message: int = -1,
+        window: int = 0,
+    ) -> RunJobs:
         """The message a task was called with."""
-        return cls(job_id, int(attempt), int(deployment), int(retry), str(vendor or ""))
+        ids = tuple(str(job_id) for job_id in job_ids)
+        return cls(str(vendor), str(batch), ids, int(next_message), int(window))
+
+    def successor(self, job_ids: list[str]) -> RunJobs:
+        """The message `next_message`, holding `job_ids`."""
+        return RunJobs(
+            self.vendor,
+            self.batch,
+            tuple(job_ids),
+            self.next_message + self.window,
+            self.window,
+        )
+
+    def messages(self) -> list[RunJob]:
+        """One `RunJob` per item: attempt 0 on the route's first deployment."""
+        return [RunJob(job_id, vendor=self.vendor, batch=self.batch) for job_id in self.job_ids]

@@ -42,16 +42,45 @@ from dispatcher.models import (
 )
 from dispatcher.pricing import Price, estimate_completion_tokens, estimate_prompt_tokens
 
-__all__ = ["QUEUE_PREFIX", "LiveState", "VendorState", "queue_for", "route"]
+__all__ = [
+    "BATCH_LANE_SUFFIX",
+    "QUEUE_PREFIX",
+    "LiveState",
+    "VendorState",
+    "batch_queue_for",
+    "queue_for",
+    "route",
+    "vendor_queues",
+]
 
 QUEUE_PREFIX = "llm."
+# Batch items wait in a lane of their own, `llm.<vendor>.batch`, so an interactive
+# job never queues behind thousands of them (see `batch_queue_for`).
+BATCH_LANE_SUFFIX = ".batch"
 
 T = TypeVar("T")
 
 
-def queue_for(vendor: str) -> str:
-    """The Celery queue a vendor's jobs wait in."""
-    return f"{QUEUE_PREFIX}{vendor}"
+def queue_for(vendor: str, *, batch: bool = False) -> str:
+    """The Celery queue a vendor's jobs wait in: its interactive lane, or its batch lane."""
+    return batch_queue_for(vendor) if batch else f"{QUEUE_PREFIX}{vendor}"
+
+
+def batch_queue_for(vendor: str) -> str:
+    """The queue of a vendor's batch items, `llm.<vendor>.batch`.
+
+    Two queues rather than Celery's emulated priorities: a worker consuming both
+    takes from them in turn (kombu's Redis transport rotates the queues it polls),
+    so an interactive message waits for at most one batch message, whatever the
+    batch backlog, and prefetched messages are never stuck behind a priority
+    they cannot overtake.
+    """
+    return f"{QUEUE_PREFIX}{vendor}{BATCH_LANE_SUFFIX}"
+
+
+def vendor_queues(vendor: str) -> list[str]:
+    """Every queue a worker for `vendor` consumes: the interactive lane, then the batch lane."""
+    return [queue_for(vendor), batch_queue_for(vendor)]
 
 
 class VendorState(StrictModel):

@@ -162,7 +162,11 @@ class JobRunner:
         circuit = self._circuit_check(config)
         if not config.is_limited:
             claim = self.store.claim(
-                message.job_id, message.attempt, message.vendor, circuit=circuit
+                message.job_id,
+                message.attempt,
+                message.vendor,
+                circuit=circuit,
+                batch_id=message.batch,
             )
             return self._after_claim(message, claim, [])
         record = record or self.store.peek(message.job_id)
@@ -183,6 +187,7 @@ class JobRunner:
             buckets,
             horizon_s=horizon,
             circuit=circuit,
+            batch_id=message.batch,
         )
         return self._after_claim(message, claim, buckets)
 
@@ -216,12 +221,17 @@ class JobRunner:
             skipped = f"the route has no deployment {message.deployment}"
         if skipped is not None:
             return Outcome("skipped", skipped)
-        named = replace(message, vendor=deployments[message.deployment].vendor)
+        named = replace(
+            message,
+            vendor=deployments[message.deployment].vendor,
+            batch=message.batch or record.batch_id or "",
+        )
         if named.vendor in self.vendors:
             return self._claim(named, record)
         # Queues are per vendor, so this worker should never get this message:
         # put it back where a worker holding that vendor will take it.
-        self.send(named, queue_for(named.vendor), record.request.priority, 0.0)
+        queue = queue_for(named.vendor, batch=bool(named.batch))
+        self.send(named, queue, record.request.priority, 0.0)
         return Outcome("rescheduled", f"no vendor {named.vendor!r} in this worker")
 
     def _after_claim(self, message: RunJob, claim: Claim, buckets: list[Bucket]) -> Outcome:
@@ -341,6 +351,7 @@ class JobRunner:
             total_ms=max(0.0, total_ms),
             stream=record.request.stream,
             close_circuit=self.breaker.enabled,
+            batch_id=record.batch_id,
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)
 
@@ -430,7 +441,14 @@ class JobRunner:
             )
             return self._fail(record, current, error)
         retry = message.retry if index == message.deployment else 0  # counts per deployment
-        nxt = RunJob(record.job_id, message.attempt + 1, index, retry, deployments[index].vendor)
+        nxt = RunJob(
+            record.job_id,
+            message.attempt + 1,
+            index,
+            retry,
+            deployments[index].vendor,
+            record.batch_id or "",
+        )
         event = JobEvent(
             kind=JobEventKind.RETRY,
             attempt=nxt.attempt,
@@ -461,7 +479,7 @@ class JobRunner:
     ) -> Outcome:
         """Move the job to deployment `index` of its route, at once, with a fresh retry count."""
         source, target = deployments[message.deployment].vendor, deployments[index].vendor
-        nxt = RunJob(record.job_id, message.attempt + 1, index, 0, target)
+        nxt = RunJob(record.job_id, message.attempt + 1, index, 0, target, record.batch_id or "")
         event = JobEvent(
             kind=JobEventKind.REROUTED,
             attempt=nxt.attempt,
@@ -486,7 +504,9 @@ class JobRunner:
         event: JobEvent,
         counters: list[tuple[str, float]],
     ) -> Outcome:
-        queue = queue_for(vendor)
+        # A batch item's retries and fallbacks stay in the batch lane, behind interactive jobs.
+        nxt = replace(nxt, batch=record.batch_id or "")
+        queue = queue_for(vendor, batch=bool(nxt.batch))
         # Send first: should this worker die before the store is updated, the old
         # message is redelivered, or the new one adopts the job; it is never lost.
         self.send(nxt, queue, record.request.priority, delay_s)
@@ -497,6 +517,7 @@ class JobRunner:
             event=event,
             counters=counters,
             running_on=message.vendor,
+            batch_id=record.batch_id,
         )
         return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
 
@@ -510,6 +531,7 @@ class JobRunner:
             error=error,
             total_ms=total_ms,
             stream=record.request.stream,
+            batch_id=record.batch_id,
         )
         return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
 

@@ -18,6 +18,11 @@ configured prefix (`llmd` by default):
 | `{p}:vendor:{vendor}:running`     | zset   | jobs running on it -> when they started      |
 | `{p}:vendor:{vendor}:minute:{m}`  | hash   | requests and tokens ended in minute `m`      |
 | `{p}:vendor:{vendor}:health_turn` | string | held by the worker probing it this interval  |
+| `{p}:batch:{id}`                  | hash   | a batch's counts by state, times, tokens, cost |
+| `{p}:batch:{id}:jobs`             | list   | the batch's job ids, in input order          |
+| `{p}:batch:{id}:custom_ids`       | list   | the items' custom ids, in the same order     |
+| `{p}:batch:{id}:done`             | list   | one entry once every item ended; waiters block |
+| `{p}:batch:{id}:messages`         | hash   | `<vendor>:<n>`: job ids of its n-th message  |
 
 A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
 and `probe_until` (while its one half-open probe is under way).
@@ -44,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis
 
+from dispatcher.batch_store import BatchStore
 from dispatcher.circuit import Circuits
 from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
@@ -206,6 +212,36 @@ class Keys:
         """One tenant's bucket on a vendor (a digest of the tenant: any text is safe)."""
         return f"{self.prefix}:limit:{vendor}:tenant:{_digest(tenant)}:{kind}"
 
+    def batch(self, batch_id: str) -> str:
+        """The batch's hash: counts by state, times, tokens and cost."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}"
+
+    def batch_jobs(self, batch_id: str) -> str:
+        """The batch's job ids, in input order."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:jobs"
+
+    def batch_custom_ids(self, batch_id: str) -> str:
+        """The custom ids of the batch's items, in input order."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:custom_ids"
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        """The batch's hash, job list, custom id list, done list and messages, in that order."""
+        return [
+            self.batch(batch_id),
+            self.batch_jobs(batch_id),
+            self.batch_custom_ids(batch_id),
+            self.batch_done(batch_id),
+            self.batch_messages(batch_id),
+        ]
+
+    def batch_messages(self, batch_id: str) -> str:
+        """The job ids of each of the batch's messages, by `<vendor>:<n>`."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:messages"
+
+    def batch_done(self, batch_id: str) -> str:
+        """The list that holds one entry once every item of the batch has ended."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:done"
+
 
 class JobStore:
     """Reads and writes jobs; all methods take and return our models, never raw keys."""
@@ -229,6 +265,7 @@ class JobStore:
         self.circuits = Circuits(client, self.keys, now=now)
         self.health = HealthRecords(client, self.keys)
         self.traffic = Traffic(client, self.keys, now=now)
+        self.batches = BatchStore(self)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -295,6 +332,7 @@ class JobStore:
         *,
         horizon_s: float = 0.0,
         circuit: CircuitCheck | None = None,
+        batch_id: str = "",
     ) -> Claim:
         """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
 
@@ -320,6 +358,7 @@ class JobStore:
                 self.keys.blocked(vendor),
                 self.keys.circuit(vendor),
                 self.keys.running(vendor),
+                self.keys.batch(batch_id) if batch_id else self.keys.job(job_id),
                 *[bucket.key for bucket in buckets],
             ],
             args=[
@@ -331,6 +370,7 @@ class JobStore:
                 repr(max(0.0, horizon_s)),
                 repr(circuit.reset_timeout_s) if circuit else "",
                 repr(circuit.probe_timeout_s) if circuit else "0",
+                "1" if batch_id else "0",
                 *bucket_args,
             ],
         )
@@ -369,10 +409,12 @@ class JobStore:
         event: JobEvent,
         counters: list[tuple[str, float]] = (),  # type: ignore[assignment]
         running_on: str = "",
+        batch_id: str | None = None,
     ) -> str:
         """Record a retry or reroute and hand the job to message `to_attempt`.
 
         `running_on`: the vendor the ending attempt was for; the job leaves its running set.
+        `batch_id`: the job's batch, whose counts move with it.
         """
         flat = [str(part) for pair in counters for part in pair]
         result = self._reschedule(
@@ -381,8 +423,16 @@ class JobStore:
                 self.keys.events(job_id),
                 self.keys.stats(),
                 self.keys.running(running_on),
+                self.keys.batch(batch_id) if batch_id else self.keys.job(job_id),
             ],
-            args=[from_attempt, to_attempt, event.model_dump_json(), TERMINAL, *flat],
+            args=[
+                from_attempt,
+                to_attempt,
+                event.model_dump_json(),
+                TERMINAL,
+                "1" if batch_id else "0",
+                *flat,
+            ],
         )
         return _text(result)
 
@@ -398,11 +448,13 @@ class JobStore:
         event_reason: str | None = None,
         stream: bool = False,
         close_circuit: bool = False,
+        batch_id: str | None = None,
     ) -> bool:
         """End the job, at most once; False when it had already ended (nothing written).
 
         A streaming job (`stream`) also gets its one terminal stream event here;
-        `close_circuit` (a success) closes `vendor`'s circuit in the same step.
+        `close_circuit` (a success) closes `vendor`'s circuit in the same step; the
+        job's batch (`batch_id`) counts the end, its tokens and cost in it too.
         """
         if not status.is_terminal:
             raise ValueError(f"finish needs a terminal status, not {status}")
@@ -444,6 +496,13 @@ class JobStore:
         args += [channel, terminal, job_id, "1" if closes else "0"]
         args += ["1" if vendor else "0", tokens]
         args += ["" if latency is None else repr(latency), latency_average_field(vendor or "")]
+        args += [
+            "1" if batch_id else "0",
+            usage.prompt_tokens if usage is not None else 0,
+            usage.completion_tokens if usage is not None else 0,
+            repr(cost),
+            repr(now),
+        ]
         args += [len(fields), *[part for pair in fields.items() for part in pair]]
         args += [len(counters), *[str(part) for pair in counters for part in pair]]
         args += [bucket for _, bucket in histograms]
@@ -457,9 +516,16 @@ class JobStore:
             self.keys.circuit(on),
             self.keys.running(on),
             self.keys.minute(on, int(now // 60)),
+            *self._batch_keys(job_id, batch_id),
             *[key for key, _ in histograms],
         ]
         return bool(self._finish(keys=keys, args=args))
+
+    def _batch_keys(self, job_id: str, batch_id: str | None) -> list[str]:
+        """The five batch keys FINISH takes: the batch's, or untouched stand-ins."""
+        if not batch_id:
+            return [self.keys.job(job_id)] * 5
+        return self.keys.batch_keys(batch_id)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had."""
@@ -470,6 +536,7 @@ class JobStore:
             vendor=None,
             event_reason="cancelled",
             stream=record.request.stream,
+            batch_id=record.batch_id,
         )
 
     def stream_events(self, job_id: str, after_seq: int = 0) -> list[StreamEvent]:
@@ -606,10 +673,10 @@ def _terminal_stream_body(
     )
 
 
-def _checked(job_id: str) -> str:
+def _checked(job_id: str, what: str = "job") -> str:
     """`job_id` when it is one of ours; no other string may become part of a key."""
     if not valid_job_id(job_id):
-        raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        raise JobNotFound(f"{job_id!r} is not a {what} id (32 hex digits)", job_id=None)
     return job_id
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "ACQUIRE",
     "ADJUST",
     "APPEND",
+    "BATCH_ADD",
     "BLOCK",
     "CLAIM",
     "DRAIN",
@@ -149,11 +150,12 @@ return 1
 """
 
 # KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
-#       the vendor's circuit, its running set, then the token buckets to take from.
+#       the vendor's circuit, its running set, the job's batch hash (any key when it
+#       has none: untouched), then the token buckets to take from.
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
 #       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
-#       breakers are off), how long a probe may take (s), then (rate per s, size,
-#       cost) per bucket.
+#       breakers are off), how long a probe may take (s), "1" when the job belongs
+#       to a batch, then (rate per s, size, cost) per bucket.
 # Returns {verdict, job hash as HGETALL gives it, ...}, the hash with every verdict but
 # "missing". Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an older
 # message), "late" (its deadline passed), "blocked" (the vendor asked everyone to
@@ -183,7 +185,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(8, 9, buckets, now)
+    release(9, 10, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -206,7 +208,7 @@ if ARGV[7] ~= '' then
   end
 end
 if buckets > 0 then
-  local wait, holds = take(8, 9, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(9, 10, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
@@ -216,6 +218,13 @@ end
 if probe then
   redis.call('HSET', KEYS[6], 'state', 'half_open',
              'probe_until', string.format('%.6f', now + tonumber(ARGV[8])))
+end
+if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
+  if job['status'] ~= 'running' then
+    redis.call('HINCRBY', KEYS[8], job['status'], -1)
+    redis.call('HINCRBY', KEYS[8], 'running', 1)
+  end
+  redis.call('HSETNX', KEYS[8], 'started_at', ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -320,9 +329,9 @@ return #KEYS
 )
 
 # KEYS: job hash, events list, stats hash, the running set of the vendor the attempt
-#       was for.
-# ARGV: expected attempt, next attempt, event JSON, terminal statuses,
-#       then field/amount pairs to add to the stats hash.
+#       was for, the job's batch hash (any key when it has none: untouched).
+# ARGV: expected attempt, next attempt, event JSON, terminal statuses, "1" when the
+#       job belongs to a batch, then field/amount pairs to add to the stats hash.
 # Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
 # runs (nothing recorded: this hand-off is obsolete); or "moved" when the next
 # message itself already took over (the event is still recorded: it happened).
@@ -336,10 +345,14 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current > tonumber(ARGV[2]) then return 'stale' end
 redis.call('ZREM', KEYS[4], string.match(KEYS[1], '[^:]+$'))
 redis.call('RPUSH', KEYS[2], ARGV[3])
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 if current ~= tonumber(ARGV[1]) then return 'moved' end
+if status == 'running' and ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'running', -1)
+  redis.call('HINCRBY', KEYS[5], 'queued', 1)
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2])
 return 'ok'
 """
@@ -370,8 +383,10 @@ return seq
 )
 
 # KEYS: job hash, events list, done list, stats hash, stream buffer, the vendor's
-#       circuit, its running set and its current minute's counters, then histogram
-#       hashes. (With no vendor the three vendor keys are passed but not touched.)
+#       circuit, its running set and its current minute's counters, the job's batch
+#       hash, the batch's job list, custom id list, done list and messages' items,
+#       then histogram hashes. (With no vendor the three vendor keys, with no batch
+#       the five batch keys, are passed but not touched.)
 # ARGV: new status, event JSON, ttl seconds, terminal statuses,
 #       channel ("" for a job that does not stream), the terminal stream event's
 #       body (JSON without its "{"), job id, "1" to close the vendor's circuit
@@ -379,7 +394,11 @@ return seq
 #       ended on a vendor (it leaves the vendor's running set and counts in its
 #       minute), the tokens it used, the vendor's latency in ms ("" when there is
 #       none) and the stats field of the vendor's moving average latency,
-#       number of hash field/value pairs N, the N pairs,
+#       "1" when the job belongs to a batch, its prompt tokens, completion tokens,
+#       cost and now (epoch s) (the batch's counts, tokens and cost move with the
+#       end; when its last item ends the batch is finished, its done list gets its
+#       one entry (waiters wake) and it expires with its items), number of hash
+#       field/value pairs N, the N pairs,
 #       number of stats pairs M, the M field/amount pairs,
 #       then one bucket name per histogram key.
 # Returns 1 when this call ended the job, 0 when it had already ended: a
@@ -395,6 +414,22 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if ended(status, ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
+local ttl = tonumber(ARGV[3])
+if ARGV[13] == '1' and redis.call('EXISTS', KEYS[9]) == 1 then
+  redis.call('HINCRBY', KEYS[9], status, -1)
+  redis.call('HINCRBY', KEYS[9], ARGV[1], 1)
+  redis.call('HINCRBY', KEYS[9], 'prompt_tokens', tonumber(ARGV[14]))
+  redis.call('HINCRBY', KEYS[9], 'completion_tokens', tonumber(ARGV[15]))
+  redis.call('HINCRBYFLOAT', KEYS[9], 'cost_usd', ARGV[16])
+  local c = redis.call('HMGET', KEYS[9], 'total', 'succeeded', 'failed', 'cancelled')
+  local done = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+  if done >= (tonumber(c[1]) or 0) then
+    redis.call('HSET', KEYS[9], 'finished_at', ARGV[17])
+    redis.call('DEL', KEYS[12])
+    redis.call('RPUSH', KEYS[12], 'finished')
+    for k = 9, 13 do redis.call('EXPIRE', KEYS[k], ttl) end
+  end
+end
 if ARGV[8] == '1' then redis.call('DEL', KEYS[6]) end
 if ARGV[9] == '1' then
   redis.call('ZREM', KEYS[7], ARGV[7])
@@ -408,7 +443,7 @@ if ARGV[9] == '1' then
     redis.call('HSET', KEYS[4], ARGV[12], string.format('%.3f', latency))
   end
 end
-local i = 13
+local i = 18
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
@@ -417,13 +452,12 @@ local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
 end
-for k = 9, #KEYS do
+for k = 14, #KEYS do
   redis.call('HINCRBY', KEYS[k], ARGV[i], 1); i = i + 1
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[3], ARGV[1])
-local ttl = tonumber(ARGV[3])
 if ARGV[5] ~= '' then
   if ARGV[1] == 'succeeded' then
     local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
@@ -438,3 +472,55 @@ redis.call('EXPIRE', KEYS[3], ttl)
 return 1
 """
 )
+
+# KEYS: the batch hash, its job list, its custom id list, its done list, then per
+#       item the job hash and its events list.
+# ARGV: "new" or "retry", now (epoch s), time to live of pending keys (s), batch id,
+#       then per item 8 values: job id, custom id, request JSON, route JSON, deadline
+#       (epoch s, "" for none), queued-event JSON, and for "retry" the item's index
+#       in the batch and the failed job it replaces ("" for "new").
+# "new" appends the items to the batch; "retry" puts each new job in the place of a
+# failed one, only while that place still holds the failed job (two concurrent
+# retries do not both replace it), moving one count from failed to queued and
+# reopening the batch. Every item becomes a queued job hash like `JobStore.create`
+# writes. Returns the job ids written.
+BATCH_ADD = """
+local now, ttl, batch_id = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local retry = ARGV[1] == 'retry'
+local written = {}
+local item = 0
+for a = 5, #ARGV, 8 do
+  local job, events = KEYS[5 + 2 * item], KEYS[6 + 2 * item]
+  item = item + 1
+  local job_id = ARGV[a]
+  local place = true
+  if retry then
+    local index = tonumber(ARGV[a + 6])
+    place = redis.call('LINDEX', KEYS[2], index) == ARGV[a + 7]
+    if place then
+      redis.call('LSET', KEYS[2], index, job_id)
+      redis.call('HINCRBY', KEYS[1], 'failed', -1)
+    end
+  else
+    redis.call('RPUSH', KEYS[2], job_id)
+    redis.call('RPUSH', KEYS[3], ARGV[a + 1])
+    redis.call('HINCRBY', KEYS[1], 'total', 1)
+  end
+  if place then
+    redis.call('HINCRBY', KEYS[1], 'queued', 1)
+    redis.call('HSET', job, 'request', ARGV[a + 2], 'route', ARGV[a + 3], 'status', 'queued',
+               'attempt', '0', 'attempts', '0', 'created_at', now, 'batch_id', batch_id)
+    if ARGV[a + 4] ~= '' then redis.call('HSET', job, 'deadline_at', ARGV[a + 4]) end
+    redis.call('RPUSH', events, ARGV[a + 5])
+    redis.call('EXPIRE', job, ttl)
+    redis.call('EXPIRE', events, ttl)
+    written[#written + 1] = job_id
+  end
+end
+if retry and #written > 0 then
+  redis.call('HDEL', KEYS[1], 'finished_at')
+  redis.call('DEL', KEYS[4])
+end
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
+return written
+"""

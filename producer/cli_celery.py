@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.router import queue_for
+from dispatcher.router import vendor_queues
 from producer.cli_config import load_settings
 from producer.cli_exit_codes import EXIT_CONFIG_INVALID, fail
 
@@ -95,7 +95,8 @@ def worker_command(
     vendors: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated vendors whose queues (llm.<vendor>) this worker consumes; "
+            help="Comma-separated vendors whose queues (llm.<vendor> and its batch lane "
+            "llm.<vendor>.batch) this worker consumes; "
             "default: every enabled vendor in the configuration.",
             show_default=False,
         ),
@@ -140,7 +141,7 @@ def worker_command(
 ) -> None:
     """Run a Celery worker for some vendors' queues (replaces this process).
 
-    Runs `python -m celery -A workers.app worker -Q llm.<vendor>,...` with
+    Runs `python -m celery -A workers.app worker -Q llm.<vendor>,llm.<vendor>.batch,...` with
     LLMDISPATCH_WORKER_VENDORS set, so the worker builds clients for those
     vendors only. Exits 3 if a vendor is not configured or is disabled.
     """
@@ -149,7 +150,7 @@ def worker_command(
         *_CELERY,
         "worker",
         "-Q",
-        ",".join(queue_for(name) for name in names),
+        ",".join(queue for name in names for queue in vendor_queues(name)),
         "--pool",
         pool,
         "--concurrency",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,8 +26,10 @@ from pydantic import ValidationError
 from dispatcher.celery_config import celery_priority, celery_settings
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
-from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.models import (
+    BatchItem,
+    BatchRecord,
     CircuitState,
     HealthStatus,
     JobRecord,
@@ -42,6 +44,13 @@ from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
 from dispatcher.store import JobStore
 from dispatcher.traffic import Load, running_since
+from producer.batches import (
+    DEFAULT_PROGRESS_INTERVAL_S,
+    Batches,
+    BatchSource,
+    SendJobs,
+    one_by_one,
+)
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 
 if TYPE_CHECKING:
@@ -163,6 +172,10 @@ class CelerySender:
             RUN_JOB_TASK, args=message.as_args(), queue=queue, priority=celery_priority(priority)
         )
 
+    def send_jobs(self, message: RunJobs, queue: str) -> None:
+        """Send a batch message (many items) to `queue` (a batch lane)."""
+        self.app.send_task(RUN_JOBS_TASK, args=message.as_args(), queue=queue)
+
     def close(self) -> None:
         """Release the broker connections, if the app was ever built."""
         with self._lock:
@@ -180,6 +193,7 @@ class Client:
         *,
         redis_client: redis.Redis | None = None,
         send: Send | None = None,
+        send_jobs: SendJobs | None = None,
         rng: random.Random | None = None,
         live_state_ttl_s: float | None = None,
     ) -> None:
@@ -195,11 +209,19 @@ class Client:
         self._sender: CelerySender | None = None
         if send is None:
             self._sender = send = CelerySender(settings)
+            send_jobs = send_jobs or self._sender.send_jobs
         self._send = send
         self._rng = rng or random.Random()
         self._live: LiveState | None = None
         self._live_read_at = 0.0
         self._live_ttl_s = LIVE_STATE_TTL_S if live_state_ttl_s is None else live_state_ttl_s
+        self._batches = Batches(
+            self.store,
+            settings,
+            live_state=self._live_state,
+            send_jobs=send_jobs or one_by_one(send),
+            rng=self._rng,
+        )
 
     @classmethod
     def from_env(cls) -> Client:
@@ -345,6 +367,67 @@ class Client:
             JobNotFound: no such job.
         """
         return self.store.cancel(job_id)
+
+    # --- batches ----------------------------------------------------------------------
+
+    def submit_batch(
+        self, source: BatchSource, *, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Queue a batch: a JSONL file's path, or a list of requests; returns its id at once.
+
+        A file holds one request per line, in the OpenAI Batch input format
+        (`custom_id`, `method`, `url`, `body`) or as plain request objects
+        (optionally with a `custom_id`). All or nothing: see `producer.batches`.
+
+        Raises:
+            BatchFileError: every bad line or item, with its number; nothing was written.
+        """
+        return self._batches.submit(source, metadata=metadata)
+
+    def batch_status(self, batch_id: str) -> BatchRecord:
+        """The batch's counts by state, times, tokens, cost and ETA now.
+
+        Raises:
+            BatchNotFound: no such batch (never created, expired, or not a batch id).
+        """
+        return self._batches.status(batch_id)
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        timeout_s: float | None = None,
+        *,
+        on_progress: Callable[[BatchRecord], Any] | None = None,
+        interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+    ) -> BatchRecord:
+        """Block until every item has ended, calling `on_progress(record)` every `interval_s`.
+
+        Raises:
+            BatchNotFound: no such batch.
+            TimeoutError: items were still pending after `timeout_s`; they keep running.
+        """
+        return self._batches.wait(
+            batch_id, timeout_s, on_progress=on_progress, interval_s=interval_s
+        )
+
+    def batch_results(self, batch_id: str) -> list[BatchItem]:
+        """Every item in input order: custom id, status, and response or typed error."""
+        return list(self._batches.results(batch_id))
+
+    def iter_batch_results(self, batch_id: str) -> Iterator[BatchItem]:
+        """`batch_results`, read a page at a time (for batches too large to hold at once)."""
+        return self._batches.results(batch_id)
+
+    def cancel_batch(self, batch_id: str) -> int:
+        """Cancel every item that has not ended; returns how many were.
+
+        Queued items never run; a running item's result is discarded when it returns.
+        """
+        return self._batches.cancel(batch_id)
+
+    def retry_failed(self, batch_id: str) -> int:
+        """Resubmit the batch's failed items into the same batch; returns how many were."""
+        return self._batches.retry_failed(batch_id)
 
     # --- configuration and statistics --------------------------------------------------
 

@@ -21,8 +21,9 @@ from httpx_aiohttp import HttpxAiohttpClient
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
 from dispatcher.health import HealthMonitor
-from dispatcher.messages import RUN_JOB_TASK, RunJob
-from dispatcher.runner import JobRunner, call_vendor
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.router import batch_queue_for
+from dispatcher.runner import JobRunner, Outcome, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
@@ -76,6 +77,46 @@ class WorkerRuntime:
             settings, self.store, self.vendors, call=self.call_vendor, send=self.send
         )
         self._health: concurrent.futures.Future[None] | None = None
+        # The batch lane's own threads: the items of a `dispatch.run_jobs` message run
+        # here, at most `batch_concurrency` at once per process, so a batch draining
+        # leaves the task threads (and the CPU) free for interactive jobs.
+        self.batch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.batch_concurrency, thread_name_prefix="llmd-batch"
+        )
+
+    def run_batch_message(self, message: RunJobs) -> list[Outcome]:
+        """Run a batch message's items; then send the batch's next message for its vendor.
+
+        The next one goes out before this one is acknowledged: should the worker die
+        first, this message is delivered again, runs what is left and sends it then.
+        """
+        try:
+            return self.run_many(message.messages())
+        finally:
+            if message.next_message >= 0:
+                job_ids = self.store.batches.message_items(
+                    message.batch, message.vendor, message.next_message
+                )
+                if job_ids:
+                    self.celery_app.send_task(
+                        RUN_JOBS_TASK,
+                        args=message.successor(job_ids).as_args(),
+                        queue=batch_queue_for(message.vendor),
+                    )
+
+    def run_many(self, messages: list[RunJob]) -> list[Outcome]:
+        """Run the messages concurrently on the batch lane's threads; their outcomes in order.
+
+        Every message runs to its end even when another raised; the first error is
+        raised after, so the task shows as failed (its items' records say why).
+        """
+        futures = [self.batch_pool.submit(self.runner.run, message) for message in messages]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
 
     @staticmethod
     def _http_client(config: Any) -> httpx.AsyncClient:
@@ -127,7 +168,7 @@ class WorkerRuntime:
         return True
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
-        """Queue the next message of a job (a retry, a fallback, a wait)."""
+        """Queue the next message of a job (a retry, a fallback, a wait), in its lane."""
         self.celery_app.send_task(
             RUN_JOB_TASK,
             args=message.as_args(),

@@ -1,26 +1,46 @@
-"""The one task: a thin shell that hands a message to the job runner."""
+"""The tasks: thin shells that hand messages to the job runner.
+
+`dispatch.run_job` runs one attempt of one job; `dispatch.run_jobs` runs the
+first attempt of many new items of a batch, concurrently (see `RunJobs`).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from celery.signals import worker_ready
 
-from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from workers.app import app
 from workers.runtime import runtime
 
-__all__ = ["run_job"]
+__all__ = ["run_job", "run_jobs"]
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
-def run_job(
-    job_id: str, attempt: int = 0, deployment: int = 0, retry: int = 0, vendor: str = ""
+def run_job(  # noqa: PLR0917 - a message's arguments are positional (RunJob.as_args)
+    job_id: str,
+    attempt: int = 0,
+    deployment: int = 0,
+    retry: int = 0,
+    vendor: str = "",
+    batch: str = "",
 ) -> dict[str, Any]:
     """Run one attempt of job `job_id`; retries and fallbacks are new messages."""
-    message = RunJob.from_args(job_id, attempt, deployment, retry, vendor)
+    message = RunJob.from_args(job_id, attempt, deployment, retry, vendor, batch)
     outcome = runtime(app).runner.run(message)
     return {"outcome": outcome.kind, "detail": outcome.detail[:200]}
+
+
+@app.task(name=RUN_JOBS_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_jobs(
+    vendor: str, batch: str, job_ids: list[str], next_message: int = -1, window: int = 0
+) -> dict[str, Any]:
+    """Run the first attempt of batch `batch`'s items `job_ids` on `vendor`, concurrently."""
+    message = RunJobs.from_args(vendor, batch, job_ids, next_message, window)
+    outcomes = runtime(app).run_batch_message(message)
+    return {"outcomes": dict(Counter(outcome.kind for outcome in outcomes))}
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -17,7 +17,12 @@ Request header `x-fake-fault` (comma-separated) injects faults: `429`, `500`,
 `midstream-drop` (close the connection halfway, no terminator) and
 `midstream-error` (half the events, then the vendor's in-stream error). A
 trailing `@N` (`429@1`) applies the fault to the first N requests carrying
-that exact header value. `GET /__requests` lists what was received;
+that exact header value. The same faults can ride in a prompt, as a marker
+`[fault:<faults> <tag>]` anywhere in the request body (`[fault:500@1 item-7]`):
+`@N` then counts the requests carrying that exact marker, so one item of a
+batch can fail once and succeed on its retry. `POST /__down/<seconds>[?x-vendor=<v>]`
+makes every call (to vendor `<v>` only, by its `x-vendor` header, when given)
+answer 503 for that long. `GET /__requests` lists what was received;
 `POST /__reset` clears it. `POST /__models_status/<code>[?x-vendor=<v>]` makes
 the model lists (what health checks call) answer with that status from then on
 (only to requests whose `x-vendor` header is `<v>`, when given).
@@ -39,6 +44,8 @@ from aiohttp import web
 __all__ = ["FakeVendors"]
 
 Json = dict[str, Any]
+# A fault carried by a prompt: "[fault:500@1 item-7]" (faults, then a tag that makes it unique).
+_FAULT_MARKER = re.compile(r"\[fault:([^\]]+)\]")
 
 
 @dataclass
@@ -82,6 +89,8 @@ class FakeVendors:
         self.models_status = HTTPStatus.OK
         self.models_status_for: str | None = None
         self.models_calls = 0
+        # Until when calls answer 503: per `x-vendor` header value ("" for every call).
+        self.down_until: dict[str, float] = {}
         self.app = web.Application()
         routes = [
             web.post("/v1/chat/completions", self.openai),
@@ -99,6 +108,7 @@ class FakeVendors:
             web.get("/__requests", self.dump_requests),
             web.post("/__reset", self.reset),
             web.post("/__models_status/{status}", self.set_models_status),
+            web.post("/__down/{seconds}", self.set_down),
         ]
         self.app.add_routes(routes)
 
@@ -110,12 +120,17 @@ class FakeVendors:
     async def reset(self, request: web.Request) -> web.Response:
         self.requests.clear()
         self._fault_uses.clear()
+        self.down_until.clear()
         return web.json_response({"ok": True})
 
     async def _record(self, request: web.Request, vendor: str) -> tuple[Json, list[str]]:
         raw = await request.read()
         body = json.loads(raw) if raw else {}
         faults = self._faults(request.headers.get("x-fake-fault", ""))
+        for marker in _FAULT_MARKER.findall(raw.decode(errors="replace")):
+            faults += self._faults(marker.split()[0], counted_as=marker)
+        if self._is_down(request.headers.get("x-vendor", "")):
+            faults.append("503")
         self.requests.append(
             {
                 "at": time.time(),
@@ -130,16 +145,28 @@ class FakeVendors:
         )
         return body, faults
 
-    def _faults(self, header: str) -> list[str]:
+    def _faults(self, header: str, counted_as: str | None = None) -> list[str]:
         if not header:
             return []
-        self._fault_uses[header] += 1
+        key = counted_as or header
+        self._fault_uses[key] += 1
         active = []
         for part in (p.strip() for p in header.split(",")):
             name, _, limit = part.partition("@")
-            if not limit or self._fault_uses[header] <= int(limit):
+            if not limit or self._fault_uses[key] <= int(limit):
                 active.append(name)
         return active
+
+    def _is_down(self, vendor: str) -> bool:
+        now = time.time()
+        return any(
+            until > now and target in ("", vendor) for target, until in self.down_until.items()
+        )
+
+    async def set_down(self, request: web.Request) -> web.Response:
+        seconds = float(request.match_info["seconds"])
+        self.down_until[request.query.get("x-vendor", "")] = time.time() + seconds
+        return web.json_response({"ok": True})
 
     async def set_models_status(self, request: web.Request) -> web.Response:
         self.models_status = int(request.match_info["status"])

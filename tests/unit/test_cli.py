@@ -126,7 +126,7 @@ def test_worker_print_consumes_the_queues_of_the_vendors_named() -> None:
         *CELERY,
         "worker",
         "-Q",
-        "llm.beta,llm.alpha",
+        "llm.beta,llm.beta.batch,llm.alpha,llm.alpha.batch",
         "--pool",
         "threads",
         "--concurrency",
@@ -146,7 +146,7 @@ def test_worker_defaults_to_every_enabled_vendor() -> None:
     assert result.exit_code == 0, result.output
     words = shlex.split(result.stdout)
     assert words[0] == "LLMDISPATCH_WORKER_VENDORS=alpha,beta"
-    assert words[words.index("-Q") + 1] == "llm.alpha,llm.beta"
+    assert words[words.index("-Q") + 1] == "llm.alpha,llm.alpha.batch,llm.beta,llm.beta.batch"
     assert words[words.index("--concurrency") + 1] == "50"
     assert words[words.index("--pool") + 1] == "solo"
 
@@ -188,7 +188,7 @@ def test_worker_replaces_the_process_with_celery_and_names_its_vendors_in_the_en
     [(file, argv, env)] = execs
     assert (file, argv[: len(CELERY) + 3]) == (
         sys.executable,
-        [*CELERY, "worker", "-Q", "llm.alpha"],
+        [*CELERY, "worker", "-Q", "llm.alpha,llm.alpha.batch"],
     )
     assert env["LLMDISPATCH_WORKER_VENDORS"] == "alpha"
     assert env["REDIS_URL"] == "redis://127.0.0.1:6390/3"

@@ -8,6 +8,7 @@ import pytest
 
 from dispatcher import errors
 from dispatcher.errors import (
+    BatchNotFound,
     BudgetExceeded,
     CircuitOpen,
     ConfigError,
@@ -36,6 +37,7 @@ FINAL = {
     NoRoute,
     BudgetExceeded,
     JobNotFound,
+    BatchNotFound,
     JobCancelled,
     ConfigError,
 }
@@ -53,6 +55,7 @@ SAMPLES: list[DispatcherError] = [
     NoRoute("no vendor can take model 'x'", reasons={"openai": "disabled", "azure": "unhealthy"}),
     BudgetExceeded("too expensive", estimated_cost_usd=0.2, max_cost_usd=0.1),
     JobNotFound("no job 'abc'", job_id="abc"),
+    BatchNotFound("no batch 'abc'"),
     JobCancelled("job 'abc' was cancelled", job_id="abc"),
     ConfigError(["vendors.openai.rpm: must be greater than 0", "default_vendor: unknown"]),
 ]

@@ -11,6 +11,9 @@ from pydantic import BaseModel, SecretStr
 
 import dispatcher
 from dispatcher import (
+    BatchCounts,
+    BatchItem,
+    BatchRecord,
     Chunk,
     CostOptimization,
     Deployment,
@@ -127,6 +130,21 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         total_ms=820.0,
         usage=USAGE,
         cost_usd=0.00012,
+    ),
+    BatchCounts: BatchCounts(total=5, queued=1, running=1, succeeded=1, failed=1, cancelled=1),
+    BatchRecord: BatchRecord(
+        batch_id="b1",
+        counts=BatchCounts(total=2, succeeded=1, running=1),
+        created_at=AT,
+        started_at=AT,
+        prompt_tokens=12,
+        completion_tokens=30,
+        cost_usd=0.0004,
+        eta_s=1.5,
+        metadata={"team": "data"},
+    ),
+    BatchItem: BatchItem(
+        index=3, custom_id="request-4", job_id="j1", status=JobStatus.SUCCEEDED, response=RESPONSE
     ),
     VendorStats: VendorStats(
         requests=3, successes=2, failures=1, total_cost_usd=0.5, avg_latency_ms=9

@@ -1,0 +1,295 @@
+"""Batches from the producer's side: submit thousands of requests at once, follow, fetch.
+
+`submit_batch` validates every request (all or nothing: a bad line or item is
+reported with its number and nothing is written), routes each one, writes the
+batch and every item's job in one atomic round trip, and sends the items out
+many to a message (`RunJobs`, `dispatch.run_jobs`) on each vendor's batch lane,
+`llm.<vendor>.batch`. Workers run the items of a message concurrently; every
+item keeps its own record, retries, fallbacks and result. Interactive jobs go
+to `llm.<vendor>`, which workers take from in turn with the batch lane, so they
+never wait behind a batch.
+
+Cancelling a batch ends every item that has not ended as cancelled: queued
+items never run; an item already running has its vendor call's result
+discarded when it comes back (the call may still be billed by the vendor).
+`retry_failed` puts a new job in the place of each failed item, in the same
+batch, and sends it out again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from dispatcher.batch_store import NewItem, Replacement
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
+from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
+from dispatcher.router import LiveState, batch_queue_for, route
+from dispatcher.store import JobStore
+from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
+
+__all__ = ["BatchSource", "Batches", "SendJobs", "one_by_one"]
+# How often `wait_batch` reports progress by default.
+DEFAULT_PROGRESS_INTERVAL_S = 1.0
+
+SendJobs = Callable[[RunJobs, str], None]
+"""Sends a batch message to a queue: `send_jobs(message, queue)`."""
+BatchSource = str | os.PathLike[str] | Sequence[Request | Mapping[str, Any]]
+"""A JSONL file's path, or a list of requests (dicts may carry a `custom_id`)."""
+
+
+class Batches:
+    """The batch operations of a `Client` (which hands them its store, router state and sender)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        live_state: Callable[[], LiveState],
+        send_jobs: SendJobs,
+        rng: random.Random,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._live_state = live_state
+        self._send_jobs = send_jobs
+        self._rng = rng
+
+    # --- submitting ------------------------------------------------------------------
+
+    def submit(self, source: BatchSource, *, metadata: Mapping[str, str] | None = None) -> str:
+        """Queue every request of `source` as one batch; returns the batch id at once.
+
+        Raises:
+            BatchFileError: a line or item is invalid (bad JSON, not UTF-8, missing or
+                duplicate custom_id, an invalid request) or no vendor can take it;
+                every one is listed with its number, and nothing was written.
+        """
+        lines = _lines_of(source)
+        routes = self._routes(lines, unit="line" if _is_path(source) else "item")
+        batch_id = self.store.batches.new_batch_id()
+        items = [
+            NewItem(self.store.new_job_id(), line.custom_id, line.request, chosen)
+            for line, chosen in zip(lines, routes, strict=True)
+        ]
+        messages = _plan(batch_id, [(item.job_id, item.route.vendor) for item in items])
+        self.store.batches.create(
+            batch_id,
+            items,
+            messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
+            metadata=metadata,
+        )
+        # The first `window` messages per vendor; each sends its successor when done.
+        window = self.settings.batch_window
+        first = [
+            replace(m, next_message=n + window, window=window)
+            for n, m in _numbered(messages)
+            if n < window
+        ]
+        self._send(batch_id, first, messages, window)
+        return batch_id
+
+    def _routes(self, lines: Sequence[BatchLine], *, unit: str) -> list[Route]:
+        """A route for every line, or a `BatchFileError` naming every line no vendor takes."""
+        live = self._live_state()
+        routes: list[Route] = []
+        problems: list[tuple[int, str]] = []
+        for line in lines:
+            try:
+                routes.append(route(line.request, self.settings, live, self._rng))
+            except DispatcherError as error:
+                problems.append((line.line, str(error)))
+        if problems:
+            raise BatchFileError(problems, unit=unit)
+        return routes
+
+    def _send(
+        self,
+        batch_id: str,
+        sending: Sequence[RunJobs],
+        every: Sequence[RunJobs],
+        window: int = 0,
+    ) -> None:
+        """Send `sending` (numbered as in `every`) to their vendors' batch lanes.
+
+        With a `window`, message n stands for itself and n + window, n + 2 x window ...
+        (its successors). Should sending fail, the items of every message that will
+        not go out are failed with the reason, so the batch still ends, and the
+        error is raised.
+        """
+        for sent, message in enumerate(sending):
+            try:
+                self._send_jobs(message, batch_queue_for(message.vendor))
+            except Exception as exc:
+                lost = {(m.vendor, m.job_ids) for m in sending[sent:]}
+                lost_chains = (
+                    {
+                        (m.vendor, n % window)
+                        for n, m in _numbered(every)
+                        if (m.vendor, m.job_ids) in lost
+                    }
+                    if window
+                    else set()
+                )
+                unsent = [
+                    job_id
+                    for n, m in _numbered(every)
+                    if (m.vendor, m.job_ids) in lost
+                    or (m.vendor, n % max(1, window)) in lost_chains
+                    for job_id in m.job_ids
+                ]
+                self._fail_unsent(batch_id, unsent, exc)
+                raise
+
+    def _fail_unsent(self, batch_id: str, job_ids: Iterable[str], cause: Exception) -> None:
+        error = DispatcherError(f"could not queue the batch's item: {cause}")
+        for job_id in job_ids:
+            try:
+                self.store.finish(
+                    job_id, JobStatus.FAILED, vendor=None, error=error, batch_id=batch_id
+                )
+            except Exception as exc:  # Redis gone too: say so, keep the first error
+                cause.add_note(f"batch {batch_id}'s unsent items could not be failed: {exc}")
+                return
+
+    # --- following -------------------------------------------------------------------
+
+    def status(self, batch_id: str) -> BatchRecord:
+        """The batch's counts by state, times, tokens, cost and ETA now."""
+        return self.store.batches.get(batch_id)
+
+    def wait(
+        self,
+        batch_id: str,
+        timeout_s: float | None = None,
+        *,
+        on_progress: Callable[[BatchRecord], Any] | None = None,
+        interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+    ) -> BatchRecord:
+        """Block until every item has ended; `on_progress(record)` every `interval_s` meanwhile.
+
+        Wakes as soon as the last item ends (not on the next interval).
+
+        Raises:
+            BatchNotFound: no such batch.
+            TimeoutError: items were still pending after `timeout_s` (they keep running).
+        """
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            record = self.status(batch_id)
+            if on_progress is not None:
+                on_progress(record)
+            if record.done:
+                return record
+            slice_s = interval_s
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"batch {batch_id} has {record.counts.pending} of "
+                        f"{record.counts.total} items pending after {timeout_s:g} s; "
+                        "they keep running: wait again, or cancel it"
+                    )
+                slice_s = min(slice_s, remaining)
+            self.store.batches.wait_until_finished(batch_id, slice_s)
+
+    def results(self, batch_id: str) -> Iterator[BatchItem]:
+        """Every item in input order, with its custom id and response or typed error."""
+        return self.store.batches.items(batch_id)
+
+    # --- changing --------------------------------------------------------------------
+
+    def cancel(self, batch_id: str) -> int:
+        """End every item that has not ended as cancelled; returns how many were."""
+        self.store.batches.mark_cancelled(batch_id)
+        cancelled = 0
+        for job_id, streams in self.store.batches.unfinished(batch_id):
+            cancelled += self.store.finish(
+                job_id,
+                JobStatus.CANCELLED,
+                vendor=None,
+                event_reason="the batch was cancelled",
+                stream=streams,
+                batch_id=batch_id,
+            )
+        return cancelled
+
+    def retry_failed(self, batch_id: str) -> int:
+        """Resubmit the failed items into the same batch; returns how many were.
+
+        Each gets a new job (the failed one keeps its record and its place in the
+        statistics) routed afresh, in the failed item's place in the results.
+        """
+        failed = self.store.batches.failed(batch_id)
+        if not failed:
+            return 0
+        live = self._live_state()
+        replacements = [
+            Replacement(
+                index,
+                job_id,
+                self.store.new_job_id(),
+                request,
+                route(request, self.settings, live, self._rng),
+            )
+            for index, job_id, request in failed
+        ]
+        written = set(self.store.batches.replace(batch_id, replacements))
+        # Few, as a rule: all their messages go at once, none chained.
+        messages = _plan(
+            batch_id, [(r.job_id, r.route.vendor) for r in replacements if r.job_id in written]
+        )
+        self._send(batch_id, messages, messages)
+        return len(written)
+
+
+def one_by_one(send: Callable[[RunJob, str, int], None]) -> SendJobs:
+    """A `SendJobs` that sends a batch message's items as `RunJob`s, one each (for tests)."""
+
+    def send_jobs(message: RunJobs, queue: str) -> None:
+        for item in message.messages():
+            send(item, queue, 0)
+
+    return send_jobs
+
+
+def _plan(batch_id: str, items: Sequence[tuple[str, str]]) -> list[RunJobs]:
+    """(job id, vendor) items as batch messages: per vendor, BATCH_MESSAGE_ITEMS each, in order."""
+    by_vendor: dict[str, list[str]] = {}
+    for job_id, vendor in items:
+        by_vendor.setdefault(vendor, []).append(job_id)
+    return [
+        RunJobs(vendor, batch_id, tuple(job_ids[start : start + BATCH_MESSAGE_ITEMS]))
+        for vendor, job_ids in by_vendor.items()
+        for start in range(0, len(job_ids), BATCH_MESSAGE_ITEMS)
+    ]
+
+
+def _numbered(messages: Sequence[RunJobs]) -> Iterator[tuple[int, RunJobs]]:
+    """Each message with its number among its vendor's messages (0, 1, 2 ...)."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        number = counts.get(message.vendor, 0)
+        counts[message.vendor] = number + 1
+        yield number, message
+
+
+def _is_path(source: BatchSource) -> bool:
+    return isinstance(source, str | os.PathLike)
+
+
+def _lines_of(source: BatchSource) -> list[BatchLine]:
+    if _is_path(source):
+        return read_batch_file(source)  # type: ignore[arg-type]
+    if isinstance(source, Request | Mapping):
+        raise TypeError("submit_batch takes a list of requests or a file's path, not one request")
+    return requests_as_lines(list(source))  # type: ignore[arg-type]
