@@ -115,8 +115,10 @@ class BatchStore:
             chunk = items[start : start + WRITE_CHUNK]
             self._write(pipe, "new", batch_id, now, [(item, "", "") for item in chunk])
         fields = {f"{vendor}:{n}": ",".join(ids) for (vendor, n), ids in messages.items()}
-        pipe.hset(self.keys.batch_messages(batch_id), mapping=cast("Mapping[Any, Any]", fields))
-        pipe.expire(self.keys.batch_messages(batch_id), PENDING_TTL_S)
+        if fields:
+            key = self.keys.batch_messages(batch_id)
+            pipe.hset(key, mapping=cast("Mapping[Any, Any]", fields))
+            pipe.expire(key, PENDING_TTL_S)
         pipe.execute()
 
     def message_items(self, batch_id: str, vendor: str, number: int) -> list[str]:

@@ -51,6 +51,9 @@ class RunJob:
     retry: int = 0
     vendor: str = ""
     batch: str = ""
+    # Not part of the message: set by the worker for a batch message's items on its
+    # first delivery, which may only start a job still queued (see RunJobs).
+    exclusive: bool = False
 
     def as_args(self) -> list[Any]:
         """The task's positional arguments, JSON-ready (the batch only when there is one)."""
@@ -114,6 +117,16 @@ class RunJobs:
             self.window,
         )
 
-    def messages(self) -> list[RunJob]:
-        """One `RunJob` per item: attempt 0 on the route's first deployment."""
-        return [RunJob(job_id, vendor=self.vendor, batch=self.batch) for job_id in self.job_ids]
+    def messages(self, *, redelivered: bool = False) -> list[RunJob]:
+        """One `RunJob` per item: attempt 0 on the route's first deployment.
+
+        A message delivered for the first time may only start items still queued:
+        should it be a copy (a message sends its successor again when it is itself
+        delivered again, after a worker died), the items another copy already runs
+        are left to it. A redelivered message adopts the items its dead worker had
+        started.
+        """
+        return [
+            RunJob(job_id, vendor=self.vendor, batch=self.batch, exclusive=not redelivered)
+            for job_id in self.job_ids
+        ]

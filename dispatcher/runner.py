@@ -69,6 +69,7 @@ from dispatcher.store import Bucket, Claim, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
+    "BUSY",
     "CallVendor",
     "JobRunner",
     "OnText",
@@ -78,6 +79,8 @@ __all__ = [
     "retry_kind",
 ]
 
+# Why a batch item was left alone: another copy of its message runs it.
+BUSY = "already started by another copy of its message"
 # How long a circuit's count of failures in a row outlives its last failure: a
 # vendor that failed a few times an hour ago starts afresh.
 CIRCUIT_MEMORY_S = 300.0
@@ -167,6 +170,7 @@ class JobRunner:
                 message.vendor,
                 circuit=circuit,
                 batch_id=message.batch,
+                exclusive=message.exclusive,
             )
             return self._after_claim(message, claim, [])
         record = record or self.store.peek(message.job_id)
@@ -188,6 +192,7 @@ class JobRunner:
             horizon_s=horizon,
             circuit=circuit,
             batch_id=message.batch,
+            exclusive=message.exclusive,
         )
         return self._after_claim(message, claim, buckets)
 
@@ -242,6 +247,8 @@ class JobRunner:
         skipped = _skip_reason(record, message)
         if skipped is not None:
             return Outcome("skipped", skipped)
+        if claim.verdict == "busy":
+            return Outcome("skipped", BUSY)
         deployments = record.route.deployments if record.route else []
         deadline = record.deadline_at.timestamp() if record.deadline_at else None
         refused = self._refused(record, message, claim, deployments, deadline)

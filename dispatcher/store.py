@@ -101,7 +101,9 @@ WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
-StartResult = Literal["ok", "missing", "terminal", "stale", "late", "blocked", "open", "limited"]
+StartResult = Literal[
+    "ok", "missing", "terminal", "stale", "late", "blocked", "open", "limited", "busy"
+]
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,7 @@ class JobStore:
         horizon_s: float = 0.0,
         circuit: CircuitCheck | None = None,
         batch_id: str = "",
+        exclusive: bool = False,
     ) -> Claim:
         """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
 
@@ -343,6 +346,8 @@ class JobStore:
         now and told to wait ("limited", `reserved`): it holds that future moment,
         so jobs waiting for a limit queue in order instead of racing. The record
         comes back with every verdict but "missing" (without its history).
+        `exclusive`: only a job still queued may start ("busy" otherwise): a copy of
+        a message must not run a job that another copy already runs.
         """
         now = self.now()
         event = JobEvent(kind=JobEventKind.STARTED, at=_at(now), attempt=attempt, vendor=vendor)
@@ -371,6 +376,7 @@ class JobStore:
                 repr(circuit.reset_timeout_s) if circuit else "",
                 repr(circuit.probe_timeout_s) if circuit else "0",
                 "1" if batch_id else "0",
+                "1" if exclusive else "0",
                 *bucket_args,
             ],
         )

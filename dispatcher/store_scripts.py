@@ -155,11 +155,14 @@ return 1
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
 #       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
 #       breakers are off), how long a probe may take (s), "1" when the job belongs
-#       to a batch, then (rate per s, size, cost) per bucket.
+#       to a batch, "1" when only a job still queued may be claimed (a batch
+#       message's first delivery: a copy of it must not run a job another copy
+#       runs), then (rate per s, size, cost) per bucket.
 # Returns {verdict, job hash as HGETALL gives it, ...}, the hash with every verdict but
 # "missing". Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an older
 # message), "late" (its deadline passed), "blocked" (the vendor asked everyone to
-# wait; then until when), "open" (the vendor's circuit is open, or half-open with its
+# wait; then until when), "busy" (only a queued job was wanted, and this one is not),
+# "open" (the vendor's circuit is open, or half-open with its
 # one probe under way; then until when), "limited" (a bucket lacks capacity; then the
 # wait in seconds and "1" when the buckets were charged in advance for the job's next
 # message, "0" when not), or "ok": the job now runs for this message and the hash is
@@ -185,7 +188,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(9, 10, buckets, now)
+    release(9, 11, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -193,6 +196,7 @@ end
 if ended(job['status'], ARGV[4]) then return refuse('terminal') end
 local attempt = tonumber(ARGV[1])
 if attempt < tonumber(job['attempt'] or '0') then return {'stale', fields} end
+if ARGV[10] == '1' and job['status'] ~= 'queued' then return {'busy', fields} end
 if job['deadline_at'] and now >= tonumber(job['deadline_at']) then return refuse('late') end
 local blocked = redis.call('GET', KEYS[5])
 if blocked and tonumber(blocked) > now then return refuse('blocked', blocked) end
@@ -208,7 +212,7 @@ if ARGV[7] ~= '' then
   end
 end
 if buckets > 0 then
-  local wait, holds = take(9, 10, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(9, 11, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}

@@ -23,7 +23,7 @@ from dispatcher.celery_config import celery_priority
 from dispatcher.health import HealthMonitor
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.router import batch_queue_for
-from dispatcher.runner import JobRunner, Outcome, call_vendor
+from dispatcher.runner import BUSY, JobRunner, Outcome, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
@@ -84,16 +84,21 @@ class WorkerRuntime:
             max_workers=settings.batch_concurrency, thread_name_prefix="llmd-batch"
         )
 
-    def run_batch_message(self, message: RunJobs) -> list[Outcome]:
+    def run_batch_message(self, message: RunJobs, *, redelivered: bool = False) -> list[Outcome]:
         """Run a batch message's items; then send the batch's next message for its vendor.
 
         The next one goes out before this one is acknowledged: should the worker die
-        first, this message is delivered again, runs what is left and sends it then.
+        first, this message is delivered again (`redelivered`), runs what is left and
+        sends it then. A copy that finds every item started by another copy leaves
+        the next message to that copy, so copies do not multiply.
         """
+        outcomes: list[Outcome] = []
         try:
-            return self.run_many(message.messages())
+            outcomes = self.run_many(message.messages(redelivered=redelivered))
+            return outcomes
         finally:
-            if message.next_message >= 0:
+            copy = bool(outcomes) and all(o.detail == BUSY for o in outcomes)
+            if message.next_message >= 0 and not copy:
                 job_ids = self.store.batches.message_items(
                     message.batch, message.vendor, message.next_message
                 )

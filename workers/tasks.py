@@ -33,13 +33,22 @@ def run_job(  # noqa: PLR0917 - a message's arguments are positional (RunJob.as_
     return {"outcome": outcome.kind, "detail": outcome.detail[:200]}
 
 
-@app.task(name=RUN_JOBS_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
-def run_jobs(
-    vendor: str, batch: str, job_ids: list[str], next_message: int = -1, window: int = 0
+@app.task(  # type: ignore[untyped-decorator]
+    name=RUN_JOBS_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def run_jobs(  # noqa: PLR0917 - a message's arguments are positional (RunJobs.as_args)
+    task: Any,
+    vendor: str,
+    batch: str,
+    job_ids: list[str],
+    next_message: int = -1,
+    window: int = 0,
 ) -> dict[str, Any]:
     """Run the first attempt of batch `batch`'s items `job_ids` on `vendor`, concurrently."""
     message = RunJobs.from_args(vendor, batch, job_ids, next_message, window)
-    outcomes = runtime(app).run_batch_message(message)
+    # kombu marks a message it restored after a worker died (its visibility timeout).
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    outcomes = runtime(app).run_batch_message(message, redelivered=redelivered)
     return {"outcomes": dict(Counter(outcome.kind for outcome in outcomes))}
 
 

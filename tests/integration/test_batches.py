@@ -59,10 +59,12 @@ def configure(stack: Stack, *, primary_headers: dict[str, str] | None = None, **
             "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
             "circuit_breaker": {"failure_threshold": 5, "reset_timeout_s": 1.0},
         },
-        OPENAI_API_KEY=KEY,
-        LLMDISPATCH_VISIBILITY_TIMEOUT_S="30",
-        LLMDISPATCH_HEALTH_CHECK_INTERVAL_S="0",
-        **env,
+        **{
+            "OPENAI_API_KEY": KEY,
+            "LLMDISPATCH_VISIBILITY_TIMEOUT_S": "30",
+            "LLMDISPATCH_HEALTH_CHECK_INTERVAL_S": "0",
+            **env,
+        },
     )
     with stack.environment():
         return Client.from_env()
@@ -285,3 +287,41 @@ def test_an_interactive_job_does_not_wait_behind_a_draining_10000_item_batch(
     interactive = [r for r in stack.received() if r["body"]["messages"][-1]["content"] == "now"]
     assert len(interactive) == 1
     assert client.cancel_batch(batch_id) > 0
+
+
+def test_a_worker_killed_mid_batch_leaves_every_item_ended_once(stack: Stack) -> None:
+    client = configure(
+        stack,
+        primary_headers={"x-fake-fault": "slow:300"},
+        LLMDISPATCH_VISIBILITY_TIMEOUT_S="6",
+        LLMDISPATCH_BATCH_CONCURRENCY="40",
+    )
+    first = stack.start_worker(QUEUES, concurrency=20, name="w1")
+    batch_id = client.submit_batch(
+        [
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"k{i}"}]}
+            for i in range(600)
+        ]
+    )
+    wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 100, 60, "100 items done")
+
+    first.kill()
+    running_at_kill = client.batch_status(batch_id).counts.running
+    stack.start_worker(QUEUES, concurrency=20, name="w2")
+    record = client.wait_batch(batch_id, timeout_s=120)
+
+    assert (record.counts.succeeded, record.counts.total) == (600, 600)
+    assert running_at_kill > 0, "the kill should catch items mid-call"
+    items = client.batch_results(batch_id)
+    assert all(item.response is not None for item in items)
+    assert [item.response.content for item in items if item.response] == [
+        f"echo: k{i}" for i in range(600)
+    ]
+    seen = prompts_seen(stack)
+    # At least once: every item reached the vendor; only those cut off by the kill twice.
+    repeats = [i for i in range(600) if seen.count(f"k{i}") > 1]
+    assert all(seen.count(f"k{i}") >= 1 for i in range(600))
+    assert len(repeats) <= running_at_kill
+    stats = client.stats()
+    assert (stats.total_requests, stats.successful_requests) == (600, 600)
+    assert_counts_match_items(record, client)
