@@ -2,7 +2,8 @@
 
 This module builds the app and lists its commands; each group lives in its own
 module: `cli_jobs` (submit, send, get, wait, stream, cancel, stats), `cli_celery`
-(worker, flower), `cli_config` (config check), `cli_mock_server` (mock-server).
+(worker, flower), `cli_config` (config check), `cli_mock_server` (mock-server),
+`cli_batch` (batch submit, status, wait, results, cancel, retry-failed).
 
 The exit codes scripts can rely on are listed in `producer.cli_exit_codes`;
 the `EXIT_*` names are importable from here too.
@@ -15,9 +16,11 @@ from typing import Annotated
 import typer
 
 from dispatcher import __version__
+from producer.cli_batch import batch_app
 from producer.cli_celery import flower_command, worker_command
 from producer.cli_config import config_app
 from producer.cli_exit_codes import (
+    EXIT_BATCH_ITEMS_FAILED,
     EXIT_CONFIG_INVALID,
     EXIT_JOB_FAILED,
     EXIT_NOT_FOUND,
@@ -40,6 +43,7 @@ from producer.cli_mock_server import mock_server
 from producer.client import Client
 
 __all__ = [
+    "EXIT_BATCH_ITEMS_FAILED",
     "EXIT_CONFIG_INVALID",
     "EXIT_JOB_FAILED",
     "EXIT_NOT_FOUND",
@@ -59,6 +63,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config_app, name="config")
+app.add_typer(batch_app, name="batch")
 
 
 def make_client() -> Client:

@@ -4,11 +4,12 @@ Exit codes scripts can rely on:
 
     0  success (for `cancel`: the job was cancelled, or had already ended)
     1  the job failed or was cancelled, or could not be routed (no vendor, over budget)
-    2  bad usage: unknown option, missing prompt, or an invalid request
+    2  bad usage: unknown option, missing prompt, an invalid request or batch file
     3  invalid configuration (including a `worker --vendors` name it does not define)
-    4  no such job (never existed, expired, or not a job id)
-    5  timed out waiting for the job (it keeps running)
+    4  no such job or batch (never existed, expired, or not a job or batch id)
+    5  timed out waiting for the job or batch (it keeps running)
     6  Redis or the broker could not be reached
+    7  the batch ended, but some of its items failed or were cancelled
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dispatcher import ConfigError, DispatcherError, InvalidRequest, JobNotFound
 from dispatcher.redaction import redact
 
 __all__ = [
+    "EXIT_BATCH_ITEMS_FAILED",
     "EXIT_CONFIG_INVALID",
     "EXIT_JOB_FAILED",
     "EXIT_NOT_FOUND",
@@ -42,6 +44,7 @@ EXIT_CONFIG_INVALID = 3
 EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
 EXIT_UNAVAILABLE = 6
+EXIT_BATCH_ITEMS_FAILED = 7
 
 # Library errors and the exit code each means; the first match wins, so specific ones lead.
 _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
