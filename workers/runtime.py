@@ -28,6 +28,7 @@ from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
 from dispatcher.vendors.base import http_timeout
+from workers.http_transport import PairsAiohttpTransport
 from workers.loop import EventLoopThread
 
 __all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
@@ -136,7 +137,8 @@ class WorkerRuntime:
             max_connections=HTTP_CONNECTIONS_PER_VENDOR,
             max_keepalive_connections=HTTP_CONNECTIONS_PER_VENDOR,
         )
-        return HttpxAiohttpClient(timeout=http_timeout(config), limits=limits)
+        transport = PairsAiohttpTransport(limits=limits)
+        return HttpxAiohttpClient(timeout=http_timeout(config), limits=limits, transport=transport)
 
     def call_vendor(
         self, vendor: Vendor, request: Request, model: str, message: RunJob

@@ -223,7 +223,7 @@ class OpenAIVendor(HttpVendor):
     def url(self, path_url: str, auth_params: dict[str, str]) -> httpx.URL:
         """`path_url` with our query parameters added to any it already has."""
         # httpx's `params=` would replace a query written into a configured base URL.
-        return httpx.URL(path_url).copy_merge_params({**self.query_params(), **auth_params})
+        return self.parsed_url(path_url, {**self.query_params(), **auth_params})
 
     def body_model(self, model: str) -> str | None:
         """The `model` field of the body (None: left out)."""
