@@ -79,7 +79,7 @@ def prompts(count: int, tag: str) -> list[dict[str, Any]]:
     ]
 
 
-# Worker settings a run may override (--batch-concurrency, --batch-window).
+# Worker settings a run may override (--batch-window).
 OVERRIDES: dict[str, str] = {}
 
 
@@ -233,7 +233,9 @@ def part_c(bench: Bench, mock: MockProcess, args: argparse.Namespace) -> str:
         time.sleep(burst / (rpm / 60.0) + 0.5)
         started = time.time()
         batch_id = client.submit_batch(prompts(n, "c"))
-        wait_for(lambda: client.batch_status(batch_id).done, args.timeout, "the paced batch", [worker])
+        wait_for(
+            lambda: client.batch_status(batch_id).done, args.timeout, "the paced batch", [worker]
+        )
         wall = finished_at(client, batch_id) - started
         record = client.batch_status(batch_id)
     finally:
@@ -356,11 +358,8 @@ def main() -> None:
     parser.add_argument("--loglevel", default="WARNING", help="the workers' --loglevel")
     parser.add_argument("--timeout", type=float, default=180.0, help="per wait; 180 s")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="whole run")
-    parser.add_argument("--batch-concurrency", type=int, help="LLMDISPATCH_BATCH_CONCURRENCY")
     parser.add_argument("--batch-window", type=int, help="LLMDISPATCH_BATCH_WINDOW")
     args = parser.parse_args()
-    if args.batch_concurrency:
-        OVERRIDES["LLMDISPATCH_BATCH_CONCURRENCY"] = str(args.batch_concurrency)
     if args.batch_window:
         OVERRIDES["LLMDISPATCH_BATCH_WINDOW"] = str(args.batch_window)
     raise_open_file_limit()

@@ -77,14 +77,10 @@ DEFAULT_KEY_PREFIX = "llmd"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
 DEFAULT_JOB_TTL_S = 86_400
-# Batch items in flight per worker process: enough to keep a vendor with half a
-# second of latency busy at the rate one process can claim and end items, while
-# interactive jobs keep threads and CPU of their own (bench/RESULTS.md, batches).
-DEFAULT_BATCH_CONCURRENCY = 256
-MAX_BATCH_CONCURRENCY = 1_000
-# A batch's messages out at once per vendor (of 50 items each): 400 items, more
-# than one worker process runs at a time, so a worker never waits for the next.
-DEFAULT_BATCH_WINDOW = 8
+# A batch's messages out at once per vendor (of 50 items each): 800 items in
+# flight, enough for a vendor with half a second of latency to keep one worker
+# process busy (bench/RESULTS.md, batches: 8 gave 587 items/s, 16 gave 660).
+DEFAULT_BATCH_WINDOW = 16
 # Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
 # Tests use a few seconds to see a killed worker's job come back quickly.
@@ -183,13 +179,6 @@ class Settings(BaseSettings):
         description="How often workers probe their vendors (one worker per vendor); 0: never.",
     )
 
-    batch_concurrency: int = Field(
-        default=DEFAULT_BATCH_CONCURRENCY,
-        ge=1,
-        le=MAX_BATCH_CONCURRENCY,
-        validation_alias="LLMDISPATCH_BATCH_CONCURRENCY",
-        description="Batch items one worker process runs at once (its batch lane's threads).",
-    )
     batch_window: int = Field(
         default=DEFAULT_BATCH_WINDOW,
         ge=1,

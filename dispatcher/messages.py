@@ -18,11 +18,12 @@ so a batch pays Celery's cost per message once for many items. Every item keeps
 its own record; its retries and fallbacks are `RunJob` messages of their own.
 
 A batch's messages for one vendor are numbered 0, 1, 2 ... (their items are
-kept in Redis); only the first `window` are sent at once. A message that
-is done sends the one `window` places after it (`next_message`), before it is
-acknowledged, so each vendor's queue holds a few messages of a batch at any
-time, not thousands: workers stay free to take interactive jobs, and any
-worker, even one started later, takes the batch's next message.
+kept in Redis); only the first `window` are sent at once. A message sends
+the one `window` places after it (`next_message`) once half of its items have
+ended, before it is acknowledged, so each vendor holds about one to two windows
+of a batch's messages at any time, not thousands: workers keep threads free for
+interactive jobs, and any worker, even one started later, takes the batch's
+next message.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -65,16 +65,18 @@ from dispatcher.models import (
 from dispatcher.models import Response as VendorResponse
 from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
 from dispatcher.router import queue_for
-from dispatcher.store import Bucket, Claim, JobStore
+from dispatcher.store import Bucket, Claim, ClaimOrder, JobStore
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
     "BUSY",
+    "CallMany",
     "CallVendor",
     "JobRunner",
     "OnText",
     "Outcome",
     "SendMessage",
+    "VendorCall",
     "call_vendor",
     "retry_kind",
 ]
@@ -92,6 +94,13 @@ SendMessage = Callable[[RunJob, str, int, float], None]
 CallVendor = Callable[[Vendor, Request, str, RunJob], VendorResponse]
 # Publishes a delta of a streaming job: (text, epoch seconds it arrived) -> still wanted?
 OnText = Callable[[str, float], Awaitable[bool]]
+# One vendor call of `call_many`: what `CallVendor` takes.
+VendorCall = tuple[Vendor, Request, str, RunJob]
+# Makes many vendor calls concurrently; yields (position in the list, reply or the
+# exception the call raised) as each one ends.
+CallMany = Callable[[Sequence[VendorCall]], Iterable[tuple[int, "VendorResponse | Exception"]]]
+# A claimed job, ready for its vendor call: its record, route and deadline.
+Ready = tuple[JobRecord, Sequence[Deployment], float | None]
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class JobRunner:
         *,
         call: CallVendor,
         send: SendMessage,
+        call_many: CallMany | None = None,
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -139,6 +149,7 @@ class JobRunner:
         self.store = store
         self.vendors = vendors
         self.call = call
+        self.call_many: CallMany = call_many or self._call_one_by_one
         self.send = send
         self.now = now
         self.rng = rng or random.Random()
@@ -174,16 +185,7 @@ class JobRunner:
             )
             return self._after_claim(message, claim, [])
         record = record or self.store.peek(message.job_id)
-        deployments = record.route.deployments if record.route else []
-        model = (
-            deployments[message.deployment].model
-            if message.deployment < len(deployments)
-            else record.request.model
-        )
-        buckets = buckets_for(self.store.keys, message.vendor, config, model, record.request)
-        horizon = self.max_wait_s
-        if record.deadline_at is not None:
-            horizon = min(horizon, record.deadline_at.timestamp() - self.now())
+        buckets, horizon = self._limits_for(message, record, config)
         claim = self.store.claim(
             message.job_id,
             message.attempt,
@@ -195,6 +197,110 @@ class JobRunner:
             exclusive=message.exclusive,
         )
         return self._after_claim(message, claim, buckets)
+
+    def _limits_for(
+        self, message: RunJob, record: JobRecord, config: VendorConfig
+    ) -> tuple[list[Bucket], float]:
+        """The buckets the job takes from on the message's vendor, and how far ahead it may book."""
+        deployments = record.route.deployments if record.route else []
+        model = (
+            deployments[message.deployment].model
+            if message.deployment < len(deployments)
+            else record.request.model
+        )
+        buckets = buckets_for(self.store.keys, message.vendor, config, model, record.request)
+        horizon = self.max_wait_s
+        if record.deadline_at is not None:
+            horizon = min(horizon, record.deadline_at.timestamp() - self.now())
+        return buckets, horizon
+
+    def run_many(
+        self, messages: Sequence[RunJob], *, half_done: Callable[[], None] | None = None
+    ) -> list[Outcome]:
+        """Run several messages for one vendor together; their outcomes, in order.
+
+        The claims go in one round trip (a limited vendor's jobs are read first, in
+        one more), the vendor calls run concurrently (`call_many`), and each call's
+        outcome is written as soon as it ends. Each message is otherwise run exactly
+        as `run` would run it. Messages for a vendor this worker lacks, or for more
+        than one vendor, are run one by one. `half_done` is called once, as soon as
+        half of the messages have their outcome, unless every one of them was left
+        to another copy of its message (`BUSY`).
+        """
+        return self._run_many(messages, half_done or (lambda: None))
+
+    def _run_many(self, messages: Sequence[RunJob], half_done: Callable[[], None]) -> list[Outcome]:
+        if not messages:
+            half_done()
+            return []
+        vendor = messages[0].vendor
+        if vendor not in self.vendors or any(m.vendor != vendor for m in messages):
+            half_done()
+            return [self.run(message) for message in messages]
+        config = self.vendors[vendor].config
+        circuit = self._circuit_check(config)
+        buckets: list[list[Bucket]] = [[] for _ in messages]
+        orders = []
+        records = (
+            self.store.peek_many([m.job_id for m in messages])
+            if config.is_limited
+            else [None] * len(messages)
+        )
+        for index, (message, record) in enumerate(zip(messages, records, strict=True)):
+            horizon = 0.0
+            if record is not None:
+                buckets[index], horizon = self._limits_for(message, record, config)
+            orders.append(
+                ClaimOrder(
+                    message.job_id,
+                    message.attempt,
+                    vendor,
+                    tuple(buckets[index]),
+                    horizon,
+                    circuit,
+                    message.batch,
+                    message.exclusive,
+                )
+            )
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        ready: list[tuple[int, Ready]] = []
+        for index, (message, claim) in enumerate(
+            zip(messages, self.store.claim_many(orders), strict=True)
+        ):
+            checked = self._ready(message, claim)
+            if isinstance(checked, Outcome):
+                outcomes[index] = checked
+            else:
+                ready.append((index, checked))
+        if not ready and all(o is not None and o.detail == BUSY for o in outcomes):
+            return [o for o in outcomes if o is not None]  # all copies: half_done is not ours
+        half = (len(messages) + 1) // 2
+        ended = len(messages) - len(ready)
+        if ended >= half:
+            half_done()
+        calls = []
+        for index, (record, deployments, _) in ready:
+            deployment = deployments[messages[index].deployment]
+            calls.append(
+                (self.vendors[deployment.vendor], record.request, deployment.model, messages[index])
+            )
+        for position, result in self.call_many(calls):
+            index, claimed = ready[position]
+            outcomes[index] = self._after_call(messages[index], claimed, buckets[index], result)
+            ended += 1
+            if ended == half:
+                half_done()
+        return [outcome or Outcome("skipped", "no outcome") for outcome in outcomes]
+
+    def _call_one_by_one(
+        self, calls: Sequence[VendorCall]
+    ) -> Iterator[tuple[int, VendorResponse | Exception]]:
+        """The default `call_many`: each call in turn, through `call`."""
+        for position, (vendor, request, model, message) in enumerate(calls):
+            try:
+                yield position, self.call(vendor, request, model, message)
+            except Exception as exc:  # handed to _after_call, as a call's failure
+                yield position, exc
 
     def _circuit_check(self, config: VendorConfig) -> CircuitCheck | None:
         """What the claim needs to honour circuits, or None when breakers are off."""
@@ -241,6 +347,14 @@ class JobRunner:
 
     def _after_claim(self, message: RunJob, claim: Claim, buckets: list[Bucket]) -> Outcome:
         """Call the vendor when the claim started the job; otherwise say or do why not."""
+        checked = self._ready(message, claim)
+        if isinstance(checked, Outcome):
+            return checked
+        record, deployments, deadline = checked
+        return self._attempt(record, message, deployments, deadline, buckets)
+
+    def _ready(self, message: RunJob, claim: Claim) -> Outcome | Ready:
+        """What the vendor call needs when the claim started the job; else why not (done)."""
         record = claim.record
         if record is None:
             return Outcome("skipped", "no such job (expired, or never created)")
@@ -254,7 +368,7 @@ class JobRunner:
         refused = self._refused(record, message, claim, deployments, deadline)
         if refused is not None:
             return refused
-        return self._attempt(record, message, deployments, deadline, buckets)
+        return record, deployments, deadline
 
     def _refused(
         self,
@@ -337,16 +451,32 @@ class JobRunner:
         """Call the vendor (the job is running for this message) and write what came of it."""
         deployment = deployments[message.deployment]
         vendor = self.vendors[deployment.vendor]
+        result: VendorResponse | Exception
         try:
-            response = self.call(vendor, record.request, deployment.model, message)
-        except DispatcherError as error:
-            return self._after_failure(record, message, deployments, error, deadline)
+            result = self.call(vendor, record.request, deployment.model, message)
         except Exception as exc:  # a vendor bug must end the job, not the worker
+            result = exc
+        return self._after_call(message, (record, deployments, deadline), buckets, result)
+
+    def _after_call(
+        self,
+        message: RunJob,
+        ready: Ready,
+        buckets: list[Bucket],
+        result: VendorResponse | Exception,
+    ) -> Outcome:
+        """Write what the vendor call came to: the job's end, or its retry or fallback."""
+        record, deployments, deadline = ready
+        vendor = self.vendors[deployments[message.deployment].vendor]
+        if isinstance(result, DispatcherError):
+            return self._after_failure(record, message, deployments, result, deadline)
+        if isinstance(result, Exception):
             unexpected = VendorUnavailable(
-                f"{vendor.name} client failed unexpectedly: {type(exc).__name__}: {exc}",
+                f"{vendor.name} client failed unexpectedly: {type(result).__name__}: {result}",
                 vendor=vendor.name,
             )
             return self._fail(record, vendor.name, unexpected)
+        response = result
         if buckets:
             self.limiter.settle(buckets, response.usage.total_tokens)
         total_ms = (self.now() - record.created_at.timestamp()) * 1000.0

@@ -87,6 +87,7 @@ __all__ = [
     "DEFAULT_JOB_TTL_S",
     "Bucket",
     "Claim",
+    "ClaimOrder",
     "JobStore",
     "Keys",
     "StartResult",
@@ -118,6 +119,20 @@ class Bucket:
     rate_per_s: float
     size: float
     cost: float
+
+
+@dataclass(frozen=True)
+class ClaimOrder:
+    """What `JobStore.claim` takes: message `attempt` of `job_id` on `vendor`, and how."""
+
+    job_id: str
+    attempt: int
+    vendor: str
+    buckets: tuple[Bucket, ...] = ()
+    horizon_s: float = 0.0
+    circuit: CircuitCheck | None = None
+    batch_id: str = ""
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -349,12 +364,30 @@ class JobStore:
         `exclusive`: only a job still queued may start ("busy" otherwise): a copy of
         a message must not run a job that another copy already runs.
         """
+        order = ClaimOrder(
+            job_id, attempt, vendor, tuple(buckets), horizon_s, circuit, batch_id, exclusive
+        )
+        return self._claimed(order, self._claim_call(order, self.redis))
+
+    def claim_many(self, orders: Sequence[ClaimOrder]) -> list[Claim]:
+        """`claim` for each order, all in one round trip (a batch message's items)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for order in orders:
+            self._claim_call(order, pipe)
+        replies = pipe.execute()
+        return [self._claimed(order, reply) for order, reply in zip(orders, replies, strict=True)]
+
+    def _claim_call(self, order: ClaimOrder, client: Any) -> Any:
+        """Run CLAIM for `order` on `client` (Redis: the reply; a pipeline: queued)."""
+        job_id, vendor, circuit = order.job_id, order.vendor, order.circuit
         now = self.now()
-        event = JobEvent(kind=JobEventKind.STARTED, at=_at(now), attempt=attempt, vendor=vendor)
+        event = JobEvent(
+            kind=JobEventKind.STARTED, at=_at(now), attempt=order.attempt, vendor=vendor
+        )
         bucket_args: list[Any] = []
-        for bucket in buckets:
+        for bucket in order.buckets:
             bucket_args += [repr(bucket.rate_per_s), repr(bucket.size), repr(bucket.cost)]
-        reply = self._claim(
+        return self._claim(
             keys=[
                 self.keys.job(job_id),
                 self.keys.events(job_id),
@@ -363,33 +396,47 @@ class JobStore:
                 self.keys.blocked(vendor),
                 self.keys.circuit(vendor),
                 self.keys.running(vendor),
-                self.keys.batch(batch_id) if batch_id else self.keys.job(job_id),
-                *[bucket.key for bucket in buckets],
+                self.keys.batch(order.batch_id) if order.batch_id else self.keys.job(job_id),
+                *[bucket.key for bucket in order.buckets],
             ],
             args=[
-                attempt,
+                order.attempt,
                 repr(now),
                 event.model_dump_json(),
                 TERMINAL,
-                len(buckets),
-                repr(max(0.0, horizon_s)),
+                len(order.buckets),
+                repr(max(0.0, order.horizon_s)),
                 repr(circuit.reset_timeout_s) if circuit else "",
                 repr(circuit.probe_timeout_s) if circuit else "0",
-                "1" if batch_id else "0",
-                "1" if exclusive else "0",
+                "1" if order.batch_id else "0",
+                "1" if order.exclusive else "0",
                 *bucket_args,
             ],
+            client=client,
         )
+
+    @staticmethod
+    def _claimed(order: ClaimOrder, reply: Any) -> Claim:
         verdict = cast("StartResult", _text(reply[0]))
         record = None
         if len(reply) > 1:
             flat = reply[1]
             fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-            record = record_from_hash(job_id, fields, [])
+            record = record_from_hash(order.job_id, fields, [])
         if verdict == "limited":
             return Claim(verdict, record, wait_s=float(reply[2]), reserved=_text(reply[3]) == "1")
         blocked_until = float(reply[2]) if len(reply) > 2 and reply[2] is not None else None
         return Claim(verdict, record, blocked_until)
+
+    def peek_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """`peek` for each job in one round trip; None for a job that does not exist."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [
+            record_from_hash(job_id, _decoded(fields), []) if fields else None
+            for job_id, fields in zip(job_ids, pipe.execute(), strict=True)
+        ]
 
     def peek(self, job_id: str) -> JobRecord:
         """The job's record without its history, in one command.

@@ -10,7 +10,11 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import queue
+import sys
 import threading
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -23,7 +27,7 @@ from dispatcher.celery_config import celery_priority
 from dispatcher.health import HealthMonitor
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.router import batch_queue_for
-from dispatcher.runner import BUSY, JobRunner, Outcome, call_vendor
+from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
@@ -44,6 +48,13 @@ HTTP_CONNECTIONS_PER_VENDOR = 1_000
 # redis-py 8 caps a pool at 100 connections; every task thread may need one.
 REDIS_POOL_SIZE = 1_200
 REDIS_SOCKET_TIMEOUT_S = 10.0
+# How long a thread may hold the GIL while another waits (Python's default: 5 ms).
+# The event loop thread making vendor calls is busy whenever a batch drains; an
+# interactive job's claim needs the GIL a dozen times, waiting up to this long
+# each. Measured while a 10,000-item batch drained (bench/RESULTS.md, batches):
+# interactive queue wait p50 51 -> 17 ms and p99 279 -> 207 ms at 1 ms, and the
+# batch itself a little faster; at 0.5 ms the batch lost 10 % of its rate.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class WorkerRuntime:
@@ -75,54 +86,55 @@ class WorkerRuntime:
             if name in vendor_names
         }
         self.runner = JobRunner(
-            settings, self.store, self.vendors, call=self.call_vendor, send=self.send
+            settings,
+            self.store,
+            self.vendors,
+            call=self.call_vendor,
+            send=self.send,
+            call_many=self.call_many,
         )
+        # The loop's tasks of `call_many`, held until done (asyncio keeps only weak ones).
+        self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
-        # The batch lane's own threads: the items of a `dispatch.run_jobs` message run
-        # here, at most `batch_concurrency` at once per process, so a batch draining
-        # leaves the task threads (and the CPU) free for interactive jobs.
-        self.batch_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.batch_concurrency, thread_name_prefix="llmd-batch"
-        )
 
     def run_batch_message(self, message: RunJobs, *, redelivered: bool = False) -> list[Outcome]:
-        """Run a batch message's items; then send the batch's next message for its vendor.
+        """Run a batch message's items; send the batch's next message for its vendor meanwhile.
 
-        The next one goes out before this one is acknowledged: should the worker die
-        first, this message is delivered again (`redelivered`), runs what is left and
-        sends it then. A copy that finds every item started by another copy leaves
-        the next message to that copy, so copies do not multiply.
+        The next one goes out once half of this one's items have ended, so the
+        vendor's calls never wait for a message's slowest item, while a batch
+        still holds at most about twice its window of messages at once. It goes
+        out before this one is acknowledged: should the worker die first, this
+        message is delivered again (`redelivered`), runs what is left and sends it
+        then. A copy that finds every item started by another copy leaves the next
+        message to that copy, so copies do not multiply.
         """
-        outcomes: list[Outcome] = []
+        sent = False
+
+        def send_next() -> None:
+            nonlocal sent
+            if not sent and message.next_message >= 0:
+                sent = True
+                self._send_successor(message)
+
         try:
-            outcomes = self.run_many(message.messages(redelivered=redelivered))
-            return outcomes
-        finally:
-            copy = bool(outcomes) and all(o.detail == BUSY for o in outcomes)
-            if message.next_message >= 0 and not copy:
-                job_ids = self.store.batches.message_items(
-                    message.batch, message.vendor, message.next_message
-                )
-                if job_ids:
-                    self.celery_app.send_task(
-                        RUN_JOBS_TASK,
-                        args=message.successor(job_ids).as_args(),
-                        queue=batch_queue_for(message.vendor),
-                    )
+            return self.runner.run_many(
+                message.messages(redelivered=redelivered), half_done=send_next
+            )
+        except BaseException:
+            send_next()  # whatever this message's fate, the rest of the batch must go on
+            raise
 
-    def run_many(self, messages: list[RunJob]) -> list[Outcome]:
-        """Run the messages concurrently on the batch lane's threads; their outcomes in order.
-
-        Every message runs to its end even when another raised; the first error is
-        raised after, so the task shows as failed (its items' records say why).
-        """
-        futures = [self.batch_pool.submit(self.runner.run, message) for message in messages]
-        concurrent.futures.wait(futures)
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                raise error
-        return [future.result() for future in futures]
+    def _send_successor(self, message: RunJobs) -> None:
+        """Send the batch's next message for the vendor, if there is one."""
+        job_ids = self.store.batches.message_items(
+            message.batch, message.vendor, message.next_message
+        )
+        if job_ids:
+            self.celery_app.send_task(
+                RUN_JOBS_TASK,
+                args=message.successor(job_ids).as_args(),
+                queue=batch_queue_for(message.vendor),
+            )
 
     @staticmethod
     def _http_client(config: Any) -> httpx.AsyncClient:
@@ -147,23 +159,69 @@ class WorkerRuntime:
 
         A streaming job's deltas are published from the loop as they arrive.
         """
+        return self.loop.run(self._vendor_call(vendor, request, model, message))
+
+    def call_many(self, calls: Sequence[VendorCall]) -> Iterator[tuple[int, Response | Exception]]:
+        """Start every call on the event loop at once; yield each reply as it ends.
+
+        One hand-over to the loop for all of them, instead of one per call: a batch
+        message's items run concurrently without a thread each.
+        """
+        if not calls:
+            return
+        ended: queue.SimpleQueue[tuple[int, Response | Exception]] = queue.SimpleQueue()
+
+        def start() -> None:
+            for position, (vendor, request, model, message) in enumerate(calls):
+                task = self.loop.loop.create_task(
+                    self._vendor_call(vendor, request, model, message)
+                )
+                self._calls.add(task)
+                task.add_done_callback(partial(self._ended, ended, position))
+
+        self.loop.loop.call_soon_threadsafe(start)
+        for _ in calls:
+            yield ended.get()
+
+    def _ended(
+        self,
+        ended: queue.SimpleQueue[tuple[int, Response | Exception]],
+        position: int,
+        task: asyncio.Task[Response],
+    ) -> None:
+        self._calls.discard(task)
+        if task.cancelled():
+            ended.put((position, RuntimeError("the vendor call was cancelled")))
+            return
+        error = task.exception()
+        if error is None:
+            ended.put((position, task.result()))
+        elif isinstance(error, Exception):
+            ended.put((position, error))
+        else:  # KeyboardInterrupt, SystemExit: the process is going down
+            ended.put((position, RuntimeError(f"the vendor call ended: {error!r}")))
+
+    async def _vendor_call(
+        self, vendor: Vendor, request: Request, model: str, message: RunJob
+    ) -> Response:
+        """The vendor call for a message, as a coroutine for the loop.
+
+        A streaming job's deltas are published as they arrive, and all of them are
+        in Redis before the call returns (the job's end, with its terminal stream
+        event, is written after).
+        """
         if not request.stream:
-            return self.loop.run(call_vendor(vendor, request, model))
+            return await call_vendor(vendor, request, model)
         writer = self.stream_writer
         job_id, attempt = message.job_id, message.attempt
 
         async def on_text(delta: str, emitted_at: float) -> bool:
             return writer.offer(job_id, attempt, delta, emitted_at)
 
-        async def call_and_drain() -> Response:
-            # The job's end (and its terminal stream event) is written after this
-            # returns, so every chunk offered must be in Redis first.
-            try:
-                return await call_vendor(vendor, request, model, on_text)
-            finally:
-                await writer.drain(job_id, attempt)
-
-        return self.loop.run(call_and_drain())
+        try:
+            return await call_vendor(vendor, request, model, on_text)
+        finally:
+            await writer.drain(job_id, attempt)
 
     def start_health_checks(self) -> bool:
         """Probe this worker's vendors on a schedule, on the event loop; False when off."""
@@ -199,4 +257,5 @@ def runtime(celery_app: Any) -> WorkerRuntime:
                 n.strip() for n in os.environ.get(WORKER_VENDORS_ENV, "").split(",") if n.strip()
             ] or list(settings.enabled_vendors())
             _runtime = WorkerRuntime(settings, celery_app, names)
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         return _runtime

@@ -370,7 +370,7 @@ class HttpVendor(Vendor):
         """
         request.extensions.setdefault("timeout", self._timeout)
         try:
-            transport = self.client._transport_for_url(request.url)  # noqa: SLF001 - see above
+            transport = self.client._transport_for_url(request.url)
             response = await transport.handle_async_request(request)
             response.request = request
             if not stream:

@@ -194,8 +194,11 @@ def test_a_jsonl_file_with_one_bad_line_is_refused_whole_and_writes_nothing(
 
 
 def test_cancel_midway_says_exactly_which_items_ran(stack: Stack) -> None:
-    client = configure(stack, primary_headers={"x-fake-fault": "slow:200"})
-    stack.env["LLMDISPATCH_BATCH_CONCURRENCY"] = "10"
+    client = configure(
+        stack,
+        primary_headers={"x-fake-fault": "slow:200"},
+        LLMDISPATCH_BATCH_WINDOW="1",  # 50 items at a time
+    )
     stack.start_worker(QUEUES, concurrency=20)
     batch_id = client.submit_batch(
         [
@@ -294,7 +297,7 @@ def test_a_worker_killed_mid_batch_leaves_every_item_ended_once(stack: Stack) ->
         stack,
         primary_headers={"x-fake-fault": "slow:300"},
         LLMDISPATCH_VISIBILITY_TIMEOUT_S="6",
-        LLMDISPATCH_BATCH_CONCURRENCY="40",
+        LLMDISPATCH_BATCH_WINDOW="2",
     )
     first = stack.start_worker(QUEUES, concurrency=20, name="w1")
     batch_id = client.submit_batch(

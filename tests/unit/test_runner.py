@@ -58,7 +58,7 @@ from dispatcher.models import (
 from dispatcher.pricing import Price
 from dispatcher.ratelimit import vendor_buckets
 from dispatcher.router import route
-from dispatcher.runner import JobRunner, Outcome, call_vendor, retry_kind
+from dispatcher.runner import BUSY, JobRunner, Outcome, call_vendor, retry_kind
 from dispatcher.store import Bucket, JobStore
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 from dispatcher.vendors.mock import MockVendor
@@ -1262,3 +1262,76 @@ def test_with_breakers_off_failures_never_open_a_circuit(smart_request: Request)
 
     assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
     assert world.store.circuits.states(["openai"], 30.0) == {}
+
+
+# --- many messages at once (a batch message's items) ----------------------------------
+
+
+def test_run_many_runs_each_message_as_run_would_and_reports_half_done_once(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(
+        make_settings(),
+        {
+            "openai": [reply("openai", "gpt-4o-mini"), server_error(), reply("openai", "x")],
+            "anthropic": [],
+        },
+    )
+    ids = [world.submit(make_request()) for _ in range(3)]
+    ended = world.store.new_job_id()
+    world.store.create(ended, make_request(), route(make_request(), world.settings))
+    world.store.cancel(ended)
+    halves: list[int] = []
+
+    outcomes = world.runner.run_many(
+        [RunJob(job_id, vendor="openai") for job_id in [*ids, ended]],
+        half_done=lambda: halves.append(len(world.sent)),
+    )
+
+    assert [o.kind for o in outcomes] == ["succeeded", "rescheduled", "succeeded", "skipped"]
+    assert outcomes[3].detail == "already cancelled"
+    assert halves == [0], "once, as soon as the skipped one and the first success ended"
+    assert world.record(ids[0]).status is JobStatus.SUCCEEDED
+    assert world.record(ids[1]).status is JobStatus.QUEUED
+    assert world.sent[0].message == RunJob(ids[1], 1, 0, 1, "openai")
+
+
+def test_run_many_leaves_jobs_another_copy_runs_and_does_not_report_half_done(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [], "anthropic": []})
+    ids = [world.submit(make_request()) for _ in range(2)]
+    for job_id in ids:  # another copy of the message claimed them
+        assert world.store.claim(job_id, 0, "openai").verdict == "ok"
+    halves: list[str] = []
+
+    outcomes = world.runner.run_many(
+        [RunJob(job_id, vendor="openai", exclusive=True) for job_id in ids],
+        half_done=lambda: halves.append("half"),
+    )
+
+    assert [o.detail for o in outcomes] == [BUSY, BUSY]
+    assert halves == []
+    assert world.vendors["openai"].calls == []
+    # Redelivered (not exclusive), the same messages adopt the jobs a dead worker started.
+    world.vendors["openai"].script = [reply("openai", "m"), reply("openai", "m")]
+    adopted = world.runner.run_many([RunJob(job_id, vendor="openai") for job_id in ids])
+    assert [o.kind for o in adopted] == ["succeeded", "succeeded"]
+
+
+def test_run_many_claims_a_limited_vendors_jobs_with_their_buckets(
+    make_request: Callable[..., Request],
+) -> None:
+    settings = make_settings()
+    limited = VendorConfig(type="openai", rpm=60, rpm_burst=1)
+    settings = settings.model_copy(update={"vendors": {**settings.vendors, "openai": limited}})
+    world = World(settings, {"openai": [reply("openai", "m")] * 5, "anthropic": []})
+    ids = [world.submit(make_request()) for _ in range(3)]
+
+    outcomes = world.runner.run_many([RunJob(job_id, vendor="openai") for job_id in ids])
+
+    # A 60 rpm bucket with a burst of one: the first goes now, the others wait their turn.
+    assert [o.kind for o in outcomes] == ["succeeded", "rescheduled", "rescheduled"]
+    assert [round(o.delay_s, 3) for o in outcomes[1:]] == [1.0, 2.0], "booked in turn"
+    assert all("rate limit" in o.detail for o in outcomes[1:])
+    assert world.vendors["openai"].calls == ["gpt-4o-mini"]
