@@ -15,6 +15,7 @@ script (`dispatcher.store_scripts`).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ WRITE_CHUNK = 1_000
 READ_PAGE = 1_000
 # How long a pending batch (and its queued items) lives at most: as long as a job.
 PENDING_TTL_S = 7 * 86_400
+# A blocking wait is sliced, like the job store's, to return before the socket timeout.
+WAIT_SLICE_S = 1.0
 _COUNTS = ("total", "queued", "running", "succeeded", "failed", "cancelled")
 _ITEM_FIELDS = ("status", "response", "error", "attempts")
 
@@ -277,10 +280,16 @@ class BatchStore:
     def wait_until_finished(self, batch_id: str, timeout_s: float) -> bool:
         """Block up to `timeout_s` until every item has ended (True) or not (False)."""
         done = self.keys.batch_done(batch_id)
-        if timeout_s <= 0:
-            return bool(self.redis.exists(done))
-        # The one entry stays in place, so every waiter wakes (see JobStore.wait_until_ended).
-        return bool(self.redis.blmove(done, done, timeout_s, "LEFT", "LEFT"))  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bool(self.redis.exists(done))
+            # The one entry stays in place, so every waiter wakes (as for jobs); each
+            # slice returns before the client's socket timeout.
+            slice_s = min(remaining, WAIT_SLICE_S)
+            if self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
+                return True
 
     def _require(self, batch_id: str) -> dict[str, str]:
         try:

@@ -103,7 +103,9 @@ class Batches:
         problems: list[tuple[int, str]] = []
         for line in lines:
             try:
-                routes.append(route(line.request, self.settings, live, self._rng))
+                chosen = route(line.request, self.settings, live, self._rng)
+                # The record says where the item waits: its vendor's batch lane.
+                routes.append(chosen.model_copy(update={"queue": batch_queue_for(chosen.vendor)}))
             except DispatcherError as error:
                 problems.append((line.line, str(error)))
         if problems:
@@ -233,16 +235,11 @@ class Batches:
         if not failed:
             return 0
         live = self._live_state()
-        replacements = [
-            Replacement(
-                index,
-                job_id,
-                self.store.new_job_id(),
-                request,
-                route(request, self.settings, live, self._rng),
-            )
-            for index, job_id, request in failed
-        ]
+        replacements = []
+        for index, job_id, request in failed:
+            chosen = route(request, self.settings, live, self._rng)
+            lane = chosen.model_copy(update={"queue": batch_queue_for(chosen.vendor)})
+            replacements.append(Replacement(index, job_id, self.store.new_job_id(), request, lane))
         written = set(self.store.batches.replace(batch_id, replacements))
         # Few, as a rule: all their messages go at once, none chained.
         messages = _plan(

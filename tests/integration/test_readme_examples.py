@@ -16,11 +16,14 @@ pytestmark = pytest.mark.integration
 def test_readme_example_runs_against_a_worker(
     code: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Each block's first line ends with what it prints: "... prints: a | b".
+    expected = code.split("\n", 1)[0].partition("prints:")[2].split(" | ")
+    assert [text for text in expected if text.strip()], "say what the example prints"
     with running_stack(tmp_path) as stack:
         stack.configure({"vendors": {"mock": {"type": "mock"}}})
-        stack.start_worker(["llm.mock"])
+        stack.start_worker(["llm.mock", "llm.mock.batch"])
         with stack.environment():
             exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
-    assert "echo: Hi mock" in out
-    assert "100%" in out
+    for text in expected:
+        assert text.strip() in out

@@ -103,7 +103,9 @@ def test_a_batch_goes_out_in_a_window_of_messages_per_vendor_that_covers_every_i
     results = client.batch_results(batch_id)
     assert [item.custom_id for item in results] == [f"request-{n}" for n in range(1, 461)]
     assert client.get(results[0].job_id).request.messages[0].content == "p0"
-    assert client.get(results[-1].job_id).route.vendor == "anthropic"  # type: ignore[union-attr]
+    last_route = client.get(results[-1].job_id).route
+    assert last_route is not None
+    assert (last_route.vendor, last_route.queue) == ("anthropic", "llm.anthropic.batch")
 
 
 def test_one_item_no_vendor_can_take_refuses_the_whole_batch_and_writes_nothing(

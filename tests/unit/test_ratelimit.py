@@ -136,6 +136,24 @@ def test_a_full_bucket_lets_its_burst_through_then_one_per_refill(
     assert not limiter.acquire([bucket]).taken
 
 
+def test_a_caller_whose_clock_is_behind_never_refills_the_same_interval_twice(
+    limiter: RateLimiter, clock: Clock
+) -> None:
+    # Under load, claims reach Redis out of the order their callers read the clock.
+    bucket = rpm_bucket(rpm=60, burst=1)  # one a second
+    assert limiter.acquire([bucket]).taken
+    clock.advance(1.0)
+    assert limiter.acquire([bucket]).taken  # the bucket's time is now START_S + 1
+    clock.now_s = START_S + 0.5  # a caller that read the clock half a second earlier
+    late = limiter.acquire([bucket])
+    assert not late.taken
+    assert late.wait_s == pytest.approx(1.5), "it waits from the bucket's time, not its own"
+    clock.now_s = START_S + 1.5
+    assert not limiter.acquire([bucket]).taken, "half a second refilled only half a token"
+    clock.now_s = START_S + 2.0
+    assert limiter.acquire([bucket]).taken
+
+
 def test_a_short_bucket_takes_nothing_from_the_others(limiter: RateLimiter) -> None:
     roomy, short = rpm_bucket(rpm=600, burst=10, name="roomy"), rpm_bucket(60, 1, "short")
     assert limiter.acquire([short]).taken
