@@ -315,7 +315,8 @@ class Route(StrictModel):
     @property
     def deployments(self) -> list[Deployment]:
         """The primary deployment followed by the fallbacks, in the order to try them."""
-        return [Deployment(vendor=self.vendor, model=self.model), *self.fallbacks]
+        # Both fields were validated with the route; a hot path reads this per message.
+        return [Deployment.model_construct(vendor=self.vendor, model=self.model), *self.fallbacks]
 
 
 class JobStatus(StrEnum):

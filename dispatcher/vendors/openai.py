@@ -229,15 +229,23 @@ class OpenAIVendor(HttpVendor):
         """The `model` field of the body (None: left out)."""
         return model
 
+    def call_headers(self) -> tuple[httpx.Headers, dict[str, str]]:
+        """The headers and query parameters of every call, built once (they come from config)."""
+        built: tuple[httpx.Headers, dict[str, str]] | None = getattr(self, "_call_headers", None)
+        if built is None:
+            headers, params = self.auth()
+            built = self._call_headers = (request_headers(self.config, headers), params)
+        return built
+
     def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
-        headers, params = self.auth()
+        headers, params = self.call_headers()
         body = chat_body(
             request, self.body_model(model), stream=stream, max_tokens_field=self.max_tokens_field
         )
         return httpx.Request(
             "POST",
             self.url(self.chat_url(model), params),
-            headers=request_headers(self.config, headers),
+            headers=headers,
             content=json.dumps(body).encode(),
         )
 
