@@ -24,6 +24,7 @@ import redis
 from pydantic import ValidationError
 
 from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.channel_clients import reuse_sync_clients
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
@@ -160,7 +161,9 @@ class CelerySender:
             if self._app is None:
                 # Imported here so that importing the client does not pay for Celery.
                 import celery  # noqa: PLC0415
+                from kombu.transport import redis as kombu_redis  # noqa: PLC0415
 
+                reuse_sync_clients(kombu_redis.Channel)  # one client per channel, not per send
                 app = celery.Celery("llmdispatch-producer", set_as_current=False)
                 app.conf.update(celery_settings(self._settings))
                 self._app = app
