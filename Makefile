@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 PACKAGES := dispatcher workers producer
 PYTEST_ARGS ?=
 
-.PHONY: install fmt lint typecheck test test-unit test-integration all clean
+.PHONY: install demo fmt lint typecheck test test-unit test-integration all clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmdispatcher needs Python 3.11 or newer: run make with PYTHON=python3.11 (or newer)")'
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with test and dev tools
+
+demo: $(STAMP)  ## the whole loop on an embedded Redis with the mock vendor, no API key
+	$(BIN)/llmdispatch demo $(DEMO_ARGS)
 
 fmt: $(STAMP)  ## format and auto-fix
 	$(BIN)/ruff format $(PACKAGES) tests

@@ -3,7 +3,8 @@
 This module builds the app and lists its commands; each group lives in its own
 module: `cli_jobs` (submit, send, get, wait, stream, cancel, stats), `cli_celery`
 (worker, flower), `cli_config` (config check), `cli_mock_server` (mock-server),
-`cli_batch` (batch submit, status, wait, results, cancel, retry-failed).
+`cli_batch` (batch submit, status, wait, results, cancel, retry-failed),
+`cli_demo` (demo).
 
 The exit codes scripts can rely on are listed in `producer.cli_exit_codes`;
 the `EXIT_*` names are importable from here too.
@@ -19,6 +20,7 @@ from dispatcher import __version__
 from producer.cli_batch import batch_app
 from producer.cli_celery import flower_command, worker_command
 from producer.cli_config import config_app
+from producer.cli_demo import demo_command
 from producer.cli_exit_codes import (
     EXIT_BATCH_ITEMS_FAILED,
     EXIT_CONFIG_INVALID,
@@ -93,6 +95,7 @@ def _root(
 
 
 # In the order `llmdispatch --help` lists them.
+app.command("demo")(demo_command)
 app.command("mock-server")(mock_server)
 app.command("submit")(submit_command)
 app.command("send")(send_command)

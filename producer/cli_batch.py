@@ -29,7 +29,9 @@ from producer.client import Client
 
 __all__ = [
     "batch_app",
+    "batch_summary",
     "cancel_command",
+    "follow_batch",
     "results_command",
     "retry_failed_command",
     "status_command",
@@ -122,7 +124,7 @@ def submit_command(
         batch_id = client.submit_batch(path, metadata=metadata)
         if not as_json:
             typer.echo(batch_id)  # before waiting: a script has it even if the wait fails
-        record = _follow(client, batch_id, timeout) if wait else None
+        record = follow_batch(client, batch_id, timeout) if wait else None
     if record is None:
         if as_json:
             typer.echo(json.dumps({"batch_id": batch_id}))
@@ -152,7 +154,7 @@ def wait_command(
     (the batch keeps running).
     """
     with exit_codes(), _client(ctx) as client:
-        record = _follow(client, batch_id, timeout)
+        record = follow_batch(client, batch_id, timeout)
     _finish(record, as_json=as_json)
 
 
@@ -222,7 +224,7 @@ def retry_failed_command(
     with exit_codes(), _client(ctx) as client:
         resubmitted = client.retry_failed(batch_id)
         typer.echo(f"resubmitted {resubmitted} failed {_items(resubmitted)} of batch {batch_id}")
-        record = _follow(client, batch_id, timeout) if wait else None
+        record = follow_batch(client, batch_id, timeout) if wait else None
     if record is not None:
         _finish(record, as_json=False)
 
@@ -254,7 +256,7 @@ def _readable(file: Path) -> Iterator[Path]:
     yield file
 
 
-def _follow(client: Client, batch_id: str, timeout_s: float | None) -> BatchRecord:
+def follow_batch(client: Client, batch_id: str, timeout_s: float | None) -> BatchRecord:
     """Wait for the batch with a live progress bar on stderr, then print a summary there.
 
     Where stderr is not a terminal, rich draws the bar once, as it stands at the end.
@@ -282,7 +284,7 @@ def _follow(client: Client, batch_id: str, timeout_s: float | None) -> BatchReco
             )
 
         record = client.wait_batch(batch_id, timeout_s, on_progress=show)
-    typer.echo(_summary(record), err=True)
+    typer.echo(batch_summary(record), err=True)
     return record
 
 
@@ -294,7 +296,7 @@ def _finish(record: BatchRecord, *, as_json: bool) -> None:
         raise typer.Exit(EXIT_BATCH_ITEMS_FAILED)
 
 
-def _summary(record: BatchRecord) -> str:
+def batch_summary(record: BatchRecord) -> str:
     counts, elapsed_s = record.counts, _elapsed_s(record, record.created_at)
     return (
         f"batch {record.batch_id}: {counts.succeeded} succeeded, {counts.failed} failed, "

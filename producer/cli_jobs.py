@@ -26,6 +26,7 @@ __all__ = [
     "get_command",
     "send_command",
     "stats_command",
+    "stats_text",
     "stream_command",
     "submit_command",
     "wait_command",
@@ -158,7 +159,7 @@ def stats_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Print the statistics of every job that ended, in total and per vendor."""
     with exit_codes(), _client(ctx) as client:
         stats = client.stats()
-    typer.echo(stats.model_dump_json(indent=2) if as_json else _stats_text(stats))
+    typer.echo(stats.model_dump_json(indent=2) if as_json else stats_text(stats))
 
 
 def status_command(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -290,7 +291,7 @@ _STATUS_HEADER = (
 )  # fmt: skip
 
 
-def _stats_text(stats: Stats) -> str:
+def stats_text(stats: Stats) -> str:
     def row(name: str, jobs: int, failed: int, of: Stats | VendorStats) -> list[str]:
         numbers = [jobs, f"{of.success_rate():.1f}", failed, of.retries, of.fallbacks]
         latency = [f"{of.p50_latency_ms:.0f}", f"{of.p95_latency_ms:.0f}"]

@@ -1,0 +1,88 @@
+"""`llmdispatch demo`: the whole loop on this machine, with nothing running and no API key."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+
+from dispatcher import Settings
+from dispatcher.models import StreamEventType
+from producer.cli_batch import follow_batch
+from producer.cli_exit_codes import EXIT_BATCH_ITEMS_FAILED
+from producer.cli_jobs import stats_text
+from producer.client import Client
+from producer.demo import MOCK_MODEL, DemoStack, demo_prompts
+
+__all__ = ["demo_command"]
+
+# Exit code after Ctrl-C, as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
+BATCH_TIMEOUT_S = 600.0
+STREAM_PROMPT = "Stream me a short reply about resumable streams, one token at a time"
+
+
+def demo_command(
+    prompts: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Prompts in the demo batch.")
+    ] = 1_000,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Leave the stack up afterwards (Flower's URL is printed); Ctrl-C stops it.",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole loop here: Redis, the mock vendor, a worker and Flower, then a batch.
+
+    Uses the Redis at REDIS_URL when it answers, else starts a private redis-server
+    on a free port. Starts the mock OpenAI-format vendor, a worker for it and for
+    every real vendor whose API key is set, and Flower; submits a batch of
+    --prompts prompts with a progress bar, streams one reply token by token, and
+    prints the statistics. Every process it started is stopped on exit, Ctrl-C
+    included. Exit code 0 when every prompt succeeded, 7 when some failed, 130
+    after Ctrl-C.
+    """
+    try:
+        with (
+            DemoStack(announce=lambda line: typer.echo(line, err=True)) as stack,
+            Client(Settings.load()) as client,
+        ):
+            succeeded = _run(client, prompts)
+            if keep:
+                _stay_up(stack)
+    except KeyboardInterrupt:
+        typer.echo("\nstopped: every process the demo started has been stopped", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not succeeded:
+        raise typer.Exit(EXIT_BATCH_ITEMS_FAILED)
+
+
+def _run(client: Client, prompts: int) -> bool:
+    batch_id = client.submit_batch(demo_prompts(prompts))
+    typer.echo(f"submitted batch {batch_id}: {prompts} prompts for {MOCK_MODEL}")
+    record = follow_batch(client, batch_id, BATCH_TIMEOUT_S)
+    first = next(iter(client.iter_batch_results(batch_id)))
+    reply = first.response.content if first.response else f"error: {first.error}"
+    typer.echo(f"first result, {first.custom_id}: {reply}")
+    typer.echo("streaming one reply: ", nl=False)
+    request = {"model": MOCK_MODEL, "messages": [{"role": "user", "content": STREAM_PROMPT}]}
+    for event in client.send_streaming(request):
+        if event.type is StreamEventType.CHUNK and event.delta:
+            typer.echo(event.delta, nl=False)
+    typer.echo("")
+    typer.echo(stats_text(client.stats()))
+    return record.counts.succeeded == record.counts.total
+
+
+def _stay_up(stack: DemoStack) -> None:
+    typer.echo(
+        f"\nthe stack is up; Flower: {stack.flower_url} "
+        f"(user:password {stack.flower_auth}); REDIS_URL={stack.redis_url} "
+        f"LLMDISPATCH_KEY_PREFIX=llmd-demo LLMDISPATCH_CONFIG={stack.env['LLMDISPATCH_CONFIG']}"
+        "\nCtrl-C stops it",
+    )
+    while True:
+        signal.pause()
