@@ -41,6 +41,7 @@ from producer.cli_jobs import (
     submit_command,
     wait_command,
 )
+from producer.cli_metrics import metrics_command
 from producer.cli_mock_server import mock_server
 from producer.client import Client
 
@@ -107,6 +108,7 @@ app.command("stats")(stats_command)
 app.command("status")(status_command)
 app.command("worker")(worker_command)
 app.command("flower")(flower_command)
+app.command("metrics")(metrics_command)
 
 
 def main() -> None:
