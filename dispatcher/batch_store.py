@@ -15,11 +15,10 @@ script (`dispatcher.store_scripts`).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from dispatcher.errors import BatchNotFound, JobCancelled
@@ -35,6 +34,9 @@ from dispatcher.models import (
     Response,
     Route,
 )
+from dispatcher.redis_values import PENDING_TTL_S, wait_for_entry
+from dispatcher.redis_values import at as _at
+from dispatcher.redis_values import text as _text
 from dispatcher.store_scripts import BATCH_ADD
 
 if TYPE_CHECKING:
@@ -48,10 +50,6 @@ __all__ = ["BatchStore", "NewItem", "Replacement"]
 WRITE_CHUNK = 1_000
 # Job hashes read per round trip when listing results or cancelling.
 READ_PAGE = 1_000
-# How long a pending batch (and its queued items) lives at most: as long as a job.
-PENDING_TTL_S = 7 * 86_400
-# A blocking wait is sliced, like the job store's, to return before the socket timeout.
-WAIT_SLICE_S = 1.0
 _COUNTS = ("total", "queued", "running", "succeeded", "failed", "cancelled")
 _ITEM_FIELDS = ("status", "response", "error", "attempts")
 
@@ -279,17 +277,7 @@ class BatchStore:
 
     def wait_until_finished(self, batch_id: str, timeout_s: float) -> bool:
         """Block up to `timeout_s` until every item has ended (True) or not (False)."""
-        done = self.keys.batch_done(batch_id)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return bool(self.redis.exists(done))
-            # The one entry stays in place, so every waiter wakes (as for jobs); each
-            # slice returns before the client's socket timeout.
-            slice_s = min(remaining, WAIT_SLICE_S)
-            if self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
-                return True
+        return wait_for_entry(self.redis, self.keys.batch_done(batch_id), timeout_s)
 
     def _require(self, batch_id: str) -> dict[str, str]:
         try:
@@ -332,11 +320,3 @@ def _number(fields: Mapping[str, str], name: str) -> float | None:
 def _moment(fields: Mapping[str, str], name: str) -> datetime | None:
     value = _number(fields, name)
     return _at(value) if value is not None else None
-
-
-def _at(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, tz=UTC)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

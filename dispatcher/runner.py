@@ -227,9 +227,7 @@ class JobRunner:
         half of the messages have their outcome, unless every one of them was left
         to another copy of its message (`BUSY`).
         """
-        return self._run_many(messages, half_done or (lambda: None))
-
-    def _run_many(self, messages: Sequence[RunJob], half_done: Callable[[], None]) -> list[Outcome]:
+        half_done = half_done or (lambda: None)
         if not messages:
             half_done()
             return []

@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis
@@ -68,6 +68,10 @@ from dispatcher.models import (
     StreamEventType,
     Usage,
 )
+from dispatcher.redis_values import PENDING_TTL_S, WAIT_SLICE_S, wait_for_entry
+from dispatcher.redis_values import at as _at
+from dispatcher.redis_values import decoded as _decoded
+from dispatcher.redis_values import text as _text
 from dispatcher.stats import (
     ALL_VENDORS,
     LATENCY,
@@ -85,6 +89,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_JOB_TTL_S",
+    "PENDING_TTL_S",
+    "WAIT_SLICE_S",
     "Bucket",
     "Claim",
     "ClaimOrder",
@@ -95,10 +101,6 @@ __all__ = [
     "valid_job_id",
 ]
 
-# A job that never ends (its message lost with a wiped Redis) must not live forever.
-PENDING_TTL_S = 7 * 86_400
-# A blocking wait is sliced so that it always returns before the client's socket timeout.
-WAIT_SLICE_S = 1.0
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -602,18 +604,7 @@ class JobStore:
 
     def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
         """Block until the job has ended (True) or `timeout_s` passed (False)."""
-        done = self.keys.done(job_id)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return bool(self.redis.exists(done))  # a zero timeout still reports an end
-            # Moving the one entry to the same list leaves it in place, so every
-            # waiter wakes, and waiters that come later return at once.
-            slice_s = min(remaining, WAIT_SLICE_S)
-            # Redis takes fractional seconds here; redis-py's stub says int.
-            if self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
-                return True
+        return wait_for_entry(self.redis, self.keys.done(job_id), timeout_s)
 
     # --- vendors and statistics --------------------------------------------------------
 
@@ -736,15 +727,3 @@ def _checked(job_id: str, what: str = "job") -> str:
 def _digest(text: str) -> str:
     """A short, key-safe stand-in for free text (a tenant id, a model glob)."""
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _at(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, tz=UTC)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decoded(mapping: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in mapping.items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,10 +19,11 @@ from redis.exceptions import NoScriptError
 
 from dispatcher.errors import JobNotFound
 from dispatcher.models import JobRecord, StreamEvent
+from dispatcher.redis_values import PENDING_TTL_S, WAIT_SLICE_S
+from dispatcher.redis_values import decoded as _decoded
+from dispatcher.redis_values import text as _text
 from dispatcher.store import (
-    PENDING_TTL_S,
     TERMINAL,
-    WAIT_SLICE_S,
     Keys,
     parse_stream_entry,
     record_from_hash,
@@ -228,11 +228,3 @@ class AsyncJobReader:
             # Redis takes fractional seconds here; redis-py's stub says int.
             if await self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
                 return True
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decoded(mapping: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in mapping.items()}

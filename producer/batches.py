@@ -130,21 +130,13 @@ class Batches:
             try:
                 self._send_jobs(message, batch_queue_for(message.vendor))
             except Exception as exc:
-                lost = {(m.vendor, m.job_ids) for m in sending[sent:]}
-                lost_chains = (
-                    {
-                        (m.vendor, n % window)
-                        for n, m in _numbered(every)
-                        if (m.vendor, m.job_ids) in lost
-                    }
-                    if window
-                    else set()
-                )
+                failed = sending[sent:]
+                # A chained message n stands for every n' with n' % window == n.
+                chains = {(m.vendor, m.next_message - window) for m in failed}
                 unsent = [
                     job_id
                     for n, m in _numbered(every)
-                    if (m.vendor, m.job_ids) in lost
-                    or (m.vendor, n % max(1, window)) in lost_chains
+                    if ((m.vendor, n % window) in chains if window else m in failed)
                     for job_id in m.job_ids
                 ]
                 self._fail_unsent(batch_id, unsent, exc)

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import redis
 import yaml
 
 from dispatcher.config import ENV_VENDORS, Settings
-from producer.embedded_redis import EmbeddedRedis
+from producer.embedded_redis import EmbeddedRedis, free_port
 
 __all__ = ["DemoStack", "demo_prompts"]
 
@@ -223,7 +222,7 @@ class DemoStack:
         self.announce(f"worker: consuming {', '.join(self.vendors)} (log {log})")
 
     def _flower(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.flower_auth = f"demo:{secrets.token_urlsafe(12)}"
         env = {**self.env, "FLOWER_BASIC_AUTH": self.flower_auth}
         args = ["flower", "--port", str(port), "--address", "127.0.0.1"]
@@ -295,12 +294,6 @@ def _http_answers(url: str) -> bool:
         return True  # 401 without the password: it is up
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _shown_url(url: str) -> str:

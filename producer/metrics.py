@@ -35,7 +35,6 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from prometheus_client.core import (
@@ -49,6 +48,7 @@ from prometheus_client.registry import Collector
 from dispatcher.config import Settings
 from dispatcher.models import CircuitState, HealthStatus, JobStatus
 from dispatcher.redaction import redact
+from dispatcher.redis_values import decoded as _decoded
 from dispatcher.router import batch_queue_for, queue_for
 from dispatcher.stats import BUCKET_BOUNDS_MS, LATENCY, QUEUE_WAIT
 from dispatcher.store import JobStore
@@ -332,11 +332,3 @@ def _buckets(histogram: Mapping[str, str]) -> list[tuple[str, float]]:
 def _vendors_in(counters: Mapping[str, str]) -> list[str]:
     """The vendors the statistics hash names (fields `v:<vendor>:<name>`), sorted."""
     return sorted({f.split(":")[1] for f in counters if f.startswith("v:")})
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decoded(mapping: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in mapping.items()}
