@@ -14,12 +14,22 @@ kombu, so `dispatcher` stays free of it), once per process; the cached client is
 rebuilt whenever the channel's pool changes (kombu replaces it after a
 connection error). Workers apply it as their Celery app is built
 (`workers.broker_clients`), producers as their sender's app is.
+
+It also mends one of kombu's edges on a lost connection: closing the channel
+restores its unacknowledged messages, which builds a client from the
+connection's parameters, already gone by then (`AttributeError: 'NoneType'
+object has no attribute 'hostname'`). Celery treats that as unrecoverable and
+the worker stops consuming. Such a client now raises redis-py's
+`ConnectionError`, which Celery handles by reconnecting; the messages stay
+unacknowledged and come back by the visibility timeout.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
+
+import redis
 
 __all__ = ["reuse_sync_clients"]
 
@@ -38,7 +48,10 @@ def reuse_sync_clients(channel_class: Any) -> bool:
         def create_client(self: Any, asynchronous: bool = False) -> Any:
             if asynchronous:
                 return original(self, asynchronous)
-            pool = self.pool
+            try:
+                pool = self.pool
+            except AttributeError as exc:  # the connection was closed (see the module doc)
+                raise redis.ConnectionError(f"the broker connection is closed ({exc})") from exc
             cached = self.__dict__.get(_CACHE_ATTRIBUTE)
             if cached is None or cached.connection_pool is not pool:
                 cached = original(self, False)

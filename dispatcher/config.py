@@ -85,6 +85,9 @@ DEFAULT_BATCH_WINDOW = 16
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
 # Tests use a few seconds to see a killed worker's job come back quickly.
 MIN_VISIBILITY_TIMEOUT_S = 2
+# 4 MiB of request JSON: a million-token prompt (about 4 bytes a token) fits, while no
+# one request can weigh on Redis memory and on every read of its job much beyond that.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 Seconds = Annotated[float, Field(gt=0.0)]
 # A probe costs the vendor one cheap request; twice a minute notices an outage quickly.
@@ -184,6 +187,12 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias="LLMDISPATCH_BATCH_WINDOW",
         description="Messages of one batch queued or running at once, per vendor.",
+    )
+    max_request_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        gt=0,
+        validation_alias="LLMDISPATCH_MAX_REQUEST_BYTES",
+        description="Largest request a submit accepts: the bytes of its JSON, as the job holds it.",
     )
 
     openai_api_key: SecretStr | None = None
@@ -386,7 +395,14 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         if self._path is None:
             return {}
-        data = expand_variables(read_config_file(Path(self._path)), os.environ)
+        path = Path(self._path)
+        try:
+            data = expand_variables(read_config_file(path), os.environ)
+        except RecursionError:
+            # A YAML alias used inside its own anchor (`a: &x [*x]`) is a value without end.
+            raise ConfigError(
+                [f"LLMDISPATCH_CONFIG ({path}): nested too deeply, or an alias holds itself"]
+            ) from None
         return {
             key: (_Misplaced(ENV_NAMES[key]) if key in ENV_NAMES else value)
             for key, value in data.items()

@@ -108,7 +108,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The file's top-level mapping, parsed as JSON (`.json`) or YAML (anything else).
 
     Raises:
-        ConfigError: the file is missing, unreadable, not UTF-8, malformed, or not a mapping.
+        ConfigError: the file is missing, unreadable, not UTF-8, malformed, nested too
+            deeply, or not a mapping.
     """
     where = f"LLMDISPATCH_CONFIG ({path})"
     try:
@@ -120,26 +121,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"{where}: cannot read: {exc.strerror}"]) from None
 
-    data: Any
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text, object_pairs_hook=_unique_json_object)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                [f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
-            ) from None
-        except ValueError as exc:
-            raise ConfigError([f"{where}: invalid JSON: {exc}"]) from None
-    else:
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError([f"{where}: invalid YAML{position}: {exc.problem}"]) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{where}: invalid YAML: {exc}"]) from None
-
+    try:
+        data = _parsed(text, where, as_json=path.suffix.lower() == ".json")
+    except RecursionError:  # both parsers recurse once per level of nesting
+        raise ConfigError([f"{where}: nested too deeply"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -150,3 +135,24 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not_text:
         raise ConfigError([f"{where}: top-level key {key!r} is not a name" for key in not_text])
     return data
+
+
+def _parsed(text: str, where: str, *, as_json: bool) -> Any:
+    """The document in `text`; a `ConfigError` saying where it is malformed."""
+    if as_json:
+        try:
+            return json.loads(text, object_pairs_hook=_unique_json_object)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                [f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+            ) from None
+        except ValueError as exc:
+            raise ConfigError([f"{where}: invalid JSON: {exc}"]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{where}: invalid YAML{position}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{where}: invalid YAML: {exc}"]) from None

@@ -41,6 +41,7 @@ __all__ = [
     "JobCancelled",
     "JobNotFound",
     "NoRoute",
+    "StoreUnavailable",
     "StreamBroken",
     "VendorAuthError",
     "VendorQuotaExceeded",
@@ -258,6 +259,18 @@ class JobCancelled(DispatcherError):
     kind = "cancelled"
 
 
+class StoreUnavailable(DispatcherError, ConnectionError):
+    """Redis (the job store and the queues) did not answer; try again when it is back.
+
+    Raised to producers within the client's socket timeouts instead of hanging.
+    Whatever the call was doing may or may not have reached Redis: `get` the
+    job (or `batch_status`) once Redis answers to know.
+    """
+
+    kind = "store_unavailable"
+    retryable = True
+
+
 class ConfigError(DispatcherError, ValueError):
     """The configuration is invalid; `problems` lists every one, each with its path."""
 
@@ -291,6 +304,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         JobNotFound,
         BatchNotFound,
         JobCancelled,
+        StoreUnavailable,
         ConfigError,
     )
 }

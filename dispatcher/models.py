@@ -64,6 +64,12 @@ MAX_STOP_SEQUENCES = 4
 # Celery's Redis transport emulates priorities 0-9; we use the same range.
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
+# No model writes anywhere near 2**31 tokens; a bigger max_tokens can only be a mistake,
+# and would overflow cost estimates (floats) and vendors' 32-bit fields.
+MAX_MAX_TOKENS = 2**31 - 1
+# A year: far past any job's life (one that never ends expires after a week), and small
+# enough that submit time plus the deadline is always a date a record can hold.
+MAX_TIMEOUT_S = 365 * 86_400.0
 
 
 def utc_now() -> datetime:
@@ -144,7 +150,7 @@ class Request(StrictModel):
     )
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_MAX_TOKENS)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stream: bool = False
     stop: list[NonEmptyStr] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
@@ -162,7 +168,10 @@ class Request(StrictModel):
     )
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     timeout_s: float | None = Field(
-        default=None, gt=0.0, description="Deadline for the whole job, counted from submit."
+        default=None,
+        gt=0.0,
+        le=MAX_TIMEOUT_S,
+        description="Deadline for the whole job, counted from submit.",
     )
     extra_body: dict[str, JsonValue] = Field(
         default_factory=dict,

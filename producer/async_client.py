@@ -35,6 +35,7 @@ from producer.client import (
     timed_out,
 )
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
+from producer.unreachable import reaching_redis
 
 __all__ = ["AsyncClient"]
 
@@ -80,17 +81,20 @@ class AsyncClient:
         """
         return cls(Settings.load())
 
+    @reaching_redis
     async def submit(self, request: Request | Mapping[str, Any]) -> str:
         """Queue a job for `request` and return its id; see `Client.submit`."""
         return await asyncio.to_thread(self.sync.submit, request)
 
+    @reaching_redis
     async def get(self, job_id: str) -> JobRecord:
         """The job's record as it is now; see `Client.get`."""
         return await self.reader.get(job_id)
 
+    @reaching_redis
     async def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
         """Wait until the job ends and return its response; raises as `Client.wait` does."""
-        if timeout_s < 0:
+        if not timeout_s >= 0:  # NaN too: Redis would refuse it as a blocking timeout
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
         record = await self.reader.get(job_id)
         if not record.status.is_terminal:
@@ -99,12 +103,14 @@ class AsyncClient:
             record = await self.reader.get(job_id)
         return response_of(record)
 
+    @reaching_redis
     async def send(
         self, request: Request | Mapping[str, Any], timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
     ) -> Response:
         """Submit `request` and wait for its response."""
         return await self.wait(await self.submit(request), timeout_s=timeout_s)
 
+    @reaching_redis
     async def stream(
         self, job_id: str, *, after: int = 0, start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     ) -> AsyncGenerator[StreamEvent, None]:
@@ -125,6 +131,7 @@ class AsyncClient:
             async for event in events:
                 yield event
 
+    @reaching_redis
     async def send_streaming(
         self, request: Request | Mapping[str, Any], **stream_kwargs: Any
     ) -> AsyncGenerator[StreamEvent, None]:
@@ -137,14 +144,17 @@ class AsyncClient:
             async for event in events:
                 yield event
 
+    @reaching_redis
     async def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had; see `Client.cancel`."""
         return await asyncio.to_thread(self.sync.cancel, job_id)
 
+    @reaching_redis
     async def stats(self) -> Stats:
         """Statistics of every job that ended, in total and per vendor."""
         return await asyncio.to_thread(self.sync.stats)
 
+    @reaching_redis
     async def vendor_status(self) -> list[VendorStatus]:
         """Each enabled vendor's status now; see `Client.vendor_status`."""
         return await asyncio.to_thread(self.sync.vendor_status)

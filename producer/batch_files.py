@@ -8,7 +8,8 @@ Each input line is one request, in either of two shapes, told apart by a "body" 
 
 Reading is all or nothing: every bad line is collected, with its number and
 reason, into one `BatchFileError`, so a file is fixed in one round and a batch is
-never half-enqueued. Reasons never repeat a line's text, which may hold secrets
+never half-enqueued; a request over the maximum request size, when one is given,
+is a bad line too. Reasons never repeat a line's text, which may hold secrets
 or prompts. Results are written in OpenAI's Batch output shape, one line per item.
 Nothing here touches Redis or Celery.
 """
@@ -27,6 +28,7 @@ from dispatcher.errors import InvalidRequest
 from dispatcher.models import BatchItem, FinishReason, JobError, JobStatus, Request, Response
 from dispatcher.problems import describe
 from dispatcher.redaction import redact
+from dispatcher.request_size import request_size_problem
 
 __all__ = [
     "CHAT_COMPLETIONS_URL",
@@ -190,8 +192,9 @@ def _plain_line(data: dict[str, Any], default_id: str) -> tuple[Any, Request | N
 def _collect(
     entries: Iterable[tuple[int, Any, Request | None, list[str]]],
     unit: str,
+    max_request_bytes: int | None,
 ) -> list[BatchLine]:
-    """The batch lines, or every problem (duplicate ids included) raised as one error."""
+    """The batch lines, or every problem (duplicate ids and sizes included) raised as one error."""
     lines: list[BatchLine] = []
     bad: list[tuple[int, str]] = []
     first_seen: dict[str, int] = {}
@@ -203,6 +206,10 @@ def _collect(
             if first != number:
                 duplicate = f"duplicate custom_id {_shown(custom_id)} (first on {unit} {first})"
                 problems.insert(0, duplicate)
+        if request is not None and max_request_bytes is not None:
+            too_large = request_size_problem(request, max_request_bytes)
+            if too_large is not None:
+                problems.append(too_large)
         if problems:
             bad.append((number, "; ".join(problems)))
         elif request is not None:
@@ -244,19 +251,25 @@ def _parsed_lines(lines: Iterable[bytes]) -> Iterable[tuple[int, Any, Request | 
             yield number, *_plain_line(data, f"line-{number}")
 
 
-def parse_batch_lines(lines: Iterable[bytes]) -> list[BatchLine]:
+def parse_batch_lines(
+    lines: Iterable[bytes], *, max_request_bytes: int | None = None
+) -> list[BatchLine]:
     """The requests of a JSONL batch, one per non-blank line, in order.
+
+    `max_request_bytes`: a request whose JSON is larger is a bad line (`dispatcher.request_size`).
 
     Raises:
         BatchFileError: some line is bad, or there is none; lists every bad line.
     """
-    return _collect(_parsed_lines(lines), unit="line")
+    return _collect(_parsed_lines(lines), "line", max_request_bytes)
 
 
-def read_batch_file(path: str | os.PathLike[str]) -> list[BatchLine]:
+def read_batch_file(
+    path: str | os.PathLike[str], *, max_request_bytes: int | None = None
+) -> list[BatchLine]:
     """The requests of the JSONL batch file at `path` (see `parse_batch_lines`)."""
     with open(path, "rb") as file:
-        return parse_batch_lines(file)
+        return parse_batch_lines(file, max_request_bytes=max_request_bytes)
 
 
 def _items(
@@ -273,17 +286,19 @@ def _items(
             yield number, None, None, [problem]
 
 
-def requests_as_lines(requests: Sequence[Request | Mapping[str, Any]]) -> list[BatchLine]:
+def requests_as_lines(
+    requests: Sequence[Request | Mapping[str, Any]], *, max_request_bytes: int | None = None
+) -> list[BatchLine]:
     """`requests` as batch lines numbered from 1, with ids ``request-<n>`` unless given.
 
-    A mapping may carry its own "custom_id".
+    A mapping may carry its own "custom_id"; `max_request_bytes` as for `parse_batch_lines`.
 
     Raises:
         BatchFileError: some item is invalid, or there is none; lists every bad item.
     """
     if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
         raise TypeError(f"requests must be a list of requests, not {type(requests).__name__}")
-    return _collect(_items(requests), unit="item")
+    return _collect(_items(requests), "item", max_request_bytes)
 
 
 def _completion(job_id: str, response: Response) -> dict[str, Any]:

@@ -69,10 +69,11 @@ class Batches:
 
         Raises:
             BatchFileError: a line or item is invalid (bad JSON, not UTF-8, missing or
-                duplicate custom_id, an invalid request) or no vendor can take it;
-                every one is listed with its number, and nothing was written.
+                duplicate custom_id, an invalid request), over the maximum request
+                size, or no vendor can take it; every one is listed with its number,
+                and nothing was written.
         """
-        lines = _lines_of(source)
+        lines = _lines_of(source, self.settings.max_request_bytes)
         routes = self._routes(lines, unit="line" if _is_path(source) else "item")
         batch_id = self.store.batches.new_batch_id()
         items = [
@@ -276,9 +277,9 @@ def _is_path(source: BatchSource) -> bool:
     return isinstance(source, str | os.PathLike)
 
 
-def _lines_of(source: BatchSource) -> list[BatchLine]:
+def _lines_of(source: BatchSource, max_bytes: int) -> list[BatchLine]:
     if _is_path(source):
-        return read_batch_file(source)  # type: ignore[arg-type]
+        return read_batch_file(source, max_request_bytes=max_bytes)  # type: ignore[arg-type]
     if isinstance(source, Request | Mapping):
         raise TypeError("submit_batch takes a list of requests or a file's path, not one request")
-    return requests_as_lines(list(source))  # type: ignore[arg-type]
+    return requests_as_lines(list(source), max_request_bytes=max_bytes)  # type: ignore[arg-type]

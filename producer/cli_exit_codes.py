@@ -21,7 +21,13 @@ from typing import NoReturn
 import redis
 import typer
 
-from dispatcher import ConfigError, DispatcherError, InvalidRequest, JobNotFound
+from dispatcher import (
+    ConfigError,
+    DispatcherError,
+    InvalidRequest,
+    JobNotFound,
+    StoreUnavailable,
+)
 from dispatcher.redaction import redact
 
 __all__ = [
@@ -52,6 +58,7 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (InvalidRequest, EXIT_USAGE),
     (JobNotFound, EXIT_NOT_FOUND),
     (TimeoutError, EXIT_TIMEOUT),
+    (StoreUnavailable, EXIT_UNAVAILABLE),
     (DispatcherError, EXIT_JOB_FAILED),
     (redis.ConnectionError, EXIT_UNAVAILABLE),
     (redis.TimeoutError, EXIT_UNAVAILABLE),

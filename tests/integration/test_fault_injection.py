@@ -1,0 +1,339 @@
+"""The fault-injection suite: kill workers, restart Redis, make vendors flaky.
+
+Every scenario runs on a private real Redis with real `celery worker`
+processes and the HTTP stand-in vendors, and checks the same promises:
+every job ends exactly once (one result or one typed error), nothing stays
+queued or running, and the statistics equal what the job records say.
+Each scenario prints one `FAULTS` line with its figures (jobs, faults
+injected, results, lost, duplicated, seconds), the figures RELIABILITY.md
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import JobEventKind, JobRecord, JobStatus, Request
+from dispatcher.errors import DispatcherError
+from producer import Client
+from producer.embedded_redis import EmbeddedRedis
+from tests.integration.stack import Stack, wait_for
+from tests.standins.fake_vendors import FakeVendors
+from tests.standins.server import ThreadedServer
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-faults-test-0123456789abcdef"
+PREFIX = "itest"
+VENDORS = ("primary", "backup")
+QUEUES = [f"llm.{v}{lane}" for v in VENDORS for lane in ("", ".batch")]
+WAIT_REASONS = ("waiting ", "every vendor of the route is cooling down")
+OUTAGE_S = 3.0  # how long Redis stays down in the restart scenario
+TERMINAL_EVENTS = {JobEventKind.SUCCEEDED, JobEventKind.FAILED, JobEventKind.CANCELLED}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose Redis keeps its data across a restart (AOF), as in production."""
+    with (
+        EmbeddedRedis(appendonly=True) as server,
+        ThreadedServer(FakeVendors().app) as standin,
+    ):
+        running = Stack(server, standin, tmp_path)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def configure(stack: Stack, *, timeout_s: float = 5, **env: str) -> Client:
+    def vendor(kind: str, name: str, models: list[str]) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "base_url": "{url}/v1",
+            "models": models,
+            "timeout_s": timeout_s,
+            "api_key": "${OPENAI_API_KEY}",
+            "headers": {"x-vendor": name},
+        }
+
+    stack.configure(
+        {
+            "vendors": {
+                "primary": vendor("openai", "primary", ["gpt-*"]),
+                "backup": vendor("openai_compatible", "backup", ["*"]),
+            },
+            "model_groups": {
+                "smart": [
+                    {"vendor": "primary", "model": "gpt-4o"},
+                    {"vendor": "backup", "model": "llama-3-70b"},
+                ]
+            },
+            "default_vendor": "primary",
+            "fallback_vendor": "backup",
+            "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
+            "circuit_breaker": {"failure_threshold": 1000, "reset_timeout_s": 1.0},
+        },
+        **{
+            "OPENAI_API_KEY": KEY,
+            "LLMDISPATCH_VISIBILITY_TIMEOUT_S": "8",
+            "LLMDISPATCH_HEALTH_CHECK_INTERVAL_S": "0",
+            **env,
+        },
+    )
+    with stack.environment():
+        return Client.from_env()
+
+
+def items(count: int, tag: str) -> list[dict[str, Any]]:
+    return [
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag}{i}"}]}
+        for i in range(count)
+    ]
+
+
+def prompts_seen(stack: Stack) -> Counter[str]:
+    """How many calls the stand-ins received for each last user message."""
+    return Counter(r["body"]["messages"][-1]["content"] for r in stack.received())
+
+
+def terminal_events(record: JobRecord) -> list[JobEventKind]:
+    return [e.kind for e in record.events if e.kind in TERMINAL_EVENTS]
+
+
+def assert_nothing_left(stack: Stack, timeout_s: float = 40) -> None:
+    """No message waits in a queue or unacknowledged, and no job counts as running.
+
+    A message whose acknowledgement was lost with its connection (a Redis
+    restart) stays unacknowledged until the visibility timeout brings it back;
+    its copy then finds its jobs ended and is acknowledged, so this waits.
+    """
+    client = stack.redis.client(decode_responses=True)
+
+    def leftovers() -> list[str]:
+        left = [f"{queue} holds messages" for queue in QUEUES if client.llen(queue)]
+        if client.hlen("unacked"):
+            left.append(f"{client.hlen('unacked')} unacknowledged messages")
+        left += [
+            f"{vendor} counts running jobs"
+            for vendor in VENDORS
+            if client.zcard(f"{PREFIX}:vendor:{vendor}:running")
+        ]
+        return left
+
+    wait_for(lambda: not leftovers(), timeout_s, "no message or job to be left over")
+
+
+def assert_stats_equal_records(client: Client, records: list[JobRecord]) -> None:
+    stats = client.stats()
+    by_status = Counter(r.status for r in records)
+    ended = len(records) - by_status[JobStatus.CANCELLED]
+    assert stats.total_requests == ended
+    assert stats.successful_requests == by_status[JobStatus.SUCCEEDED]
+    assert stats.failed_requests == by_status[JobStatus.FAILED]
+    assert stats.prompt_tokens == sum(r.usage.prompt_tokens for r in records if r.usage)
+    assert stats.completion_tokens == sum(r.usage.completion_tokens for r in records if r.usage)
+    # Retries after a vendor's error; waits for a cooling-down vendor or a rate limit are
+    # RETRY events too, but not retries in the statistics.
+    retries = sum(
+        1
+        for r in records
+        for e in r.events
+        if e.kind is JobEventKind.RETRY and not (e.reason or "").startswith(WAIT_REASONS)
+    )
+    assert stats.retries == retries
+    for name, vendor in stats.vendor_stats.items():
+        succeeded_here = sum(
+            1 for r in records if r.response is not None and r.response.vendor == name
+        )
+        assert vendor.successes == succeeded_here, name
+
+
+def report(scenario: str, **figures: object) -> None:
+    print(f"FAULTS {scenario} {json.dumps(figures)}")
+
+
+def test_a_worker_killed_mid_batch_of_2000_leaves_every_item_ended_once(stack: Stack) -> None:
+    client = configure(stack, LLMDISPATCH_BATCH_WINDOW="4")
+    started = time.monotonic()
+    first = stack.start_worker(QUEUES, concurrency=50, name="w1")
+    batch_id = client.submit_batch(items(2000, "kill"))
+    wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 400, 90, "400 items done")
+    first.kill()
+    running_at_kill = client.batch_status(batch_id).counts.running
+    stack.start_worker(QUEUES, concurrency=50, name="w2")
+    record = client.wait_batch(batch_id, timeout_s=180)
+    elapsed = time.monotonic() - started
+
+    results = client.batch_results(batch_id)
+    assert (record.counts.succeeded, record.counts.total) == (2000, 2000)
+    assert [r.response.content if r.response else None for r in results] == [
+        f"echo: kill{i}" for i in range(2000)
+    ]
+    records = [client.get(r.job_id) for r in results]
+    assert len({r.job_id for r in records}) == 2000
+    assert all(terminal_events(r) == [JobEventKind.SUCCEEDED] for r in records)
+    seen = prompts_seen(stack)
+    repeated = [p for p, n in seen.items() if n > 1]
+    assert all(seen[f"kill{i}"] >= 1 for i in range(2000))
+    assert running_at_kill > 0, "the kill should catch items mid-call"
+    assert len(repeated) <= running_at_kill, "only the calls cut off by the kill run twice"
+    assert_stats_equal_records(client, records)
+    assert_nothing_left(stack)
+    report(
+        "worker-sigkill",
+        jobs=2000,
+        faults=f"SIGKILL with {running_at_kill} running",
+        succeeded=record.counts.succeeded,
+        lost=0,
+        duplicated_results=0,
+        vendor_calls_repeated=len(repeated),
+        seconds=round(elapsed, 1),
+    )
+
+
+def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: Stack) -> None:
+    client = configure(stack, LLMDISPATCH_BATCH_WINDOW="4")
+    stack.start_worker(QUEUES, concurrency=50, name="w1")
+    started = time.monotonic()
+    batch_id = client.submit_batch(items(2000, "restart"))
+    wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 300, 90, "300 items done")
+
+    stack.redis.stop(forget_port=False)
+    outage_started = time.monotonic()
+    probe = Request(model="gpt-4o-mini", messages=[{"role": "user", "content": "while down"}])
+    for call in (
+        lambda: client.submit(probe),
+        lambda: client.batch_status(batch_id),
+        lambda: client.wait_batch(batch_id, timeout_s=60),
+    ):
+        began = time.monotonic()
+        with pytest.raises(DispatcherError) as caught:
+            call()
+        assert time.monotonic() - began < 10, "a producer must not hang while Redis is down"
+        assert "redis" in str(caught.value).lower()
+        assert KEY not in str(caught.value)
+    worker_log = stack.workers[0].log
+    wait_for(
+        lambda: "Redis stopped answering" in worker_log.read_text(errors="replace"),
+        30,
+        "the worker to notice the outage",
+    )
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))  # the fault's length
+    stack.redis.start()
+    outage_s = time.monotonic() - outage_started
+
+    record = client.wait_batch(batch_id, timeout_s=180)
+    elapsed = time.monotonic() - started
+    results = client.batch_results(batch_id)
+    assert (record.counts.succeeded, record.counts.total) == (2000, 2000)
+    assert [r.response.content if r.response else None for r in results] == [
+        f"echo: restart{i}" for i in range(2000)
+    ]
+    records = [client.get(r.job_id) for r in results]
+    assert all(terminal_events(r) == [JobEventKind.SUCCEEDED] for r in records)
+    assert_stats_equal_records(client, records)
+    assert_nothing_left(stack)
+    seen = prompts_seen(stack)
+    report(
+        "redis-restart",
+        jobs=2000,
+        faults=f"Redis stopped for {outage_s:.1f} s, restarted from AOF",
+        succeeded=record.counts.succeeded,
+        lost=0,
+        duplicated_results=0,
+        vendor_calls_repeated=sum(1 for n in seen.values() if n > 1),
+        seconds=round(elapsed, 1),
+    )
+
+
+# Faults for the flaky-vendor scenario, each as `[fault:...]` markers take them:
+# `@N` fails the first N calls carrying the marker; without it, every call fails.
+TRANSIENT_FAULTS = (
+    "429@1,retry-after:1",
+    "500@2",
+    "529@1",
+    "slow:1500@1",  # past the vendors' 1 s timeout
+)
+STREAM_FAULTS = ("midstream-drop@1", "midstream-error@1")
+LASTING_FAULTS = ("500", "529")  # every call, on every vendor: the job fails, typed
+FLAKY_JOBS, FLAKY_SHARE, LASTING_SHARE = 600, 0.3, 0.1
+
+
+def flaky_plan(rng: random.Random) -> list[tuple[bool, str | None, bool]]:
+    """For each job: streamed?, the fault it carries (30 % do), and whether it lasts."""
+    plan = []
+    for _ in range(FLAKY_JOBS):
+        stream = rng.random() < 0.4
+        if rng.random() >= FLAKY_SHARE:
+            plan.append((stream, None, False))
+        elif rng.random() < LASTING_SHARE:
+            plan.append((stream, rng.choice(LASTING_FAULTS), True))
+        else:
+            choices = TRANSIENT_FAULTS + (STREAM_FAULTS if stream else ())
+            plan.append((stream, rng.choice(choices), False))
+    return plan
+
+
+def test_with_30_percent_of_calls_failing_every_job_ends_once_and_stats_match(
+    stack: Stack,
+) -> None:
+    client = configure(stack, timeout_s=1)
+    for name in ("w1", "w2"):
+        stack.start_worker(QUEUES, concurrency=50, name=name)
+    plan = flaky_plan(random.Random(9))
+    started = time.monotonic()
+    jobs = []
+    for i, (stream, fault, _) in enumerate(plan):
+        marker = f" [fault:{fault} flaky-{i}]" if fault else ""
+        jobs.append(
+            client.submit(
+                Request(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"flaky{i}{marker}"}],
+                    stream=stream,
+                )
+            )
+        )
+    for job_id in jobs:
+        wait_for(lambda j=job_id: client.get(j).status.is_terminal, 120, f"job {job_id} to end")
+    elapsed = time.monotonic() - started
+
+    records = [client.get(j) for j in jobs]
+    assert all(len(terminal_events(r)) == 1 for r in records), "each job ends exactly once"
+    lasting = {i for i, (_, _, lasts) in enumerate(plan) if lasts}
+    failed = {i for i, r in enumerate(records) if r.status is JobStatus.FAILED}
+    assert failed == lasting, "exactly the jobs whose faults never clear fail"
+    for i in failed:
+        error = records[i].error
+        assert error is not None, i
+        assert error.kind == "unavailable", (i, error)
+    for i, record in enumerate(records):
+        if i not in failed:
+            assert record.response is not None
+            content = record.response.content
+            assert content.startswith(f"echo: flaky{i}"), (i, content)
+    faulted = [r for r, (_, fault, _) in zip(records, plan, strict=True) if fault]
+    assert sum(r.attempts > 1 for r in faulted) == len(faulted), "every fault cost a retry"
+    assert_stats_equal_records(client, records)
+    assert_nothing_left(stack)
+    calls = len(stack.received())
+    report(
+        "flaky-vendors",
+        jobs=FLAKY_JOBS,
+        faults=f"{len(faulted)} jobs with faults ({len(lasting)} lasting), "
+        f"{calls - FLAKY_JOBS} failed calls of {calls}",
+        succeeded=FLAKY_JOBS - len(failed),
+        failed_typed=len(failed),
+        lost=0,
+        duplicated_results=0,
+        seconds=round(elapsed, 1),
+    )
