@@ -49,8 +49,10 @@ def wait_for(
     timeout_s: float,
     what: str,
     alive: Sequence[Process] = (),
+    *,
+    poll_s: float = POLL_S,
 ) -> Any:
-    """Poll `condition` until it returns something truthy; give up after `timeout_s`.
+    """Poll `condition` every `poll_s` until it returns something truthy; give up after `timeout_s`.
 
     Fails at once when one of the `alive` processes exits meanwhile.
     """
@@ -63,7 +65,7 @@ def wait_for(
             process.check_running()
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -18,3 +18,5 @@ reuse_redis_clients()
 app = Celery("llmdispatch", set_as_current=True)
 app.conf.update(celery_settings(Settings.load()))
 app.conf.imports = ["workers.tasks"]
+# Celery's consumer, restoring the countdown messages a lost connection drops (its doc).
+app.conf.worker_consumer = "workers.consumer:RestoringConsumer"
