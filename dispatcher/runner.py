@@ -63,6 +63,7 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.models import Response as VendorResponse
+from dispatcher.outage import REDIS_UNREACHABLE
 from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
 from dispatcher.router import queue_for
 from dispatcher.store import Bucket, Claim, ClaimOrder, JobStore
@@ -468,6 +469,10 @@ class JobRunner:
         vendor = self.vendors[deployments[message.deployment].vendor]
         if isinstance(result, DispatcherError):
             return self._after_failure(record, message, deployments, result, deadline)
+        if isinstance(result, REDIS_UNREACHABLE):
+            # Redis, not the vendor, failed (a stream's chunks could not be written): the
+            # task runs the message again once Redis answers (`dispatcher.outage`).
+            raise result
         if isinstance(result, Exception):
             unexpected = VendorUnavailable(
                 f"{vendor.name} client failed unexpectedly: {type(result).__name__}: {result}",

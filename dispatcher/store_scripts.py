@@ -44,8 +44,11 @@ end
 # is added here: the job's `stream_seq` rises by one per event across every
 # attempt, so subscribers can drop duplicates and resume after any number.
 # Callers pass the rest of the object (without its opening brace) as `body`.
-# When an attempt emits its first event and an earlier attempt had emitted
-# text, a "reset" event comes first: subscribers discard what they have.
+# When a run emits its first event and an earlier run had emitted text, a
+# "reset" event comes first: subscribers discard what they have. A run is one
+# claim of the job (its `attempts` count, which CLAIM raises): a new attempt,
+# or the same attempt run again because its worker died or Redis went away
+# mid-stream, whose text starts over from the first word.
 _STREAM_PRELUDE = """
 local function emit(job, stream, channel, body)
   local seq = redis.call('HINCRBY', job, 'stream_seq', 1)
@@ -54,13 +57,14 @@ local function emit(job, stream, channel, body)
   redis.call('PUBLISH', channel, event)
   return seq
 end
-local function reset_if_new_attempt(job, stream, channel, job_id, attempt)
-  local last = redis.call('HGET', job, 'stream_attempt')
-  if last and tonumber(last) ~= tonumber(attempt) then
+local function reset_if_new_run(job, stream, channel, job_id, attempt)
+  local run = redis.call('HGET', job, 'attempts') or '0'
+  local last = redis.call('HGET', job, 'stream_run')
+  if last and last ~= run then
     emit(job, stream, channel,
          '"type":"reset","job_id":"' .. job_id .. '","attempt":' .. attempt .. '}')
   end
-  redis.call('HSET', job, 'stream_attempt', attempt)
+  redis.call('HSET', job, 'stream_run', run)
 end
 """
 
@@ -387,7 +391,7 @@ if ended(status, ARGV[5]) then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') ~= tonumber(ARGV[1]) then
   return 0
 end
-reset_if_new_attempt(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1])
+reset_if_new_run(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1])
 local seq = emit(KEYS[1], KEYS[2], ARGV[2], ARGV[4])
 if seq == 1 or redis.call('TTL', KEYS[2]) < 0 then
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
@@ -475,7 +479,7 @@ redis.call('RPUSH', KEYS[3], ARGV[1])
 if ARGV[5] ~= '' then
   if ARGV[1] == 'succeeded' then
     local attempt = redis.call('HGET', KEYS[1], 'attempt') or '0'
-    reset_if_new_attempt(KEYS[1], KEYS[5], ARGV[5], ARGV[7], attempt)
+    reset_if_new_run(KEYS[1], KEYS[5], ARGV[5], ARGV[7], attempt)
   end
   emit(KEYS[1], KEYS[5], ARGV[5], ARGV[6])
   redis.call('EXPIRE', KEYS[5], ttl)

@@ -15,6 +15,7 @@ import base64
 import json
 import random
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,9 +25,10 @@ from typing import Any
 import pytest
 
 from dispatcher import JobEventKind, JobRecord, JobStatus, Request
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, StoreUnavailable
 from dispatcher.messages import RUN_JOBS_TASK
-from producer import Client
+from dispatcher.models import StreamEvent, StreamEventType
+from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis
 from tests.integration.stack import Stack, wait_for
 from tests.standins.fake_vendors import FakeVendors
@@ -386,3 +388,104 @@ def test_with_30_percent_of_calls_failing_every_job_ends_once_and_stats_match(
         duplicated_results=0,
         seconds=round(elapsed, 1),
     )
+
+
+# A streamed reply slow enough to be cut in the middle: 300 ms between its words.
+STREAM_PROMPT = "one two three four five six seven eight nine ten"
+
+
+class Follower(threading.Thread):
+    """A subscriber reading a job's stream, reconnecting after the last seq it saw.
+
+    That is what a consumer in production does with `stream(job_id, after=seq)`
+    when Redis goes away under it (`StoreUnavailable`).
+    """
+
+    def __init__(self, client: Client, job_id: str, redis_server: EmbeddedRedis) -> None:
+        super().__init__(daemon=True)
+        self.client, self.job_id, self.redis_server = client, job_id, redis_server
+        self.events: list[StreamEvent] = []
+        self.reconnects = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                after = self.events[-1].seq if self.events else 0
+                try:
+                    for event in self.client.stream(self.job_id, after=after, start_timeout_s=60):
+                        self.events.append(event)
+                    return
+                except StoreUnavailable:
+                    self.reconnects += 1
+                    wait_for(self._redis_answers, 60, "Redis to answer the subscriber again")
+        except BaseException as exc:
+            self.error = exc
+
+    def _redis_answers(self) -> bool:
+        try:
+            return bool(self.redis_server.client(socket_timeout=1).ping())
+        except OSError:
+            return False
+        except Exception:
+            return False
+
+    def chunks(self) -> int:
+        return sum(event.type is StreamEventType.CHUNK for event in self.events)
+
+    def finish(self) -> list[StreamEvent]:
+        self.join(timeout=90)
+        assert not self.is_alive(), "the subscriber never saw the end"
+        assert self.error is None, self.error
+        return self.events
+
+
+def start_stream(client: Client, stack: Stack, tag: str) -> tuple[str, str, Follower]:
+    content = f"{STREAM_PROMPT} [fault:stall:300 {tag}]"
+    job_id = client.submit(
+        Request(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": content}],
+            stream=True,
+            allow_fallback=False,
+        )
+    )
+    follower = Follower(client, job_id, stack.redis)
+    follower.start()
+    wait_for(lambda: follower.chunks() >= 3, 30, "three chunks of the stream")
+    return job_id, f"echo: {content}", follower
+
+
+def assert_stream_whole(events: list[StreamEvent], reply: str) -> None:
+    seqs = [event.seq for event in events]
+    assert seqs == sorted(set(seqs)), "no event twice, in order"
+    assert events[-1].type is StreamEventType.DONE
+    assert [e.type for e in events].count(StreamEventType.RESET) == 1
+    assert text_of(events) == reply
+
+
+def test_a_stream_cut_by_a_worker_kill_starts_over_with_one_reset(stack: Stack) -> None:
+    client = configure(stack)
+    first = stack.start_worker(QUEUES, concurrency=10, name="w1")
+    job_id, reply, follower = start_stream(client, stack, "kill")
+    first.kill()
+    stack.start_worker(QUEUES, concurrency=10, name="w2")
+    assert_stream_whole(follower.finish(), reply)
+    assert terminal_events(client.get(job_id)) == [JobEventKind.SUCCEEDED]
+
+
+def test_a_stream_cut_by_a_redis_restart_starts_over_and_its_subscriber_resumes(
+    stack: Stack,
+) -> None:
+    client = configure(stack)
+    stack.start_worker(QUEUES, concurrency=10, name="w1")
+    job_id, reply, follower = start_stream(client, stack, "restart")
+    stack.redis.stop(forget_port=False)
+    wait_for(lambda: follower.reconnects >= 1, 30, "the subscriber to lose Redis")
+    stack.redis.start()
+    events = follower.finish()
+    assert_stream_whole(events, reply)
+    record = client.get(job_id)
+    assert terminal_events(record) == [JobEventKind.SUCCEEDED], "Redis's outage is not the vendor's"
+    assert record.response is not None
+    assert record.response.content == reply

@@ -17,6 +17,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from dispatcher.circuit import CircuitCheck, CircuitView
 from dispatcher.config import Settings
@@ -570,6 +571,24 @@ def test_unexpected_vendor_exception_fails_the_job_instead_of_escaping_run(
     assert record.error.kind == "unavailable"
     assert record.error.vendor == "openai"
     assert record.error.message == "openai client failed unexpectedly: RuntimeError: boom"
+    assert world.sent == []
+
+
+def test_a_redis_error_during_the_call_escapes_run_and_leaves_the_job_running(
+    make_request: Callable[..., Request],
+) -> None:
+    # A stream's chunks could not be written: Redis failed, not the vendor. The task
+    # runs the message again once Redis answers (dispatcher.outage); the job must not fail.
+    lost = redis.ConnectionError("Connection closed by server.")
+    world = World(make_settings(), {"openai": [lost], "anthropic": []})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+
+    with pytest.raises(redis.ConnectionError):
+        world.runner.run(RunJob(job_id))
+
+    record = world.record(job_id)
+    assert record.status is JobStatus.RUNNING
+    assert record.error is None
     assert world.sent == []
 
 
