@@ -26,25 +26,26 @@ Waits are new messages with a countdown, never a sleep that holds a worker
 slot. The next message is sent *before* the job's state is handed to it: if
 the worker dies between the two, the old message is redelivered (late
 acknowledgement) or the new one adopts the job, so a job is never stranded.
+
+What follows a failure (steps 3 and 5) is `dispatcher.after_failure`; the
+vendor call itself is `dispatcher.vendor_call`; the shapes they share are
+`dispatcher.runner_types`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
-from dispatcher.backoff import retry_delay_s
+from dispatcher.after_failure import AfterFailure, retry_kind
 from dispatcher.celery_config import max_scheduled_wait_s
 from dispatcher.circuit import CircuitCheck
 from dispatcher.config import Settings
 from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
-    CircuitOpen,
     DispatcherError,
-    JobCancelled,
     JobNotFound,
     VendorRateLimited,
     VendorTimeout,
@@ -54,19 +55,27 @@ from dispatcher.messages import RunJob
 from dispatcher.models import (
     CircuitState,
     Deployment,
-    FinishReason,
     JobEvent,
     JobEventKind,
     JobRecord,
     JobStatus,
-    Request,
-    Usage,
 )
 from dispatcher.models import Response as VendorResponse
 from dispatcher.outage import REDIS_UNREACHABLE
-from dispatcher.ratelimit import RateLimiter, buckets_for, vendor_buckets
+from dispatcher.ratelimit import RateLimiter, buckets_for
 from dispatcher.router import queue_for
+from dispatcher.runner_types import (
+    BUSY,
+    CallMany,
+    CallVendor,
+    OnText,
+    Outcome,
+    Ready,
+    SendMessage,
+    VendorCall,
+)
 from dispatcher.store import Bucket, Claim, ClaimOrder, JobStore
+from dispatcher.vendor_call import call_vendor
 from dispatcher.vendors.base import Vendor
 
 __all__ = [
@@ -82,56 +91,8 @@ __all__ = [
     "retry_kind",
 ]
 
-# Why a batch item was left alone: another copy of its message runs it.
-BUSY = "already started by another copy of its message"
-# How long a circuit's count of failures in a row outlives its last failure: a
-# vendor that failed a few times an hour ago starts afresh.
-CIRCUIT_MEMORY_S = 300.0
 
-# Sends a message to a queue: (message, queue, priority, countdown in seconds).
-SendMessage = Callable[[RunJob, str, int, float], None]
-# Makes the vendor call for a message and returns its reply (the worker runs it on its
-# event loop and, for a streaming job, publishes every delta as it arrives).
-CallVendor = Callable[[Vendor, Request, str, RunJob], VendorResponse]
-# Publishes a delta of a streaming job: (text, epoch seconds it arrived) -> still wanted?
-OnText = Callable[[str, float], Awaitable[bool]]
-# One vendor call of `call_many`: what `CallVendor` takes.
-VendorCall = tuple[Vendor, Request, str, RunJob]
-# Makes many vendor calls concurrently; yields (position in the list, reply or the
-# exception the call raised) as each one ends.
-CallMany = Callable[[Sequence[VendorCall]], Iterable[tuple[int, "VendorResponse | Exception"]]]
-# A claimed job, ready for its vendor call: its record, route and deadline.
-Ready = tuple[JobRecord, Sequence[Deployment], float | None]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an attempt led to; the worker logs it, tests assert on it."""
-
-    kind: Literal["succeeded", "failed", "rescheduled", "skipped"]
-    detail: str = ""
-    next_message: RunJob | None = None
-    delay_s: float = 0.0
-    queue: str | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-def retry_kind(error: DispatcherError) -> str | None:
-    """The retry-policy kind of an error (`retry_on` values), or None for a final one."""
-    if not error.retryable:
-        return None
-    if isinstance(error, VendorRateLimited):
-        return "rate_limited"
-    if isinstance(error, VendorTimeout):
-        return "timeout"
-    if isinstance(error, CircuitOpen):
-        return "circuit_open"
-    if isinstance(error, VendorUnavailable):
-        return "unavailable"
-    return error.kind
-
-
-class JobRunner:
+class JobRunner(AfterFailure):
     """Runs attempts of jobs for the vendors this worker holds."""
 
     def __init__(
@@ -495,186 +456,6 @@ class JobRunner:
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)
 
-    # --- decisions after a failure ---------------------------------------------------
-
-    def _after_failure(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        deployments: Sequence[Deployment],
-        error: DispatcherError,
-        deadline: float | None,
-    ) -> Outcome:
-        vendor = deployments[message.deployment].vendor
-        error.job_id = record.job_id
-        if isinstance(error, VendorRateLimited) and error.retry_after_s:
-            self.store.block_vendor(vendor, error.retry_after_s)
-            if vendor in self.vendors:
-                limit = vendor_buckets(self.store.keys, vendor, self.vendors[vendor].config)
-                self.limiter.drain(limit, error.retry_after_s)
-        if self.breaker.enabled and isinstance(error, VendorUnavailable | VendorTimeout):
-            keep_s = int(max(CIRCUIT_MEMORY_S, 4 * self.breaker.reset_timeout_s))
-            self.store.circuits.trip(vendor, self.breaker.failure_threshold, keep_s)
-        policy = self.settings.retry_policy
-        if not error.retryable:
-            return self._fail(record, vendor, error)
-        # A retryable error of a kind the policy does not retry goes straight to fallback.
-        if retry_kind(error) in policy.retry_on and message.retry < policy.max_retries:
-            retry_after = error.retry_after_s if isinstance(error, VendorRateLimited) else None
-            delay = min(
-                retry_delay_s(policy, message.retry + 1, retry_after, self.rng),
-                self.max_wait_s,
-            )
-            if deadline is not None and self.now() + delay >= deadline:
-                return self._fail(record, vendor, _deadline_error(record, error))
-            nxt = replace(message, attempt=message.attempt + 1, retry=message.retry + 1)
-            event = JobEvent(
-                kind=JobEventKind.RETRY,
-                attempt=nxt.attempt,
-                vendor=vendor,
-                reason=error.message,
-                delay_s=delay,
-            )
-            counters = [("t:retries", 1.0), (f"v:{vendor}:retries", 1.0)]
-            return self._reschedule(
-                record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
-            )
-        if message.deployment + 1 < len(deployments):
-            return self._reroute(
-                record,
-                message,
-                deployments,
-                message.deployment + 1,
-                f"retries exhausted: {error.message}",
-            )
-        return self._fail(record, vendor, error)
-
-    def _avoid_cooling_vendors(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        deployments: Sequence[Deployment],
-        deadline: float | None,
-        blocked: Mapping[str, float],
-        *,
-        reason: str,
-    ) -> Outcome:
-        """Where the job goes when the message's vendor is cooling down (in `blocked`).
-
-        To the first deployment of the route left whose vendor is not in `blocked`;
-        when there is none, to the first to recover, after its wait.
-        """
-        remaining = list(range(message.deployment, len(deployments)))
-        current = deployments[message.deployment].vendor
-        free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
-        if free is not None:
-            return self._reroute(record, message, deployments, free, reason)
-        # Every remaining deployment is cooling down: wait for the first to recover.
-        index = min(remaining, key=lambda i: blocked[deployments[i].vendor])
-        wait_s = max(0.0, blocked[deployments[index].vendor] - self.now())
-        if deadline is not None and self.now() + wait_s >= deadline:
-            error = VendorRateLimited(
-                "every vendor of the route is cooling down past the job's deadline",
-                retry_after_s=wait_s,
-                vendor=current,
-                job_id=record.job_id,
-            )
-            return self._fail(record, current, error)
-        retry = message.retry if index == message.deployment else 0  # counts per deployment
-        nxt = RunJob(
-            record.job_id,
-            message.attempt + 1,
-            index,
-            retry,
-            deployments[index].vendor,
-            record.batch_id or "",
-        )
-        event = JobEvent(
-            kind=JobEventKind.RETRY,
-            attempt=nxt.attempt,
-            vendor=deployments[index].vendor,
-            reason="every vendor of the route is cooling down; waiting for the first",
-            delay_s=min(wait_s, self.max_wait_s),
-        )
-        vendor = deployments[index].vendor
-        return self._reschedule(
-            record,
-            message,
-            nxt,
-            vendor=vendor,
-            delay_s=event.delay_s or 0.0,
-            event=event,
-            counters=[],
-        )
-
-    # --- writing outcomes ---------------------------------------------------------------
-
-    def _reroute(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        deployments: Sequence[Deployment],
-        index: int,
-        reason: str,
-    ) -> Outcome:
-        """Move the job to deployment `index` of its route, at once, with a fresh retry count."""
-        source, target = deployments[message.deployment].vendor, deployments[index].vendor
-        nxt = RunJob(record.job_id, message.attempt + 1, index, 0, target, record.batch_id or "")
-        event = JobEvent(
-            kind=JobEventKind.REROUTED,
-            attempt=nxt.attempt,
-            vendor=source,
-            from_vendor=source,
-            to_vendor=target,
-            reason=reason,
-        )
-        counters = [("t:fallbacks", 1.0), (f"v:{source}:fallbacks", 1.0)]
-        return self._reschedule(
-            record, message, nxt, vendor=target, delay_s=0.0, event=event, counters=counters
-        )
-
-    def _reschedule(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        nxt: RunJob,
-        *,
-        vendor: str,
-        delay_s: float,
-        event: JobEvent,
-        counters: list[tuple[str, float]],
-    ) -> Outcome:
-        # A batch item's retries and fallbacks stay in the batch lane, behind interactive jobs.
-        nxt = replace(nxt, batch=record.batch_id or "")
-        queue = queue_for(vendor, batch=bool(nxt.batch))
-        # Send first: should this worker die before the store is updated, the old
-        # message is redelivered, or the new one adopts the job; it is never lost.
-        self.send(nxt, queue, record.request.priority, delay_s)
-        self.store.reschedule(
-            record.job_id,
-            from_attempt=message.attempt,
-            to_attempt=nxt.attempt,
-            event=event,
-            counters=counters,
-            running_on=message.vendor,
-            batch_id=record.batch_id,
-        )
-        return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
-
-    def _fail(self, record: JobRecord, vendor: str | None, error: DispatcherError) -> Outcome:
-        error.job_id = record.job_id
-        total_ms = max(0.0, (self.now() - record.created_at.timestamp()) * 1000.0)
-        ended = self.store.finish(
-            record.job_id,
-            JobStatus.FAILED,
-            vendor=vendor,
-            error=error,
-            total_ms=total_ms,
-            stream=record.request.stream,
-            batch_id=record.batch_id,
-        )
-        return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
-
 
 def _skip_reason(record: JobRecord, message: RunJob) -> str | None:
     """Why `message` must be dropped without a word to the job: it ended, or is stale."""
@@ -684,54 +465,3 @@ def _skip_reason(record: JobRecord, message: RunJob) -> str | None:
         # A redelivered old message: a newer one already owns the job.
         return f"stale: attempt {message.attempt} < {record.attempt}"
     return None
-
-
-def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:
-    return VendorTimeout(
-        f"the job's deadline ({record.request.timeout_s:g} s after submit) would pass before "
-        f"the next retry; last error: {last.message}",
-        vendor=last.vendor,
-        status_code=last.status_code,
-        job_id=record.job_id,
-    )
-
-
-async def call_vendor(
-    vendor: Vendor, request: Request, model: str, on_text: OnText | None = None
-) -> VendorResponse:
-    """The vendor's reply: `complete`, or for a streamed request the collected stream.
-
-    `on_text` is awaited with every delta as it arrives; when it answers False
-    (the job was cancelled, or a newer attempt owns it) the stream is dropped.
-    """
-    if not request.stream:
-        return await vendor.complete(request, model)
-    started = time.perf_counter()
-    parts: list[str] = []
-    final = None
-    stream = vendor.stream(request, model)
-    try:
-        async for delta in stream:
-            parts.append(delta.text)
-            if delta.text and on_text is not None and not await on_text(delta.text, time.time()):
-                raise JobCancelled("the job was cancelled or taken over while streaming")
-            if delta.finish_reason is not None:
-                final = delta
-    finally:
-        # Closing a dropped stream closes its HTTP connection now, not at garbage collection.
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-    if final is None:  # a vendor must end its stream with a final delta
-        raise VendorUnavailable(f"{vendor.name} ended its stream without a final delta")
-    usage = final.usage or Usage()
-    return VendorResponse(
-        content="".join(parts),
-        usage=usage,
-        model=final.model or model,
-        vendor=vendor.name,
-        finish_reason=final.finish_reason or FinishReason.STOP,
-        latency_ms=(time.perf_counter() - started) * 1000.0,
-        cost_usd=vendor.cost_of(usage, model),
-        vendor_finish_reason=final.vendor_finish_reason,
-    )

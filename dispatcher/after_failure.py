@@ -1,0 +1,264 @@
+"""What the runner does after a failed call: retry, move down the route, wait, or fail.
+
+`AfterFailure` is the half of `JobRunner` that decides and writes a job's next
+step once a vendor call has failed or its vendor may not be called now:
+
+- a retryable failure of a kind in the policy's `retry_on` is retried on the
+  same deployment after the backoff or the vendor's Retry-After, whichever is
+  longer, unless that would pass the job's deadline;
+- when retries run out, the job moves to its route's next deployment;
+- a vendor that asked everyone to wait, or whose circuit is open, is skipped
+  for the first deployment that may be called, or the job waits for the first
+  to recover;
+- anything else ends the job with its typed error.
+
+Every next step is a new message, sent before the store hands the job to it
+(see `dispatcher.runner`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from dispatcher.backoff import retry_delay_s
+from dispatcher.config import Settings
+from dispatcher.config_schema import CircuitBreaker
+from dispatcher.errors import (
+    CircuitOpen,
+    DispatcherError,
+    VendorRateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from dispatcher.messages import RunJob
+from dispatcher.models import Deployment, JobEvent, JobEventKind, JobRecord, JobStatus
+from dispatcher.ratelimit import RateLimiter, vendor_buckets
+from dispatcher.router import queue_for
+from dispatcher.runner_types import Outcome, SendMessage
+from dispatcher.store import JobStore
+from dispatcher.vendors.base import Vendor
+
+__all__ = ["CIRCUIT_MEMORY_S", "AfterFailure", "retry_kind"]
+
+# How long a circuit's count of failures in a row outlives its last failure: a
+# vendor that failed a few times an hour ago starts afresh.
+CIRCUIT_MEMORY_S = 300.0
+
+
+def retry_kind(error: DispatcherError) -> str | None:
+    """The retry-policy kind of an error (`retry_on` values), or None for a final one."""
+    if not error.retryable:
+        return None
+    if isinstance(error, VendorRateLimited):
+        return "rate_limited"
+    if isinstance(error, VendorTimeout):
+        return "timeout"
+    if isinstance(error, CircuitOpen):
+        return "circuit_open"
+    if isinstance(error, VendorUnavailable):
+        return "unavailable"
+    return error.kind
+
+
+class AfterFailure:
+    """The decisions after a failure, and the writes of a job's next step or its end."""
+
+    settings: Settings
+    store: JobStore
+    vendors: Mapping[str, Vendor]
+    send: SendMessage
+    now: Callable[[], float]
+    rng: random.Random
+    max_wait_s: float
+    limiter: RateLimiter
+    breaker: CircuitBreaker
+
+    def _after_failure(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        error: DispatcherError,
+        deadline: float | None,
+    ) -> Outcome:
+        vendor = deployments[message.deployment].vendor
+        error.job_id = record.job_id
+        if isinstance(error, VendorRateLimited) and error.retry_after_s:
+            self.store.block_vendor(vendor, error.retry_after_s)
+            if vendor in self.vendors:
+                limit = vendor_buckets(self.store.keys, vendor, self.vendors[vendor].config)
+                self.limiter.drain(limit, error.retry_after_s)
+        if self.breaker.enabled and isinstance(error, VendorUnavailable | VendorTimeout):
+            keep_s = int(max(CIRCUIT_MEMORY_S, 4 * self.breaker.reset_timeout_s))
+            self.store.circuits.trip(vendor, self.breaker.failure_threshold, keep_s)
+        policy = self.settings.retry_policy
+        if not error.retryable:
+            return self._fail(record, vendor, error)
+        # A retryable error of a kind the policy does not retry goes straight to fallback.
+        if retry_kind(error) in policy.retry_on and message.retry < policy.max_retries:
+            retry_after = error.retry_after_s if isinstance(error, VendorRateLimited) else None
+            delay = min(
+                retry_delay_s(policy, message.retry + 1, retry_after, self.rng),
+                self.max_wait_s,
+            )
+            if deadline is not None and self.now() + delay >= deadline:
+                return self._fail(record, vendor, _deadline_error(record, error))
+            nxt = replace(message, attempt=message.attempt + 1, retry=message.retry + 1)
+            event = JobEvent(
+                kind=JobEventKind.RETRY,
+                attempt=nxt.attempt,
+                vendor=vendor,
+                reason=error.message,
+                delay_s=delay,
+            )
+            counters = [("t:retries", 1.0), (f"v:{vendor}:retries", 1.0)]
+            return self._reschedule(
+                record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
+            )
+        if message.deployment + 1 < len(deployments):
+            return self._reroute(
+                record,
+                message,
+                deployments,
+                message.deployment + 1,
+                f"retries exhausted: {error.message}",
+            )
+        return self._fail(record, vendor, error)
+
+    def _avoid_cooling_vendors(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        deadline: float | None,
+        blocked: Mapping[str, float],
+        *,
+        reason: str,
+    ) -> Outcome:
+        """Where the job goes when the message's vendor is cooling down (in `blocked`).
+
+        To the first deployment of the route left whose vendor is not in `blocked`;
+        when there is none, to the first to recover, after its wait.
+        """
+        remaining = list(range(message.deployment, len(deployments)))
+        current = deployments[message.deployment].vendor
+        free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
+        if free is not None:
+            return self._reroute(record, message, deployments, free, reason)
+        # Every remaining deployment is cooling down: wait for the first to recover.
+        index = min(remaining, key=lambda i: blocked[deployments[i].vendor])
+        wait_s = max(0.0, blocked[deployments[index].vendor] - self.now())
+        if deadline is not None and self.now() + wait_s >= deadline:
+            error = VendorRateLimited(
+                "every vendor of the route is cooling down past the job's deadline",
+                retry_after_s=wait_s,
+                vendor=current,
+                job_id=record.job_id,
+            )
+            return self._fail(record, current, error)
+        retry = message.retry if index == message.deployment else 0  # counts per deployment
+        nxt = RunJob(
+            record.job_id,
+            message.attempt + 1,
+            index,
+            retry,
+            deployments[index].vendor,
+            record.batch_id or "",
+        )
+        event = JobEvent(
+            kind=JobEventKind.RETRY,
+            attempt=nxt.attempt,
+            vendor=deployments[index].vendor,
+            reason="every vendor of the route is cooling down; waiting for the first",
+            delay_s=min(wait_s, self.max_wait_s),
+        )
+        vendor = deployments[index].vendor
+        return self._reschedule(
+            record,
+            message,
+            nxt,
+            vendor=vendor,
+            delay_s=event.delay_s or 0.0,
+            event=event,
+            counters=[],
+        )
+
+    # --- writing outcomes ---------------------------------------------------------------
+
+    def _reroute(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        deployments: Sequence[Deployment],
+        index: int,
+        reason: str,
+    ) -> Outcome:
+        """Move the job to deployment `index` of its route, at once, with a fresh retry count."""
+        source, target = deployments[message.deployment].vendor, deployments[index].vendor
+        nxt = RunJob(record.job_id, message.attempt + 1, index, 0, target, record.batch_id or "")
+        event = JobEvent(
+            kind=JobEventKind.REROUTED,
+            attempt=nxt.attempt,
+            vendor=source,
+            from_vendor=source,
+            to_vendor=target,
+            reason=reason,
+        )
+        counters = [("t:fallbacks", 1.0), (f"v:{source}:fallbacks", 1.0)]
+        return self._reschedule(
+            record, message, nxt, vendor=target, delay_s=0.0, event=event, counters=counters
+        )
+
+    def _reschedule(
+        self,
+        record: JobRecord,
+        message: RunJob,
+        nxt: RunJob,
+        *,
+        vendor: str,
+        delay_s: float,
+        event: JobEvent,
+        counters: list[tuple[str, float]],
+    ) -> Outcome:
+        # A batch item's retries and fallbacks stay in the batch lane, behind interactive jobs.
+        nxt = replace(nxt, batch=record.batch_id or "")
+        queue = queue_for(vendor, batch=bool(nxt.batch))
+        # Send first: should this worker die before the store is updated, the old
+        # message is redelivered, or the new one adopts the job; it is never lost.
+        self.send(nxt, queue, record.request.priority, delay_s)
+        self.store.reschedule(
+            record.job_id,
+            from_attempt=message.attempt,
+            to_attempt=nxt.attempt,
+            event=event,
+            counters=counters,
+            running_on=message.vendor,
+            batch_id=record.batch_id,
+        )
+        return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
+
+    def _fail(self, record: JobRecord, vendor: str | None, error: DispatcherError) -> Outcome:
+        error.job_id = record.job_id
+        total_ms = max(0.0, (self.now() - record.created_at.timestamp()) * 1000.0)
+        ended = self.store.finish(
+            record.job_id,
+            JobStatus.FAILED,
+            vendor=vendor,
+            error=error,
+            total_ms=total_ms,
+            stream=record.request.stream,
+            batch_id=record.batch_id,
+        )
+        return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
+
+
+def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:
+    return VendorTimeout(
+        f"the job's deadline ({record.request.timeout_s:g} s after submit) would pass before "
+        f"the next retry; last error: {last.message}",
+        vendor=last.vendor,
+        status_code=last.status_code,
+        job_id=record.job_id,
+    )
