@@ -33,6 +33,7 @@ from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
 from dispatcher.router import LiveState, batch_queue_for, route
 from dispatcher.store import JobStore
 from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
+from producer.unreachable import UNREACHABLE, unavailable
 
 __all__ = ["BatchSource", "Batches", "SendJobs", "one_by_one"]
 # How often `wait_batch` reports progress by default.
@@ -81,20 +82,29 @@ class Batches:
             for line, chosen in zip(lines, routes, strict=True)
         ]
         messages = _plan(batch_id, [(item.job_id, item.route.vendor) for item in items])
-        self.store.batches.create(
-            batch_id,
-            items,
-            messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
-            metadata=metadata,
-        )
-        # The first `window` messages per vendor; each sends its successor when done.
-        window = self.settings.batch_window
-        first = [
-            replace(m, next_message=n + window, window=window)
-            for n, m in _numbered(messages)
-            if n < window
-        ]
-        self._send(batch_id, first, messages, window)
+        try:
+            self.store.batches.create(
+                batch_id,
+                items,
+                messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
+                metadata=metadata,
+            )
+            # The first `window` messages per vendor; each sends its successor when done.
+            window = self.settings.batch_window
+            first = [
+                replace(m, next_message=n + window, window=window)
+                for n, m in _numbered(messages)
+                if n < window
+            ]
+            self._send(batch_id, first, messages, window)
+        except UNREACHABLE as exc:
+            # Items go in 1,000 to a transaction: some may be written, and unsent.
+            left = (
+                f"batch {batch_id} may be partly written: once Redis answers, "
+                f"batch_status('{batch_id}') says what was and cancel_batch('{batch_id}') ends it"
+            )
+            url = self.settings.redis_url.get_secret_value()
+            raise unavailable(url, exc, left=left) from exc
         return batch_id
 
     def _routes(self, lines: Sequence[BatchLine], *, unit: str) -> list[Route]:

@@ -54,7 +54,7 @@ from producer.batches import (
     one_by_one,
 )
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
-from producer.unreachable import reaching_redis
+from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
 if TYPE_CHECKING:
     import celery
@@ -260,7 +260,15 @@ class Client:
         try:
             self._send(RunJob(job_id, vendor=chosen.vendor), chosen.queue, chosen.priority)
         except Exception as exc:
-            self._fail_unsent(job_id, chosen.queue, exc)
+            marked = self._fail_unsent(job_id, chosen.queue, exc)
+            if isinstance(exc, UNREACHABLE):
+                left = (
+                    "the job was written but not queued, and is marked failed"
+                    if marked
+                    else "the job was written but not queued: get() it once Redis answers"
+                )
+                url = self.settings.redis_url.get_secret_value()
+                raise unavailable(url, exc, left=left, job_id=job_id) from exc
             raise
         return job_id
 
@@ -486,13 +494,18 @@ class Client:
     ) -> None:
         self.close()
 
-    def _fail_unsent(self, job_id: str, queue: str, cause: Exception) -> None:
-        """End a job whose message could not be sent, so it does not wait forever."""
+    def _fail_unsent(self, job_id: str, queue: str, cause: Exception) -> bool:
+        """End a job whose message could not be sent, so it does not wait forever.
+
+        Returns False when Redis would not take that either.
+        """
         error = DispatcherError(f"could not queue the job on {queue}: {cause}", job_id=job_id)
         try:
             self.store.finish(job_id, JobStatus.FAILED, vendor=None, error=error)
         except redis.RedisError as exc:
             cause.add_note(f"job {job_id} could not be marked failed either: {exc}")
+            return False
+        return True
 
 
 def timed_out(job_id: str, timeout_s: float) -> TimeoutError:

@@ -260,6 +260,22 @@ def test_a_message_that_cannot_be_sent_fails_its_job_and_the_error_reaches_the_c
     assert "could not queue the job on llm.openai" in record.error.message
 
 
+def test_a_broker_outage_at_send_names_the_job_it_wrote_and_marked_failed(
+    settings: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    def broken(message: RunJob, queue: str, priority: int) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    client = Client(settings, redis_client=fake_redis, send=broken)
+    with pytest.raises(
+        StoreUnavailable, match="written but not queued, and is marked failed"
+    ) as caught:
+        client.submit(request_dict())
+    job_id = caught.value.job_id
+    assert job_id is not None
+    assert client.get(job_id).status is JobStatus.FAILED
+
+
 # --- get, wait, send, cancel, stats ----------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
-from dispatcher import JobStatus, Response, Settings, VendorAuthError
+from dispatcher import JobStatus, Response, Settings, StoreUnavailable, VendorAuthError
 from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJobs
 from producer import Client
 from producer.batch_files import BatchFileError
@@ -152,6 +153,24 @@ def test_items_whose_message_could_not_be_sent_fail_so_the_batch_still_ends(
     assert failed[0].error is not None
     assert "could not queue" in failed[0].error.message
     assert {item.index // BATCH_MESSAGE_ITEMS for item in failed} == {1, 2}
+
+
+def test_a_redis_outage_during_a_batch_submit_names_the_batch_it_may_have_left(
+    settings: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    sent: list[RunJobs] = []
+
+    def broken(message: RunJobs, queue: str) -> None:
+        if sent:
+            raise redis.ConnectionError("Connection refused")
+        sent.append(message)
+
+    client = Client(settings, redis_client=fake_redis, send=lambda *_: None, send_jobs=broken)
+    with pytest.raises(StoreUnavailable, match="may be partly written") as caught:
+        client.submit_batch(prompts(4 * BATCH_MESSAGE_ITEMS))
+    batch_id = sent[0].batch
+    assert f"batch_status('{batch_id}')" in str(caught.value)
+    assert client.batch_status(batch_id).counts.total == 4 * BATCH_MESSAGE_ITEMS
 
 
 def test_retry_failed_resubmits_only_failed_items_in_their_places(
