@@ -32,7 +32,7 @@ from dispatcher.store import (
 )
 from dispatcher.store_scripts import APPEND
 
-__all__ = ["AsyncJobReader", "AsyncStreamWriter"]
+__all__ = ["AsyncJobReader", "AsyncStreamWriter", "wait_for_entry_async"]
 
 
 @dataclass
@@ -216,15 +216,23 @@ class AsyncJobReader:
 
     async def wait_until_ended(self, job_id: str, timeout_s: float) -> bool:
         """Wait until the job has ended (True) or `timeout_s` passed (False)."""
-        done = self.keys.done(job_id)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return bool(await self.redis.exists(done))  # a zero timeout still reports an end
-            # As in JobStore.wait_until_ended: moving the one entry to the same list
-            # leaves it for every other waiter; slices end before the socket timeout.
-            slice_s = min(remaining, WAIT_SLICE_S)
-            # Redis takes fractional seconds here; redis-py's stub says int.
-            if await self.redis.blmove(done, done, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
-                return True
+        return await wait_for_entry_async(self.redis, self.keys.done(job_id), timeout_s)
+
+    async def wait_until_batch_finished(self, batch_id: str, timeout_s: float) -> bool:
+        """Wait until every item of the batch has ended (True) or `timeout_s` passed (False)."""
+        return await wait_for_entry_async(self.redis, self.keys.batch_done(batch_id), timeout_s)
+
+
+async def wait_for_entry_async(client: redis.asyncio.Redis, key: str, timeout_s: float) -> bool:
+    """`redis_values.wait_for_entry` for asyncio: until the list `key` holds an entry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bool(await client.exists(key))  # a zero timeout still reports an entry
+        # Moving the one entry to the same list leaves it for every other waiter;
+        # slices end before the socket timeout.
+        slice_s = min(remaining, WAIT_SLICE_S)
+        # Redis takes fractional seconds here; redis-py's stub says int.
+        if await client.blmove(key, key, slice_s, "LEFT", "LEFT"):  # type: ignore[arg-type]
+            return True

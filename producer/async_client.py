@@ -11,9 +11,10 @@ its atomic transitions have one implementation.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -22,9 +23,18 @@ import redis
 import redis.asyncio
 
 from dispatcher.config import Settings
-from dispatcher.models import JobRecord, Request, Response, Stats, StreamEvent
+from dispatcher.models import (
+    BatchItem,
+    BatchRecord,
+    JobRecord,
+    Request,
+    Response,
+    Stats,
+    StreamEvent,
+)
 from dispatcher.status import VendorStatus
 from dispatcher.store_async import AsyncJobReader
+from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
 from producer.client import (
     DEFAULT_WAIT_TIMEOUT_S,
     Client,
@@ -162,6 +172,58 @@ class AsyncClient:
     def vendors(self) -> list[str]:
         """The names of the configured vendors that may receive traffic."""
         return self.sync.vendors()
+
+    # --- batches ----------------------------------------------------------------------
+
+    @reaching_redis
+    async def submit_batch(
+        self, source: BatchSource, *, metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Queue a batch (a JSONL file's path, or a list of requests); see `Client.submit_batch`."""
+        return await asyncio.to_thread(self.sync.submit_batch, source, metadata=metadata)
+
+    @reaching_redis
+    async def batch_status(self, batch_id: str) -> BatchRecord:
+        """The batch's counts by state, times, tokens, cost and ETA; see `Client.batch_status`."""
+        return await asyncio.to_thread(self.sync.batch_status, batch_id)
+
+    @reaching_redis
+    async def wait_batch(
+        self,
+        batch_id: str,
+        timeout_s: float | None = None,
+        *,
+        on_progress: Callable[[BatchRecord], Any] | None = None,
+        interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
+    ) -> BatchRecord:
+        """Wait until every item has ended, as `Client.wait_batch` does, without blocking the loop.
+
+        `on_progress(record)` is called every `interval_s`, and awaited when it
+        returns an awaitable. Wakes as soon as the last item ends.
+        """
+        pace = WaitPace(timeout_s, interval_s)
+        while True:
+            record = await self.batch_status(batch_id)
+            if on_progress is not None and inspect.isawaitable(progress := on_progress(record)):
+                await progress
+            if record.done:
+                return record
+            await self.reader.wait_until_batch_finished(batch_id, pace.next_slice_s(record))
+
+    @reaching_redis
+    async def batch_results(self, batch_id: str) -> list[BatchItem]:
+        """Every item in input order; see `Client.batch_results`."""
+        return await asyncio.to_thread(self.sync.batch_results, batch_id)
+
+    @reaching_redis
+    async def cancel_batch(self, batch_id: str) -> int:
+        """Cancel every item that has not ended; see `Client.cancel_batch`."""
+        return await asyncio.to_thread(self.sync.cancel_batch, batch_id)
+
+    @reaching_redis
+    async def retry_failed(self, batch_id: str) -> int:
+        """Resubmit the batch's failed items in their places; see `Client.retry_failed`."""
+        return await asyncio.to_thread(self.sync.retry_failed, batch_id)
 
     async def aclose(self) -> None:
         """Release the connections this client opened."""

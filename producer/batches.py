@@ -35,7 +35,14 @@ from dispatcher.store import JobStore
 from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
 from producer.unreachable import UNREACHABLE, unavailable
 
-__all__ = ["BatchSource", "Batches", "SendJobs", "one_by_one"]
+__all__ = [
+    "DEFAULT_PROGRESS_INTERVAL_S",
+    "BatchSource",
+    "Batches",
+    "SendJobs",
+    "WaitPace",
+    "one_by_one",
+]
 # How often `wait_batch` reports progress by default.
 DEFAULT_PROGRESS_INTERVAL_S = 1.0
 
@@ -186,26 +193,14 @@ class Batches:
             BatchNotFound: no such batch.
             TimeoutError: items were still pending after `timeout_s` (they keep running).
         """
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s}")
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pace = WaitPace(timeout_s, interval_s)
         while True:
             record = self.status(batch_id)
             if on_progress is not None:
                 on_progress(record)
             if record.done:
                 return record
-            slice_s = interval_s
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"batch {batch_id} has {record.counts.pending} of "
-                        f"{record.counts.total} items pending after {timeout_s:g} s; "
-                        "they keep running: wait again, or cancel it"
-                    )
-                slice_s = min(slice_s, remaining)
-            self.store.batches.wait_until_finished(batch_id, slice_s)
+            self.store.batches.wait_until_finished(batch_id, pace.next_slice_s(record))
 
     def results(self, batch_id: str) -> Iterator[BatchItem]:
         """Every item in input order, with its custom id and response or typed error."""
@@ -250,6 +245,33 @@ class Batches:
         )
         self._send(batch_id, messages, messages)
         return len(written)
+
+
+class WaitPace:
+    """How long each wait of `wait_batch` may be: up to the next report, within the timeout."""
+
+    def __init__(self, timeout_s: float | None, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.timeout_s, self.interval_s = timeout_s, interval_s
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def next_slice_s(self, record: BatchRecord) -> float:
+        """The next wait, in seconds.
+
+        Raises:
+            TimeoutError: the timeout has passed with items of `record` pending; names the batch.
+        """
+        if self.deadline is None:
+            return self.interval_s
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"batch {record.batch_id} has {record.counts.pending} of "
+                f"{record.counts.total} items pending after {self.timeout_s:g} s; "
+                "they keep running: wait again, or cancel it"
+            )
+        return min(self.interval_s, remaining)
 
 
 def one_by_one(send: Callable[[RunJob, str, int], None]) -> SendJobs:

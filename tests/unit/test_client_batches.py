@@ -11,9 +11,16 @@ import fakeredis
 import pytest
 import redis
 
-from dispatcher import JobStatus, Response, Settings, StoreUnavailable, VendorAuthError
+from dispatcher import (
+    BatchRecord,
+    JobStatus,
+    Response,
+    Settings,
+    StoreUnavailable,
+    VendorAuthError,
+)
 from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJobs
-from producer import Client
+from producer import AsyncClient, Client
 from producer.batch_files import BatchFileError
 
 PREFIX = "llmd"
@@ -236,3 +243,43 @@ def test_wait_batch_times_out_naming_what_is_pending(client: Client) -> None:
     batch_id = client.submit_batch(prompts(2))
     with pytest.raises(TimeoutError, match="2 of 2 items pending"):
         client.wait_batch(batch_id, timeout_s=0.2, interval_s=0.1)
+
+
+async def test_the_async_client_submits_follows_and_reads_a_batch(settings: Settings) -> None:
+    server = fakeredis.FakeServer()
+    sync_redis = fakeredis.FakeRedis(server=server)
+    async_redis = fakeredis.FakeAsyncRedis(server=server)
+    client = AsyncClient(
+        settings, redis_client=async_redis, sync_redis_client=sync_redis, send=lambda *_: None
+    )
+    batch_id = await client.submit_batch(prompts(4))
+    assert (await client.batch_status(batch_id)).counts.queued == 4
+    with pytest.raises(TimeoutError, match=f"batch {batch_id} has 4 of 4 items pending"):
+        await client.wait_batch(batch_id, timeout_s=0.05, interval_s=0.01)
+
+    store = client.sync.store
+    reply = Response(content="ok", model="gpt-4o-mini", vendor="openai")
+
+    def finish_all() -> None:
+        for job_id in store.batches.job_ids(batch_id):
+            store.finish(
+                job_id, JobStatus.SUCCEEDED, vendor="openai", response=reply, batch_id=batch_id
+            )
+
+    seen: list[int] = []
+
+    async def progress(record: BatchRecord) -> None:
+        seen.append(record.counts.succeeded)
+
+    finisher = threading.Thread(target=finish_all)
+    finisher.start()
+    record = await client.wait_batch(batch_id, timeout_s=5, on_progress=progress, interval_s=0.05)
+    finisher.join(5)
+    assert record.counts.succeeded == 4
+    assert seen[-1] == 4
+    results = await client.batch_results(batch_id)
+    assert [item.custom_id for item in results] == [f"request-{n}" for n in range(1, 5)]
+    assert await client.cancel_batch(batch_id) == 0
+    assert await client.retry_failed(batch_id) == 0
+    await client.aclose()
+    await async_redis.aclose()
