@@ -230,6 +230,47 @@ def test_a_worker_killed_mid_batch_of_2000_leaves_every_item_ended_once(stack: S
     )
 
 
+def test_a_worker_stopped_by_sigterm_mid_batch_finishes_its_calls_and_hands_over_the_rest(
+    stack: Stack,
+) -> None:
+    # A rolling restart: warm shutdown lets running calls end, and puts back what waits.
+    client = configure(stack, LLMDISPATCH_BATCH_WINDOW="4")
+    first = stack.start_worker(QUEUES, concurrency=50, name="w1")
+    batch = items(2000, "term")
+    for i in range(0, 2000, 10):  # some retries wait as countdowns when the stop comes
+        batch[i]["messages"][0]["content"] += f" [fault:500@1 term-{i}]"
+    batch_id = client.submit_batch(batch)
+    wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 400, 90, "400 items done")
+    running_at_stop = client.batch_status(batch_id).counts.running
+    first.stop()
+    assert first.process.returncode == 0, "a warm shutdown"
+    stack.start_worker(QUEUES, concurrency=50, name="w2")
+    record = client.wait_batch(batch_id, timeout_s=120)
+
+    assert (record.counts.succeeded, record.counts.total) == (2000, 2000)
+    records = [client.get(r.job_id) for r in client.batch_results(batch_id)]
+    assert all(terminal_events(r) == [JobEventKind.SUCCEEDED] for r in records)
+    seen = prompts_seen(stack)
+    expected = {
+        f"term{i}" + (f" [fault:500@1 term-{i}]" if i % 10 == 0 else ""): 2 if i % 10 == 0 else 1
+        for i in range(2000)
+    }
+    repeated = sum(max(0, seen[p] - n) for p, n in expected.items())
+    assert all(seen[p] >= n for p, n in expected.items())
+    assert repeated == 0, "a warm shutdown cuts no call short"
+    assert_stats_equal_records(client, records)
+    assert assert_nothing_left(stack, client) == 0
+    report(
+        "worker-sigterm",
+        jobs=2000,
+        faults=f"SIGTERM (warm shutdown) with {running_at_stop} running; 200 items fail once",
+        succeeded=record.counts.succeeded,
+        lost=0,
+        duplicated_results=0,
+        vendor_calls_repeated=repeated,
+    )
+
+
 def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: Stack) -> None:
     # A visibility timeout far longer than the test: nothing may wait for it to come back.
     client = configure(
