@@ -8,7 +8,8 @@ Two layers work together:
   echoes back in an error body or a password inside a URL.
 
 Redaction is applied where text leaves our control (the `DispatcherError`
-constructor, the job store, loggers), so a caller never has to remember it.
+constructor, the job store, and the workers' log handlers through
+`dispatcher.log_redaction`), so a caller never has to remember it.
 """
 
 from __future__ import annotations
