@@ -1,4 +1,9 @@
-"""The worker's kombu Redis channels reuse one client (see `dispatcher.channel_clients`)."""
+"""The worker's patches to kombu's Redis transport.
+
+Its channels reuse one client (see `dispatcher.channel_clients`), and a
+message popped but not recorded as unacknowledged is kept for requeueing
+(see `workers.consumer`).
+"""
 
 from __future__ import annotations
 
@@ -11,4 +16,7 @@ def reuse_redis_clients() -> bool:
     """Make kombu's Redis channels reuse one sync client; False if they already do."""
     from kombu.transport import redis as kombu_redis  # noqa: PLC0415 - only when asked
 
+    from workers.consumer import keep_undelivered  # noqa: PLC0415 - imports Celery
+
+    keep_undelivered(kombu_redis.QoS)
     return reuse_sync_clients(kombu_redis.Channel)

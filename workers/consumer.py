@@ -15,18 +15,30 @@ restored or acknowledged is left alone). It touches no other worker's
 messages. Messages it was running are not in that list: those finish, and
 their copies are skipped as ended (`dispatcher.outage`).
 
-Enabled by `worker_consumer` in the worker's Celery settings (`workers.app`).
+The same reconnect also puts back the messages kombu popped but never
+recorded. The Redis transport takes a message off its queue (BRPOP) and only
+then records it as unacknowledged, in a second command (`QoS.append`). If
+Redis goes away between the two, the message is in no list at all: lost.
+`keep_undelivered` holds on to such a message, and the reconnect pushes it
+back to its queue. If its record did reach Redis before the connection broke,
+the copy comes back twice; both are run safely (compare-and-set ends).
+
+Enabled by `worker_consumer` in the worker's Celery settings and by
+`keep_undelivered(QoS)` as the app is built (`workers.app`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery.worker import state
 from celery.worker.consumer import Consumer
 
-__all__ = ["RestoringConsumer"]
+from dispatcher.outage import REDIS_UNREACHABLE
+
+__all__ = ["UNDELIVERED", "RestoringConsumer", "Undelivered", "keep_undelivered"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +61,64 @@ class RestoringConsumer(Consumer):  # type: ignore[misc]
         connection = super().connect()
         if self.dropped_tags:
             self.dropped_tags = restore(connection, self.dropped_tags)
+        UNDELIVERED.requeue(connection)
         return connection
+
+
+class Undelivered:
+    """Messages popped from a queue whose unacknowledged record could not be written."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[tuple[Any, str, str]] = []  # (raw message, exchange, routing key)
+
+    def keep(self, raw: Any, exchange: str, routing_key: str) -> None:
+        with self._lock:
+            self._messages.append((raw, exchange, routing_key))
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def requeue(self, connection: Any) -> None:
+        """Push every kept message back to its queue; those Redis refuses are kept."""
+        with self._lock:
+            kept, self._messages = self._messages, []
+        if not kept:
+            return
+        channel = connection.default_channel
+        try:
+            with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+                for raw, exchange, routing_key in kept:
+                    channel._do_restore_message(raw, exchange, routing_key, pipe, leftmost=True)
+                pipe.execute()
+        except connection.connection_errors as exc:
+            logger.warning("could not requeue %d undelivered messages yet: %s", len(kept), exc)
+            with self._lock:
+                self._messages = kept + self._messages
+            return
+        logger.info("requeued %d messages popped but not recorded before the outage", len(kept))
+
+
+UNDELIVERED = Undelivered()
+
+
+def keep_undelivered(qos_class: Any) -> bool:
+    """Make `qos_class.append` keep a message whose record fails; False if it already does."""
+    original = qos_class.append
+    if getattr(original, "_llmd_keeps_undelivered", False):
+        return False
+
+    def append(self: Any, message: Any, delivery_tag: Any) -> Any:
+        try:
+            return original(self, message, delivery_tag)
+        except REDIS_UNREACHABLE:
+            delivery = message.delivery_info
+            UNDELIVERED.keep(message._raw, delivery["exchange"], delivery["routing_key"])
+            raise
+
+    append._llmd_keeps_undelivered = True  # type: ignore[attr-defined]
+    qos_class.append = append
+    return True
 
 
 def dropped_countdown_tags() -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery.worker import state
 
-from workers.consumer import dropped_countdown_tags, restore
+from workers.consumer import UNDELIVERED, dropped_countdown_tags, keep_undelivered, restore
 
 
 @dataclass(eq=False)
@@ -89,3 +89,70 @@ def test_tags_not_restored_when_redis_goes_again_are_kept_for_the_next_connect()
     qos = FakeQos(fail_from=1)
     assert restore(FakeConnection(FakeChannel(qos)), ["a", "b", "c"]) == ["b", "c"]
     assert qos.restored == ["a"]
+
+
+class FakeAppendingQos:
+    """kombu's Redis QoS as `keep_undelivered` sees it: `append` records a delivered message."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if self.fail:
+            raise redis.ConnectionError("Connection refused")
+
+
+@dataclass
+class FakeDelivered:
+    _raw: dict[str, Any]
+    delivery_info: dict[str, str]
+
+
+class FakeRestoringChannel:
+    def __init__(self, fail: bool = False) -> None:
+        self.restored: list[tuple[Any, str, str, bool]] = []
+        self.fail = fail
+
+    def conn_or_acquire(self) -> Any:
+        channel = self
+
+        class Client:
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *_: Any) -> None:
+                return None
+
+            def pipeline(self) -> Any:
+                return self
+
+            def execute(self) -> None:
+                if channel.fail:
+                    raise redis.ConnectionError("still down")
+
+        return Client()
+
+    def _do_restore_message(
+        self, raw: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
+    ) -> None:
+        self.restored.append((raw, exchange, routing_key, leftmost))
+
+
+def test_a_message_whose_record_fails_is_kept_and_requeued_after_the_reconnect() -> None:
+    qos_class = type("Qos", (FakeAppendingQos,), {})
+    assert keep_undelivered(qos_class)
+    assert not keep_undelivered(qos_class)  # patched once
+    message = FakeDelivered({"body": "b"}, {"exchange": "llm.x", "routing_key": "llm.x"})
+    qos_class(fail=False).append(message, "t1")
+    assert len(UNDELIVERED) == 0
+    with pytest.raises(redis.ConnectionError):
+        qos_class(fail=True).append(message, "t2")
+    assert len(UNDELIVERED) == 1
+
+    still_down = FakeRestoringChannel(fail=True)
+    UNDELIVERED.requeue(FakeConnection(still_down))  # type: ignore[arg-type]
+    assert len(UNDELIVERED) == 1, "kept while Redis refuses"
+    channel = FakeRestoringChannel()
+    UNDELIVERED.requeue(FakeConnection(channel))  # type: ignore[arg-type]
+    assert channel.restored == [({"body": "b"}, "llm.x", "llm.x", True)]
+    assert len(UNDELIVERED) == 0
