@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import time
 from typing import Annotated
 
 import typer
@@ -21,6 +21,9 @@ __all__ = ["demo_command"]
 EXIT_INTERRUPTED = 130
 BATCH_TIMEOUT_S = 600.0
 STREAM_PROMPT = "Stream me a short reply about resumable streams, one token at a time"
+
+# How often the kept stack's main thread wakes to notice Ctrl-C (see _stay_up).
+STAY_UP_POLL_S = 0.5
 
 
 def demo_command(
@@ -84,5 +87,8 @@ def _stay_up(stack: DemoStack) -> None:
         f"LLMDISPATCH_KEY_PREFIX=llmd-demo LLMDISPATCH_CONFIG={stack.env['LLMDISPATCH_CONFIG']}"
         "\nCtrl-C stops it",
     )
+    # Not signal.pause(): a process-directed SIGINT may be delivered to another of this
+    # process's threads, and pause() then never returns. A short sleep lets the main
+    # thread run the pending KeyboardInterrupt within half a second either way.
     while True:
-        signal.pause()
+        time.sleep(STAY_UP_POLL_S)
