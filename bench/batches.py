@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,10 @@ def prompts(count: int, tag: str) -> list[dict[str, Any]]:
 OVERRIDES: dict[str, str] = {}
 
 
-def configure(bench: Bench, mock: MockProcess, **vendor_extra: Any) -> None:
+def configure(
+    bench: Bench, mock: MockProcess, *, env: Mapping[str, str] | None = None, **vendor_extra: Any
+) -> None:
+    """One `openai_compatible` vendor on the mock server; `env` adds worker settings."""
     vendor = {
         "type": "openai_compatible",
         "base_url": mock.url,
@@ -98,6 +102,7 @@ def configure(bench: Bench, mock: MockProcess, **vendor_extra: Any) -> None:
         LLMDISPATCH_VISIBILITY_TIMEOUT_S=str(VENDOR_TIMEOUT_S * 10),
         LLMDISPATCH_HEALTH_CHECK_INTERVAL_S="0",
         **OVERRIDES,
+        **(env or {}),
     )
 
 

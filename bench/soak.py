@@ -56,12 +56,12 @@ from batches import (
     DEFAULT_CONCURRENCY,
     QUEUES,
     VENDOR,
-    VENDOR_TIMEOUT_S,
+    configure,
     prompts,
     start_ours,
 )
 from queue_harness import Bench, Process, machine, run_within_budget, running_bench, wait_for
-from queue_io import API_KEY, MockProcess
+from queue_io import MockProcess
 
 from dispatcher import Settings
 from dispatcher.celery_config import celery_settings
@@ -246,23 +246,6 @@ class Sampler:
 
 
 # --- the stack ----------------------------------------------------------------------------
-
-
-def configure(bench: Bench, mock: MockProcess, job_ttl_s: int) -> None:
-    vendor = {
-        "type": "openai_compatible",
-        "base_url": mock.url,
-        "api_key": "${BENCH_MOCK_API_KEY}",
-        "timeout_s": VENDOR_TIMEOUT_S,
-        "models": ["*"],
-    }
-    bench.configure(
-        {"vendors": {VENDOR: vendor}},
-        BENCH_MOCK_API_KEY=API_KEY,
-        LLMDISPATCH_JOB_TTL_S=str(job_ttl_s),
-        LLMDISPATCH_VISIBILITY_TIMEOUT_S=str(VENDOR_TIMEOUT_S * 10),
-        LLMDISPATCH_HEALTH_CHECK_INTERVAL_S="0",
-    )
 
 
 def wait_until_answering(settings: Settings, workers: Sequence[Process]) -> None:
@@ -591,7 +574,7 @@ def benchmark(args: argparse.Namespace) -> None:
             tempfile.TemporaryDirectory(prefix="llmd-soak-") as tmp,
             running_bench(Path(tmp)) as bench,
         ):
-            configure(bench, mock, args.job_ttl)
+            configure(bench, mock, env={"LLMDISPATCH_JOB_TTL_S": str(args.job_ttl)})
             workers = [start_ours(bench, args, f"soak{i + 1}") for i in range(args.workers)]
             settings = Settings.load()
             wait_until_answering(settings, workers)

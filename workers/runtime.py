@@ -98,6 +98,11 @@ class WorkerRuntime:
         # The loop's tasks of `call_many`, held until done (asyncio keeps only weak ones).
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
+        # Past half the visibility timeout the message would soon be delivered again anyway.
+        self._outages = OutagePolicy(
+            give_up_after_s=settings.visibility_timeout_s / 2,
+            unreachable=(*REDIS_UNREACHABLE, kombu.exceptions.OperationalError),
+        )
 
     def run_message(self, message: RunJob) -> Outcome:
         """Run one attempt of one job, riding out a Redis outage (`dispatcher.outage`)."""
@@ -111,14 +116,6 @@ class WorkerRuntime:
             lambda again: self._run_batch_message(message, redelivered=redelivered or again),
             self._redis_answers,
             self._outages,
-        )
-
-    @property
-    def _outages(self) -> OutagePolicy:
-        # Past half the visibility timeout the message would soon be delivered again anyway.
-        return OutagePolicy(
-            give_up_after_s=self.settings.visibility_timeout_s / 2,
-            unreachable=(*REDIS_UNREACHABLE, kombu.exceptions.OperationalError),
         )
 
     def _redis_answers(self) -> bool:

@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +105,24 @@ def configure(
 
 
 def items(count: int, tag: str) -> list[dict[str, Any]]:
-    return [
-        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag}{i}"}]}
+    return as_items(f"{tag}{i}" for i in range(count))
+
+
+def items_failing_once(count: int, tag: str, every: int) -> dict[str, int]:
+    """The prompts of `count` items, every `every`-th failing its first call (a 500).
+
+    Each prompt, in input order, with the vendor calls it takes: 2 when it fails once.
+    """
+    return {
+        f"{tag}{i}" + (f" [fault:500@1 {tag}-{i}]" if i % every == 0 else ""): (
+            2 if i % every == 0 else 1
+        )
         for i in range(count)
-    ]
+    }
+
+
+def as_items(prompts: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": p}]} for p in prompts]
 
 
 def prompts_seen(stack: Stack) -> Counter[str]:
@@ -243,10 +257,8 @@ def test_a_worker_stopped_by_sigterm_mid_batch_finishes_its_calls_and_hands_over
     # A rolling restart: warm shutdown lets running calls end, and puts back what waits.
     client = configure(stack, LLMDISPATCH_BATCH_WINDOW="4")
     first = stack.start_worker(QUEUES, concurrency=50, name="w1")
-    batch = items(2000, "term")
-    for i in range(0, 2000, 10):  # some retries wait as countdowns when the stop comes
-        batch[i]["messages"][0]["content"] += f" [fault:500@1 term-{i}]"
-    batch_id = client.submit_batch(batch)
+    expected = items_failing_once(2000, "term", 10)  # retries wait as countdowns at the stop
+    batch_id = client.submit_batch(as_items(expected))
     wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 400, 90, "400 items done")
     running_at_stop = client.batch_status(batch_id).counts.running
     first.stop()
@@ -258,10 +270,6 @@ def test_a_worker_stopped_by_sigterm_mid_batch_finishes_its_calls_and_hands_over
     records = [client.get(r.job_id) for r in client.batch_results(batch_id)]
     assert all(terminal_events(r) == [JobEventKind.SUCCEEDED] for r in records)
     seen = prompts_seen(stack)
-    expected = {
-        f"term{i}" + (f" [fault:500@1 term-{i}]" if i % 10 == 0 else ""): 2 if i % 10 == 0 else 1
-        for i in range(2000)
-    }
     repeated = sum(max(0, seen[p] - n) for p, n in expected.items())
     assert all(seen[p] >= n for p, n in expected.items())
     assert repeated == 0, "a warm shutdown cuts no call short"
@@ -289,10 +297,8 @@ def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: 
     stack.start_worker(QUEUES, concurrency=50, name="w1")
     started = time.monotonic()
     # Every fifth item fails once, so retries wait as countdown messages when Redis goes.
-    batch = items(2000, "restart")
-    for i in range(0, 2000, 5):
-        batch[i]["messages"][0]["content"] += f" [fault:500@1 restart-{i}]"
-    batch_id = client.submit_batch(batch)
+    expected_calls = items_failing_once(2000, "restart", 5)
+    batch_id = client.submit_batch(as_items(expected_calls))
     wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 300, 90, "300 items done")
 
     stack.redis.stop(forget_port=False)
@@ -338,8 +344,8 @@ def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: 
     ended = [r for r in results if r.job_id not in stranded]
     assert record.counts.succeeded == len(ended) == 2000 - len(stranded)
     assert [r.response.content if r.response else None for r in ended] == [
-        f"echo: restart{i}" + (f" [fault:500@1 restart-{i}]" if i % 5 == 0 else "")
-        for i, r in enumerate(results)
+        f"echo: {prompt}"
+        for prompt, r in zip(expected_calls, results, strict=True)
         if r.job_id not in stranded
     ]
     records = [client.get(r.job_id) for r in ended]
@@ -347,12 +353,6 @@ def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: 
     assert_stats_equal_records(client, records)
     left_unacked = assert_nothing_left(stack, client) if not stranded else int(raw.hlen("unacked"))
     seen = prompts_seen(stack)
-    expected_calls = {
-        f"restart{i}" + (f" [fault:500@1 restart-{i}]" if i % 5 == 0 else ""): (
-            2 if i % 5 == 0 else 1
-        )
-        for i in range(2000)
-    }
     restored = re.findall(r"restored (\d+) countdown", stack.workers[0].log_text())
     report(
         "redis-restart",
