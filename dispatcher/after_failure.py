@@ -233,6 +233,8 @@ class AfterFailure:
             from_attempt=message.attempt,
             to_attempt=nxt.attempt,
             event=event,
+            next_args=nxt.as_args(),
+            delay_s=delay_s,
             counters=counters,
             running_on=message.vendor,
             batch_id=record.batch_id,

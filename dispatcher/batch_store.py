@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from dispatcher.errors import BatchNotFound, JobCancelled
+from dispatcher.messages import RunJobs
 from dispatcher.models import (
     BatchCounts,
     BatchItem,
@@ -98,10 +99,12 @@ class BatchStore:
         *,
         messages: Mapping[tuple[str, int], Sequence[str]],
         metadata: Mapping[str, str] | None = None,
+        window: int = 0,
     ) -> None:
         """Write the batch, every item's job and its messages' items, atomically, in one trip.
 
-        `messages` maps (vendor, n) to the job ids of the vendor's n-th batch message.
+        `messages` maps (vendor, n) to the job ids of the vendor's n-th batch message;
+        message n sends message n + `window` (0: the messages are not chained).
         """
         if not items:
             raise ValueError("a batch needs at least one item")
@@ -111,6 +114,7 @@ class BatchStore:
         pipe.delete(*keys)
         head: dict[str, Any] = dict.fromkeys(_COUNTS, 0)
         head |= {"created_at": repr(now), "metadata": json.dumps(dict(metadata or {}))}
+        head["window"] = window
         pipe.hset(keys[0], mapping=cast("Mapping[Any, Any]", head))
         for start in range(0, len(items), WRITE_CHUNK):
             chunk = items[start : start + WRITE_CHUNK]
@@ -126,6 +130,33 @@ class BatchStore:
         """The job ids of the batch's `number`-th message for `vendor` ([] past the last)."""
         value = self.redis.hget(self.keys.batch_messages(batch_id), f"{vendor}:{number}")
         return _text(value).split(",") if value else []
+
+    def messages_holding(self, batch_id: str, vendors: Mapping[str, str]) -> list[RunJobs]:
+        """The batch messages that carry the items `vendors` names (job id -> vendor).
+
+        Each as first sent, its place in the chain included; items in no numbered
+        message (`retry_failed`'s, sent unchained) come in unchained ones of their own.
+        """
+        fields = self.redis.hgetall(self.keys.batch_messages(batch_id))
+        window = int(_text(self.redis.hget(self.keys.batch(batch_id), "window") or "0"))
+        found: list[RunJobs] = []
+        left = dict(vendors)
+        for name, value in fields.items():
+            vendor, _, number = _text(name).rpartition(":")
+            job_ids = tuple(_text(value).split(","))
+            if any(job_id in left for job_id in job_ids):
+                n = int(number)
+                chained = window > 0
+                found.append(
+                    RunJobs(vendor, batch_id, job_ids, n + window if chained else -1, window)
+                )
+                for job_id in job_ids:
+                    left.pop(job_id, None)
+        by_vendor: dict[str, list[str]] = {}
+        for job_id, vendor in left.items():
+            by_vendor.setdefault(vendor, []).append(job_id)
+        found += [RunJobs(vendor, batch_id, tuple(ids)) for vendor, ids in by_vendor.items()]
+        return found
 
     def replace(self, batch_id: str, replacements: Sequence[Replacement]) -> list[str]:
         """Put new jobs in the places of failed ones; returns the ids of those written.

@@ -80,6 +80,9 @@ DEFAULT_JOB_TTL_S = 86_400
 # A batch's messages out at once per vendor (of 50 items each): 800 items in
 # flight, enough for a vendor with half a second of latency to keep one worker
 # process busy (bench/RESULTS.md, batches: 8 gave 587 items/s, 16 gave 660).
+# The sweeper (dispatcher.sweeper): a pass every 30 s, for jobs overdue by a minute.
+DEFAULT_SWEEP_INTERVAL_S = 30.0
+DEFAULT_SWEEP_GRACE_S = 60.0
 DEFAULT_BATCH_WINDOW = 16
 # Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
@@ -180,6 +183,19 @@ class Settings(BaseSettings):
         ge=0.0,
         validation_alias="LLMDISPATCH_HEALTH_CHECK_INTERVAL_S",
         description="How often workers probe their vendors (one worker per vendor); 0: never.",
+    )
+
+    sweep_interval_s: float = Field(
+        default=DEFAULT_SWEEP_INTERVAL_S,
+        ge=0.0,
+        validation_alias="LLMDISPATCH_SWEEP_INTERVAL_S",
+        description="How often a worker looks for queued jobs whose message was lost; 0: never.",
+    )
+    sweep_grace_s: float = Field(
+        default=DEFAULT_SWEEP_GRACE_S,
+        gt=0.0,
+        validation_alias="LLMDISPATCH_SWEEP_GRACE_S",
+        description="How long past its due time a queued job's message is looked for.",
     )
 
     batch_window: int = Field(

@@ -350,6 +350,8 @@ class JobEventKind(StrEnum):
     STARTED = "started"
     RETRY = "retry"
     REROUTED = "rerouted"
+    # Its message was lost by the broker and the sweeper sent it again.
+    REQUEUED = "requeued"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

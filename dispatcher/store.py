@@ -23,6 +23,9 @@ configured prefix (`llmd` by default):
 | `{p}:batch:{id}:custom_ids`       | list   | the items' custom ids, in the same order     |
 | `{p}:batch:{id}:done`             | list   | one entry once every item ended; waiters block |
 | `{p}:batch:{id}:messages`         | hash   | `<vendor>:<n>`: job ids of its n-th message  |
+| `{p}:waiting`                     | zset   | queued jobs -> when their message is due     |
+| `{p}:sweep:turn`                  | string | held by the worker sweeping this interval    |
+| `{p}:sweep:suspects`              | hash   | jobs whose message the last sweep missed     |
 
 A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
 and `probe_until` (while its one half-open probe is under way).
@@ -83,6 +86,7 @@ from dispatcher.stats import (
 )
 from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
 from dispatcher.traffic import Traffic
+from dispatcher.waiting_jobs import WaitingJobs
 
 if TYPE_CHECKING:
     from dispatcher.circuit import CircuitCheck
@@ -261,6 +265,18 @@ class Keys:
         """The list that holds one entry once every item of the batch has ended."""
         return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:done"
 
+    def waiting(self) -> str:
+        """Queued jobs whose message is out, scored by when it is due (`dispatcher.sweeper`)."""
+        return f"{self.prefix}:waiting"
+
+    def sweep_turn(self) -> str:
+        """Taken by the one worker that sweeps in an interval."""
+        return f"{self.prefix}:sweep:turn"
+
+    def sweep_suspects(self) -> str:
+        """Job id -> attempt, for the jobs whose message the last sweep found nowhere."""
+        return f"{self.prefix}:sweep:suspects"
+
 
 class JobStore:
     """Reads and writes jobs; all methods take and return our models, never raw keys."""
@@ -285,6 +301,7 @@ class JobStore:
         self.health = HealthRecords(client, self.keys)
         self.traffic = Traffic(client, self.keys, now=now)
         self.batches = BatchStore(self)
+        self.waiting = WaitingJobs(client, self.keys, now=now)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -322,6 +339,8 @@ class JobStore:
         target.rpush(self.keys.events(job_id), event.model_dump_json())
         target.expire(self.keys.job(job_id), PENDING_TTL_S)
         target.expire(self.keys.events(job_id), PENDING_TTL_S)
+        if batch_id is None:  # a batch item waits for its message once that is sent
+            target.zadd(self.keys.waiting(), {job_id: now})
         if pipeline is None:
             target.execute()
 
@@ -399,6 +418,7 @@ class JobStore:
                 self.keys.circuit(vendor),
                 self.keys.running(vendor),
                 self.keys.batch(order.batch_id) if order.batch_id else self.keys.job(job_id),
+                self.keys.waiting(),
                 *[bucket.key for bucket in order.buckets],
             ],
             args=[
@@ -462,12 +482,16 @@ class JobStore:
         from_attempt: int,
         to_attempt: int,
         event: JobEvent,
+        next_args: Sequence[Any] = (),
+        delay_s: float = 0.0,
         counters: list[tuple[str, float]] = (),  # type: ignore[assignment]
         running_on: str = "",
         batch_id: str | None = None,
     ) -> str:
         """Record a retry or reroute and hand the job to message `to_attempt`.
 
+        `next_args`: that message's arguments (`RunJob.as_args`), due in `delay_s`; the
+        job waits for it in the index the sweeper reads, which sends it again if lost.
         `running_on`: the vendor the ending attempt was for; the job leaves its running set.
         `batch_id`: the job's batch, whose counts move with it.
         """
@@ -479,6 +503,7 @@ class JobStore:
                 self.keys.stats(),
                 self.keys.running(running_on),
                 self.keys.batch(batch_id) if batch_id else self.keys.job(job_id),
+                self.keys.waiting(),
             ],
             args=[
                 from_attempt,
@@ -486,6 +511,8 @@ class JobStore:
                 event.model_dump_json(),
                 TERMINAL,
                 "1" if batch_id else "0",
+                repr(self.now() + max(0.0, delay_s)),
+                json.dumps(list(next_args)),
                 *flat,
             ],
         )

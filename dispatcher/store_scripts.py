@@ -19,6 +19,7 @@ __all__ = [
     "DRAIN",
     "FINISH",
     "RELEASE",
+    "REQUEUE",
     "RESCHEDULE",
     "TRIP",
 ]
@@ -165,7 +166,8 @@ return 1
 
 # KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
 #       the vendor's circuit, its running set, the job's batch hash (any key when it
-#       has none: untouched), then the token buckets to take from.
+#       has none: untouched), the index of jobs waiting for a message, then the token
+#       buckets to take from.
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
 #       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
 #       breakers are off), how long a probe may take (s), "1" when the job belongs
@@ -202,7 +204,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(9, 11, buckets, now)
+    release(10, 11, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -226,7 +228,7 @@ if ARGV[7] ~= '' then
   end
 end
 if buckets > 0 then
-  local wait, holds = take(9, 11, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(10, 11, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
@@ -261,6 +263,7 @@ end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[7], now, string.match(KEYS[1], '[^:]+$'))
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - RUNNING_KEEP_S)
+redis.call('ZREM', KEYS[9], string.match(KEYS[1], '[^:]+$'))
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -347,9 +350,12 @@ return #KEYS
 )
 
 # KEYS: job hash, events list, stats hash, the running set of the vendor the attempt
-#       was for, the job's batch hash (any key when it has none: untouched).
+#       was for, the job's batch hash (any key when it has none: untouched), the
+#       index of jobs waiting for a message.
 # ARGV: expected attempt, next attempt, event JSON, terminal statuses, "1" when the
-#       job belongs to a batch, then field/amount pairs to add to the stats hash.
+#       job belongs to a batch, when the next message is due (epoch s), the next
+#       message's arguments (JSON, kept as `next` so a lost one can be sent again),
+#       then field/amount pairs to add to the stats hash.
 # Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
 # runs (nothing recorded: this hand-off is obsolete); or "moved" when the next
 # message itself already took over (the event is still recorded: it happened).
@@ -363,7 +369,7 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current > tonumber(ARGV[2]) then return 'stale' end
 redis.call('ZREM', KEYS[4], string.match(KEYS[1], '[^:]+$'))
 redis.call('RPUSH', KEYS[2], ARGV[3])
-for i = 6, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 if current ~= tonumber(ARGV[1]) then return 'moved' end
@@ -371,7 +377,8 @@ if status == 'running' and ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1
   redis.call('HINCRBY', KEYS[5], 'running', -1)
   redis.call('HINCRBY', KEYS[5], 'queued', 1)
 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2], 'next', ARGV[7])
+redis.call('ZADD', KEYS[6], ARGV[6], string.match(KEYS[1], '[^:]+$'))
 return 'ok'
 """
 )
@@ -541,4 +548,36 @@ if retry and #written > 0 then
 end
 for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
 return written
+"""
+
+# KEYS: job hash, events list, the index of jobs waiting for a message.
+# ARGV: the attempt the job is expected to wait for, now (epoch s), event JSON,
+#       "1" to hand the job to a new message (attempt + 1), "0" to send the same
+#       message again (a batch message's first delivery, which only ever starts
+#       items still queued).
+# The sweeper's step for a job whose message was lost: only a job still queued for
+# that same attempt is requeued (anything else took over meanwhile; a job that is no
+# longer queued leaves the index). An advance rate-limit charge for the lost message
+# passes to the new one. Returns {"ok", attempt to send}, or {"moved"} / {"missing"}.
+REQUEUE = """
+local id = string.match(KEYS[1], '[^:]+$')
+local job = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'limit_paid')
+if not job[1] then
+  redis.call('ZREM', KEYS[3], id)
+  return {'missing'}
+end
+if job[1] ~= 'queued' then
+  redis.call('ZREM', KEYS[3], id)
+  return {'moved'}
+end
+if tonumber(job[2] or '0') ~= tonumber(ARGV[1]) then return {'moved'} end
+local attempt = tonumber(ARGV[1])
+if ARGV[4] == '1' then
+  attempt = attempt + 1
+  redis.call('HSET', KEYS[1], 'attempt', attempt)
+  if job[3] == ARGV[1] then redis.call('HSET', KEYS[1], 'limit_paid', attempt) end
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], id)
+return {'ok', attempt}
 """

@@ -95,6 +95,7 @@ class Batches:
                 items,
                 messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
                 metadata=metadata,
+                window=self.settings.batch_window,
             )
             # The first `window` messages per vendor; each sends its successor when done.
             window = self.settings.batch_window
@@ -146,6 +147,8 @@ class Batches:
         """
         for sent, message in enumerate(sending):
             try:
+                if sent == 0:  # their items wait for them from now on (dispatcher.sweeper)
+                    self.store.waiting.expect(job for m in sending for job in m.job_ids)
                 self._send_jobs(message, batch_queue_for(message.vendor))
             except Exception as exc:
                 failed = sending[sent:]

@@ -32,10 +32,12 @@ from dispatcher.router import batch_queue_for
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
+from dispatcher.sweeper import Sweeper, sweep_forever
 from dispatcher.vendors import Vendor, build_vendor
 from dispatcher.vendors.base import http_timeout
 from workers.http_transport import PairsAiohttpTransport
 from workers.loop import EventLoopThread
+from workers.queued_messages import present_jobs
 
 __all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
 
@@ -98,6 +100,7 @@ class WorkerRuntime:
         # The loop's tasks of `call_many`, held until done (asyncio keeps only weak ones).
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
+        self._sweeps: threading.Thread | None = None
         # Past half the visibility timeout the message would soon be delivered again anyway.
         self._outages = OutagePolicy(
             give_up_after_s=settings.visibility_timeout_s / 2,
@@ -154,11 +157,8 @@ class WorkerRuntime:
             message.batch, message.vendor, message.next_message
         )
         if job_ids:
-            self.celery_app.send_task(
-                RUN_JOBS_TASK,
-                args=message.successor(job_ids).as_args(),
-                queue=batch_queue_for(message.vendor),
-            )
+            self.store.waiting.expect(job_ids)  # its items wait for it from now on
+            self.send_jobs(message.successor(job_ids), batch_queue_for(message.vendor))
 
     @staticmethod
     def _http_client(config: Any) -> httpx.AsyncClient:
@@ -255,6 +255,32 @@ class WorkerRuntime:
         monitor = HealthMonitor(self.store, self.vendors, interval)
         self._health = asyncio.run_coroutine_threadsafe(monitor.run_forever(), self.loop.loop)
         return True
+
+    def start_sweeper(self) -> bool:
+        """Look for queued jobs whose message was lost, on a schedule; False when off."""
+        interval = self.settings.sweep_interval_s
+        if interval <= 0 or self._sweeps is not None:
+            return False
+        sweeper = Sweeper(
+            self.store,
+            grace_s=self.settings.sweep_grace_s,
+            suspect_ttl_s=3 * interval,
+            find_messages=lambda lanes: present_jobs(self.redis, lanes),
+            send=self.send,
+            send_jobs=self.send_jobs,
+        )
+        self._sweeps = threading.Thread(
+            target=sweep_forever,
+            args=(sweeper, interval, threading.Event()),
+            name="llmdispatch-sweeper",
+            daemon=True,
+        )
+        self._sweeps.start()
+        return True
+
+    def send_jobs(self, message: RunJobs, queue: str) -> None:
+        """Queue a batch message."""
+        self.celery_app.send_task(RUN_JOBS_TASK, args=message.as_args(), queue=queue)
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait), in its lane."""

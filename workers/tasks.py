@@ -53,6 +53,7 @@ def run_jobs(  # noqa: PLR0917 - a message's arguments are positional (RunJobs.a
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def start_health_checks(**_: Any) -> None:
-    """Once the worker is ready, probe its vendors on a schedule (not on the first job)."""
+def start_schedules(**_: Any) -> None:
+    """Once the worker is ready, probe its vendors and sweep for lost messages on a schedule."""
     runtime(app).start_health_checks()
+    runtime(app).start_sweeper()

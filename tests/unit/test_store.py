@@ -228,7 +228,11 @@ def test_create_inside_a_callers_pipeline_is_invisible_until_execute(
         store.get(job_id)
     pipe.execute()
     assert store.get(job_id).status is JobStatus.QUEUED
-    assert keyspace(store) == {store.keys.job(job_id), store.keys.events(job_id)}
+    assert keyspace(store) == {
+        store.keys.job(job_id),
+        store.keys.events(job_id),
+        store.keys.waiting(),
+    }
 
 
 def test_new_job_ids_are_valid_job_ids() -> None:

@@ -1,0 +1,213 @@
+"""The sweeper: sends again the message of a queued job that the broker lost.
+
+Celery's Redis transport is at-least-once for a message it has recorded as
+unacknowledged, but not for the instant before: a worker takes a message off
+its queue with BRPOP and records it only afterwards. Should Redis serve that
+BRPOP as it shuts down, the reply dies with the connection and the message is
+in no list at all; the job it names would wait, queued, for ever. Likewise a
+producer that dies between writing a job and sending its message.
+
+Every queued job whose message is out is in an index (`WaitingJobs`), scored by
+when that message is due. Each pass (one worker per interval) takes the jobs
+overdue by more than `grace_s` and looks for their message in the lanes they
+wait in and among the unacknowledged ones (`FindMessages`, which knows the
+transport's format; a lane longer than it scans is left for a later pass). A
+job whose message is in neither, in two passes in a row for the same attempt,
+lost it:
+
+- a job's own message (a submit's, a retry's, a fallback's) is sent again as a
+  new attempt, so the lost one is stale should it turn up after all;
+- a batch message's item, on its first delivery, gets the whole message sent
+  again, with its place in the batch's chain, so the items after it go out
+  too; a copy only ever starts items still queued.
+
+A wrong verdict costs a message and a place in the queue, never a second call:
+the job still runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from dispatcher.messages import RunJob, RunJobs
+from dispatcher.models import JobEvent, JobEventKind
+from dispatcher.redis_values import at as _at
+from dispatcher.router import batch_queue_for, queue_for
+from dispatcher.runner_types import SendMessage
+from dispatcher.store import JobStore
+from dispatcher.waiting_jobs import WaitingJob
+
+__all__ = [
+    "FindMessages",
+    "Presence",
+    "SendJobs",
+    "SweepReport",
+    "Sweeper",
+    "lane_of",
+    "sweep_forever",
+]
+
+log = logging.getLogger(__name__)
+
+# Overdue jobs judged per pass; the rest wait for the next one.
+SWEEP_LIMIT = 1_000
+# A turn lasts this share of the interval, so the next pass is never refused.
+TURN_SHARE = 0.9
+LOST = "its message was lost by the broker; sent again"
+
+
+@dataclass(frozen=True)
+class Presence:
+    """The jobs named by a message in the scanned lanes or unacknowledged."""
+
+    job_ids: frozenset[str]
+    # Lanes too long to scan this pass: their jobs are not judged.
+    unscanned: frozenset[str] = frozenset()
+
+
+# Which messages exist for these lanes (queue names) and among the unacknowledged.
+FindMessages = Callable[[Iterable[str]], Presence]
+# Sends a batch message to a queue.
+SendJobs = Callable[[RunJobs, str], None]
+
+
+@dataclass
+class SweepReport:
+    """What one pass found and did."""
+
+    overdue: int = 0
+    unjudged: int = 0
+    suspects: int = 0
+    requeued: list[str] = field(default_factory=list)
+    batch_messages: int = 0
+
+
+def lane_of(job: WaitingJob) -> str:
+    """The queue the message job `job` waits for was sent to."""
+    if job.next_args:
+        message = RunJob.from_args(*job.next_args)
+        return queue_for(message.vendor or job.route.vendor, batch=bool(message.batch))
+    return queue_for(job.route.vendor, batch=bool(job.batch_id))
+
+
+class Sweeper:
+    """One pass at a time (`sweep`); the worker runs it on a schedule."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        grace_s: float,
+        suspect_ttl_s: float,
+        find_messages: FindMessages,
+        send: SendMessage,
+        send_jobs: SendJobs,
+    ) -> None:
+        self.store = store
+        self.grace_s = grace_s
+        self.suspect_ttl_s = suspect_ttl_s
+        self.find_messages = find_messages
+        self.send = send
+        self.send_jobs = send_jobs
+
+    def sweep(self) -> SweepReport:
+        """Judge the overdue jobs; send again the messages lost twice in a row."""
+        report = SweepReport()
+        waiting = self.store.waiting
+        overdue = waiting.overdue(self.grace_s, SWEEP_LIMIT)
+        report.overdue = len(overdue)
+        jobs = waiting.read(overdue) if overdue else []
+        if not jobs:
+            if overdue or waiting.suspects():
+                waiting.set_suspects({}, self.suspect_ttl_s)
+            return report
+        lanes = {job.job_id: lane_of(job) for job in jobs}
+        presence = self.find_messages(set(lanes.values()))
+        judged = [job for job in jobs if lanes[job.job_id] not in presence.unscanned]
+        report.unjudged = len(jobs) - len(judged)
+        missing = [job for job in judged if job.job_id not in presence.job_ids]
+        before = waiting.suspects()
+        lost = [job for job in missing if before.get(job.job_id) == job.attempt]
+        suspects = {job.job_id: job.attempt for job in missing if job not in lost}
+        report.suspects = len(suspects)
+        waiting.set_suspects(suspects, self.suspect_ttl_s)
+        first_deliveries = [job for job in lost if _in_batch_message(job)]
+        for job in lost:
+            if not _in_batch_message(job) and self._send_job_again(job):
+                report.requeued.append(job.job_id)
+        sent, requeued = self._send_batch_messages_again(first_deliveries)
+        report.batch_messages = sent
+        report.requeued += requeued
+        if report.requeued:
+            log.warning(
+                "sweeper: %d queued jobs had lost their message; sent again: %s",
+                len(report.requeued),
+                ", ".join(report.requeued[:20]),
+            )
+        return report
+
+    def _send_job_again(self, job: WaitingJob) -> bool:
+        args = job.next_args or (job.job_id, job.attempt, 0, 0, job.route.vendor, job.batch_id)
+        message = RunJob.from_args(*args)
+        event = JobEvent(
+            kind=JobEventKind.REQUEUED,
+            at=_at(self.store.now()),
+            attempt=job.attempt + 1,
+            vendor=message.vendor or job.route.vendor,
+            reason=LOST,
+        )
+        attempt = self.store.waiting.requeue(job.job_id, job.attempt, event, new_message=True)
+        if attempt is None:
+            return False
+        message = replace(message, job_id=job.job_id, attempt=attempt)
+        queue = queue_for(message.vendor or job.route.vendor, batch=bool(message.batch))
+        self.send(message, queue, job.priority, 0.0)
+        return True
+
+    def _send_batch_messages_again(self, jobs: Sequence[WaitingJob]) -> tuple[int, list[str]]:
+        """Send again the batch messages these items' first delivery was in."""
+        sent, requeued = 0, []
+        by_batch: dict[str, list[WaitingJob]] = {}
+        for job in jobs:
+            by_batch.setdefault(job.batch_id, []).append(job)
+        for batch_id, items in by_batch.items():
+            vendors = {job.job_id: job.route.vendor for job in items}
+            for message in self.store.batches.messages_holding(batch_id, vendors):
+                ready = []
+                for job_id in message.job_ids:
+                    if job_id not in vendors:
+                        continue  # another item of the message: the copy skips it if it ran
+                    event = JobEvent(
+                        kind=JobEventKind.REQUEUED,
+                        at=_at(self.store.now()),
+                        vendor=message.vendor,
+                        reason=LOST,
+                    )
+                    if self.store.waiting.requeue(job_id, 0, event, new_message=False) is not None:
+                        ready.append(job_id)
+                if ready:
+                    self.send_jobs(message, batch_queue_for(message.vendor))
+                    sent += 1
+                    requeued += ready
+        return sent, requeued
+
+
+def _in_batch_message(job: WaitingJob) -> bool:
+    """A batch item waiting for its first delivery, which a batch message carries."""
+    return bool(job.batch_id) and not job.next_args and job.attempt == 0
+
+
+def sweep_forever(sweeper: Sweeper, interval_s: float, stop: threading.Event) -> None:
+    """A pass every `interval_s`, by whichever worker takes the turn, until `stop` is set.
+
+    A pass that fails (Redis away) is logged and the next one tries again.
+    """
+    while not stop.wait(interval_s):
+        try:
+            if sweeper.store.waiting.take_turn(interval_s * TURN_SHARE):
+                sweeper.sweep()
+        except Exception:
+            log.warning("sweeper: a pass failed; the next one tries again", exc_info=True)
