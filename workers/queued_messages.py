@@ -29,7 +29,7 @@ from dispatcher.sweeper import Presence
 __all__ = ["SCAN_LIMIT", "job_ids_in", "present_jobs", "priority_lists"]
 
 # Messages read per lane at most, in one pass.
-SCAN_LIMIT = 20_000
+SCAN_LIMIT = 5_000
 
 
 def priority_lists(queue: str) -> list[str]:

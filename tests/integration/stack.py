@@ -7,28 +7,35 @@ always on a condition with a timeout (a log line, a request seen, a job ended).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from producer.embedded_redis import EmbeddedRedis
+from producer.embedded_redis import EmbeddedRedis, free_port
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_TIMEOUT_S = 60.0
+FLOWER_READY_TIMEOUT_S = 60.0
 POLL_S = 0.05
+# The console script docker-compose.yml runs, next to this interpreter.
+LLMDISPATCH_SCRIPT = Path(sys.executable).parent / "llmdispatch"
+# The status `Flower.get` gives while nothing answers HTTP on Flower's port.
+NOT_ANSWERING = 0
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -59,13 +66,18 @@ class Worker:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait for the process to end; SIGKILL if it has not within 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
 
 
 @dataclass
@@ -159,3 +171,78 @@ def running_stack(workdir: Path, *, redis_server: EmbeddedRedis | None = None) -
             yield stack
         finally:
             stack.stop()
+
+
+@dataclass(frozen=True)
+class Flower:
+    """A running Flower's base URL, its basic-auth credentials and its log."""
+
+    url: str
+    user: str
+    password: str
+    log: Path
+
+    def get(self, path: str, *, auth: bool = True, text: bool = False) -> tuple[int, Any]:
+        """GET `path`: the HTTP status and the body, parsed JSON (`text`: decoded, as is).
+
+        Sends the credentials unless `auth` is false. An error status comes with
+        the body None; while Flower does not answer, `(NOT_ANSWERING, None)`.
+        """
+        headers = {}
+        if auth:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        request = urllib.request.Request(f"{self.url}{path}", headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - loopback only
+                status, body = int(answer.status), answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return NOT_ANSWERING, None
+        return status, body.decode(errors="replace") if text else json.loads(body)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextmanager
+def running_flower(
+    stack: Stack,
+    *,
+    user: str,
+    password: str,
+    via: Literal["llmdispatch", "celery"] = "llmdispatch",
+    log_path: Path | None = None,
+) -> Iterator[Flower]:
+    """A real Flower with basic auth on a free loopback port, answering; stopped after.
+
+    `via="llmdispatch"` starts it as docker-compose.yml does, `llmdispatch flower`
+    with the credentials in FLOWER_BASIC_AUTH; `via="celery"` starts `celery flower`
+    with them in `--basic-auth`. Its output goes to `log_path` (flower.log in the
+    stack's folder unless given).
+    """
+    port = free_port()
+    log_path = log_path or stack.workdir / "flower.log"
+    listen = [f"--port={port}", "--address=127.0.0.1"]
+    if via == "celery":
+        auth = f"--basic-auth={user}:{password}"
+        args = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", *listen, auth]
+        env = stack.env
+    else:
+        args = [str(LLMDISPATCH_SCRIPT), "flower", *listen]
+        env = {**stack.env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
+    flower = Flower(f"http://127.0.0.1:{port}", user, password, log_path)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+
+            def up() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(f"Flower exited: {flower.log_text()[-2000:]}")
+                return flower.get("/healthcheck", auth=False, text=True)[0] == 200
+
+            wait_for(up, FLOWER_READY_TIMEOUT_S, "Flower to answer")
+            yield flower
+        finally:
+            stop_process(process)

@@ -8,17 +8,10 @@ and a real `celery worker` process configured by `REDIS_URL` alone.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import ssl
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import celery
@@ -30,8 +23,8 @@ import trustme
 from dispatcher import JobStatus, Message, Request, Settings
 from dispatcher.celery_config import broker_ssl_options, celery_settings
 from producer import AsyncClient, Client
-from producer.embedded_redis import EmbeddedRedis, TlsFiles, free_port
-from tests.integration.stack import ROOT, Stack, running_stack, wait_for
+from producer.embedded_redis import EmbeddedRedis, TlsFiles
+from tests.integration.stack import Stack, running_flower, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +35,6 @@ PROMPT = [Message(role="user", content="hello")]
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-access-password-42"
 # A refused connection must fail well within the client's timeouts (3 s connect, 5 s read).
 REFUSAL_WITHIN_S = 15.0
-SCRIPT = Path(sys.executable).parent / "llmdispatch"
 
 
 @pytest.fixture
@@ -263,58 +255,23 @@ def test_a_client_and_the_broker_that_do_not_trust_the_servers_ca_refuse_it(
         app.close()
 
 
-def _flower_get(url: str, *, auth: bool) -> tuple[int, Any]:
-    headers = {}
-    if auth:
-        token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback only
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
-            return answer.status, json.load(answer)
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def _flower_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback only
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
-def test_flower_started_by_llmdispatch_reads_the_queues_over_tls(
-    tls_stack: Stack, tmp_path: Path
-) -> None:
+def test_flower_started_by_llmdispatch_reads_the_queues_over_tls(tls_stack: Stack) -> None:
     configure(tls_stack)
-    port = free_port()
-    log_path = tmp_path / "flower.log"
-    with log_path.open("wb") as log:
-        flower = subprocess.Popen(
-            [str(SCRIPT), "flower", "--port", str(port), "--address", "127.0.0.1"],
-            env={**tls_stack.env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"},
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for(lambda: _flower_up(f"{base}/healthcheck"), 60, "Flower to answer")
-            assert _flower_get(f"{base}/api/workers", auth=False)[0] == 401
-            assert _flower_get(f"{base}/api/workers", auth=True)[0] == 200
-            tls_stack.start_worker(["llm.primary"], name="tls")
-            wait_for(
-                lambda: any(
-                    name.startswith("tls@")
-                    for name in (_flower_get(f"{base}/api/workers?refresh=1", auth=True)[1] or {})
-                ),
-                60,
-                "Flower to list the worker",
-            )
-            # Flower reads queue lengths with its own Redis client, set up by broker_use_ssl.
-            status, lengths = _flower_get(f"{base}/api/queues/length", auth=True)
-            assert status == 200
-            assert {"name": "llm.primary", "messages": 0} in lengths["active_queues"]
-        finally:
-            flower.terminate()
-            flower.wait(timeout=30)
-    assert_no_password(log_path.read_text(errors="replace"))
+    with running_flower(
+        tls_stack, user=FLOWER_USER, password=FLOWER_PASSWORD, via="llmdispatch"
+    ) as flower:
+        assert flower.get("/api/workers", auth=False)[0] == 401
+        assert flower.get("/api/workers")[0] == 200
+        tls_stack.start_worker(["llm.primary"], name="tls")
+        wait_for(
+            lambda: any(
+                name.startswith("tls@") for name in (flower.get("/api/workers?refresh=1")[1] or {})
+            ),
+            60,
+            "Flower to list the worker",
+        )
+        # Flower reads queue lengths with its own Redis client, set up by broker_use_ssl.
+        status, lengths = flower.get("/api/queues/length")
+        assert status == 200
+        assert {"name": "llm.primary", "messages": 0} in lengths["active_queues"]
+    assert_no_password(flower.log_text())

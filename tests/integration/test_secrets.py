@@ -18,10 +18,6 @@ import base64
 import json
 import logging
 import secrets
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -35,7 +31,7 @@ from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK
 from dispatcher.redaction import MASK
 from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis, free_port
-from tests.integration.stack import ROOT, Stack, wait_for
+from tests.integration.stack import Flower, Stack, running_flower, wait_for
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
 
@@ -194,39 +190,10 @@ def producer_log() -> Iterator[list[str]]:
         root.setLevel(level)
 
 
-@contextmanager
-def flower(stack: Stack) -> Iterator[str]:
-    """A real Flower with basic auth on a free port; yields its base URL."""
-    port = free_port()
-    with (stack.workdir / "flower.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-             f"--port={port}", "--address=127.0.0.1",
-             f"--basic-auth={FLOWER_USER}:{FLOWER_PASSWORD}"],
-            env=stack.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def fetch(url: str) -> bytes | None:
-    """Flower's answer to GET `url`, or None while it does not answer."""
-    token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - loopback only
-            body: bytes = answer.read()
-            return body
-    except (urllib.error.URLError, ConnectionError):
-        return None
-
-
-def fetch_json(url: str) -> Any:
-    body = fetch(url)
-    return json.loads(body) if body else None
+def page(flower: Flower, path: str) -> bytes:
+    """Flower's page or API answer at `path` as it sent it; empty unless it answered 2xx."""
+    body: str | None = flower.get(path, text=True)[1]
+    return (body or "").encode()
 
 
 def prompt(text: str) -> list[Message]:
@@ -251,9 +218,9 @@ def retried(client: Client, job_id: str) -> bool:
     return any(event.kind is JobEventKind.RETRY for event in client.get(job_id).events)
 
 
-def flower_tasks_ended(flower_url: str, job_ids: list[str]) -> dict[str, Any] | None:
+def flower_tasks_ended(flower: Flower, job_ids: list[str]) -> dict[str, Any] | None:
     """Flower's tasks, once it shows a finished task for each of `job_ids`."""
-    tasks: dict[str, Any] = fetch_json(f"{flower_url}/api/tasks") or {}
+    tasks: dict[str, Any] = flower.get("/api/tasks")[1] or {}
     finished = {
         job_id
         for task in tasks.values()
@@ -328,7 +295,10 @@ def leaks(places: dict[str, bytes]) -> list[str]:
 
 def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: Stack) -> None:
     db = redis.Redis.from_url(stack.redis.url)
-    with producer_log() as produced, flower(stack) as flower_url:
+    with (
+        producer_log() as produced,
+        running_flower(stack, user=FLOWER_USER, password=FLOWER_PASSWORD, via="celery") as flower,
+    ):
         with stack.environment():
             client = Client.from_env()
 
@@ -349,7 +319,6 @@ def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: St
         assert all(job_id.encode() in sent for job_id in [*early.values(), cancelled])
         assert RUN_JOBS_TASK.encode() in sent
 
-        wait_for(lambda: fetch(f"{flower_url}/healthcheck"), 60, "Flower to answer")
         worker = stack.start_worker(QUEUES, loglevel="DEBUG")
 
         # With the worker: 429s, streams, echoed 401s, echoed 500s then a fallback, a dead vendor.
@@ -395,14 +364,14 @@ def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: St
         fallback_events = " ".join(str(e) for e in client.get(fell_back).events)
 
         tasks = wait_for(
-            lambda: flower_tasks_ended(flower_url, list(echoed.values())),
+            lambda: flower_tasks_ended(flower, list(echoed.values())),
             60,
             "Flower to show the echoed failures",
         )
         shown = [t for t, task in tasks.items() if "failed" in str(task.get("result"))][:6]
         shown += list(tasks)[:4]
         flower_pages = {
-            f"Flower {path}": fetch(f"{flower_url}{path}") or b""
+            f"Flower {path}": page(flower, path)
             for path in [
                 "/api/tasks",
                 "/api/workers",
