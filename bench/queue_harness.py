@@ -358,15 +358,17 @@ def our_worker_app(what_if: str | None) -> str:
 def our_client(what_if: str | None) -> Iterator[Client]:
     """`Client` as the product builds it from the environment; a what-if may adjust its sender."""
     settings = Settings.load()
-    sender = CelerySender(settings)
+    sender: CelerySender | None = None
     if what_if is not None and "no_events" in what_if:
+        sender = CelerySender(settings)
         sender.app.conf.update(NO_EVENTS)
     client = Client(settings, send=sender)
     try:
         yield client
     finally:
         client.close()
-        sender.close()
+        if sender is not None:
+            sender.close()
 
 
 def run_within_budget(budget_s: float, run: Callable[[], object]) -> None:

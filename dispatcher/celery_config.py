@@ -24,10 +24,12 @@ Choices, and why:
 - Prefetch multiplier 1: vendor calls are long and I/O-bound; a worker must not
   hoard messages that an idle worker could run.
 - Worker task events on, so Flower sees every task from the moment a worker
-  receives it. The producer's "task-sent" event is off unless
-  LLMDISPATCH_SENT_EVENTS is set: it is one more publish per submit (measured:
-  submit p50 1.29 ms with it, 0.91 ms without, bench/RESULTS.md), and it only
-  shows tasks no worker has received yet, which the job store already shows.
+  receives it; the worker publishes them in batches, at most every 50 ms
+  (`workers.consumer.EventPacer`). The producer's "task-sent" event is off
+  unless LLMDISPATCH_SENT_EVENTS is set: it is one more publish per submit,
+  and a submit then goes through Celery's `send_task` instead of writing its
+  message in the job's own MULTI/EXEC (`producer.celery_wire`); it only shows
+  tasks no worker has received yet, which the job store already shows.
 - No result backend: the job store in Redis is the source of truth.
 - TLS from the URL alone: for a `rediss://` REDIS_URL, `broker_use_ssl` is
   built from the URL's `ssl_*` query parameters (`ssl_cert_reqs`,

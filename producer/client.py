@@ -53,6 +53,7 @@ from producer.batches import (
     SendJobs,
     one_by_one,
 )
+from producer.celery_wire import TaskMessages
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
@@ -212,6 +213,9 @@ class Client:
         self.redis = redis_client
         self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self._sender: CelerySender | None = None
+        # The default: a submit writes the job and its message in one MULTI/EXEC
+        # (`producer.celery_wire`); with sent events on, Celery must send it.
+        self._messages = TaskMessages() if send is None and not settings.sent_events else None
         if send is None:
             self._sender = send = CelerySender(settings)
             send_jobs = send_jobs or self._sender.send_jobs
@@ -243,6 +247,9 @@ class Client:
     def submit(self, request: Request | Mapping[str, Any]) -> str:
         """Queue a job for `request` and return its id at once.
 
+        The job and its message are written in one MULTI/EXEC, one round trip
+        (`producer.celery_wire`): both or neither.
+
         Raises:
             InvalidRequest: the request is invalid (every problem listed), or its JSON is
                 over `settings.max_request_bytes`; nothing was written.
@@ -256,6 +263,19 @@ class Client:
         # One round trip, and MULTI/EXEC so a job is never half-written.
         pipe = self.redis.pipeline(transaction=True)
         self.store.create(job_id, checked, chosen, pipeline=pipe)
+        if self._messages is not None:  # its message too: written whole or not at all
+            args = RunJob(job_id, vendor=chosen.vendor).as_args()
+            queue = self._messages.encode(
+                RUN_JOB_TASK, args, chosen.queue, celery_priority(chosen.priority)
+            )
+            pipe.lpush(*queue)
+            try:
+                pipe.execute()
+            except UNREACHABLE as exc:  # EXEC may have run before the reply was lost
+                url = self.settings.redis_url.get_secret_value()
+                left = "the job may have been queued all the same: get() it once Redis answers"
+                raise unavailable(url, exc, left=left, job_id=job_id) from exc
+            return job_id
         pipe.execute()
         try:
             self._send(RunJob(job_id, vendor=chosen.vendor), chosen.queue, chosen.priority)

@@ -10,7 +10,13 @@ import pytest
 import redis
 from celery.worker import state
 
-from workers.consumer import UNDELIVERED, dropped_countdown_tags, keep_undelivered, restore
+from workers.consumer import (
+    UNDELIVERED,
+    EventPacer,
+    dropped_countdown_tags,
+    keep_undelivered,
+    restore,
+)
 
 
 @dataclass(eq=False)
@@ -156,3 +162,48 @@ def test_a_message_whose_record_fails_is_kept_and_requeued_after_the_reconnect()
     UNDELIVERED.requeue(FakeConnection(channel))  # type: ignore[arg-type]
     assert channel.restored == [({"body": "b"}, "llm.x", "llm.x", True)]
     assert len(UNDELIVERED) == 0
+
+
+class Timers:
+    """Stands in for the hub's `call_later`, and for the clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.armed: list[tuple[float, Any]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        self.armed.append((delay, callback))
+
+
+def test_buffered_task_events_go_out_at_most_once_per_interval() -> None:
+    timers, flushes = Timers(), []
+    pacer = EventPacer(lambda: flushes.append(timers.now), interval_s=0.05, clock=timers.clock)
+
+    pacer.offered(timers.call_later)  # the first event goes out at once
+    assert flushes == [100.0]
+    timers.now = 100.01
+    pacer.offered(timers.call_later)  # the next wait for the interval, on one timer
+    pacer.offered(timers.call_later)
+    assert flushes == [100.0]
+    assert [round(delay, 6) for delay, _ in timers.armed] == [0.04]
+
+    timers.now = 100.05
+    timers.armed[0][1]()
+    assert flushes == [100.0, 100.05]
+    timers.now = 100.2  # a quiet spell: the next event goes out at once again
+    pacer.offered(timers.call_later)
+    assert flushes == [100.0, 100.05, 100.2]
+    assert len(timers.armed) == 1
+
+
+def test_without_a_loop_or_when_stopping_events_go_out_at_once() -> None:
+    timers, flushes = Timers(), []
+    pacer = EventPacer(lambda: flushes.append(timers.now), interval_s=0.05, clock=timers.clock)
+    pacer.offered(None)
+    pacer.offered(None)
+    pacer.flush_now()
+    assert len(flushes) == 3
+    assert timers.armed == []

@@ -1,0 +1,80 @@
+"""The task message a submit writes itself is the one Celery's `send_task` would write.
+
+Marked integration where it needs the private redis-server, to capture a real
+`send_task`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import celery
+import pytest
+from kombu.transport.redis import Channel
+
+from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.config import Settings
+from dispatcher.messages import RUN_JOB_TASK, RunJob
+from producer.celery_wire import PRIORITY_SEP, PRIORITY_STEPS, TaskMessages, queue_list
+from producer.embedded_redis import EmbeddedRedis
+
+# Fresh for every message, or for every process.
+VARYING_HEADERS = {"id", "root_id", "origin"}
+VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
+
+
+def test_the_priority_lists_are_kombus() -> None:
+    assert Channel.sep == PRIORITY_SEP
+    assert list(PRIORITY_STEPS) == list(Channel.priority_steps)
+    channel = object.__new__(Channel)  # _q_for_pri reads only class attributes
+    for priority in range(10):
+        assert queue_list("llm.x", priority) == Channel._q_for_pri(channel, "llm.x", priority)
+
+
+def test_a_long_argument_list_is_shown_cut_as_celery_cuts_it() -> None:
+    _, raw = TaskMessages().encode(RUN_JOB_TASK, ["x" * 2000], "llm.x", 4)
+    message = json.loads(raw)
+    assert len(message["headers"]["argsrepr"]) == 1024
+    assert json.loads(base64.b64decode(message["body"]))[0] == ["x" * 2000]
+
+
+def without_varying(message: dict[str, Any]) -> dict[str, Any]:
+    headers = {k: v for k, v in message["headers"].items() if k not in VARYING_HEADERS}
+    properties = {k: v for k, v in message["properties"].items() if k not in VARYING_PROPERTIES}
+    return {**message, "headers": headers, "properties": properties}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("priority", [0, 5, 9])
+def test_the_message_matches_send_tasks_field_for_field(
+    redis_server: EmbeddedRedis, priority: int
+) -> None:
+    client = redis_server.client()
+    client.flushdb()
+    app = celery.Celery("wire-test", set_as_current=False)
+    app.conf.update(celery_settings(Settings.model_validate({"redis_url": redis_server.url})))
+    args = RunJob("a" * 32, vendor="openai").as_args()
+    try:
+        app.send_task(
+            RUN_JOB_TASK, args=args, queue="llm.openai", priority=celery_priority(priority)
+        )
+        [celery_list] = client.keys("llm.openai*")
+        [theirs] = client.lrange(celery_list, 0, -1)
+    finally:
+        app.close()
+        client.flushdb()
+
+    name, ours = TaskMessages().encode(RUN_JOB_TASK, args, "llm.openai", celery_priority(priority))
+
+    assert name.encode() == celery_list
+    mine, real = json.loads(ours), json.loads(theirs)
+    assert without_varying(mine) == without_varying(real)
+    assert set(mine["headers"]) == set(real["headers"])
+    assert set(mine["properties"]) == set(real["properties"])
+    assert (
+        mine["headers"]["id"] == mine["headers"]["root_id"] == mine["properties"]["correlation_id"]
+    )
+    _, again = TaskMessages().encode(RUN_JOB_TASK, args, "llm.openai", 4)
+    assert json.loads(again)["properties"]["delivery_tag"] != mine["properties"]["delivery_tag"]
