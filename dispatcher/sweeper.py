@@ -5,7 +5,8 @@ unacknowledged, but not for the instant before: a worker takes a message off
 its queue with BRPOP and records it only afterwards. Should Redis serve that
 BRPOP as it shuts down, the reply dies with the connection and the message is
 in no list at all; the job it names would wait, queued, for ever. Likewise a
-producer that dies between writing a job and sending its message.
+producer that dies between writing a batch and sending its messages, or a job
+and its message when Celery sends it (with sent events on).
 
 Every queued job whose message is out is in an index (`WaitingJobs`), scored by
 when that message is due. Each pass (one worker per interval) takes the jobs
