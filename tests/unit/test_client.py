@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -574,3 +575,61 @@ def test_cli_exits_3_for_invalid_configuration_and_6_for_an_unreachable_redis(
     result = runner.invoke(app, ["get", "0" * 32])
     assert result.exit_code == producer.cli.EXIT_UNAVAILABLE
     assert "REDIS_URL" in result.stderr
+
+
+# --- the default sender: the job and its message in one transaction -------------------
+
+
+def test_a_submit_writes_the_job_and_its_celery_message_in_one_transaction(
+    settings: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    direct = Client(settings, redis_client=fake_redis, rng=random.Random(0))
+    executed: list[bool] = []
+    pipeline = fake_redis.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: executed.append(True) or execute(*a, **k)
+        return pipe
+
+    fake_redis.pipeline = counting_pipeline  # type: ignore[method-assign]
+    direct._live = producer.client.LiveState()  # the live state is read on its own schedule
+    direct._live_read_at = time.monotonic()
+
+    job_id = direct.submit(request_dict(priority=9))
+
+    assert executed == [True]
+    [queue] = fake_redis.keys("llm.*")
+    assert queue == b"llm.openai"  # our most urgent priority is Celery's 0: the plain list
+    [raw] = fake_redis.lrange(queue, 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "dispatch.run_job"
+    assert message["properties"]["delivery_info"] == {"exchange": "", "routing_key": "llm.openai"}
+    body = json.loads(base64.b64decode(message["body"]))
+    assert body[0] == RunJob(job_id, vendor="openai").as_args()
+    assert direct.get(job_id).status is JobStatus.QUEUED
+    assert fake_redis.zscore(f"{PREFIX}:waiting", job_id) is not None
+    direct.close()
+
+
+def test_a_submit_whose_transaction_fails_writes_nothing_and_names_the_job(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct = Client(settings, redis_client=fake_redis, rng=random.Random(0))
+    direct._live = producer.client.LiveState()
+    direct._live_read_at = time.monotonic()
+    monkeypatch.setattr(
+        redis.client.Pipeline,
+        "execute",
+        lambda self, *a, **k: (_ for _ in ()).throw(redis.ConnectionError("connection reset")),
+    )
+
+    with pytest.raises(StoreUnavailable) as caught:
+        direct.submit(request_dict())
+
+    assert caught.value.job_id is not None
+    assert "may have been queued" in str(caught.value)
+    monkeypatch.undo()
+    assert fake_redis.dbsize() == 0
+    direct.close()
