@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -100,11 +100,13 @@ class BatchStore:
         messages: Mapping[tuple[str, int], Sequence[str]],
         metadata: Mapping[str, str] | None = None,
         window: int = 0,
+        also: Callable[[Any], None] | None = None,
     ) -> None:
         """Write the batch, every item's job and its messages' items, atomically, in one trip.
 
         `messages` maps (vendor, n) to the job ids of the vendor's n-th batch message;
         message n sends message n + `window` (0: the messages are not chained).
+        `also` adds the caller's own writes to the same MULTI/EXEC (the first messages).
         """
         if not items:
             raise ValueError("a batch needs at least one item")
@@ -124,6 +126,8 @@ class BatchStore:
             key = self.keys.batch_messages(batch_id)
             pipe.hset(key, mapping=cast("Mapping[Any, Any]", fields))
             pipe.expire(key, PENDING_TTL_S)
+        if also is not None:
+            also(pipe)
         pipe.execute()
 
     def message_items(self, batch_id: str, vendor: str, number: int) -> list[str]:

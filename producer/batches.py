@@ -23,16 +23,18 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from dispatcher.batch_store import NewItem, Replacement
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
+from dispatcher.messages import BATCH_MESSAGE_ITEMS, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
 from dispatcher.router import LiveState, batch_queue_for, route
 from dispatcher.store import JobStore
 from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
+from producer.celery_wire import TaskMessages
 from producer.unreachable import UNREACHABLE, unavailable
 
 __all__ = [
@@ -63,12 +65,15 @@ class Batches:
         live_state: Callable[[], LiveState],
         send_jobs: SendJobs,
         rng: random.Random,
+        messages: TaskMessages | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self._live_state = live_state
         self._send_jobs = send_jobs
         self._rng = rng
+        # When set, a batch's first messages go in the MULTI/EXEC that writes it.
+        self._messages = messages
 
     # --- submitting ------------------------------------------------------------------
 
@@ -89,27 +94,31 @@ class Batches:
             for line, chosen in zip(lines, routes, strict=True)
         ]
         messages = _plan(batch_id, [(item.job_id, item.route.vendor) for item in items])
+        # The first `window` messages per vendor; each sends its successor when done.
+        window = self.settings.batch_window
+        first = [
+            replace(m, next_message=n + window, window=window)
+            for n, m in _numbered(messages)
+            if n < window
+        ]
         try:
             self.store.batches.create(
                 batch_id,
                 items,
                 messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
                 metadata=metadata,
-                window=self.settings.batch_window,
+                window=window,
+                also=None if self._messages is None else partial(self._enqueue, first),
             )
-            # The first `window` messages per vendor; each sends its successor when done.
-            window = self.settings.batch_window
-            first = [
-                replace(m, next_message=n + window, window=window)
-                for n, m in _numbered(messages)
-                if n < window
-            ]
-            self._send(batch_id, first, messages, window)
+            if self._messages is None:
+                self._send(batch_id, first, messages, window)
         except UNREACHABLE as exc:
-            # Items go in 1,000 to a transaction: some may be written, and unsent.
+            # The batch is one MULTI/EXEC (with its first messages, by default), which
+            # may have run before the reply was lost; with a custom sender, some of its
+            # messages may be out and the rest not.
             left = (
-                f"batch {batch_id} may be partly written: once Redis answers, "
-                f"batch_status('{batch_id}') says what was and cancel_batch('{batch_id}') ends it"
+                f"batch {batch_id} may have been written: once Redis answers, "
+                f"batch_status('{batch_id}') says whether, and cancel_batch('{batch_id}') ends it"
             )
             url = self.settings.redis_url.get_secret_value()
             raise unavailable(url, exc, left=left) from exc
@@ -162,6 +171,14 @@ class Batches:
                 ]
                 self._fail_unsent(batch_id, unsent, exc)
                 raise
+
+    def _enqueue(self, sending: Sequence[RunJobs], pipe: Any) -> None:
+        """Write `sending` onto their batch lanes in `pipe`, the batch's own transaction."""
+        assert self._messages is not None
+        self.store.waiting.expect((job for m in sending for job in m.job_ids), pipeline=pipe)
+        for message in sending:
+            queue = batch_queue_for(message.vendor)
+            pipe.lpush(*self._messages.encode(RUN_JOBS_TASK, message.as_args(), queue, 0))
 
     def _fail_unsent(self, batch_id: str, job_ids: Iterable[str], cause: Exception) -> None:
         error = DispatcherError(f"could not queue the batch's item: {cause}")

@@ -216,6 +216,7 @@ class Client:
         # The default: a submit writes the job and its message in one MULTI/EXEC
         # (`producer.celery_wire`); with sent events on, Celery must send it.
         self._messages = TaskMessages() if send is None and not settings.sent_events else None
+        batch_messages = self._messages if send_jobs is None else None
         if send is None:
             self._sender = send = CelerySender(settings)
             send_jobs = send_jobs or self._sender.send_jobs
@@ -230,6 +231,7 @@ class Client:
             live_state=self._live_state,
             send_jobs=send_jobs or one_by_one(send),
             rng=self._rng,
+            messages=batch_messages,
         )
 
     @classmethod

@@ -16,7 +16,7 @@ from kombu.transport.redis import Channel
 
 from dispatcher.celery_config import celery_priority, celery_settings
 from dispatcher.config import Settings
-from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from producer.celery_wire import PRIORITY_SEP, PRIORITY_STEPS, TaskMessages, queue_list
 from producer.embedded_redis import EmbeddedRedis
 
@@ -78,3 +78,23 @@ def test_the_message_matches_send_tasks_field_for_field(
     )
     _, again = TaskMessages().encode(RUN_JOB_TASK, args, "llm.openai", 4)
     assert json.loads(again)["properties"]["delivery_tag"] != mine["properties"]["delivery_tag"]
+
+
+@pytest.mark.integration
+def test_a_batch_message_matches_send_tasks_without_a_priority(redis_server: EmbeddedRedis) -> None:
+    client = redis_server.client()
+    client.flushdb()
+    app = celery.Celery("wire-test", set_as_current=False)
+    app.conf.update(celery_settings(Settings.model_validate({"redis_url": redis_server.url})))
+    args = RunJobs("openai", "b" * 32, ("a" * 32, "c" * 32), 16, 16).as_args()
+    try:
+        app.send_task(RUN_JOBS_TASK, args=args, queue="llm.openai.batch")
+        [theirs] = client.lrange("llm.openai.batch", 0, -1)
+    finally:
+        app.close()
+        client.flushdb()
+
+    name, ours = TaskMessages().encode(RUN_JOBS_TASK, args, "llm.openai.batch", 0)
+
+    assert name == "llm.openai.batch"
+    assert without_varying(json.loads(ours)) == without_varying(json.loads(theirs))

@@ -173,7 +173,7 @@ def test_a_redis_outage_during_a_batch_submit_names_the_batch_it_may_have_left(
         sent.append(message)
 
     client = Client(settings, redis_client=fake_redis, send=lambda *_: None, send_jobs=broken)
-    with pytest.raises(StoreUnavailable, match="may be partly written") as caught:
+    with pytest.raises(StoreUnavailable, match="may have been written") as caught:
         client.submit_batch(prompts(4 * BATCH_MESSAGE_ITEMS))
     batch_id = sent[0].batch
     assert f"batch_status('{batch_id}')" in str(caught.value)
