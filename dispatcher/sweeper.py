@@ -47,7 +47,7 @@ __all__ = [
     "SendJobs",
     "SweepReport",
     "Sweeper",
-    "lane_of",
+    "lanes_of",
     "sweep_forever",
 ]
 
@@ -86,12 +86,16 @@ class SweepReport:
     batch_messages: int = 0
 
 
-def lane_of(job: WaitingJob) -> str:
-    """The queue the message job `job` waits for was sent to."""
+def lanes_of(job: WaitingJob) -> frozenset[str]:
+    """The queues the message job `job` waits for may be in: its route's vendors' lanes.
+
+    Usually the one it was sent to, but a worker that lacks a message's vendor
+    passes it on to that vendor's lane, with the job still waiting for it.
+    """
+    vendors = {deployment.vendor for deployment in job.route.deployments}
     if job.next_args:
-        message = RunJob.from_args(*job.next_args)
-        return queue_for(message.vendor or job.route.vendor, batch=bool(message.batch))
-    return queue_for(job.route.vendor, batch=bool(job.batch_id))
+        vendors.add(RunJob.from_args(*job.next_args).vendor or job.route.vendor)
+    return frozenset(queue_for(vendor, batch=bool(job.batch_id)) for vendor in vendors)
 
 
 class Sweeper:
@@ -125,14 +129,15 @@ class Sweeper:
             if overdue or waiting.suspects():
                 waiting.set_suspects({}, self.suspect_ttl_s)
             return report
-        lanes = {job.job_id: lane_of(job) for job in jobs}
-        presence = self.find_messages(set(lanes.values()))
-        judged = [job for job in jobs if lanes[job.job_id] not in presence.unscanned]
+        lanes = {job.job_id: lanes_of(job) for job in jobs}
+        presence = self.find_messages(set().union(*lanes.values()))
+        judged = [job for job in jobs if not lanes[job.job_id] & presence.unscanned]
         report.unjudged = len(jobs) - len(judged)
         missing = [job for job in judged if job.job_id not in presence.job_ids]
         before = waiting.suspects()
         lost = [job for job in missing if before.get(job.job_id) == job.attempt]
-        suspects = {job.job_id: job.attempt for job in missing if job not in lost}
+        lost_ids = {job.job_id for job in lost}
+        suspects = {job.job_id: job.attempt for job in missing if job.job_id not in lost_ids}
         report.suspects = len(suspects)
         waiting.set_suspects(suspects, self.suspect_ttl_s)
         first_deliveries = [job for job in lost if _in_batch_message(job)]
