@@ -16,7 +16,8 @@ def reuse_redis_clients() -> bool:
     """Make kombu's Redis channels reuse one sync client; False if they already do."""
     from kombu.transport import redis as kombu_redis  # noqa: PLC0415 - only when asked
 
-    from workers.consumer import keep_undelivered  # noqa: PLC0415 - imports Celery
+    from workers.consumer import finish_acks_later, keep_undelivered  # noqa: PLC0415 - Celery
 
     keep_undelivered(kombu_redis.QoS)
+    finish_acks_later(kombu_redis.QoS)
     return reuse_sync_clients(kombu_redis.Channel)

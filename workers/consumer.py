@@ -23,6 +23,11 @@ Redis goes away between the two, the message is in no list at all: lost.
 back to its queue. If its record did reach Redis before the connection broke,
 the copy comes back twice; both are run safely (compare-and-set ends).
 
+An acknowledgement that meets the outage is kept too (`finish_acks_later`):
+kombu would log it at CRITICAL and leave the message in `unacked` until the
+visibility timeout brought it back (to be skipped as ended). The reconnect
+deletes it from there instead.
+
 It also publishes task events in batches. With the event loop, Celery
 buffers task events and flushes them at the loop's next turn, which under load
 is one or two events per publish: a publish costs a kombu message, its
@@ -51,9 +56,12 @@ from dispatcher.outage import REDIS_UNREACHABLE
 __all__ = [
     "EVENT_FLUSH_S",
     "UNDELIVERED",
+    "UNFINISHED_ACKS",
     "EventPacer",
     "RestoringConsumer",
     "Undelivered",
+    "UnfinishedAcks",
+    "finish_acks_later",
     "keep_undelivered",
 ]
 
@@ -94,6 +102,7 @@ class RestoringConsumer(Consumer):  # type: ignore[misc]
         if self.dropped_tags:
             self.dropped_tags = restore(connection, self.dropped_tags)
         UNDELIVERED.requeue(connection)
+        UNFINISHED_ACKS.finish(connection)
         return connection
 
 
@@ -166,6 +175,49 @@ class Undelivered:
 UNDELIVERED = Undelivered()
 
 
+class UnfinishedAcks:
+    """Acknowledgements that could not reach Redis: finished on the reconnect.
+
+    kombu's Redis transport acknowledges by deleting the message from the
+    `unacked` hash. With Redis away that fails, kombu logs it at CRITICAL and
+    the message stays there until the visibility timeout brings it back, to be
+    skipped as ended. Instead the tag is kept and deleted once Redis answers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tags: list[str] = []
+
+    def keep(self, tag: str) -> None:
+        with self._lock:
+            self._tags.append(tag)
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def finish(self, connection: Any) -> None:
+        """Delete every kept message from kombu's unacked records; keep them if Redis refuses."""
+        with self._lock:
+            tags, self._tags = self._tags, []
+        if not tags:
+            return
+        qos = connection.default_channel.qos
+        try:
+            with qos.pipe_or_acquire() as pipe:
+                for tag in tags:
+                    qos._remove_from_indices(tag, pipe)
+                pipe.execute()
+        except connection.connection_errors as exc:
+            logger.warning("could not finish %d acknowledgements yet: %s", len(tags), exc)
+            with self._lock:
+                self._tags = tags + self._tags
+            return
+        logger.info("finished %d acknowledgements the outage had interrupted", len(tags))
+
+
+UNFINISHED_ACKS = UnfinishedAcks()
+
+
 def keep_undelivered(qos_class: Any) -> bool:
     """Make `qos_class.append` keep a message whose record fails; False if it already does."""
     original = qos_class.append
@@ -182,6 +234,25 @@ def keep_undelivered(qos_class: Any) -> bool:
 
     append._llmd_keeps_undelivered = True  # type: ignore[attr-defined]
     qos_class.append = append
+    return True
+
+
+def finish_acks_later(qos_class: Any) -> bool:
+    """Make `qos_class.ack` keep an acknowledgement Redis refused; False if it already does."""
+    original = qos_class.ack
+    if getattr(original, "_llmd_finishes_later", False):
+        return False
+
+    def ack(self: Any, delivery_tag: Any) -> Any:
+        try:
+            return original(self, delivery_tag)
+        except REDIS_UNREACHABLE:
+            UNFINISHED_ACKS.keep(str(delivery_tag))
+            # The in-memory part of the acknowledgement (virtual.QoS.ack), as kombu's own.
+            return super(qos_class, self).ack(delivery_tag)
+
+    ack._llmd_finishes_later = True  # type: ignore[attr-defined]
+    qos_class.ack = ack
     return True
 
 

@@ -12,8 +12,10 @@ from celery.worker import state
 
 from workers.consumer import (
     UNDELIVERED,
+    UNFINISHED_ACKS,
     EventPacer,
     dropped_countdown_tags,
+    finish_acks_later,
     keep_undelivered,
     restore,
 )
@@ -207,3 +209,40 @@ def test_without_a_loop_or_when_stopping_events_go_out_at_once() -> None:
     pacer.flush_now()
     assert len(flushes) == 3
     assert timers.armed == []
+
+
+@pytest.mark.integration
+def test_an_acknowledgement_redis_refused_is_finished_on_the_reconnect(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu import Connection  # noqa: PLC0415
+    from kombu.transport import redis as kombu_redis  # noqa: PLC0415
+
+    finish_acks_later(kombu_redis.QoS)  # as a worker's app does (it may have, here too)
+    assert not finish_acks_later(kombu_redis.QoS)  # patched once
+    client = redis_server.client()
+    client.flushdb()
+    with Connection(redis_server.url) as connection:
+        queue = connection.SimpleQueue("llm.acks")
+        queue.put({"job": "a"})
+        message = queue.get(timeout=5)
+        assert client.hlen("unacked") == 1
+        qos = connection.default_channel.qos
+
+        class Refused:
+            def execute(self) -> None:
+                raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(qos, "_remove_from_indices", lambda tag, pipe=None: Refused())
+        message.ack()  # no CRITICAL "Couldn't ack": kept instead
+        monkeypatch.undo()
+        assert message.acknowledged
+        assert len(UNFINISHED_ACKS) == 1
+        assert client.hlen("unacked") == 1, "not deleted yet"
+
+        UNFINISHED_ACKS.finish(connection)
+
+        assert len(UNFINISHED_ACKS) == 0
+        assert client.hlen("unacked") == 0
+        queue.close()
+    client.flushdb()
