@@ -58,6 +58,7 @@ __all__ = [
     "UNDELIVERED",
     "UNFINISHED_ACKS",
     "EventPacer",
+    "KeptUntilReconnect",
     "RestoringConsumer",
     "Undelivered",
     "UnfinishedAcks",
@@ -101,8 +102,8 @@ class RestoringConsumer(Consumer):  # type: ignore[misc]
         connection = super().connect()
         if self.dropped_tags:
             self.dropped_tags = restore(connection, self.dropped_tags)
-        UNDELIVERED.requeue(connection)
-        UNFINISHED_ACKS.finish(connection)
+        UNDELIVERED.redo(connection)
+        UNFINISHED_ACKS.redo(connection)
         return connection
 
 
@@ -138,44 +139,64 @@ class EventPacer:
         self._flush()
 
 
-class Undelivered:
-    """Messages popped from a queue whose unacknowledged record could not be written."""
+class KeptUntilReconnect:
+    """Broker writes the outage refused, kept to be done again once Redis answers."""
+
+    # What `redo` logs: the items it could not do yet, and those it did.
+    refused = "could not redo %d broker writes yet: %s"
+    done = "redid %d broker writes the outage had refused"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._messages: list[tuple[Any, str, str]] = []  # (raw message, exchange, routing key)
+        self._items: list[Any] = []
 
-    def keep(self, raw: Any, exchange: str, routing_key: str) -> None:
+    def keep(self, item: Any) -> None:
         with self._lock:
-            self._messages.append((raw, exchange, routing_key))
+            self._items.append(item)
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._items)
 
-    def requeue(self, connection: Any) -> None:
-        """Push every kept message back to its queue; those Redis refuses are kept."""
+    def redo(self, connection: Any) -> None:
+        """Do every kept write in one pipeline; keep them all if Redis refuses again."""
         with self._lock:
-            kept, self._messages = self._messages, []
+            kept, self._items = self._items, []
         if not kept:
             return
-        channel = connection.default_channel
         try:
-            with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-                for raw, exchange, routing_key in kept:
-                    channel._do_restore_message(raw, exchange, routing_key, pipe, leftmost=True)
-                pipe.execute()
+            self.write(connection, kept)
         except connection.connection_errors as exc:
-            logger.warning("could not requeue %d undelivered messages yet: %s", len(kept), exc)
+            logger.warning(self.refused, len(kept), exc)
             with self._lock:
-                self._messages = kept + self._messages
+                self._items = kept + self._items
             return
-        logger.info("requeued %d messages popped but not recorded before the outage", len(kept))
+        logger.info(self.done, len(kept))
+
+    def write(self, connection: Any, kept: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class Undelivered(KeptUntilReconnect):
+    """Messages popped from a queue whose unacknowledged record could not be written.
+
+    Each kept as (raw message, exchange, routing key); `redo` pushes them back.
+    """
+
+    refused = "could not requeue %d undelivered messages yet: %s"
+    done = "requeued %d messages popped but not recorded before the outage"
+
+    def write(self, connection: Any, kept: list[Any]) -> None:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+            for raw, exchange, routing_key in kept:
+                channel._do_restore_message(raw, exchange, routing_key, pipe, leftmost=True)
+            pipe.execute()
 
 
 UNDELIVERED = Undelivered()
 
 
-class UnfinishedAcks:
+class UnfinishedAcks(KeptUntilReconnect):
     """Acknowledgements that could not reach Redis: finished on the reconnect.
 
     kombu's Redis transport acknowledges by deleting the message from the
@@ -184,35 +205,15 @@ class UnfinishedAcks:
     skipped as ended. Instead the tag is kept and deleted once Redis answers.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tags: list[str] = []
+    refused = "could not finish %d acknowledgements yet: %s"
+    done = "finished %d acknowledgements the outage had interrupted"
 
-    def keep(self, tag: str) -> None:
-        with self._lock:
-            self._tags.append(tag)
-
-    def __len__(self) -> int:
-        return len(self._tags)
-
-    def finish(self, connection: Any) -> None:
-        """Delete every kept message from kombu's unacked records; keep them if Redis refuses."""
-        with self._lock:
-            tags, self._tags = self._tags, []
-        if not tags:
-            return
+    def write(self, connection: Any, kept: list[Any]) -> None:
         qos = connection.default_channel.qos
-        try:
-            with qos.pipe_or_acquire() as pipe:
-                for tag in tags:
-                    qos._remove_from_indices(tag, pipe)
-                pipe.execute()
-        except connection.connection_errors as exc:
-            logger.warning("could not finish %d acknowledgements yet: %s", len(tags), exc)
-            with self._lock:
-                self._tags = tags + self._tags
-            return
-        logger.info("finished %d acknowledgements the outage had interrupted", len(tags))
+        with qos.pipe_or_acquire() as pipe:
+            for tag in kept:
+                qos._remove_from_indices(tag, pipe)
+            pipe.execute()
 
 
 UNFINISHED_ACKS = UnfinishedAcks()
@@ -229,7 +230,7 @@ def keep_undelivered(qos_class: Any) -> bool:
             return original(self, message, delivery_tag)
         except REDIS_UNREACHABLE:
             delivery = message.delivery_info
-            UNDELIVERED.keep(message._raw, delivery["exchange"], delivery["routing_key"])
+            UNDELIVERED.keep((message._raw, delivery["exchange"], delivery["routing_key"]))
             raise
 
     append._llmd_keeps_undelivered = True  # type: ignore[attr-defined]

@@ -158,10 +158,10 @@ def test_a_message_whose_record_fails_is_kept_and_requeued_after_the_reconnect()
     assert len(UNDELIVERED) == 1
 
     still_down = FakeRestoringChannel(fail=True)
-    UNDELIVERED.requeue(FakeConnection(still_down))  # type: ignore[arg-type]
+    UNDELIVERED.redo(FakeConnection(still_down))  # type: ignore[arg-type]
     assert len(UNDELIVERED) == 1, "kept while Redis refuses"
     channel = FakeRestoringChannel()
-    UNDELIVERED.requeue(FakeConnection(channel))  # type: ignore[arg-type]
+    UNDELIVERED.redo(FakeConnection(channel))  # type: ignore[arg-type]
     assert channel.restored == [({"body": "b"}, "llm.x", "llm.x", True)]
     assert len(UNDELIVERED) == 0
 
@@ -240,7 +240,7 @@ def test_an_acknowledgement_redis_refused_is_finished_on_the_reconnect(
         assert len(UNFINISHED_ACKS) == 1
         assert client.hlen("unacked") == 1, "not deleted yet"
 
-        UNFINISHED_ACKS.finish(connection)
+        UNFINISHED_ACKS.redo(connection)
 
         assert len(UNFINISHED_ACKS) == 0
         assert client.hlen("unacked") == 0
