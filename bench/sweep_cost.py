@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import celery
 
 from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.celery_wire import priority_lists
 from dispatcher.config import Settings
 from dispatcher.messages import RUN_JOB_TASK, RunJob
 from dispatcher.models import DEFAULT_PRIORITY, Request, Route
 from dispatcher.store import JobStore
 from dispatcher.sweeper import Sweeper
 from producer.embedded_redis import EmbeddedRedis
-from workers.queued_messages import present_jobs, priority_lists
+from workers.queued_messages import present_jobs
 
 LANE = "llm.openai"
 GRACE_S = 60.0

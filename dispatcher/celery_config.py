@@ -28,7 +28,7 @@ Choices, and why:
   (`workers.consumer.EventPacer`). The producer's "task-sent" event is off
   unless LLMDISPATCH_SENT_EVENTS is set: it is one more publish per submit,
   and a submit then goes through Celery's `send_task` instead of writing its
-  message in the job's own MULTI/EXEC (`producer.celery_wire`); it only shows
+  message in the job's own MULTI/EXEC (`dispatcher.celery_wire`); it only shows
   tasks no worker has received yet, which the job store already shows.
 - No result backend: the job store in Redis is the source of truth.
 - TLS from the URL alone: for a `rediss://` REDIS_URL, `broker_use_ssl` is

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from dispatcher.batch_store import NewItem, Replacement
+from dispatcher.celery_wire import TaskMessages
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.messages import BATCH_MESSAGE_ITEMS, RUN_JOBS_TASK, RunJob, RunJobs
@@ -34,7 +35,6 @@ from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
 from dispatcher.router import LiveState, batch_queue_for, route
 from dispatcher.store import JobStore
 from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
-from producer.celery_wire import TaskMessages
 from producer.unreachable import UNREACHABLE, unavailable
 
 __all__ = [

@@ -24,6 +24,7 @@ import redis
 from pydantic import ValidationError
 
 from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.celery_wire import TaskMessages
 from dispatcher.channel_clients import reuse_sync_clients
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
@@ -53,7 +54,6 @@ from producer.batches import (
     SendJobs,
     one_by_one,
 )
-from producer.celery_wire import TaskMessages
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
@@ -214,7 +214,7 @@ class Client:
         self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self._sender: CelerySender | None = None
         # The default: a submit writes the job and its message in one MULTI/EXEC
-        # (`producer.celery_wire`); with sent events on, Celery must send it.
+        # (`dispatcher.celery_wire`); with sent events on, Celery must send it.
         self._messages = TaskMessages() if send is None and not settings.sent_events else None
         batch_messages = self._messages if send_jobs is None else None
         if send is None:
@@ -250,7 +250,7 @@ class Client:
         """Queue a job for `request` and return its id at once.
 
         The job and its message are written in one MULTI/EXEC, one round trip
-        (`producer.celery_wire`): both or neither.
+        (`dispatcher.celery_wire`): both or neither.
 
         Raises:
             InvalidRequest: the request is invalid (every problem listed), or its JSON is

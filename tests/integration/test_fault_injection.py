@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from dispatcher import JobEventKind, JobRecord, JobStatus, Request
+from dispatcher.celery_wire import priority_lists
 from dispatcher.errors import DispatcherError, StoreUnavailable
 from dispatcher.messages import RUN_JOBS_TASK
 from dispatcher.models import StreamEvent, StreamEventType
@@ -33,7 +34,6 @@ from producer.embedded_redis import EmbeddedRedis
 from tests.integration.stack import Stack, wait_for
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
-from workers.queued_messages import priority_lists
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,16 @@ import pytest
 from kombu.transport.redis import Channel
 
 from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.celery_wire import (
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
+    UNACKED_KEY,
+    TaskMessages,
+    priority_lists,
+    queue_list,
+)
 from dispatcher.config import Settings
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
-from producer.celery_wire import PRIORITY_SEP, PRIORITY_STEPS, TaskMessages, queue_list
 from producer.embedded_redis import EmbeddedRedis
 
 # Fresh for every message, or for every process.
@@ -25,12 +32,16 @@ VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
 
 
-def test_the_priority_lists_are_kombus() -> None:
+def test_the_priority_lists_and_the_unacked_hash_are_kombus() -> None:
     assert Channel.sep == PRIORITY_SEP
     assert list(PRIORITY_STEPS) == list(Channel.priority_steps)
+    assert Channel.unacked_key == UNACKED_KEY
     channel = object.__new__(Channel)  # _q_for_pri reads only class attributes
     for priority in range(10):
         assert queue_list("llm.x", priority) == Channel._q_for_pri(channel, "llm.x", priority)
+    assert priority_lists("llm.x") == [
+        Channel._q_for_pri(channel, "llm.x", step) for step in Channel.priority_steps
+    ]
 
 
 def test_a_long_argument_list_is_shown_cut_as_celery_cuts_it() -> None:

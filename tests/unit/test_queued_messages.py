@@ -12,11 +12,12 @@ import pytest
 from kombu import Queue
 
 from dispatcher.celery_config import celery_priority, celery_settings
+from dispatcher.celery_wire import job_ids_in, priority_lists
 from dispatcher.config import Settings
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.models import DEFAULT_PRIORITY
 from producer.embedded_redis import EmbeddedRedis
-from workers.queued_messages import job_ids_in, present_jobs, priority_lists
+from workers.queued_messages import present_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,8 @@
-"""A task message as Celery would send it over kombu's Redis transport, built without Celery.
+"""Celery's task messages on kombu's Redis transport, written and read without Celery.
+
+Both directions of one wire format: `TaskMessages.encode` builds the message a
+submit writes itself, and `job_ids_in` reads back which jobs a queued or
+unacknowledged message names (the sweeper's `workers.queued_messages`).
 
 `Client.submit` writes a job and its message in one MULTI/EXEC: the job's hash
 and history and the message's `LPUSH` onto its queue's list go to Redis
@@ -18,7 +22,9 @@ to the default exchange with the queue as routing key), which
   info the worker's consumer reads.
 
 The list is the queue's own, or for a priority one of kombu's per-priority
-lists (`<queue>\\x06\\x16<step>`). Publishing straight to the list also means
+lists (`<queue>\\x06\\x16<step>`); a message delivered but not yet
+acknowledged waits in kombu's `unacked` hash, as `[message, exchange,
+routing key]`. Publishing straight to the list also means
 a message never depends on kombu's exchange bindings, which only a worker
 declares. With `LLMDISPATCH_SENT_EVENTS` set, submits go through `send_task`
 instead, which emits the `task-sent` event.
@@ -27,6 +33,7 @@ instead, which emits the `task-sent` event.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import socket
@@ -34,11 +41,23 @@ import uuid
 from bisect import bisect
 from typing import Any
 
-__all__ = ["PRIORITY_SEP", "PRIORITY_STEPS", "TaskMessages", "queue_list"]
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK
 
-# kombu.transport.redis.Channel.sep and .priority_steps (checked by the tests).
+__all__ = [
+    "PRIORITY_SEP",
+    "PRIORITY_STEPS",
+    "UNACKED_KEY",
+    "TaskMessages",
+    "job_ids_in",
+    "named_jobs",
+    "priority_lists",
+    "queue_list",
+]
+
+# kombu.transport.redis.Channel.sep, .priority_steps and .unacked_key (checked by the tests).
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED_KEY = "unacked"
 # Celery's `argsrepr_maxsize` default: the longest `argsrepr` it sends.
 ARGSREPR_MAXSIZE = 1024
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -48,6 +67,34 @@ def queue_list(queue: str, celery_priority: int) -> str:
     """The Redis list kombu keeps `queue`'s messages of `celery_priority` in."""
     step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, max(0, min(9, celery_priority))) - 1]
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def priority_lists(queue: str) -> list[str]:
+    """Every Redis list kombu keeps `queue` in, one per priority step."""
+    return [f"{queue}{PRIORITY_SEP}{step}" if step else queue for step in PRIORITY_STEPS]
+
+
+def job_ids_in(raw: bytes | str) -> list[str]:
+    """The job ids a message (its JSON) names; [] for anything not one of ours."""
+    try:
+        return named_jobs(json.loads(raw))
+    except ValueError:
+        return []
+
+
+def named_jobs(message: Any) -> list[str]:
+    """The job ids a decoded message names; [] for anything not one of ours."""
+    try:
+        task = (message.get("headers") or {}).get("task")
+        if task not in {RUN_JOB_TASK, RUN_JOBS_TASK}:
+            return []
+        body: Any = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return [str(job_id) for job_id in args[2]] if task == RUN_JOBS_TASK else [str(args[0])]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
+        return []
 
 
 class TaskMessages:
