@@ -170,7 +170,7 @@ class Sweeper:
             return False
         message = replace(message, job_id=job.job_id, attempt=attempt)
         queue = queue_for(message.vendor or job.route.vendor, batch=bool(message.batch))
-        self.send(message, queue, job.priority, 0.0)
+        self.send(message, queue, job.route.priority, 0.0)  # the request's, as routed
         return True
 
     def _send_batch_messages_again(self, jobs: Sequence[WaitingJob]) -> tuple[int, list[str]]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from dispatcher.models import DEFAULT_PRIORITY, JobEvent, JobStatus, Route
+from dispatcher.models import JobEvent, JobStatus, Route
 from dispatcher.redis_values import text as _text
 from dispatcher.store_scripts import REQUEUE
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WaitingJob", "WaitingJobs"]
 
-_FIELDS = ("status", "attempt", "route", "batch_id", "next", "request")
+_FIELDS = ("status", "attempt", "route", "batch_id", "next")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ class WaitingJob:
     # The arguments of the message it waits for (`RunJob.as_args`), when a worker
     # sent it; () for a job's first message, sent by the producer.
     next_args: tuple[Any, ...]
-    priority: int = DEFAULT_PRIORITY
 
 
 class WaitingJobs:
@@ -76,9 +75,7 @@ class WaitingJobs:
         waiting: list[WaitingJob] = []
         gone: list[str] = []
         for job_id, values in zip(job_ids, pipe.execute(), strict=True):
-            status, attempt, route, batch_id, next_args, request = (
-                _text(v) if v else "" for v in values
-            )
+            status, attempt, route, batch_id, next_args = (_text(v) if v else "" for v in values)
             if status != JobStatus.QUEUED.value or not route:
                 gone.append(job_id)
                 continue
@@ -89,7 +86,6 @@ class WaitingJobs:
                     Route.model_validate_json(route),
                     batch_id,
                     tuple(json.loads(next_args)) if next_args else (),
-                    int(json.loads(request).get("priority", DEFAULT_PRIORITY)),
                 )
             )
         if gone:
@@ -97,12 +93,15 @@ class WaitingJobs:
         return waiting
 
     def _forget_unless_queued(self, job_ids: Sequence[str]) -> None:
-        # Through REQUEUE's own check, so a job queued again meanwhile stays.
+        # Through REQUEUE's own check, so a job queued again meanwhile stays; one round trip.
+        pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             self._requeue(
                 keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.waiting()],
                 args=[-1, 0, "", "0"],
+                client=pipe,
             )
+        pipe.execute()
 
     def requeue(
         self, job_id: str, attempt: int, event: JobEvent, *, new_message: bool

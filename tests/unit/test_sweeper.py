@@ -82,7 +82,9 @@ def waiting(store: JobStore) -> dict[str, float]:
 
 def new_job(store: JobStore, make_request: MakeRequest, vendor: str = "openai") -> str:
     job_id = store.new_job_id()
-    store.create(job_id, make_request(priority=7), make_route(vendor, "anthropic"))
+    # As the router routes it: the route carries the request's priority.
+    route = make_route(vendor, "anthropic").model_copy(update={"priority": 7})
+    store.create(job_id, make_request(priority=7), route)
     return job_id
 
 
