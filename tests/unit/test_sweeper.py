@@ -63,9 +63,9 @@ def broker() -> Broker:
     return Broker()
 
 
-@pytest.fixture
-def sweeper(store: JobStore, broker: Broker) -> Sweeper:
-    return Sweeper(
+def sweeper_on(store: JobStore, broker: Broker, kind: type[Sweeper] = Sweeper) -> Sweeper:
+    """A sweeper of `kind` whose eyes and hands are `broker`'s."""
+    return kind(
         store,
         grace_s=GRACE_S,
         suspect_ttl_s=90.0,
@@ -73,6 +73,11 @@ def sweeper(store: JobStore, broker: Broker) -> Sweeper:
         send=broker.send,
         send_jobs=broker.send_jobs,
     )
+
+
+@pytest.fixture
+def sweeper(store: JobStore, broker: Broker) -> Sweeper:
+    return sweeper_on(store, broker)
 
 
 def waiting(store: JobStore) -> dict[str, float]:
@@ -332,14 +337,7 @@ def test_the_schedule_outlives_a_failed_pass_and_one_worker_sweeps_per_interval(
                 stop.set()
             return None
 
-    flaky = Flaky(
-        store,
-        grace_s=GRACE_S,
-        suspect_ttl_s=1.0,
-        find_messages=broker.find,
-        send=broker.send,
-        send_jobs=broker.send_jobs,
-    )
+    flaky = sweeper_on(store, broker, Flaky)
     assert store.waiting.take_turn(0.05)
     assert not store.waiting.take_turn(0.05)  # the turn is held
     worker = threading.Thread(target=sweep_forever, args=(flaky, 0.1, stop), name="sweeps")
