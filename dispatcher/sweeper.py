@@ -168,7 +168,7 @@ class Sweeper:
         attempt = self.store.waiting.requeue(job.job_id, job.attempt, event, new_message=True)
         if attempt is None:
             return False
-        message = replace(message, job_id=job.job_id, attempt=attempt)
+        message = replace(message, attempt=attempt)
         queue = queue_for(message.vendor or job.route.vendor, batch=bool(message.batch))
         self.send(message, queue, job.route.priority, 0.0)  # the request's, as routed
         return True

@@ -267,10 +267,10 @@ class Client:
         self.store.create(job_id, checked, chosen, pipeline=pipe)
         if self._messages is not None:  # its message too: written whole or not at all
             args = RunJob(job_id, vendor=chosen.vendor).as_args()
-            queue = self._messages.encode(
+            list_name, message = self._messages.encode(
                 RUN_JOB_TASK, args, chosen.queue, celery_priority(chosen.priority)
             )
-            pipe.lpush(*queue)
+            pipe.lpush(list_name, message)
             try:
                 pipe.execute()
             except UNREACHABLE as exc:  # EXEC may have run before the reply was lost
