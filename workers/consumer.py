@@ -36,8 +36,9 @@ encoding and a Redis round trip. This consumer flushes at most every
 first), so Flower sees a task's events up to that much later, and a worker
 spends far less on them. The buffer is flushed before the consumer stops.
 
-Enabled by `worker_consumer` in the worker's Celery settings and by
-`keep_undelivered(QoS)` as the app is built (`workers.app`).
+Enabled by `worker_consumer` in the worker's Celery settings, and by
+`keep_undelivered(QoS)` and `finish_acks_later(QoS)` as the app is built
+(`workers.broker_clients.reuse_redis_clients`).
 """
 
 from __future__ import annotations
@@ -219,42 +220,49 @@ class UnfinishedAcks(KeptUntilReconnect):
 UNFINISHED_ACKS = UnfinishedAcks()
 
 
+def _wrap_once(qos_class: Any, name: str, wrap: Callable[[Any], Any]) -> bool:
+    """Replace `qos_class.<name>` by `wrap(original)`, once; False if it already was."""
+    original = getattr(qos_class, name)
+    if getattr(original, "_llmd_wraps", None) == name:
+        return False
+    wrapped = wrap(original)
+    wrapped._llmd_wraps = name
+    setattr(qos_class, name, wrapped)
+    return True
+
+
 def keep_undelivered(qos_class: Any) -> bool:
     """Make `qos_class.append` keep a message whose record fails; False if it already does."""
-    original = qos_class.append
-    if getattr(original, "_llmd_keeps_undelivered", False):
-        return False
 
-    def append(self: Any, message: Any, delivery_tag: Any) -> Any:
-        try:
-            return original(self, message, delivery_tag)
-        except REDIS_UNREACHABLE:
-            delivery = message.delivery_info
-            UNDELIVERED.keep((message._raw, delivery["exchange"], delivery["routing_key"]))
-            raise
+    def wrap(original: Any) -> Any:
+        def append(self: Any, message: Any, delivery_tag: Any) -> Any:
+            try:
+                return original(self, message, delivery_tag)
+            except REDIS_UNREACHABLE:
+                delivery = message.delivery_info
+                UNDELIVERED.keep((message._raw, delivery["exchange"], delivery["routing_key"]))
+                raise
 
-    append._llmd_keeps_undelivered = True  # type: ignore[attr-defined]
-    qos_class.append = append
-    return True
+        return append
+
+    return _wrap_once(qos_class, "append", wrap)
 
 
 def finish_acks_later(qos_class: Any) -> bool:
     """Make `qos_class.ack` keep an acknowledgement Redis refused; False if it already does."""
-    original = qos_class.ack
-    if getattr(original, "_llmd_finishes_later", False):
-        return False
 
-    def ack(self: Any, delivery_tag: Any) -> Any:
-        try:
-            return original(self, delivery_tag)
-        except REDIS_UNREACHABLE:
-            UNFINISHED_ACKS.keep(str(delivery_tag))
-            # The in-memory part of the acknowledgement (virtual.QoS.ack), as kombu's own.
-            return super(qos_class, self).ack(delivery_tag)
+    def wrap(original: Any) -> Any:
+        def ack(self: Any, delivery_tag: Any) -> Any:
+            try:
+                return original(self, delivery_tag)
+            except REDIS_UNREACHABLE:
+                UNFINISHED_ACKS.keep(str(delivery_tag))
+                # The in-memory part of the acknowledgement (virtual.QoS.ack), as kombu's own.
+                return super(qos_class, self).ack(delivery_tag)
 
-    ack._llmd_finishes_later = True  # type: ignore[attr-defined]
-    qos_class.ack = ack
-    return True
+        return ack
+
+    return _wrap_once(qos_class, "ack", wrap)
 
 
 def dropped_countdown_tags() -> list[str]:
