@@ -41,13 +41,14 @@ import uuid
 from bisect import bisect
 from typing import Any
 
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
 
 __all__ = [
     "PRIORITY_SEP",
     "PRIORITY_STEPS",
     "UNACKED_KEY",
     "TaskMessages",
+    "bell_in",
     "job_ids_in",
     "named_jobs",
     "priority_lists",
@@ -95,6 +96,20 @@ def named_jobs(message: Any) -> list[str]:
         return [str(job_id) for job_id in args[2]] if task == RUN_JOBS_TASK else [str(args[0])]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
         return []
+
+
+def bell_in(message: Any) -> tuple[str, str] | None:
+    """(task id, lane) of a decoded bell (`dispatch.run_queued`); None for any other message."""
+    try:
+        headers = message.get("headers") or {}
+        if headers.get("task") != RUN_QUEUED_TASK:
+            return None
+        body: Any = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return str(headers["id"]), str(json.loads(body)[0][0])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
+        return None
 
 
 class TaskMessages:

@@ -83,6 +83,8 @@ DEFAULT_JOB_TTL_S = 86_400
 # The sweeper (dispatcher.sweeper): a pass every 30 s, for jobs overdue by a minute.
 DEFAULT_SWEEP_INTERVAL_S = 30.0
 DEFAULT_SWEEP_GRACE_S = 60.0
+# Submitted jobs one worker process takes from a vendor's lane to run at once.
+DEFAULT_WORKER_MAX_IN_FLIGHT = 1_000
 DEFAULT_BATCH_WINDOW = 16
 # Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
@@ -196,6 +198,15 @@ class Settings(BaseSettings):
         gt=0.0,
         validation_alias="LLMDISPATCH_SWEEP_GRACE_S",
         description="How long past its due time a queued job's message is looked for.",
+    )
+    worker_max_in_flight: int = Field(
+        default=DEFAULT_WORKER_MAX_IN_FLIGHT,
+        ge=1,
+        validation_alias="LLMDISPATCH_WORKER_MAX_IN_FLIGHT",
+        description=(
+            "Submitted jobs a worker process holds per vendor at once; past it each bell "
+            "takes one, leaving the backlog to the lane's other workers."
+        ),
     )
 
     batch_window: int = Field(

@@ -24,6 +24,13 @@ ended, before it is acknowledged, so each vendor holds about one to two windows
 of a batch's messages at any time, not thousands: workers keep threads free for
 interactive jobs, and any worker, even one started later, takes the batch's
 next message.
+
+A submit's job waits in its lane's ready set instead (`dispatcher.ready_queue`):
+the message is a bell (`RunQueued`, task `dispatch.run_queued`) that tells a
+worker to take up to `TAKE_LIMIT` of the lane's jobs, most urgent first, and
+run them as a batch message's items are run. A bell goes out only when none of
+its priority is pending for the lane, so an idle lane's job still goes out at
+once, while a backlog pays Celery's cost per message once per up to 50 jobs.
 """
 
 from __future__ import annotations
@@ -31,15 +38,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BATCH_MESSAGE_ITEMS", "RUN_JOBS_TASK", "RUN_JOB_TASK", "RunJob", "RunJobs"]
+__all__ = [
+    "BATCH_MESSAGE_ITEMS",
+    "RUN_JOBS_TASK",
+    "RUN_JOB_TASK",
+    "RUN_QUEUED_TASK",
+    "TAKE_LIMIT",
+    "RunJob",
+    "RunJobs",
+    "RunQueued",
+]
 
 # Items per batch message: Celery's cost per message is then small beside the
 # items' own, and a message's items end close together.
 BATCH_MESSAGE_ITEMS = 50
+# Jobs a bell takes from its lane's ready set at most, for the same reason.
+TAKE_LIMIT = 50
 
 # Explicit and readable in Flower.
 RUN_JOB_TASK = "dispatch.run_job"
 RUN_JOBS_TASK = "dispatch.run_jobs"
+RUN_QUEUED_TASK = "dispatch.run_queued"
 
 
 @dataclass(frozen=True)
@@ -131,3 +150,33 @@ class RunJobs:
             RunJob(job_id, vendor=self.vendor, batch=self.batch, exclusive=not redelivered)
             for job_id in self.job_ids
         ]
+
+
+@dataclass(frozen=True)
+class RunQueued:
+    """A bell: take up to `TAKE_LIMIT` jobs from lane `queue`'s ready set and run them.
+
+    Their first attempt, on `vendor` (the lane's); `priority` is the Celery
+    priority the bell was sent with, which its next bell keeps.
+    """
+
+    queue: str
+    vendor: str
+    priority: int = 0
+
+    def as_args(self) -> list[Any]:
+        """The task's positional arguments, JSON-ready."""
+        return [self.queue, self.vendor, self.priority]
+
+    @classmethod
+    def from_args(cls, queue: str, vendor: str, priority: int = 0) -> RunQueued:
+        """The message a task was called with."""
+        return cls(str(queue), str(vendor), int(priority))
+
+    def messages(self, job_ids: list[str], *, redelivered: bool = False) -> list[RunJob]:
+        """One `RunJob` per job taken: attempt 0 on the route's first deployment.
+
+        As for a batch message (`RunJobs.messages`): a first delivery may only start
+        jobs still queued, a redelivered bell adopts those its dead worker started.
+        """
+        return [RunJob(job_id, vendor=self.vendor, exclusive=not redelivered) for job_id in job_ids]

@@ -66,6 +66,11 @@ def queue_for(vendor: str, *, batch: bool = False) -> str:
     return batch_queue_for(vendor) if batch else f"{QUEUE_PREFIX}{vendor}"
 
 
+def vendor_of_queue(queue: str) -> str:
+    """The vendor whose interactive lane `queue` is (`queue_for`'s inverse)."""
+    return queue.removeprefix(QUEUE_PREFIX)
+
+
 def batch_queue_for(vendor: str) -> str:
     """The queue of a vendor's batch items, `llm.<vendor>.batch`.
 

@@ -30,7 +30,9 @@ class VendorStatus(StrictModel):
     health_latency_ms: float | None = None
     health_checked_at: datetime | None = None
     circuit: CircuitState = CircuitState.CLOSED
-    queue_depth: int = Field(default=0, ge=0, description="Messages waiting in llm.<vendor>.")
+    queue_depth: int = Field(
+        default=0, ge=0, description="Jobs waiting in llm.<vendor>: its ready set and its messages."
+    )
     in_flight: int = Field(default=0, ge=0, description="Jobs running on it now.")
     requests: int = Field(default=0, ge=0, description="Jobs that ended on it, ever.")
     errors: int = Field(default=0, ge=0, description="Of those, the failed ones.")

@@ -26,6 +26,10 @@ configured prefix (`llmd` by default):
 | `{p}:waiting`                     | zset   | queued jobs -> when their message is due     |
 | `{p}:sweep:turn`                  | string | held by the worker sweeping this interval    |
 | `{p}:sweep:suspects`              | hash   | jobs whose message the last sweep missed     |
+| `{p}:ready:{queue}`               | zset   | a lane's submitted jobs -> priority and order |
+| `{p}:ready:seq`                   | string | the last order number given to a ready job   |
+| `{p}:bell:{queue}:{priority}`     | string | set while a bell of that priority is pending |
+| `{p}:taken`                       | hash   | a bell's task id -> the job ids it took      |
 
 A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
 and `probe_until` (while its one half-open probe is under way).
@@ -71,6 +75,7 @@ from dispatcher.models import (
     StreamEventType,
     Usage,
 )
+from dispatcher.ready_queue import ReadyQueue
 from dispatcher.redis_values import PENDING_TTL_S, WAIT_SLICE_S, wait_for_entry
 from dispatcher.redis_values import at as _at
 from dispatcher.redis_values import decoded as _decoded
@@ -277,6 +282,22 @@ class Keys:
         """Job id -> attempt, for the jobs whose message the last sweep found nowhere."""
         return f"{self.prefix}:sweep:suspects"
 
+    def ready(self, queue: str) -> str:
+        """A lane's submitted jobs, scored by priority, then by order of arrival."""
+        return f"{self.prefix}:ready:{queue}"
+
+    def ready_seq(self) -> str:
+        """The last order number given to a ready job."""
+        return f"{self.prefix}:ready:seq"
+
+    def bell(self, queue: str, celery_priority: int) -> str:
+        """Set while a bell of that (Celery) priority is pending for the lane."""
+        return f"{self.prefix}:bell:{queue}:{celery_priority}"
+
+    def taken(self) -> str:
+        """A bell's task id -> the job ids it took, until they have ended."""
+        return f"{self.prefix}:taken"
+
 
 class JobStore:
     """Reads and writes jobs; all methods take and return our models, never raw keys."""
@@ -302,6 +323,7 @@ class JobStore:
         self.traffic = Traffic(client, self.keys, now=now)
         self.batches = BatchStore(self)
         self.waiting = WaitingJobs(client, self.keys, now=now)
+        self.ready = ReadyQueue(client, self.keys)
 
     # --- creating and reading ----------------------------------------------------------
 

@@ -22,6 +22,10 @@ lost it:
   again, with its place in the batch's chain, so the items after it go out
   too; a copy only ever starts items still queued.
 
+A submitted job waiting in its lane's ready set (`dispatcher.ready_queue`) is
+present, and so is one a bell took while that bell is queued or unacknowledged.
+A lane whose ready jobs have no bell anywhere is rung again.
+
 A wrong verdict costs a message and a place in the queue, never a second call:
 the job still runs once.
 """
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from dispatcher.messages import RunJob, RunJobs
@@ -67,10 +71,18 @@ class Presence:
     job_ids: frozenset[str]
     # Lanes too long to scan this pass: their jobs are not judged.
     unscanned: frozenset[str] = frozenset()
+    # Lanes with jobs in their ready set but no bell anywhere -> the Celery
+    # priority of the most urgent (`dispatcher.ready_queue`).
+    unrung: Mapping[str, int] = field(default_factory=dict)
+    # Bells whose takings are recorded but which are neither queued nor unacknowledged.
+    stale_takes: frozenset[str] = frozenset()
 
 
-# Which messages exist for these lanes (queue names) and among the unacknowledged.
-FindMessages = Callable[[Iterable[str]], Presence]
+# Which messages exist for these lanes (queue names) and among the unacknowledged;
+# which of these jobs wait in a lane's ready set.
+FindMessages = Callable[[Iterable[str], Collection[str]], Presence]
+# Sends a bell for a lane (queue name) with a Celery priority.
+RingLane = Callable[[str, int], None]
 # Sends a batch message to a queue.
 SendJobs = Callable[[RunJobs, str], None]
 
@@ -84,6 +96,7 @@ class SweepReport:
     suspects: int = 0
     requeued: list[str] = field(default_factory=list)
     batch_messages: int = 0
+    rung: list[str] = field(default_factory=list)
 
 
 def lanes_of(job: WaitingJob) -> frozenset[str]:
@@ -110,8 +123,10 @@ class Sweeper:
         find_messages: FindMessages,
         send: SendMessage,
         send_jobs: SendJobs,
+        ring: RingLane | None = None,
     ) -> None:
         self.store = store
+        self.ring = ring
         self.grace_s = grace_s
         self.suspect_ttl_s = suspect_ttl_s
         self.find_messages = find_messages
@@ -130,7 +145,8 @@ class Sweeper:
                 waiting.set_suspects({}, self.suspect_ttl_s)
             return report
         lanes = {job.job_id: lanes_of(job) for job in jobs}
-        presence = self.find_messages(set().union(*lanes.values()))
+        presence = self.find_messages(set().union(*lanes.values()), list(lanes))
+        self._ring_unrung(presence, report)
         judged = [job for job in jobs if not lanes[job.job_id] & presence.unscanned]
         report.unjudged = len(jobs) - len(judged)
         missing = [job for job in judged if job.job_id not in presence.job_ids]
@@ -154,6 +170,19 @@ class Sweeper:
                 ", ".join(report.requeued[:20]),
             )
         return report
+
+    def _ring_unrung(self, presence: Presence, report: SweepReport) -> None:
+        """Ring the lanes whose ready jobs no bell will visit; forget dead bells' takings."""
+        if self.ring is not None:
+            for lane, priority in sorted(presence.unrung.items()):
+                self.ring(lane, priority)
+                report.rung.append(lane)
+            if report.rung:
+                log.warning(
+                    "sweeper: jobs waited in lanes with no bell; rang: %s", ", ".join(report.rung)
+                )
+        if presence.stale_takes:
+            self.store.ready.forget(presence.stale_takes)
 
     def _send_job_again(self, job: WaitingJob) -> bool:
         args = job.next_args or (job.job_id, job.attempt, 0, 0, job.route.vendor, job.batch_id)

@@ -3,8 +3,9 @@
 Workers keep what this reads as jobs move: the claim adds a job to its
 vendor's running set and the end (or a reschedule) takes it out; the end also
 counts the job's request and tokens in its vendor's minute and moves the
-vendor's moving average latency. The queue's depth is read from kombu's own
-lists for `llm.<vendor>`.
+vendor's moving average latency. The queue's depth is what waits in
+`llm.<vendor>`: the jobs in its ready set (`dispatcher.ready_queue`) and the
+messages in kombu's own lists, less the bells among them (which name no job).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KOMBU_PRIORITY_STEPS",
+    "WAITING_REPLIES",
     "Activity",
     "Load",
     "Traffic",
     "celery_queue_keys",
+    "count_waiting",
     "running_since",
+    "waiting_in",
 ]
 
 # A job still running after this many of its vendor's timeouts (the call, then a
@@ -50,6 +54,28 @@ KOMBU_PRIORITY_SEP = "\x06\x16"
 def celery_queue_keys(queue: str) -> list[str]:
     """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
     return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
+
+
+# Celery priorities a bell can carry, 0 to 9.
+_BELL_PRIORITIES = range(10)
+
+
+def count_waiting(pipe: redis.client.Pipeline, keys: Keys, queue: str) -> None:
+    """Queue the `WAITING_REPLIES` commands `waiting_in` reads for `queue`."""
+    for key in celery_queue_keys(queue):
+        pipe.llen(key)
+    pipe.zcard(keys.ready(queue))
+    pipe.exists(*[keys.bell(queue, priority) for priority in _BELL_PRIORITIES])
+
+
+def waiting_in(replies: list[Any]) -> int:
+    """How many jobs wait in a queue, from `count_waiting`'s replies."""
+    *lists, ready, bells = (int(n) for n in replies)
+    return max(0, sum(lists) - bells) + ready
+
+
+# Replies of `count_waiting`: one per priority list, the ready set, the pending bells.
+WAITING_REPLIES = len(KOMBU_PRIORITY_STEPS) + 2
 
 
 @dataclass(frozen=True)
@@ -139,19 +165,18 @@ class Traffic:
     def _count_work(
         self, pipe: redis.client.Pipeline, vendor: str, queue: str, running_since: float
     ) -> None:
-        """Queue the `_WORK` commands that `_work` reads: the queue's lists, then running jobs."""
-        for key in celery_queue_keys(queue):
-            pipe.llen(key)
+        """Queue the `_WORK` commands that `_work` reads: what waits, then running jobs."""
+        count_waiting(pipe, self.keys, queue)
         pipe.zcount(self.keys.running(vendor), running_since, "+inf")
 
 
-# Replies per vendor of `_count_work`: one per priority list, then the running count.
-_WORK = len(KOMBU_PRIORITY_STEPS) + 1
+# Replies per vendor of `_count_work`: what waits, then the running count.
+_WORK = WAITING_REPLIES + 1
 
 
 def _work(replies: list[Any]) -> tuple[int, int]:
     """(queue depth, in flight) from the replies of `_count_work`."""
-    return sum(int(n) for n in replies[:-1]), int(replies[-1])
+    return waiting_in(replies[:-1]), int(replies[-1])
 
 
 def _number(fields: Mapping[Any, Any], name: str) -> float:

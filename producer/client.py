@@ -28,7 +28,14 @@ from dispatcher.celery_wire import TaskMessages
 from dispatcher.channel_clients import reuse_sync_clients
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.messages import (
+    RUN_JOB_TASK,
+    RUN_JOBS_TASK,
+    RUN_QUEUED_TASK,
+    RunJob,
+    RunJobs,
+    RunQueued,
+)
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
@@ -42,6 +49,7 @@ from dispatcher.models import (
     StreamEvent,
 )
 from dispatcher.problems import describe
+from dispatcher.ready_queue import Bell
 from dispatcher.request_size import check_request_size
 from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
@@ -249,8 +257,10 @@ class Client:
     def submit(self, request: Request | Mapping[str, Any]) -> str:
         """Queue a job for `request` and return its id at once.
 
-        The job and its message are written in one MULTI/EXEC, one round trip
-        (`dispatcher.celery_wire`): both or neither.
+        The job joins its lane's ready set, with a bell for the lane's workers when
+        none is pending (`dispatcher.ready_queue`), in one MULTI/EXEC, one round
+        trip: all or nothing. (With a custom `send`, or sent events on, the job gets
+        a `dispatch.run_job` message of its own instead, sent after the write.)
 
         Raises:
             InvalidRequest: the request is invalid (every problem listed), or its JSON is
@@ -265,12 +275,16 @@ class Client:
         # One round trip, and MULTI/EXEC so a job is never half-written.
         pipe = self.redis.pipeline(transaction=True)
         self.store.create(job_id, checked, chosen, pipeline=pipe)
-        if self._messages is not None:  # its message too: written whole or not at all
-            args = RunJob(job_id, vendor=chosen.vendor).as_args()
-            list_name, message = self._messages.encode(
-                RUN_JOB_TASK, args, chosen.queue, celery_priority(chosen.priority)
+        if self._messages is not None:  # queued too: written whole or not at all
+            priority = celery_priority(chosen.priority)
+            bell = RunQueued(chosen.queue, chosen.vendor, priority).as_args()
+            self.store.ready.enqueue(
+                pipe,
+                job_id,
+                chosen.queue,
+                priority,
+                Bell(*self._messages.encode(RUN_QUEUED_TASK, bell, chosen.queue, priority)),
             )
-            pipe.lpush(list_name, message)
             try:
                 pipe.execute()
             except UNREACHABLE as exc:  # EXEC may have run before the reply was lost

@@ -52,7 +52,7 @@ from dispatcher.redis_values import decoded as _decoded
 from dispatcher.router import batch_queue_for, queue_for
 from dispatcher.stats import BUCKET_BOUNDS_MS, LATENCY, QUEUE_WAIT
 from dispatcher.store import JobStore
-from dispatcher.traffic import celery_queue_keys, running_since
+from dispatcher.traffic import WAITING_REPLIES, count_waiting, running_since, waiting_in
 from producer.client import Client
 
 __all__ = ["CIRCUIT_VALUES", "DispatcherCollector", "Snapshot", "bucket_level", "read_snapshot"]
@@ -127,8 +127,7 @@ def read_snapshot(store: JobStore, settings: Settings) -> Snapshot:
         pipe.hgetall(keys.histogram(LATENCY, name))
     for name, config in enabled.items():
         for queue in (queue_for(name), batch_queue_for(name)):
-            for key in celery_queue_keys(queue):
-                pipe.llen(key)
+            count_waiting(pipe, keys, queue)
         pipe.zcount(keys.running(name), running_since(config.timeout, now), "+inf")
     for name, kind, _, _ in limits:
         pipe.hmget(keys.limit(name, kind), "tokens", "ts")
@@ -140,10 +139,9 @@ def read_snapshot(store: JobStore, settings: Settings) -> Snapshot:
     latency = {name: _decoded(next(replies)) for name in configured}
     queue_depth: dict[tuple[str, str], int] = {}
     in_flight: dict[str, int] = {}
-    lists = len(celery_queue_keys(""))
     for name in enabled:
         for lane in LANES:
-            queue_depth[name, lane] = sum(int(next(replies)) for _ in range(lists))
+            queue_depth[name, lane] = waiting_in([next(replies) for _ in range(WAITING_REPLIES)])
         in_flight[name] = int(next(replies))
     remaining: dict[tuple[str, str], float] = {
         (name, kind): bucket_level(*next(replies), rate_per_s=rate, size=size, now=now)

@@ -25,10 +25,20 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
+from dispatcher.celery_wire import TaskMessages
 from dispatcher.health import HealthMonitor
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.messages import (
+    RUN_JOB_TASK,
+    RUN_JOBS_TASK,
+    RUN_QUEUED_TASK,
+    TAKE_LIMIT,
+    RunJob,
+    RunJobs,
+    RunQueued,
+)
 from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
-from dispatcher.router import batch_queue_for
+from dispatcher.ready_queue import Bell
+from dispatcher.router import batch_queue_for, vendor_of_queue
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
@@ -97,6 +107,12 @@ class WorkerRuntime:
             send=self.send,
             call_many=self.call_many,
         )
+        self._messages = TaskMessages()
+        # Jobs held from bells now, by vendor. Past `worker_max_in_flight` each bell
+        # takes one, so the lane's other workers, which take up to 50, get the backlog
+        # while the chain of bells goes on.
+        self._taken: dict[str, int] = {}
+        self._taken_lock = threading.Lock()
         # The loop's tasks of `call_many`, held until done (asyncio keeps only weak ones).
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
@@ -119,6 +135,53 @@ class WorkerRuntime:
             lambda again: self._run_batch_message(message, redelivered=redelivered or again),
             self._redis_answers,
             self._outages,
+        )
+
+    def run_queued_message(
+        self, message: RunQueued, task_id: str, *, redelivered: bool = False
+    ) -> list[tuple[str, Outcome]]:
+        """Take jobs from the bell's lane and run them (`dispatcher.ready_queue`); each
+        job id with its outcome.
+
+        A Redis outage midway is ridden out as for a batch message; the bell then
+        runs again what it took, as a redelivered copy.
+        """
+        return through_outages(
+            lambda again: self._run_queued(message, task_id, redelivered=redelivered or again),
+            self._redis_answers,
+            self._outages,
+        )
+
+    def _run_queued(
+        self, message: RunQueued, task_id: str, *, redelivered: bool
+    ) -> list[tuple[str, Outcome]]:
+        vendor = message.vendor
+        with self._taken_lock:
+            free = self.settings.worker_max_in_flight - self._taken.get(vendor, 0)
+        limit = max(1, min(TAKE_LIMIT, free))
+        taken = self.store.ready.take(
+            message.queue, message.priority, task_id, self.bell(message), limit
+        )
+        count = len(taken.job_ids)
+        with self._taken_lock:
+            self._taken[vendor] = self._taken.get(vendor, 0) + count
+        try:
+            outcomes = self.runner.run_many(
+                message.messages(taken.job_ids, redelivered=redelivered)
+            )
+        finally:
+            with self._taken_lock:
+                self._taken[vendor] -= count
+        if taken.job_ids:
+            self.store.ready.release(task_id)
+        return list(zip(taken.job_ids, outcomes, strict=True))
+
+    def bell(self, message: RunQueued) -> Bell:
+        """A new bell like `message` (a fresh task id), ready to push."""
+        return Bell(
+            *self._messages.encode(
+                RUN_QUEUED_TASK, message.as_args(), message.queue, message.priority
+            )
         )
 
     def _redis_answers(self) -> bool:
@@ -265,9 +328,10 @@ class WorkerRuntime:
             self.store,
             grace_s=self.settings.sweep_grace_s,
             suspect_ttl_s=3 * interval,
-            find_messages=lambda lanes: present_jobs(self.redis, lanes),
+            find_messages=lambda lanes, ids: present_jobs(self.redis, self.store.ready, lanes, ids),
             send=self.send,
             send_jobs=self.send_jobs,
+            ring=self.ring,
         )
         self._sweeps = threading.Thread(
             target=sweep_forever,
@@ -277,6 +341,11 @@ class WorkerRuntime:
         )
         self._sweeps.start()
         return True
+
+    def ring(self, queue: str, celery_priority: int) -> None:
+        """Send a bell for lane `queue` (the sweeper's repair)."""
+        message = RunQueued(queue, vendor_of_queue(queue), celery_priority)
+        self.store.ready.ring(queue, celery_priority, self.bell(message))
 
     def send_jobs(self, message: RunJobs, queue: str) -> None:
         """Queue a batch message."""

@@ -1,7 +1,9 @@
 """The tasks: thin shells that hand messages to the job runner.
 
 `dispatch.run_job` runs one attempt of one job; `dispatch.run_jobs` runs the
-first attempt of many new items of a batch, concurrently (see `RunJobs`).
+first attempt of many new items of a batch, concurrently (see `RunJobs`);
+`dispatch.run_queued` takes submitted jobs from a lane's ready set and runs
+them likewise (see `RunQueued` and `dispatcher.ready_queue`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,18 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.messages import (
+    RUN_JOB_TASK,
+    RUN_JOBS_TASK,
+    RUN_QUEUED_TASK,
+    RunJob,
+    RunJobs,
+    RunQueued,
+)
 from workers.app import app
 from workers.runtime import runtime
 
-__all__ = ["run_job", "run_jobs"]
+__all__ = ["run_job", "run_jobs", "run_queued"]
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -50,6 +59,20 @@ def run_jobs(  # noqa: PLR0917 - a message's arguments are positional (RunJobs.a
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     outcomes = runtime(app).run_batch_message(message, redelivered=redelivered)
     return {"outcomes": dict(Counter(outcome.kind for outcome in outcomes))}
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=RUN_QUEUED_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def run_queued(task: Any, queue: str, vendor: str, priority: int = 0) -> dict[str, Any]:
+    """Take up to 50 jobs from lane `queue`'s ready set and run their first attempt."""
+    message = RunQueued.from_args(queue, vendor, priority)
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    ran = runtime(app).run_queued_message(message, task.request.id, redelivered=redelivered)
+    # What Flower shows as the result (cut at 1 KB): how the jobs the bell ran went.
+    outcomes = Counter(outcome.kind for _, outcome in ran)
+    jobs = {job_id: f"{o.kind}: {o.detail[:120]}" if o.detail else o.kind for job_id, o in ran}
+    return {"outcomes": dict(outcomes), "jobs": jobs}
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

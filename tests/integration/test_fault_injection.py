@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import pytest
 from dispatcher import JobEventKind, JobRecord, JobStatus, Request
 from dispatcher.celery_wire import priority_lists
 from dispatcher.errors import DispatcherError, StoreUnavailable
-from dispatcher.messages import RUN_JOBS_TASK
+from dispatcher.messages import RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis
@@ -122,6 +123,17 @@ def items_failing_once(count: int, tag: str, every: int) -> dict[str, int]:
     }
 
 
+def single(prompt: str) -> Request:
+    return Request(model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}])
+
+
+def wait_ended(client: Client, job_id: str, timeout_s: float = 120) -> JobRecord:
+    """The job's record once it has ended, however it ended."""
+    with suppress(DispatcherError):
+        client.wait(job_id, timeout_s=timeout_s)
+    return client.get(job_id)
+
+
 def as_items(prompts: Iterable[str]) -> list[dict[str, Any]]:
     return [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": p}]} for p in prompts]
 
@@ -170,18 +182,25 @@ def message_job_ids(raw: Any) -> set[str]:
     for key in raw.scan_iter("llm.*"):
         if raw.type(key) == "list":
             for entry in raw.lrange(key, 0, -1):
-                ids.update(job_ids_of(json.loads(entry)))
+                ids.update(job_ids_of(json.loads(entry), raw))
     return ids
 
 
-def job_ids_of(message: dict[str, Any]) -> list[str]:
+def job_ids_of(message: dict[str, Any], raw: Any) -> list[str]:
+    """The jobs a message runs: its own, a batch message's, or those a bell took."""
+    task = message["headers"]["task"]
+    if task == RUN_QUEUED_TASK:
+        taken = raw.hget(f"{PREFIX}:taken", message["headers"]["id"])
+        return taken.split() if taken else []
     args = json.loads(base64.b64decode(message["body"]))[0]
-    return list(args[2]) if message["headers"]["task"] == RUN_JOBS_TASK else [args[0]]
+    return list(args[2]) if task == RUN_JOBS_TASK else [args[0]]
 
 
 def unacked_job_ids(raw: Any) -> list[str]:
     """The job ids named by every message in kombu's `unacked` hash."""
-    return [job_id for entry in raw.hvals("unacked") for job_id in job_ids_of(json.loads(entry)[0])]
+    return [
+        job_id for entry in raw.hvals("unacked") for job_id in job_ids_of(json.loads(entry)[0], raw)
+    ]
 
 
 def assert_stats_equal_records(client: Client, records: list[JobRecord]) -> None:
@@ -247,6 +266,49 @@ def test_a_worker_killed_mid_batch_of_2000_leaves_every_item_ended_once(stack: S
         succeeded=record.counts.succeeded,
         lost=0,
         duplicated_results=0,
+        vendor_calls_repeated=len(repeated),
+        seconds=round(elapsed, 1),
+    )
+
+
+def test_a_worker_killed_while_its_bells_hold_a_backlog_of_submits_ends_every_job_once(
+    stack: Stack,
+) -> None:
+    client = configure(stack)
+    prompts = [f"bell{i}" for i in range(600)]
+    job_ids = [client.submit(single(prompt)) for prompt in prompts]  # a backlog, no worker yet
+    raw = stack.redis.client(decode_responses=True)
+    assert raw.zcard(f"{PREFIX}:ready:llm.primary") == 600
+    started = time.monotonic()
+    first = stack.start_worker(QUEUES, concurrency=20, name="w1")
+    wait_for(lambda: client.stats().successful_requests >= 150, 90, "150 jobs done")
+    first.kill()
+    taken_at_kill = sum(len(ids.split()) for ids in raw.hvals(f"{PREFIX}:taken"))
+    second = stack.start_worker(QUEUES, concurrency=20, name="w2")
+    records = [wait_ended(client, job_id) for job_id in job_ids]
+    elapsed = time.monotonic() - started
+
+    assert [r.response.content if r.response else None for r in records] == [
+        f"echo: {p}" for p in prompts
+    ]
+    assert all(terminal_events(r) == [JobEventKind.SUCCEEDED] for r in records)
+    assert all(r.attempt == 0 for r in records)  # each ran by its bell, none sent again
+    seen = prompts_seen(stack)
+    repeated = [p for p, n in seen.items() if n > 1]
+    assert all(seen[p] >= 1 for p in prompts)
+    assert taken_at_kill > 0, "the kill should catch bells holding jobs"
+    assert len(repeated) <= taken_at_kill, "only the calls the kill cut off run twice"
+    bells = sum(w.log_text().count(f"Task {RUN_QUEUED_TASK}[") for w in (first, second))
+    assert bells < 600 / 5, f"{bells} bells for 600 jobs: they should go out many to a bell"
+    assert_stats_equal_records(client, records)
+    assert assert_nothing_left(stack, client) == 0
+    assert raw.hlen(f"{PREFIX}:taken") == 0
+    report(
+        "worker-sigkill-submits",
+        jobs=600,
+        faults=f"SIGKILL with {taken_at_kill} jobs taken by its bells",
+        succeeded=len(records),
+        bells=bells,
         vendor_calls_repeated=len(repeated),
         seconds=round(elapsed, 1),
     )
@@ -576,13 +638,15 @@ def test_messages_the_broker_lost_are_found_by_the_sweeper_and_sent_again(stack:
         f"echo: {p}" for p in prompts
     ]
     single = client.get(job_id)
+    # The submit's job waited in its lane's ready set: only the bell was lost, and
+    # the sweeper rang the lane again; the job kept its place and its first attempt.
     assert [e.kind for e in single.events] == [
         JobEventKind.QUEUED,
-        JobEventKind.REQUEUED,
         JobEventKind.STARTED,
         JobEventKind.SUCCEEDED,
     ]
-    assert (single.attempt, single.attempts) == (1, 1)
+    assert (single.attempt, single.attempts) == (0, 1)
+    assert "no bell; rang: llm.primary" in stack.workers[0].log_text()
     records = [client.get(r.job_id) for r in results]
     requeued = [any(e.kind is JobEventKind.REQUEUED for e in r.events) for r in records]
     assert requeued == [True] * 50 + [False] * 70  # the first message only; the chain went on
@@ -593,9 +657,10 @@ def test_messages_the_broker_lost_are_found_by_the_sweeper_and_sent_again(stack:
     report(
         "lost-messages",
         jobs=121,
-        faults="2 messages deleted from their queues before any worker ran (1 job, 50 items)",
+        faults="2 messages deleted from their queues before any worker ran (1 bell, 50 items)",
         succeeded=121,
-        sent_again=1 + sum(requeued),
+        rung_again=1,
+        sent_again=sum(requeued),
         vendor_calls_repeated=0,
         seconds=round(elapsed, 1),
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dispatcher import Message, Request
-from dispatcher.messages import RUN_JOB_TASK
+from dispatcher.messages import RUN_QUEUED_TASK
 from producer import Client
 from tests.integration.stack import Stack, running_flower, running_stack, wait_for
 
@@ -62,13 +62,16 @@ def test_flower_lists_the_worker_and_a_finished_task_by_name(stack: Stack) -> No
                 (
                     t
                     for t in tasks.values()
-                    if t.get("name") == RUN_JOB_TASK and t.get("state") == "SUCCESS"
+                    if t.get("name") == RUN_QUEUED_TASK and t.get("state") == "SUCCESS"
                 ),
                 None,
             )
 
         task = wait_for(finished_task, 60, "Flower to show the finished task")
-        assert job_id in str(task.get("args"))
+        # A submit's job goes out with its lane's bell: its args name the lane, its
+        # result the jobs it ran.
+        assert "llm.primary" in str(task.get("args"))
+        assert job_id in str(task.get("result"))
         assert "hi" not in str(task.get("args"))  # the prompt never travels in a message
         assert "sk-flower-test" not in json.dumps(task)
 

@@ -65,6 +65,8 @@ def test_the_exporter_shows_waiting_messages_latency_and_tokens_during_a_run(
             "default_vendor": "primary",
         },
         OPENAI_API_KEY=KEY,
+        # One job at a time, so jobs are still waiting while the first ones end.
+        LLMDISPATCH_WORKER_MAX_IN_FLIGHT="1",
     )
     log = tmp_path / "metrics.log"
     with log.open("wb") as out:

@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from dispatcher import DispatcherError, JobEventKind, JobStatus, Message, Request
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.redaction import MASK
 from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis, free_port
@@ -225,7 +225,9 @@ def flower_tasks_ended(flower: Flower, job_ids: list[str]) -> dict[str, Any] | N
         job_id
         for task in tasks.values()
         for job_id in job_ids
-        if task.get("state") == "SUCCESS" and job_id in str(task.get("args"))
+        # A job's own message names it in its args; a bell in its result.
+        if task.get("state") == "SUCCESS"
+        and job_id in str(task.get("args")) + str(task.get("result"))
     }
     return tasks if finished == set(job_ids) else None
 
@@ -316,7 +318,10 @@ def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: St
         )
         messages = queued_messages(db)
         sent = b"\n".join(messages.values())
-        assert all(job_id.encode() in sent for job_id in [*early.values(), cancelled])
+        # The submits' jobs wait in their lanes' ready sets, their bells among the messages.
+        ready = {job for key in db.scan_iter("*:ready:llm.*") for job in db.zrange(key, 0, -1)}
+        assert {job_id.encode() for job_id in [*early.values(), cancelled]} <= ready
+        assert RUN_QUEUED_TASK.encode() in sent
         assert RUN_JOBS_TASK.encode() in sent
 
         worker = stack.start_worker(QUEUES, loglevel="DEBUG")
@@ -414,8 +419,10 @@ def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: St
     assert mid_run["mid-run unacked message bodies"]
     assert RUN_JOB_TASK in worker_log
     assert RUN_JOBS_TASK in worker_log
+    assert RUN_QUEUED_TASK in worker_log
     assert "DEBUG/" in worker_log
-    assert {task.get("name") for task in tasks.values()} >= {RUN_JOB_TASK, RUN_JOBS_TASK}
+    names = {task.get("name") for task in tasks.values()}
+    assert names >= {RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK}
     assert any(MASK in str(task.get("result")) for task in tasks.values())
     assert all(flower_pages.values())
     assert produced

@@ -40,6 +40,7 @@ BOUNDED_KEYS = {
     f"{PREFIX}:hist:latency:_all",
     f"{PREFIX}:hist:latency:{VENDOR}",
     f"{PREFIX}:hist:queue_wait",
+    f"{PREFIX}:ready:seq",  # the submits' order counter: one number
     MINUTE_KEYS,
     # kombu's routing tables for our queues and the workers' control queues.
     "_kombu.binding.celery.pidbox",

@@ -34,8 +34,9 @@ from dispatcher import (
     VendorAuthError,
 )
 from dispatcher.config_schema import LeastBusy
-from dispatcher.messages import RunJob
+from dispatcher.messages import RunJob, RunQueued
 from dispatcher.models import HealthStatus
+from dispatcher.ready_queue import Bell
 from dispatcher.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
@@ -580,7 +581,7 @@ def test_cli_exits_3_for_invalid_configuration_and_6_for_an_unreachable_redis(
 # --- the default sender: the job and its message in one transaction -------------------
 
 
-def test_a_submit_writes_the_job_and_its_celery_message_in_one_transaction(
+def test_a_submit_writes_the_job_its_ready_entry_and_a_bell_in_one_transaction(
     settings: Settings, fake_redis: fakeredis.FakeRedis
 ) -> None:
     direct = Client(settings, redis_client=fake_redis, rng=random.Random(0))
@@ -598,18 +599,40 @@ def test_a_submit_writes_the_job_and_its_celery_message_in_one_transaction(
     direct._live_read_at = time.monotonic()
 
     job_id = direct.submit(request_dict(priority=9))
+    second = direct.submit(request_dict(priority=9))
 
-    assert executed == [True]
+    assert executed == [True, True]  # one round trip each
     [queue] = fake_redis.keys("llm.*")
     assert queue == b"llm.openai"  # our most urgent priority is Celery's 0: the plain list
-    [raw] = fake_redis.lrange(queue, 0, -1)
+    [raw] = fake_redis.lrange(queue, 0, -1)  # one bell for both: the first one rang it
     message = json.loads(raw)
-    assert message["headers"]["task"] == "dispatch.run_job"
+    assert message["headers"]["task"] == "dispatch.run_queued"
     assert message["properties"]["delivery_info"] == {"exchange": "", "routing_key": "llm.openai"}
     body = json.loads(base64.b64decode(message["body"]))
-    assert body[0] == RunJob(job_id, vendor="openai").as_args()
+    assert body[0] == RunQueued("llm.openai", "openai", 0).as_args()
+    ready = fake_redis.zrange(f"{PREFIX}:ready:llm.openai", 0, -1)
+    assert ready == [job_id.encode(), second.encode()]  # in order of arrival
+    assert fake_redis.exists(f"{PREFIX}:bell:llm.openai:0")
     assert direct.get(job_id).status is JobStatus.QUEUED
     assert fake_redis.zscore(f"{PREFIX}:waiting", job_id) is not None
+    direct.close()
+
+
+def test_a_more_urgent_submit_rings_a_bell_of_its_own_and_is_taken_first(
+    settings: Settings, fake_redis: fakeredis.FakeRedis
+) -> None:
+    direct = Client(settings, redis_client=fake_redis, rng=random.Random(0))
+    direct._live = producer.client.LiveState()
+    direct._live_read_at = time.monotonic()
+
+    routine = [direct.submit(request_dict()) for _ in range(2)]
+    urgent = direct.submit(request_dict(priority=9))
+
+    lists = {name.decode(): fake_redis.llen(name) for name in fake_redis.keys("llm.*")}
+    assert lists == {"llm.openai": 1, "llm.openai\x06\x163": 1}  # two bells: one per priority
+    bell = Bell("llm.openai", "{}")
+    taken = direct.store.ready.take("llm.openai", 0, "a-bell", bell, limit=2)
+    assert taken.job_ids == [urgent, routine[0]]
     direct.close()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import pytest
@@ -32,13 +32,26 @@ class Broker:
     def __init__(self) -> None:
         self.present: set[str] = set()
         self.unscanned: set[str] = set()
+        self.unrung: dict[str, int] = {}
+        self.stale: set[str] = set()
         self.asked: list[set[str]] = []
+        self.candidates: list[set[str]] = []
+        self.rung: list[tuple[str, int]] = []
         self.sent: list[tuple[RunJob, str, int]] = []
         self.sent_jobs: list[tuple[RunJobs, str]] = []
 
-    def find(self, lanes: Iterable[str]) -> Presence:
+    def find(self, lanes: Iterable[str], candidates: Collection[str]) -> Presence:
         self.asked.append(set(lanes))
-        return Presence(frozenset(self.present), frozenset(self.unscanned))
+        self.candidates.append(set(candidates))
+        return Presence(
+            frozenset(self.present),
+            frozenset(self.unscanned),
+            dict(self.unrung),
+            frozenset(self.stale),
+        )
+
+    def ring(self, queue: str, celery_priority: int) -> None:
+        self.rung.append((queue, celery_priority))
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         assert delay_s == 0.0
@@ -72,6 +85,7 @@ def sweeper_on(store: JobStore, broker: Broker, kind: type[Sweeper] = Sweeper) -
         find_messages=broker.find,
         send=broker.send,
         send_jobs=broker.send_jobs,
+        ring=broker.ring,
     )
 
 
@@ -173,6 +187,25 @@ def test_an_overdue_job_whose_message_is_in_the_broker_is_left_alone(
     assert broker.asked[-1] == {"llm.openai", "llm.anthropic"}  # the route's vendors
     assert broker.sent == []
     assert store.get(job_id).attempt == 0
+
+
+def test_a_lane_whose_ready_jobs_have_no_bell_is_rung_and_dead_takings_forgotten(
+    store: JobStore, make_request: MakeRequest, sweeper: Sweeper, broker: Broker, clock: Clock
+) -> None:
+    job_id = new_job(store, make_request)
+    broker.present.add(job_id)  # waiting in its lane's ready set
+    broker.unrung = {"llm.openai": 2}
+    broker.stale = {"dead-bell"}
+    store.redis.hset(store.keys.taken(), mapping={"dead-bell": "a b", "live-bell": "c"})
+    clock.advance(GRACE_S + 1)
+
+    report = sweeper.sweep()
+
+    assert broker.candidates[-1] == {job_id}  # asked which of the overdue jobs wait ready
+    assert broker.rung == [("llm.openai", 2)]
+    assert report.rung == ["llm.openai"]
+    assert (report.suspects, report.requeued, broker.sent) == (0, [], [])
+    assert store.redis.hgetall(store.keys.taken()) == {b"live-bell": b"c"}
 
 
 def test_a_job_missing_in_one_pass_only_is_not_sent_again(
