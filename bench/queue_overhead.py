@@ -2,9 +2,11 @@
 
 (a) Overhead: N jobs for an instant vendor (the in-process `mock` type, zero
     latency) go through the whole dispatcher: `Client.submit` validates, routes,
-    writes the job and sends `dispatch.run_job` to `llm.mock`; our worker
-    (`celery -A workers.app worker --pool threads`) loads the job, calls the
-    vendor on its event loop thread and writes the result and statistics.
+    writes the job and adds it to `llm.mock`'s ready set, with a bell
+    (`dispatch.run_queued`) when none is pending; our worker
+    (`celery -A workers.app worker --pool threads`) takes up to 50 jobs per bell,
+    claims them, calls the vendor on its event loop thread and writes each
+    result and its statistics.
     Side by side, through the same private Redis with the same pool and
     concurrency: N bare Celery no-op tasks (`bench/bare_celery.py`) sent with
     `send_task`, once with Celery's default settings and once with the Celery

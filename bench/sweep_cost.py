@@ -80,7 +80,7 @@ def run(server: EmbeddedRedis, args: argparse.Namespace) -> None:
         store,
         grace_s=GRACE_S,
         suspect_ttl_s=90.0,
-        find_messages=lambda lanes: present_jobs(client, lanes),
+        find_messages=lambda lanes, ids: present_jobs(client, store.ready, lanes, ids),
         send=lambda message, queue, priority, delay: sent.append(message),
         send_jobs=lambda message, queue: None,
     )
