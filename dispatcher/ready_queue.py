@@ -24,7 +24,9 @@ Key names come from `dispatcher.store.Keys`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ from dispatcher.redis_values import text as _text
 if TYPE_CHECKING:
     from dispatcher.store import Keys
 
-__all__ = ["BELL_TTL_S", "Bell", "ReadyQueue", "Taken", "priority_of_score"]
+__all__ = ["BELL_TTL_S", "Bell", "ReadyQueue", "TakeAllowance", "Taken", "priority_of_score"]
 
 # A bell's key outlives its message by at most this long should the message be
 # lost; a submit then rings again (a second bell only costs an empty take).
@@ -109,6 +111,42 @@ class Taken:
 def priority_of_score(score: float) -> int:
     """The Celery priority a ready job was queued with, from its score."""
     return max(0, min(9, int(score // SCORE_STEP)))
+
+
+class TakeAllowance:
+    """How many jobs a bell may take, from what this process holds per vendor.
+
+    Up to `TAKE_LIMIT`, within `max_in_flight` held at once; past it one, so the
+    chain of bells goes on while the lane's other workers, which take up to 50,
+    get the backlog. Thread-safe: every task thread of a worker shares one.
+    """
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def limit(self, vendor: str) -> int:
+        """How many jobs a bell for `vendor` may take now."""
+        with self._lock:
+            free = self.max_in_flight - self._held.get(vendor, 0)
+        return max(1, min(TAKE_LIMIT, free))
+
+    def held(self, vendor: str) -> int:
+        """Jobs of `vendor` held now."""
+        with self._lock:
+            return self._held.get(vendor, 0)
+
+    @contextmanager
+    def holding(self, vendor: str, count: int) -> Iterator[None]:
+        """Count `count` jobs of `vendor` as held while the block runs."""
+        with self._lock:
+            self._held[vendor] = self._held.get(vendor, 0) + count
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[vendor] -= count
 
 
 class ReadyQueue:

@@ -31,13 +31,12 @@ from dispatcher.messages import (
     RUN_JOB_TASK,
     RUN_JOBS_TASK,
     RUN_QUEUED_TASK,
-    TAKE_LIMIT,
     RunJob,
     RunJobs,
     RunQueued,
 )
 from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
-from dispatcher.ready_queue import Bell
+from dispatcher.ready_queue import Bell, TakeAllowance
 from dispatcher.router import batch_queue_for, vendor_of_queue
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
@@ -108,11 +107,8 @@ class WorkerRuntime:
             call_many=self.call_many,
         )
         self._messages = TaskMessages()
-        # Jobs held from bells now, by vendor. Past `worker_max_in_flight` each bell
-        # takes one, so the lane's other workers, which take up to 50, get the backlog
-        # while the chain of bells goes on.
-        self._taken: dict[str, int] = {}
-        self._taken_lock = threading.Lock()
+        # How many jobs each bell may take (`LLMDISPATCH_WORKER_MAX_IN_FLIGHT`).
+        self._allowance = TakeAllowance(settings.worker_max_in_flight)
         # The loop's tasks of `call_many`, held until done (asyncio keeps only weak ones).
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
@@ -155,23 +151,14 @@ class WorkerRuntime:
     def _run_queued(
         self, message: RunQueued, task_id: str, *, redelivered: bool
     ) -> list[tuple[str, Outcome]]:
-        vendor = message.vendor
-        with self._taken_lock:
-            free = self.settings.worker_max_in_flight - self._taken.get(vendor, 0)
-        limit = max(1, min(TAKE_LIMIT, free))
+        limit = self._allowance.limit(message.vendor)
         taken = self.store.ready.take(
             message.queue, message.priority, task_id, self.bell(message), limit
         )
-        count = len(taken.job_ids)
-        with self._taken_lock:
-            self._taken[vendor] = self._taken.get(vendor, 0) + count
-        try:
+        with self._allowance.holding(message.vendor, len(taken.job_ids)):
             outcomes = self.runner.run_many(
                 message.messages(taken.job_ids, redelivered=redelivered)
             )
-        finally:
-            with self._taken_lock:
-                self._taken[vendor] -= count
         if taken.job_ids:
             self.store.ready.release(task_id)
         return list(zip(taken.job_ids, outcomes, strict=True))

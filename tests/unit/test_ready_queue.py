@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from dispatcher.ready_queue import BELL_TTL_S, Bell, ReadyQueue, priority_of_score
+from dispatcher.messages import TAKE_LIMIT
+from dispatcher.ready_queue import BELL_TTL_S, Bell, ReadyQueue, TakeAllowance, priority_of_score
 from dispatcher.store import Keys
 
 LANE = "llm.openai"
@@ -112,3 +113,26 @@ def test_ring_and_forget_are_the_sweepers_repairs(ready: ReadyQueue) -> None:
     assert bells(ready) == ['{"bell": "again"}']
     assert ready.redis.exists(ready.keys.bell(LANE, 6))
     assert ready.redis.hgetall(ready.keys.taken()) == {b"alive": b"j2"}
+
+
+def test_a_bell_takes_up_to_50_within_the_allowance_and_one_past_it() -> None:
+    allowance = TakeAllowance(max_in_flight=120)
+    assert allowance.limit("openai") == TAKE_LIMIT == 50
+
+    with allowance.holding("openai", 100):
+        assert allowance.limit("openai") == 20  # what is left of the 120
+        assert allowance.limit("anthropic") == 50  # counted per vendor
+        with allowance.holding("openai", 20):
+            assert allowance.limit("openai") == 1  # full: one, so the chain goes on
+        assert allowance.held("openai") == 100
+
+    assert allowance.held("openai") == 0
+
+
+def test_the_allowance_lets_go_of_jobs_whose_run_failed() -> None:
+    allowance = TakeAllowance(max_in_flight=10)
+
+    with pytest.raises(RuntimeError), allowance.holding("openai", 10):
+        raise RuntimeError("Redis went away")
+
+    assert allowance.limit("openai") == 10
