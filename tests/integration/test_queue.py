@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
 
 
-def configure(stack: Stack, **faults: str) -> Client:
+def configure(stack: Stack, env: dict[str, str] | None = None, **faults: str) -> Client:
     stack.configure(
         {
             "vendors": vendors(**faults),
@@ -69,6 +71,7 @@ def configure(stack: Stack, **faults: str) -> Client:
         },
         OPENAI_API_KEY=KEY,
         LLMDISPATCH_VISIBILITY_TIMEOUT_S="6",
+        **(env or {}),
     )
     with stack.environment():
         return Client.from_env()
@@ -218,3 +221,27 @@ def test_stats_after_a_mixed_run_equal_the_counts_from_the_job_records(stack: St
         1 for r in records if r.response is not None and r.response.vendor == "primary"
     )
     assert by_vendor.requests == by_vendor.successes + by_vendor.failures
+
+
+def test_two_workers_share_a_backlog_once_one_holds_its_most_in_flight(stack: Stack) -> None:
+    client = configure(stack, {"LLMDISPATCH_WORKER_MAX_IN_FLIGHT": "10"}, primary="slow:200")
+    workers = [stack.start_worker(["llm.primary"], concurrency=20, name=n) for n in ("a", "b")]
+    prompts = [f"share {i}" for i in range(200)]
+    job_ids = [
+        client.submit(Request(model="gpt-4o-mini", messages=[Message(role="user", content=p)]))
+        for p in prompts
+    ]
+
+    replies = [client.wait(job_id, timeout_s=60).content for job_id in job_ids]
+
+    assert replies == [f"echo: {p}" for p in prompts]
+    seen = Counter(r["body"]["messages"][-1]["content"] for r in stack.received())
+    assert all(seen[p] == 1 for p in prompts), "each job called once"
+    # Each bell's result, in its worker's log, names the jobs it ran.
+    ran = {w.name: set(re.findall(r"'([0-9a-f]{32})': 'succeeded", w.log_text())) for w in workers}
+    assert ran["a"].isdisjoint(ran["b"])
+    assert all(len(ids) >= 40 for ids in ran.values()), {n: len(i) for n, i in ran.items()}
+    bells = sum(
+        len(re.findall(r"dispatch\.run_queued\[\S+\] succeeded", w.log_text())) for w in workers
+    )
+    assert bells < len(prompts), f"{bells} bells for {len(prompts)} jobs"
