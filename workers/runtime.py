@@ -206,9 +206,11 @@ class WorkerRuntime:
         job_ids = self.store.batches.message_items(
             message.batch, message.vendor, message.next_message
         )
-        if job_ids:
-            self.store.waiting.expect(job_ids)  # its items wait for it from now on
-            self.send_jobs(message.successor(job_ids), batch_queue_for(message.vendor))
+        if job_ids:  # its items wait for it from now on: both in one round trip
+            pipe = self.redis.pipeline(transaction=True)
+            self.store.waiting.expect(job_ids, pipeline=pipe)
+            pipe.lpush(*self._batch_message(message.successor(job_ids)))
+            pipe.execute()
 
     @staticmethod
     def _http_client(config: Any) -> httpx.AsyncClient:
@@ -335,8 +337,14 @@ class WorkerRuntime:
         self.store.ready.ring(queue, celery_priority, self.bell(message))
 
     def send_jobs(self, message: RunJobs, queue: str) -> None:
-        """Queue a batch message."""
-        self.celery_app.send_task(RUN_JOBS_TASK, args=message.as_args(), queue=queue)
+        """Queue a batch message (the sweeper's), onto `queue`'s list."""
+        self.redis.lpush(*self._batch_message(message, queue))
+
+    def _batch_message(self, message: RunJobs, queue: str | None = None) -> tuple[str, str]:
+        """The list and the Celery message for a batch message (`dispatcher.celery_wire`),
+        on its vendor's batch lane unless `queue` says otherwise."""
+        lane = queue or batch_queue_for(message.vendor)
+        return self._messages.encode(RUN_JOBS_TASK, message.as_args(), lane, 0)
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait), in its lane."""
