@@ -189,12 +189,13 @@ def test_a_worker_killed_mid_call_is_redelivered_and_the_job_ends_once(stack: St
 
 def test_stats_after_a_mixed_run_equal_the_counts_from_the_job_records(stack: Stack) -> None:
     client = configure(stack)
-    stack.start_worker(["llm.primary"])  # nobody serves llm.backup: its jobs wait
-    ok = [client.submit(Request(model="gpt-4o-mini", messages=PROMPT)) for _ in range(6)]
+    # Past their 1 ms deadline long before any worker is up to claim them.
     late = [
         client.submit(Request(model="gpt-4o-mini", messages=PROMPT, timeout_s=0.001))
         for _ in range(2)
     ]
+    stack.start_worker(["llm.primary"])  # nobody serves llm.backup: its jobs wait
+    ok = [client.submit(Request(model="gpt-4o-mini", messages=PROMPT)) for _ in range(6)]
     parked = [
         client.submit(
             Request(model="gpt-4o-mini", messages=PROMPT, vendor="backup", allow_fallback=False)
