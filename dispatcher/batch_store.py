@@ -38,9 +38,11 @@ from dispatcher.models import (
 from dispatcher.redis_values import PENDING_TTL_S, wait_for_entry
 from dispatcher.redis_values import at as _at
 from dispatcher.redis_values import text as _text
+from dispatcher.router import batch_queue_for
 from dispatcher.store_scripts import BATCH_ADD
 
 if TYPE_CHECKING:
+    from dispatcher.celery_wire import TaskMessages
     from dispatcher.store import JobStore
 
 __all__ = ["BatchStore", "NewItem", "Replacement"]
@@ -129,6 +131,13 @@ class BatchStore:
         if also is not None:
             also(pipe)
         pipe.execute()
+
+    def enqueue(self, pipeline: Any, messages: Sequence[RunJobs], wire: TaskMessages) -> None:
+        """Write `messages` onto their vendors' batch lanes in `pipeline`, their items
+        waiting for them from now on (`dispatcher.waiting_jobs`), in the same transaction."""
+        self.store.waiting.expect((job for m in messages for job in m.job_ids), pipeline=pipeline)
+        for message in messages:
+            pipeline.lpush(*wire.run_jobs(message, batch_queue_for(message.vendor)))
 
     def message_items(self, batch_id: str, vendor: str, number: int) -> list[str]:
         """The job ids of the batch's `number`-th message for `vendor` ([] past the last)."""

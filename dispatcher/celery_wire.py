@@ -41,7 +41,7 @@ import uuid
 from bisect import bisect
 from typing import Any
 
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK, RunJobs, RunQueued
 
 __all__ = [
     "PRIORITY_SEP",
@@ -85,29 +85,35 @@ def job_ids_in(raw: bytes | str) -> list[str]:
 
 def named_jobs(message: Any) -> list[str]:
     """The job ids a decoded message names; [] for anything not one of ours."""
+    decoded = _task_and_args(message)
+    if decoded is None or decoded[0] not in {RUN_JOB_TASK, RUN_JOBS_TASK}:
+        return []
+    task, args = decoded
     try:
-        task = (message.get("headers") or {}).get("task")
-        if task not in {RUN_JOB_TASK, RUN_JOBS_TASK}:
-            return []
-        body: Any = message["body"]
-        if (message.get("properties") or {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
         return [str(job_id) for job_id in args[2]] if task == RUN_JOBS_TASK else [str(args[0])]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
+    except (IndexError, TypeError):
         return []
 
 
 def bell_in(message: Any) -> tuple[str, str] | None:
     """(task id, lane) of a decoded bell (`dispatch.run_queued`); None for any other message."""
+    decoded = _task_and_args(message)
+    if decoded is None or decoded[0] != RUN_QUEUED_TASK:
+        return None
     try:
-        headers = message.get("headers") or {}
-        if headers.get("task") != RUN_QUEUED_TASK:
-            return None
+        return str(message["headers"]["id"]), str(decoded[1][0])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _task_and_args(message: Any) -> tuple[str, Any] | None:
+    """(task name, positional arguments) of a decoded task message; None if it is none."""
+    try:
+        task = (message.get("headers") or {}).get("task")
         body: Any = message["body"]
         if (message.get("properties") or {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        return str(headers["id"]), str(json.loads(body)[0][0])
+        return str(task), json.loads(body)[0]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
         return None
 
@@ -118,6 +124,14 @@ class TaskMessages:
     def __init__(self) -> None:
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
+
+    def run_queued(self, bell: RunQueued) -> tuple[str, str]:
+        """A bell, on its lane's list for its priority."""
+        return self.encode(RUN_QUEUED_TASK, bell.as_args(), bell.queue, bell.priority)
+
+    def run_jobs(self, message: RunJobs, queue: str) -> tuple[str, str]:
+        """A batch message, on `queue`'s list (priority 0, as `send_task` would send it)."""
+        return self.encode(RUN_JOBS_TASK, message.as_args(), queue, 0)
 
     def encode(
         self, task: str, args: list[Any], queue: str, celery_priority: int

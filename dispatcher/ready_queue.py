@@ -217,18 +217,13 @@ class ReadyQueue:
             args=[bell.message, BELL_TTL_S],
         )
 
-    def depth_key(self, queue: str) -> str:
-        """The key whose ZCARD is how many jobs wait in `queue`'s ready set."""
-        return self.keys.ready(queue)
-
     def read_presence(self, pipeline: Any, queues: Iterable[str], job_ids: Collection[str]) -> int:
         """Queue into `pipeline` what `presence` reads; the number of replies it adds."""
         ids = list(job_ids)
         count = 0
         for queue in queues:
-            pipeline.zcard(self.keys.ready(queue))
-            pipeline.zrange(self.keys.ready(queue), 0, 0, withscores=True)
-            count += 2
+            pipeline.zrange(self.keys.ready(queue), 0, 0, withscores=True)  # the most urgent
+            count += 1
             if ids:
                 pipeline.zmscore(self.keys.ready(queue), ids)
                 count += 1
@@ -247,8 +242,8 @@ class ReadyQueue:
         waiting: dict[str, int] = {}
         at = iter(replies)
         for queue in queues:
-            size, top = int(next(at)), next(at)
-            if size and top:
+            top = next(at)
+            if top:
                 waiting[queue] = priority_of_score(float(top[0][1]))
             if ids:
                 scores = next(at)

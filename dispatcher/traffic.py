@@ -17,18 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from dispatcher.celery_wire import PRIORITY_STEPS, priority_lists
 from dispatcher.stats import latency_average_field
 
 if TYPE_CHECKING:
     from dispatcher.store import Keys
 
 __all__ = [
-    "KOMBU_PRIORITY_STEPS",
     "WAITING_REPLIES",
     "Activity",
     "Load",
     "Traffic",
-    "celery_queue_keys",
     "count_waiting",
     "running_since",
     "waiting_in",
@@ -44,25 +43,13 @@ def running_since(vendor_timeout_s: float, now: float) -> float:
     return now - ABANDONED_AFTER_TIMEOUTS * vendor_timeout_s
 
 
-# kombu's Redis transport keeps a queue's messages in one list per priority step:
-# the queue's own name for step 0, then "<queue>\x06\x16<step>" (its defaults, which
-# our Celery settings keep).
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-KOMBU_PRIORITY_SEP = "\x06\x16"
-
-
-def celery_queue_keys(queue: str) -> list[str]:
-    """The Redis lists that hold a Celery queue's messages on kombu's Redis transport."""
-    return [queue, *[f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS[1:]]]
-
-
 # Celery priorities a bell can carry, 0 to 9.
 _BELL_PRIORITIES = range(10)
 
 
 def count_waiting(pipe: redis.client.Pipeline, keys: Keys, queue: str) -> None:
     """Queue the `WAITING_REPLIES` commands `waiting_in` reads for `queue`."""
-    for key in celery_queue_keys(queue):
+    for key in priority_lists(queue):  # kombu's lists for the queue, one per priority step
         pipe.llen(key)
     pipe.zcard(keys.ready(queue))
     pipe.exists(*[keys.bell(queue, priority) for priority in _BELL_PRIORITIES])
@@ -75,7 +62,7 @@ def waiting_in(replies: list[Any]) -> int:
 
 
 # Replies of `count_waiting`: one per priority list, the ready set, the pending bells.
-WAITING_REPLIES = len(KOMBU_PRIORITY_STEPS) + 2
+WAITING_REPLIES = len(PRIORITY_STEPS) + 2
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dispatcher.batch_store import NewItem, Replacement
 from dispatcher.celery_wire import TaskMessages
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.messages import BATCH_MESSAGE_ITEMS, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
 from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
 from dispatcher.router import LiveState, batch_queue_for, route
 from dispatcher.store import JobStore
@@ -175,10 +175,7 @@ class Batches:
     def _enqueue(self, sending: Sequence[RunJobs], pipe: Any) -> None:
         """Write `sending` onto their batch lanes in `pipe`, the batch's own transaction."""
         assert self._messages is not None
-        self.store.waiting.expect((job for m in sending for job in m.job_ids), pipeline=pipe)
-        for message in sending:
-            queue = batch_queue_for(message.vendor)
-            pipe.lpush(*self._messages.encode(RUN_JOBS_TASK, message.as_args(), queue, 0))
+        self.store.batches.enqueue(pipe, sending, self._messages)
 
     def _fail_unsent(self, batch_id: str, job_ids: Iterable[str], cause: Exception) -> None:
         error = DispatcherError(f"could not queue the batch's item: {cause}")

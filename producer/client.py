@@ -28,14 +28,7 @@ from dispatcher.celery_wire import TaskMessages
 from dispatcher.channel_clients import reuse_sync_clients
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
-from dispatcher.messages import (
-    RUN_JOB_TASK,
-    RUN_JOBS_TASK,
-    RUN_QUEUED_TASK,
-    RunJob,
-    RunJobs,
-    RunQueued,
-)
+from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs, RunQueued
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
@@ -277,14 +270,10 @@ class Client:
         self.store.create(job_id, checked, chosen, pipeline=pipe)
         if self._messages is not None:  # queued too: written whole or not at all
             priority = celery_priority(chosen.priority)
-            bell = RunQueued(chosen.queue, chosen.vendor, priority).as_args()
-            self.store.ready.enqueue(
-                pipe,
-                job_id,
-                chosen.queue,
-                priority,
-                Bell(*self._messages.encode(RUN_QUEUED_TASK, bell, chosen.queue, priority)),
+            bell = Bell(
+                *self._messages.run_queued(RunQueued(chosen.queue, chosen.vendor, priority))
             )
+            self.store.ready.enqueue(pipe, job_id, chosen.queue, priority, bell)
             try:
                 pipe.execute()
             except UNREACHABLE as exc:  # EXEC may have run before the reply was lost

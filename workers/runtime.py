@@ -29,15 +29,13 @@ from dispatcher.celery_wire import TaskMessages
 from dispatcher.health import HealthMonitor
 from dispatcher.messages import (
     RUN_JOB_TASK,
-    RUN_JOBS_TASK,
-    RUN_QUEUED_TASK,
     RunJob,
     RunJobs,
     RunQueued,
 )
 from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
 from dispatcher.ready_queue import Bell, TakeAllowance
-from dispatcher.router import batch_queue_for, vendor_of_queue
+from dispatcher.router import vendor_of_queue
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
@@ -165,11 +163,7 @@ class WorkerRuntime:
 
     def bell(self, message: RunQueued) -> Bell:
         """A new bell like `message` (a fresh task id), ready to push."""
-        return Bell(
-            *self._messages.encode(
-                RUN_QUEUED_TASK, message.as_args(), message.queue, message.priority
-            )
-        )
+        return Bell(*self._messages.run_queued(message))
 
     def _redis_answers(self) -> bool:
         return bool(self.redis.ping())
@@ -206,10 +200,9 @@ class WorkerRuntime:
         job_ids = self.store.batches.message_items(
             message.batch, message.vendor, message.next_message
         )
-        if job_ids:  # its items wait for it from now on: both in one round trip
+        if job_ids:  # with its items' index entry, in one round trip
             pipe = self.redis.pipeline(transaction=True)
-            self.store.waiting.expect(job_ids, pipeline=pipe)
-            pipe.lpush(*self._batch_message(message.successor(job_ids)))
+            self.store.batches.enqueue(pipe, [message.successor(job_ids)], self._messages)
             pipe.execute()
 
     @staticmethod
@@ -338,13 +331,7 @@ class WorkerRuntime:
 
     def send_jobs(self, message: RunJobs, queue: str) -> None:
         """Queue a batch message (the sweeper's), onto `queue`'s list."""
-        self.redis.lpush(*self._batch_message(message, queue))
-
-    def _batch_message(self, message: RunJobs, queue: str | None = None) -> tuple[str, str]:
-        """The list and the Celery message for a batch message (`dispatcher.celery_wire`),
-        on its vendor's batch lane unless `queue` says otherwise."""
-        lane = queue or batch_queue_for(message.vendor)
-        return self._messages.encode(RUN_JOBS_TASK, message.as_args(), lane, 0)
+        self.redis.lpush(*self._messages.run_jobs(message, queue))
 
     def send(self, message: RunJob, queue: str, priority: int, delay_s: float) -> None:
         """Queue the next message of a job (a retry, a fallback, a wait), in its lane."""

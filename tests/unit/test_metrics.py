@@ -10,13 +10,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from dispatcher import Request, Response, Route, Settings, Usage
+from dispatcher.celery_wire import priority_lists
 from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import VendorUnavailable
 from dispatcher.models import HealthStatus, JobEvent, JobEventKind, JobStatus
 from dispatcher.ratelimit import RateLimiter
 from dispatcher.router import batch_queue_for, queue_for
 from dispatcher.store import Bucket, JobStore
-from dispatcher.traffic import celery_queue_keys
 from dispatcher.vendors.base import Health
 from producer.metrics import DispatcherCollector, bucket_level
 
@@ -138,10 +138,10 @@ def busy(store: JobStore, clock: Clock, make_request: Callable[..., Request]) ->
         counters=[("t:retries", 1), ("v:openai:retries", 1)],
     )
     # Waiting: two in openai's interactive lane (two priority lists), one in its batch lane.
-    interactive = celery_queue_keys(queue_for("openai"))
+    interactive = priority_lists(queue_for("openai"))
     store.redis.lpush(interactive[0], "message")
     store.redis.lpush(interactive[2], "message")
-    store.redis.lpush(celery_queue_keys(batch_queue_for("openai"))[0], "message")
+    store.redis.lpush(priority_lists(batch_queue_for("openai"))[0], "message")
     assert store.circuits.trip("backup", failure_threshold=1, keep_s=60) == "open"
     tpm = Bucket(store.keys.limit("openai", "tpm"), "tpm", 90_000 / 60, TPM_BURST, 1_000)
     assert RateLimiter(store.redis, now=clock).acquire([tpm]).taken

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher import Request, Response, Route, Settings, Usage
+from dispatcher.celery_wire import priority_lists
 from dispatcher.config_schema import VendorConfig
 from dispatcher.models import CircuitState, HealthStatus, JobStatus
 from dispatcher.status import vendor_status
 from dispatcher.store import JobStore
-from dispatcher.traffic import celery_queue_keys
 from dispatcher.vendors.base import Health
 from producer import cli
 from producer.client import Client
@@ -61,7 +61,7 @@ def test_status_shows_health_circuit_queue_running_totals_and_the_last_minute(
     store.health.save("openai", Health(status=HealthStatus.DEGRADED, detail="slow"), ttl_s=60)
     assert store.circuits.trip("backup", failure_threshold=1, keep_s=60) == "open"
     # Two messages wait in openai's queue (kombu keeps one list per priority step).
-    queues = celery_queue_keys("llm.openai")
+    queues = priority_lists("llm.openai")
     store.redis.lpush(queues[0], "message")
     store.redis.lpush(queues[2], "message")
     running = job(store, make_request)
