@@ -1,18 +1,27 @@
 # The dispatcher's image: the `llmdispatch` CLI, which runs a worker, Flower or the mock vendor.
+# Dependencies are installed exactly as uv.lock pins them (runtime only, no test or dev tools).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/llmdispatch \
+    UV_LINK_MODE=copy \
+    PATH=/opt/llmdispatch/bin:$PATH
 
 WORKDIR /app
 
-# The packages first, then the config, so editing the config does not reinstall them.
-COPY pyproject.toml README.md ./
+# The locked dependencies first, then the packages, then the config, so editing the code
+# or the config does not reinstall them. uv is the version the Makefile pins.
+COPY pyproject.toml uv.lock README.md ./
+RUN pip install --no-cache-dir 'uv==0.13.9' \
+    && uv sync --locked --no-dev --no-install-project --no-cache
 COPY dispatcher/ dispatcher/
 COPY workers/ workers/
 COPY producer/ producer/
-RUN pip install --no-cache-dir . \
+RUN uv sync --locked --no-dev --no-editable --no-cache \
+    && pip uninstall --yes uv \
     && useradd --create-home --uid 10001 llmdispatch
 COPY deploy/ deploy/
 

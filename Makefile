@@ -1,48 +1,73 @@
-# Developer and CI entry points. `make test` works on a fresh clone with only
-# Python 3.11+: it creates .venv and installs the project with its dev extras.
+# Developer and CI entry points. Every target works on a fresh clone with only Python 3.11+:
+# it bootstraps uv (pinned below) into .tools/, and uv installs exactly the versions uv.lock
+# pins into .venv (`uv sync --locked` refuses a lock that disagrees with pyproject.toml).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 PACKAGES := dispatcher workers producer
 PYTEST_ARGS ?=
+# Keep equal to the `uv==` pin in pyproject.toml's test group (a unit test compares them).
+UV_VERSION := 0.13.9
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
+# uv: use $(PYTHON) for .venv, never download an interpreter, install into .venv.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+SYNC := $(UV) sync --locked
 
-.PHONY: install demo fmt lint typecheck test test-unit test-integration all clean
+.PHONY: install sync-dev lock lock-check demo fmt lint typecheck test test-unit \
+	test-integration test-pythons all clean
 
-$(STAMP): pyproject.toml
+$(UV_STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmdispatcher needs Python 3.11 or newer: run make with PYTHON=python3.11 (or newer)")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --only-binary=:all: 'uv==$(UV_VERSION)'
+	@touch $(UV_STAMP)
 
-install: $(STAMP)  ## create .venv and install the project with test and dev tools
+sync-dev: $(UV_STAMP)
+	@$(SYNC)
 
-demo: $(STAMP)  ## the whole loop on an embedded Redis with the mock vendor, no API key
-	$(BIN)/llmdispatch demo $(DEMO_ARGS)
+install: sync-dev  ## create .venv with the project, its test and dev tools, as uv.lock pins them
 
-fmt: $(STAMP)  ## format and auto-fix
+lock: $(UV_STAMP)  ## upgrade every locked version deliberately (then run make all and commit uv.lock)
+	$(UV) lock --upgrade
+
+lock-check: $(UV_STAMP)  ## fail when pyproject.toml and uv.lock disagree
+	$(UV) lock --check
+
+demo: $(UV_STAMP)  ## the whole loop on an embedded Redis with the mock vendor, no API key
+	@# Only what the demo needs; --inexact leaves test tools a developer already has.
+	@$(SYNC) --no-dev --inexact
+	@# Ctrl-C is how the demo (and --keep) ends: the demo exits 0 then, so make does too.
+	@$(BIN)/llmdispatch demo $(DEMO_ARGS)
+
+fmt: sync-dev  ## format and auto-fix
 	$(BIN)/ruff format $(PACKAGES) tests
 	$(BIN)/ruff check --fix $(PACKAGES) tests
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: sync-dev  ## ruff lint and format check
 	$(BIN)/ruff check $(PACKAGES) tests
 	$(BIN)/ruff format --check $(PACKAGES) tests
 
-typecheck: $(STAMP)  ## mypy --strict over the three packages
+typecheck: sync-dev  ## mypy --strict over the three packages
 	$(BIN)/mypy
 
-test: $(STAMP)  ## the whole suite: unit and integration tests
+test: sync-dev  ## the whole suite: unit and integration tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)  ## tests that need nothing running
+test-unit: sync-dev  ## tests that need nothing running
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-test-integration: $(STAMP)  ## tests with a private redis-server and real processes
+test-integration: sync-dev  ## tests with a private redis-server and real processes
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+test-pythons: $(UV_STAMP)  ## the unit suite under python3.12 and python3.13 too, each in its own venv
+	@bash .ci/other-pythons $(UV) 3.12 3.13
 
 all: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) .venv-py3.* .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

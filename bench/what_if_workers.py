@@ -6,7 +6,7 @@ running one of these apps instead of `workers.app` (`--what-if NAME`):
 
 - `aiohttp`: vendor calls through the `httpx-aiohttp` transport (`HttpxAiohttpClient`,
   same httpx API, same limits and timeouts) instead of httpx's own connection
-  pool, in `WorkerRuntime._http_client`.
+  pool, in place of `workers.http_transport.vendor_http_client`.
 - `no_events`: Celery task events off (`worker_send_task_events` and
   `task_send_sent_event` False); the benchmark turns the producer's sent events
   off too (`NO_EVENTS` below).
@@ -34,13 +34,14 @@ def _use_aiohttp_transport() -> None:
 
     from dispatcher.vendors.base import http_timeout  # noqa: PLC0415
     from workers import runtime  # noqa: PLC0415
+    from workers.http_transport import HTTP_CONNECTIONS_PER_VENDOR  # noqa: PLC0415
 
     def http_client(config: Any) -> httpx.AsyncClient:
-        size = runtime.HTTP_CONNECTIONS_PER_VENDOR
+        size = HTTP_CONNECTIONS_PER_VENDOR
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         return HttpxAiohttpClient(timeout=http_timeout(config), limits=limits)
 
-    runtime.WorkerRuntime._http_client = staticmethod(http_client)  # type: ignore[method-assign]
+    runtime.vendor_http_client = http_client
 
 
 def __getattr__(name: str) -> Any:

@@ -13,12 +13,12 @@ from producer.cli_batch import follow_batch
 from producer.cli_exit_codes import EXIT_BATCH_ITEMS_FAILED
 from producer.cli_jobs import stats_text
 from producer.client import Client
-from producer.demo import MOCK_MODEL, DemoStack, demo_prompts
+from producer.demo import MOCK_MODEL, DemoStack, DemoStartError, demo_prompts
 
 __all__ = ["demo_command"]
 
-# Exit code after Ctrl-C, as shells report a SIGINT.
-EXIT_INTERRUPTED = 130
+# Exit code when the stack could not start (the message says why).
+EXIT_START_FAILED = 1
 BATCH_TIMEOUT_S = 600.0
 STREAM_PROMPT = "Stream me a short reply about resumable streams, one token at a time"
 
@@ -44,9 +44,10 @@ def demo_command(
     on a free port. Starts the mock OpenAI-format vendor, a worker for it and for
     every real vendor whose API key is set, and Flower; submits a batch of
     --prompts prompts with a progress bar, streams one reply token by token, and
-    prints the statistics. Every process it started is stopped on exit, Ctrl-C
-    included. Exit code 0 when every prompt succeeded, 7 when some failed, 130
-    after Ctrl-C.
+    prints the statistics. Every process it started is stopped, and its files
+    removed, on exit: Ctrl-C (the way to end --keep) included. Exit code 0 when
+    every prompt succeeded or Ctrl-C stopped it, 7 when some prompt failed, 1
+    when the stack could not start.
     """
     try:
         with (
@@ -57,8 +58,12 @@ def demo_command(
             if keep:
                 _stay_up(stack)
     except KeyboardInterrupt:
+        # Asked to stop, and stopped: a success (and no "Error 130" from make demo).
         typer.echo("\nstopped: every process the demo started has been stopped", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        return
+    except DemoStartError as exc:
+        typer.echo(f"demo: could not start: {exc}", err=True)
+        raise typer.Exit(EXIT_START_FAILED) from None
     if not succeeded:
         raise typer.Exit(EXIT_BATCH_ITEMS_FAILED)
 

@@ -11,7 +11,9 @@ it started when it exits (Ctrl-C and SIGTERM included):
 - Flower (`llmdispatch flower`) on a free port, behind a generated password.
 
 Keys live under their own prefix (`llmd-demo`), so a demo on a shared Redis
-never mixes with real jobs. `run_demo` then submits a batch through the mock
+never mixes with real jobs. Its logs and configuration live in a temporary
+directory that goes with the processes: nothing is left behind, whether the demo
+ends, is interrupted or fails to start. `run_demo` then submits a batch through the mock
 vendor with a progress bar, streams one reply token by token, and prints the
 statistics.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,9 +41,10 @@ import redis
 import yaml
 
 from dispatcher.config import ENV_VENDORS, Settings
-from producer.embedded_redis import EmbeddedRedis, free_port
+from dispatcher.errors import ConfigError
+from producer.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 
-__all__ = ["DemoStack", "demo_prompts"]
+__all__ = ["DemoStack", "DemoStartError", "demo_prompts"]
 
 DEMO_PREFIX = "llmd-demo"
 MOCK_VENDOR = "mock"
@@ -69,6 +73,10 @@ def demo_prompts(count: int) -> list[dict[str, Any]]:
     ]
 
 
+class DemoStartError(RuntimeError):
+    """A part of the demo's stack could not start; the message says which, and why."""
+
+
 @dataclass
 class _Child:
     name: str
@@ -84,7 +92,7 @@ class DemoStack:
     """Redis (found or embedded), the mock vendor, a worker and Flower, for one demo."""
 
     announce: Callable[[str], None] = print
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmd-demo-")))
+    workdir: Path | None = None  # made at start, removed at stop
     redis_url: str = ""
     embedded: EmbeddedRedis | None = None
     mock_url: str = ""
@@ -100,7 +108,11 @@ class DemoStack:
         previous = signal.signal(signal.SIGTERM, _interrupt)
         self._previous_sigterm = previous
         try:
+            self.workdir = Path(tempfile.mkdtemp(prefix="llmd-demo-"))
             self._start()
+        except (EmbeddedRedisError, ConfigError, OSError) as exc:
+            self.stop()
+            raise DemoStartError(str(exc)) from exc
         except BaseException:
             self.stop()
             raise
@@ -116,7 +128,7 @@ class DemoStack:
         signal.signal(signal.SIGTERM, self._previous_sigterm)
 
     def stop(self) -> None:
-        """Stop every process this stack started, the worker first, and the embedded Redis."""
+        """Stop every process this stack started, the worker first, then remove its files."""
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.terminate()
@@ -128,8 +140,11 @@ class DemoStack:
                 child.process.wait(timeout=STOP_TIMEOUT_S)
         self.children.clear()
         if self.embedded is not None:
-            self.embedded.stop()
+            self.embedded.close()
             self.embedded = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     @property
     def pids(self) -> list[int]:
@@ -163,15 +178,26 @@ class DemoStack:
         if url and _answers(url):
             self.announce(f"redis: using {_shown_url(url)} (keys under {DEMO_PREFIX}:)")
             return url
-        self.embedded = EmbeddedRedis().start()
+        embedded = EmbeddedRedis()
+        try:
+            self.embedded = embedded.start()
+        except BaseException:
+            embedded.close()
+            raise
         why = "not reachable" if url else "not set"
         self.announce(
             f"redis: REDIS_URL {why}; started a private redis-server at {self.embedded.url}"
         )
         return self.embedded.url
 
+    @property
+    def _files(self) -> Path:
+        if self.workdir is None:
+            raise RuntimeError("the demo stack is not started")
+        return self.workdir
+
     def _mock_server(self) -> str:
-        log = self.workdir / "mock-server.log"
+        log = self._files / "mock-server.log"
         args = ["mock-server", "--port", "0", "--latency", "0.05", "--chunk-delay", "0.02"]
         child = self._spawn("mock vendor", args, log, dict(os.environ))
         text = _wait_for(lambda: _MOCK_URL.search(child.tail()), child, "the mock vendor")
@@ -193,14 +219,14 @@ class DemoStack:
             if getattr(settings, spec.key_field) is not None:
                 vendors[spec.name] = {}  # takes its key, base URL and timeout from the env
         self.vendors = list(vendors)
-        path = self.workdir / "llmdispatch.yaml"
+        path = self._files / "llmdispatch.yaml"
         path.write_text(yaml.safe_dump({"vendors": vendors, "default_vendor": MOCK_VENDOR}))
         real = [name for name in self.vendors if name != MOCK_VENDOR]
         self.announce("vendors: mock" + (f", and {', '.join(real)} (API key set)" if real else ""))
         return path
 
     def _worker(self) -> None:
-        log = self.workdir / "worker.log"
+        log = self._files / "worker.log"
         args = [
             "worker",
             "--vendors",
@@ -217,7 +243,7 @@ class DemoStack:
             "--without-gossip",
             "--without-mingle",
         ]
-        child = self._spawn("worker", args, self.workdir / "worker.out", self.env, logfile=log)
+        child = self._spawn("worker", args, self._files / "worker.out", self.env, logfile=log)
         _wait_for(lambda: " ready." in child.tail(), child, "the worker")
         self.announce(f"worker: consuming {', '.join(self.vendors)} (log {log})")
 
@@ -226,7 +252,7 @@ class DemoStack:
         self.flower_auth = f"demo:{secrets.token_urlsafe(12)}"
         env = {**self.env, "FLOWER_BASIC_AUTH": self.flower_auth}
         args = ["flower", "--port", str(port), "--address", "127.0.0.1"]
-        child = self._spawn("flower", args, self.workdir / "flower.log", env)
+        child = self._spawn("flower", args, self._files / "flower.log", env)
         self.flower_url = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _http_answers(self.flower_url), child, "Flower")
         self.announce(f"flower: {self.flower_url} (user:password {self.flower_auth})")
@@ -267,11 +293,11 @@ def _wait_for(condition: Callable[[], Any], child: _Child, what: str) -> Any:
         if value:
             return value
         if child.process.poll() is not None:
-            raise RuntimeError(
+            raise DemoStartError(
                 f"{child.name} exited with code {child.process.returncode}:\n{child.tail()}"
             )
         time.sleep(POLL_S)
-    raise TimeoutError(f"{what} did not start within {START_TIMEOUT_S:g} s:\n{child.tail()}")
+    raise DemoStartError(f"{what} did not start within {START_TIMEOUT_S:g} s:\n{child.tail()}")
 
 
 def _answers(url: str) -> bool:

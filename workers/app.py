@@ -6,17 +6,21 @@ Configured from `Settings` (the environment and LLMDISPATCH_CONFIG) through
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
 
 from dispatcher import Settings
 from dispatcher.celery_config import celery_settings
 from dispatcher.log_redaction import install_log_redaction
+from dispatcher.tested_versions import untested_versions
 from workers.broker_clients import reuse_redis_clients
 
-__all__ = ["app", "redact_logs"]
+__all__ = ["app", "redact_logs", "warn_of_untested_versions"]
+
+logger = logging.getLogger(__name__)
 
 reuse_redis_clients()
 app = Celery("llmdispatch", set_as_current=True)
@@ -31,3 +35,12 @@ app.conf.worker_consumer = "workers.consumer:RestoringConsumer"
 def redact_logs(logger: Any = None, **_: Any) -> None:
     """Mask secrets in everything the worker logs, libraries' tracebacks included."""
     install_log_redaction(logger)
+
+
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]
+def warn_of_untested_versions(**_: Any) -> list[str]:
+    """At worker start, one WARNING line if a library we patch is outside its tested range."""
+    problems = untested_versions()
+    if problems:
+        logger.warning("untested library versions: %s", "; ".join(problems))
+    return problems

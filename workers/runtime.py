@@ -17,11 +17,9 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
-import httpx
 import kombu.exceptions
 import redis
 import redis.asyncio
-from httpx_aiohttp import HttpxAiohttpClient
 
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
@@ -41,8 +39,7 @@ from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.sweeper import Sweeper, sweep_forever
 from dispatcher.vendors import Vendor, build_vendor
-from dispatcher.vendors.base import http_timeout
-from workers.http_transport import PairsAiohttpTransport
+from workers.http_transport import vendor_http_client
 from workers.loop import EventLoopThread
 from workers.queued_messages import present_jobs
 
@@ -54,8 +51,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Which vendors this worker holds (comma-separated); `llmdispatch worker` sets it.
 WORKER_VENDORS_ENV = "LLMDISPATCH_WORKER_VENDORS"
-# Connections per vendor: enough for the calls one worker keeps in flight.
-HTTP_CONNECTIONS_PER_VENDOR = 1_000
 # redis-py 8 caps a pool at 100 connections; every task thread may need one.
 REDIS_POOL_SIZE = 1_200
 REDIS_SOCKET_TIMEOUT_S = 10.0
@@ -92,7 +87,7 @@ class WorkerRuntime:
         )
         self.stream_writer = AsyncStreamWriter(self.async_redis, settings.key_prefix)
         self.vendors: dict[str, Vendor] = {
-            name: build_vendor(name, config, self._http_client(config))
+            name: build_vendor(name, config, vendor_http_client(config))
             for name, config in settings.enabled_vendors().items()
             if name in vendor_names
         }
@@ -204,22 +199,6 @@ class WorkerRuntime:
             pipe = self.redis.pipeline(transaction=True)
             self.store.batches.enqueue(pipe, [message.successor(job_ids)], self._messages)
             pipe.execute()
-
-    @staticmethod
-    def _http_client(config: Any) -> httpx.AsyncClient:
-        """The vendor's pooled client: httpx's API, aiohttp's connection pool underneath.
-
-        Measured (bench/RESULTS.md, queue_io): with hundreds of connections open,
-        httpx's own pool walks every connection on each request and release; it
-        cost 32.7 ms of worker CPU per call at 600 in flight, against 4.1 ms
-        through the httpx-aiohttp transport with the same limits and timeouts.
-        """
-        limits = httpx.Limits(
-            max_connections=HTTP_CONNECTIONS_PER_VENDOR,
-            max_keepalive_connections=HTTP_CONNECTIONS_PER_VENDOR,
-        )
-        transport = PairsAiohttpTransport(limits=limits)
-        return HttpxAiohttpClient(timeout=http_timeout(config), limits=limits, transport=transport)
 
     def call_vendor(
         self, vendor: Vendor, request: Request, model: str, message: RunJob

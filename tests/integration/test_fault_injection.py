@@ -598,10 +598,13 @@ def test_a_stream_cut_by_a_redis_restart_starts_over_and_its_subscriber_resumes(
     stack: Stack,
 ) -> None:
     client = configure(stack)
-    stack.start_worker(QUEUES, concurrency=10, name="w1")
+    worker = stack.start_worker(QUEUES, concurrency=10, name="w1")
     job_id, reply, follower = start_stream(client, stack, "restart")
     stack.redis.stop(forget_port=False)
     wait_for(lambda: follower.reconnects >= 1, 30, "the subscriber to lose Redis")
+    # Down until the worker's next chunk write meets the outage (redis-py reconnects a
+    # pooled connection by itself, so a restart between two writes would go unseen).
+    wait_for(lambda: "Redis stopped answering" in worker.log_text(), 30, "the worker to meet it")
     stack.redis.start()
     events = follower.finish()
     assert_stream_whole(events, reply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,9 @@ def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger(f"test-log-redaction-{id(stream)}")
+    # A name no other test has used: an object's id may be reused once it is freed, and
+    # a logger outlives its test (other tests may have given it handlers of their own).
+    logger = logging.getLogger(f"test-log-redaction-{uuid.uuid4().hex}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     logger.addHandler(handler)
