@@ -66,12 +66,14 @@ from dispatcher.ratelimit import RateLimiter, buckets_for
 from dispatcher.router import queue_for
 from dispatcher.runner_types import (
     BUSY,
+    AttemptWatcher,
     CallMany,
     CallVendor,
     OnText,
     Outcome,
     Ready,
     SendMessage,
+    Unwatched,
     VendorCall,
 )
 from dispatcher.store import Bucket, Claim, ClaimOrder, JobStore
@@ -80,6 +82,7 @@ from dispatcher.vendors.base import Vendor
 
 __all__ = [
     "BUSY",
+    "AttemptWatcher",
     "CallMany",
     "CallVendor",
     "JobRunner",
@@ -106,6 +109,7 @@ class JobRunner(AfterFailure):
         call_many: CallMany | None = None,
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        watch: AttemptWatcher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -118,6 +122,8 @@ class JobRunner(AfterFailure):
         self.max_wait_s = max_scheduled_wait_s(settings)
         self.limiter = RateLimiter(store.redis, now=now)
         self.breaker = settings.circuit_breaker
+        # Told of every attempt's start and end (the worker sends Flower a task per job).
+        self.watch: AttemptWatcher = watch or Unwatched()
 
     def run(self, message: RunJob) -> Outcome:
         """Run one attempt of a job, as the message says."""
@@ -314,7 +320,20 @@ class JobRunner(AfterFailure):
         return self._attempt(record, message, deployments, deadline, buckets)
 
     def _ready(self, message: RunJob, claim: Claim) -> Outcome | Ready:
-        """What the vendor call needs when the claim started the job; else why not (done)."""
+        """What the vendor call needs when the claim started the job; else why not (done).
+
+        The watcher hears of the attempt's start, or of its outcome when it ends here.
+        """
+        checked = self._check_claim(message, claim)
+        if isinstance(checked, Outcome):
+            self.watch.ended(message, checked, None)
+        else:
+            _, deployments, _ = checked
+            self.watch.started(message, deployments[message.deployment].model)
+        return checked
+
+    def _check_claim(self, message: RunJob, claim: Claim) -> Outcome | Ready:
+        """`_ready` without telling the watcher."""
         record = claim.record
         if record is None:
             return Outcome("skipped", "no such job (expired, or never created)")
@@ -426,6 +445,18 @@ class JobRunner(AfterFailure):
         result: VendorResponse | Exception,
     ) -> Outcome:
         """Write what the vendor call came to: the job's end, or its retry or fallback."""
+        outcome = self._write_result(message, ready, buckets, result)
+        self.watch.ended(message, outcome, result)
+        return outcome
+
+    def _write_result(
+        self,
+        message: RunJob,
+        ready: Ready,
+        buckets: list[Bucket],
+        result: VendorResponse | Exception,
+    ) -> Outcome:
+        """`_after_call` without telling the watcher."""
         record, deployments, deadline = ready
         vendor = self.vendors[deployments[message.deployment].vendor]
         if isinstance(result, DispatcherError):

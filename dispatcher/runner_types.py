@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from dispatcher.messages import RunJob
 from dispatcher.models import Deployment, JobRecord, Request
@@ -18,12 +18,14 @@ from dispatcher.vendors.base import Vendor
 
 __all__ = [
     "BUSY",
+    "AttemptWatcher",
     "CallMany",
     "CallVendor",
     "OnText",
     "Outcome",
     "Ready",
     "SendMessage",
+    "Unwatched",
     "VendorCall",
 ]
 
@@ -57,3 +59,27 @@ class Outcome:
     delay_s: float = 0.0
     queue: str | None = None
     errors: list[str] = field(default_factory=list)
+
+
+class AttemptWatcher(Protocol):
+    """Told when an attempt starts and what it came to (the worker shows jobs in Flower)."""
+
+    def started(self, message: RunJob, model: str) -> None:
+        """The attempt was claimed and its vendor is called next, for `model`."""
+
+    def ended(
+        self, message: RunJob, outcome: Outcome, result: VendorResponse | Exception | None
+    ) -> None:
+        """The attempt came to `outcome`; `result` is its vendor call's, when it made one."""
+
+
+class Unwatched:
+    """The watcher of a runner nobody watches: does nothing."""
+
+    def started(self, message: RunJob, model: str) -> None:
+        """Nothing to do."""
+
+    def ended(
+        self, message: RunJob, outcome: Outcome, result: VendorResponse | Exception | None
+    ) -> None:
+        """Nothing to do."""

@@ -25,6 +25,7 @@ from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
 from dispatcher.celery_wire import TaskMessages
 from dispatcher.health import HealthMonitor
+from dispatcher.job_tasks import JobTaskEvents
 from dispatcher.messages import (
     RUN_JOB_TASK,
     RunJob,
@@ -42,6 +43,7 @@ from dispatcher.vendors import Vendor, build_vendor
 from workers.http_transport import vendor_http_client
 from workers.loop import EventLoopThread
 from workers.queued_messages import present_jobs
+from workers.task_events import current_message_id, send_task_events
 
 __all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
 
@@ -98,6 +100,8 @@ class WorkerRuntime:
             call=self.call_vendor,
             send=self.send,
             call_many=self.call_many,
+            # Every job a task of its own in Flower, under its job id.
+            watch=JobTaskEvents(send_task_events, parent=lambda: current_message_id(celery_app)),
         )
         self._messages = TaskMessages()
         # How many jobs each bell may take (`LLMDISPATCH_WORKER_MAX_IN_FLIGHT`).

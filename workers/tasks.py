@@ -8,11 +8,11 @@ them likewise (see `RunQueued` and `dispatcher.ready_queue`).
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from celery.signals import worker_ready
 
+from dispatcher.job_tasks import message_result
 from dispatcher.messages import (
     RUN_JOB_TASK,
     RUN_JOBS_TASK,
@@ -58,7 +58,8 @@ def run_jobs(  # noqa: PLR0917 - a message's arguments are positional (RunJobs.a
     # kombu marks a message it restored after a worker died (its visibility timeout).
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     outcomes = runtime(app).run_batch_message(message, redelivered=redelivered)
-    return {"outcomes": dict(Counter(outcome.kind for outcome in outcomes))}
+    # What Flower shows as the result; each item is a task of its own there too.
+    return message_result(zip(message.job_ids, outcomes, strict=True))
 
 
 @app.task(  # type: ignore[untyped-decorator]
@@ -69,10 +70,8 @@ def run_queued(task: Any, queue: str, vendor: str, priority: int = 0) -> dict[st
     message = RunQueued.from_args(queue, vendor, priority)
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     ran = runtime(app).run_queued_message(message, task.request.id, redelivered=redelivered)
-    # What Flower shows as the result (cut at 1 KB): how the jobs the bell ran went.
-    outcomes = Counter(outcome.kind for _, outcome in ran)
-    jobs = {job_id: f"{o.kind}: {o.detail[:120]}" if o.detail else o.kind for job_id, o in ran}
-    return {"outcomes": dict(outcomes), "jobs": jobs}
+    # What Flower shows as the result; each job is a task of its own there too.
+    return message_result(ran)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -1,19 +1,24 @@
-"""Real Flower against the test Redis sees our workers and tasks by name."""
+"""Real Flower against the test Redis sees our workers, our messages and every job as a task."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.events.state import State
 
-from dispatcher import Message, Request
+from dispatcher import Message, Request, Settings
+from dispatcher.celery_config import celery_settings
 from dispatcher.messages import RUN_QUEUED_TASK
 from producer import Client
-from tests.integration.stack import Stack, running_flower, running_stack, wait_for
+from tests.integration.stack import Flower, Stack, running_flower, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +36,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                         "base_url": "{url}/v1",
                         "api_key": "${OPENAI_API_KEY}",
                     }
-                }
+                },
+                # One retry, a second after the failure: long beside Flower's view of it.
+                "retry_policy": {"max_retries": 1, "backoff": "fixed", "initial_delay_s": 1.0},
             },
             OPENAI_API_KEY="sk-flower-test-0123456789",
         )
@@ -69,11 +76,137 @@ def test_flower_lists_the_worker_and_a_finished_task_by_name(stack: Stack) -> No
 
         task = wait_for(finished_task, 60, "Flower to show the finished task")
         # A submit's job goes out with its lane's bell: its args name the lane, its
-        # result the jobs it ran.
+        # result counts what its jobs came to (each job is a task of its own too).
         assert "llm.primary" in str(task.get("args"))
-        assert job_id in str(task.get("result"))
+        assert task.get("result") == "{'succeeded': 1}"
         assert "hi" not in str(task.get("args"))  # the prompt never travels in a message
         assert "sk-flower-test" not in json.dumps(task)
+
+
+def flower_tasks(flower: Flower) -> dict[str, dict[str, Any]]:
+    """Flower's /api/tasks: every task it knows, by task id."""
+    tasks: dict[str, dict[str, Any]] = flower.get("/api/tasks")[1] or {}
+    return tasks
+
+
+@contextmanager
+def recorded_events(stack: Stack) -> Iterator[list[dict[str, Any]]]:
+    """Every Celery event published on the stack's broker from now on, as Flower receives them."""
+    with stack.environment():
+        app = Celery("flower-test-events", set_as_current=False)
+        app.conf.update(celery_settings(Settings.load()))
+    seen: list[dict[str, Any]] = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+        thread = threading.Thread(
+            target=receiver.capture, kwargs={"limit": None, "timeout": None}, daemon=True
+        )
+        thread.start()
+        try:
+            yield seen
+        finally:
+            receiver.should_stop = True
+            thread.join(30)
+
+
+def submit(client: Client, text: str) -> str:
+    return client.submit(
+        Request(model="gpt-4o-mini", messages=[Message(role="user", content=text)])
+    )
+
+
+def test_flower_shows_every_job_as_a_task_with_its_true_state(stack: Stack) -> None:
+    with (
+        running_flower(stack, user=FLOWER_USER, password=FLOWER_PASSWORD, via="celery") as flower,
+        recorded_events(stack) as events,
+    ):
+        stack.start_worker(["llm.primary"], name="jobs")
+        with stack.environment():
+            client = Client.from_env()
+
+        def both_listen() -> bool:
+            # Events published before a receiver subscribes are lost: probe until both hear.
+            probe = submit(client, "probe")
+            client.wait(probe, timeout_s=60)
+            try:
+                wait_for(
+                    lambda: (
+                        probe in flower_tasks(flower)
+                        and any(e.get("uuid") == probe for e in events)
+                    ),
+                    10,
+                    "the probe's task",
+                )
+            except AssertionError:
+                return False
+            return True
+
+        wait_for(both_listen, 120, "Flower and the test's receiver to hear task events")
+        succeeded = submit(client, "hello flower")
+        failed = submit(client, "[fault:401 flower-f1] no entry")  # 401: final, no retry
+        retried = submit(client, "[fault:500@1 flower-r1] again")  # 500 once, then a reply
+        for job_id in (succeeded, failed, retried):
+            wait_for(lambda j=job_id: client.get(j).status.is_terminal, 60, f"job {job_id} to end")
+
+        def all_shown() -> dict[str, dict[str, Any]] | None:
+            tasks = flower_tasks(flower)
+            shown = {j: tasks.get(j) or {} for j in (succeeded, failed, retried)}
+            states = [
+                shown[succeeded].get("state"),
+                shown[failed].get("state"),
+                shown[retried].get("state"),
+            ]
+            return shown if states == ["SUCCESS", "FAILURE", "SUCCESS"] else None
+
+        shown = wait_for(all_shown, 60, "Flower to list the three jobs, ended, under their job ids")
+
+        ok = shown[succeeded]
+        assert ok["name"] == "job.primary"
+        assert ok["worker"].startswith("jobs@")
+        assert "'vendor': 'primary'" in ok["result"]
+        assert "'model': 'gpt-4o-mini'" in ok["result"]
+        assert "'latency_ms': " in ok["result"]
+        assert ok["runtime"] is not None
+        assert ok["retried"] is None
+        bells = flower_tasks(flower)
+        assert bells[ok["parent_id"]]["name"] == RUN_QUEUED_TASK, "the message that carried it"
+
+        bad = shown[failed]
+        assert bad["name"] == "job.primary"
+        assert bad["exception"].startswith("auth: ")
+        assert bad["result"] is None
+
+        again = shown[retried]
+        assert again["retries"] == 1
+        assert again["retried"] is not None
+        assert again["retried"] < again["succeeded"]
+        assert again["exception"].startswith("unavailable: "), "the retry's reason stays"
+
+        # Flower keeps a task's latest state; the events it was built from show its path.
+        def path_of(job_id: str) -> list[str]:
+            state = State()
+            states = []
+            for event in events:
+                if event.get("uuid") == job_id:
+                    state.event(event)
+                    states.append(state.tasks[job_id].state)
+            return states
+
+        wait_for(lambda: path_of(retried)[-1:] == ["SUCCESS"], 30, "the retried job's events")
+        assert path_of(retried) == [
+            "RECEIVED",
+            "STARTED",
+            "RETRY",
+            "RECEIVED",
+            "STARTED",
+            "SUCCESS",
+        ]
+        assert path_of(succeeded) == ["RECEIVED", "STARTED", "SUCCESS"]
+        assert path_of(failed) == ["RECEIVED", "STARTED", "FAILURE"]
+
+        everything = json.dumps([shown, events])
+        for secret in ("sk-flower-test", "hello flower", "no entry", "echo:"):
+            assert secret not in everything, f"{secret!r} reached Flower"
 
 
 def test_llmdispatch_flower_requires_the_basic_auth_set_in_its_environment(stack: Stack) -> None:

@@ -238,10 +238,11 @@ def test_two_workers_share_a_backlog_once_one_holds_its_most_in_flight(stack: St
     assert replies == [f"echo: {p}" for p in prompts]
     seen = Counter(r["body"]["messages"][-1]["content"] for r in stack.received())
     assert all(seen[p] == 1 for p in prompts), "each job called once"
-    # Each bell's result, in its worker's log, names the jobs it ran.
-    ran = {w.name: set(re.findall(r"'([0-9a-f]{32})': 'succeeded", w.log_text())) for w in workers}
-    assert ran["a"].isdisjoint(ran["b"])
-    assert all(len(ids) >= 40 for ids in ran.values()), {n: len(i) for n, i in ran.items()}
+    # Each bell's result, in its worker's log, counts the jobs it ran.
+    bell_result = r"dispatch\.run_queued\[[^\]]+\] succeeded in \S+: \{[^}]*'succeeded': (\d+)"
+    ran = {w.name: sum(map(int, re.findall(bell_result, w.log_text()))) for w in workers}
+    assert sum(ran.values()) == len(prompts), ran
+    assert all(count >= 40 for count in ran.values()), ran
     bells = sum(
         len(re.findall(r"dispatch\.run_queued\[\S+\] succeeded", w.log_text())) for w in workers
     )
