@@ -262,7 +262,9 @@ class StreamEvent(StrictModel):
     """One message of a job's stream, as published and as kept for replay.
 
     `seq` rises by one per event across every attempt of the job. A `reset`
-    means a new attempt starts over: discard the text received so far.
+    means a new attempt starts over: discard the text received so far. `done`
+    names the vendor and model that produced the reply, with its finish reason,
+    usage and cost.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -275,6 +277,8 @@ class StreamEvent(StrictModel):
     emitted_at: float | None = Field(
         default=None, description="Epoch seconds when the vendor's bytes arrived."
     )
+    vendor: str | None = Field(default=None, description="On `done`: the vendor that replied.")
+    model: str | None = Field(default=None, description="On `done`: the model, as it answered.")
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     cost_usd: float | None = Field(default=None, ge=0.0)

@@ -754,6 +754,8 @@ def _terminal_stream_body(
             {
                 "type": StreamEventType.DONE.value,
                 "job_id": job_id,
+                "vendor": response.vendor,
+                "model": response.model,
                 "finish_reason": response.finish_reason.value,
                 "usage": response.usage.model_dump(),
                 "cost_usd": response.cost_usd,

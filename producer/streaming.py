@@ -321,6 +321,8 @@ def _events_of(record: JobRecord, first_seq: int) -> list[StreamEvent]:
                 seq=first_seq + 1,
                 type=StreamEventType.DONE,
                 job_id=job_id,
+                vendor=response.vendor,
+                model=response.model,
                 finish_reason=response.finish_reason,
                 usage=response.usage,
                 cost_usd=response.cost_usd,

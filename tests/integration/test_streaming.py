@@ -128,7 +128,8 @@ class Follower:
 
 
 def assert_one_exact_stream(events: list[StreamEvent], job_id: str, reply: str) -> None:
-    """The events make the reply, numbered 1, 2, 3... with no gap or repeat, ending in done."""
+    """The events make the reply, numbered 1, 2, 3... with no gap or repeat, ending in a done
+    that names the vendor and model."""
     assert events, "no events"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert all(e.job_id == job_id for e in events)
@@ -137,6 +138,8 @@ def assert_one_exact_stream(events: list[StreamEvent], job_id: str, reply: str) 
     assert kinds[-1] is StreamEventType.DONE
     assert StreamEventType.ERROR not in kinds
     assert text_of(events) == reply
+    assert events[-1].vendor, "done names the vendor"
+    assert events[-1].model, "done names the model"
 
 
 def kinds_of(record: JobRecord) -> list[JobEventKind]:
@@ -174,6 +177,9 @@ def test_subscribers_before_during_and_after_the_stream_each_get_the_exact_reply
     assert middle.arrived_at[0] < early.arrived_at[-1]  # the middle one joined before the end
     assert record.response is not None
     assert record.response.content == REPLY
+    done = early_events[-1]
+    assert (done.vendor, done.model) == (kind, record.response.model)
+    assert record.response.vendor == kind
     assert kinds_of(record).count(JobEventKind.SUCCEEDED) == 1
     assert len(stack.received()) == 1
 

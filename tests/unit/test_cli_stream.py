@@ -169,6 +169,7 @@ def test_send_stream_submits_a_streaming_job_and_prints_its_reply(
     assert as_json.exit_code == 0, as_json.output
     lines = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [line["type"] for line in lines] == ["chunk", "chunk", "done"]
+    assert (lines[-1]["vendor"], lines[-1]["model"]) == ("openai", "gpt-4o-mini")
     assert client.get(lines[0]["job_id"]).request.stream is True
 
 

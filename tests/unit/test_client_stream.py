@@ -222,6 +222,7 @@ def test_a_finished_stream_is_replayed_from_the_buffer_in_order(
     assert shape(events) == [(1, "chunk", "Hel"), (2, "chunk", "lo"), (3, "done", None)]
     done = events[-1]
     assert (done.finish_reason, done.usage, done.cost_usd) == ("stop", REPLY.usage, 0.001)
+    assert (done.vendor, done.model) == ("openai", "gpt-4o-mini")
     assert text_of(events) == "Hello"
     assert subscribers(fake_redis, client, job_id) == 0
 
@@ -390,6 +391,7 @@ def test_a_job_that_does_not_stream_yields_its_reply_as_one_chunk_and_done(
     events = list(client.stream(job_id))
     assert shape(events) == [(1, "chunk", "Hello"), (2, "done", None)]
     assert (events[1].usage, events[1].cost_usd) == (REPLY.usage, REPLY.cost_usd)
+    assert (events[1].vendor, events[1].model) == (REPLY.vendor, REPLY.model)
 
 
 def test_a_job_that_does_not_stream_is_followed_until_it_ends(

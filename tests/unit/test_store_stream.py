@@ -103,6 +103,7 @@ def test_chunks_are_numbered_buffered_and_end_with_one_done_event(
     assert events[0].emitted_at == 1.5
     assert events[0].attempt == 0
     final = events[-1]
+    assert (final.vendor, final.model) == ("openai", "gpt-4o-mini")
     assert final.finish_reason is FinishReason.LENGTH
     assert final.usage == Usage(prompt_tokens=3, completion_tokens=2)
     assert final.cost_usd == 0.25
