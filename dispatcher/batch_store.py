@@ -8,8 +8,11 @@ same Lua step as the job's own change, so the counts always equal the items.
 When the last item ends the batch is finished: its done list gets one entry
 (waiters wake) and its keys expire `job_ttl_s` later, like its items.
 
+Cancelling marks the batch (`cancelled_at`) only while some item has not
+ended: a batch that has ended stays exactly as it ended.
+
 Key names come from `dispatcher.store.Keys`; the writes are the `BATCH_ADD`
-script (`dispatcher.store_scripts`).
+and `BATCH_CANCEL` scripts (`dispatcher.store_scripts`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from dispatcher.redis_values import PENDING_TTL_S, wait_for_entry
 from dispatcher.redis_values import at as _at
 from dispatcher.redis_values import text as _text
 from dispatcher.router import batch_queue_for
-from dispatcher.store_scripts import BATCH_ADD
+from dispatcher.store_scripts import BATCH_ADD, BATCH_CANCEL
 
 if TYPE_CHECKING:
     from dispatcher.celery_wire import TaskMessages
@@ -86,6 +89,7 @@ class BatchStore:
         self.redis = store.redis
         self.keys = store.keys
         self._add = store.redis.register_script(BATCH_ADD)
+        self._cancel = store.redis.register_script(BATCH_CANCEL)
 
     @staticmethod
     def new_batch_id() -> str:
@@ -221,10 +225,22 @@ class BatchStore:
             ]
         self._add(keys=keys, args=args, client=pipe)
 
-    def mark_cancelled(self, batch_id: str) -> None:
-        """Record that the batch was cancelled (its items are ended one by one)."""
+    def mark_cancelled(self, batch_id: str) -> bool:
+        """Record that the batch is cancelled (its items are then ended one by one).
+
+        Returns False, writing nothing, when every item had already ended: an
+        ended batch keeps the record it ended with.
+
+        Raises:
+            BatchNotFound: no such batch.
+        """
         self._require(batch_id)
-        self.redis.hsetnx(self.keys.batch(batch_id), "cancelled_at", repr(self.store.now()))
+        outcome = _text(
+            self._cancel(keys=[self.keys.batch(batch_id)], args=[repr(self.store.now())])
+        )
+        if outcome == "missing":  # expired since `_require` read it
+            raise BatchNotFound(f"no batch {batch_id!r}: it never existed or has expired")
+        return outcome == "cancelling"
 
     # --- reading -----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ never wait behind a batch.
 Cancelling a batch ends every item that has not ended as cancelled: queued
 items never run; an item already running has its vendor call's result
 discarded when it comes back (the call may still be billed by the vendor).
+Cancelling a batch that has ended changes nothing.
 `retry_failed` puts a new job in the place of each failed item, in the same
 batch, and sends it out again.
 """
@@ -226,8 +227,13 @@ class Batches:
     # --- changing --------------------------------------------------------------------
 
     def cancel(self, batch_id: str) -> int:
-        """End every item that has not ended as cancelled; returns how many were."""
-        self.store.batches.mark_cancelled(batch_id)
+        """End every item that has not ended as cancelled; returns how many were.
+
+        A batch whose items had all ended is left as it ended (no `cancelled_at`),
+        and 0 is returned: `status(batch_id)` then tells how it ended.
+        """
+        if not self.store.batches.mark_cancelled(batch_id):
+            return 0
         cancelled = 0
         for job_id, streams in self.store.batches.unfinished(batch_id):
             cancelled += self.store.finish(

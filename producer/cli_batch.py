@@ -53,6 +53,7 @@ order, each with its custom_id and its response or error.
 Exit codes: 0 every item succeeded; 7 some items failed or were cancelled;
 2 an invalid file (every bad line is listed); 4 no such batch; 5 timed out waiting.""",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
 )
 
 FileArg = Annotated[
@@ -199,11 +200,24 @@ def cancel_command(ctx: typer.Context, batch_id: BatchIdArg, as_json: JsonOpt = 
     """Cancel every item of a batch that has not ended; print how many were.
 
     Queued items never run; a running item's result is discarded when it comes back.
+    A batch that had already ended is left as it is, and how it ended is printed
+    (--json: "had_ended": true, with its counts). Exits 0 either way, 4 if there is
+    no such batch.
     """
     with exit_codes(), _client(ctx) as client:
         cancelled = client.cancel_batch(batch_id)
+        ended = client.batch_status(batch_id) if cancelled == 0 else None
+    if ended is not None and not ended.done:
+        ended = None  # none cancelled, yet items are pending (retried meanwhile)
     if as_json:
-        typer.echo(json.dumps({"batch_id": batch_id, "cancelled": cancelled}))
+        outcome: dict[str, object] = {"batch_id": batch_id, "cancelled": cancelled}
+        outcome["had_ended"] = ended is not None
+        if ended is not None:
+            outcome["counts"] = ended.counts.model_dump()
+            outcome["finished_at"] = ended.finished_at.isoformat() if ended.finished_at else None
+        typer.echo(json.dumps(outcome))
+    elif ended is not None:
+        typer.echo(f"batch {batch_id} had already ended; nothing was cancelled: {_ending(ended)}")
     else:
         typer.echo(f"cancelled {cancelled} {_items(cancelled)} of batch {batch_id}")
 
@@ -301,6 +315,16 @@ def batch_summary(record: BatchRecord) -> str:
     return (
         f"batch {record.batch_id}: {counts.succeeded} succeeded, {counts.failed} failed, "
         f"{counts.cancelled} cancelled of {counts.total} in {elapsed_s:.1f} s"
+    )
+
+
+def _ending(record: BatchRecord) -> str:
+    """How an ended batch ended: its counts, and when."""
+    counts = record.counts
+    when = f" at {record.finished_at.isoformat()}" if record.finished_at else ""
+    return (
+        f"{counts.succeeded} succeeded, {counts.failed} failed, "
+        f"{counts.cancelled} cancelled of {counts.total}{when}"
     )
 
 

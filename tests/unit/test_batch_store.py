@@ -235,3 +235,48 @@ def test_batch_keys_share_the_prefix(store: JobStore, make_request: MakeRequest)
     keys = {text(key) for key in store.redis.keys("*")}
     assert all(key.startswith(f"{PREFIX}:") for key in keys)
     assert set(store.keys.batch_keys(batch_id)) - {store.keys.batch_done(batch_id)} <= keys
+
+
+def test_cancelling_a_batch_with_pending_items_marks_it_once(
+    store: JobStore, make_request: MakeRequest, clock: Clock
+) -> None:
+    batch_id, (a, _, _) = new_batch(store, make_request)
+    store.finish(
+        a, JobStatus.SUCCEEDED, vendor="openai", response=make_response(), batch_id=batch_id
+    )
+
+    clock.advance(1.0)
+    assert store.batches.mark_cancelled(batch_id)
+    clock.advance(1.0)
+    assert store.batches.mark_cancelled(batch_id), "still pending: a second cancel goes on"
+
+    cancelled_at = store.batches.get(batch_id).cancelled_at
+    assert cancelled_at is not None
+    assert cancelled_at.timestamp() == START_S + 1.0, "the first cancel's time is kept"
+
+
+def test_cancelling_an_ended_batch_writes_nothing(
+    store: JobStore, make_request: MakeRequest, clock: Clock
+) -> None:
+    batch_id, (a, b) = new_batch(store, make_request, size=2)
+    store.finish(
+        a, JobStatus.SUCCEEDED, vendor="openai", response=make_response(), batch_id=batch_id
+    )
+    error = VendorAuthError("bad key", vendor="openai", status_code=401)
+    store.finish(b, JobStatus.FAILED, vendor="openai", error=error, batch_id=batch_id)
+    key = store.keys.batch(batch_id)
+    before = store.redis.hgetall(key)
+
+    clock.advance(5.0)
+    assert not store.batches.mark_cancelled(batch_id)
+
+    assert store.redis.hgetall(key) == before
+    record = store.batches.get(batch_id)
+    assert record.cancelled_at is None
+    assert counts(store, batch_id) == (2, 0, 0, 1, 1, 0)
+
+
+def test_cancelling_an_unknown_batch_is_not_found_and_writes_nothing(store: JobStore) -> None:
+    with pytest.raises(BatchNotFound, match="no batch"):
+        store.batches.mark_cancelled("0" * 32)
+    assert store.redis.dbsize() == 0

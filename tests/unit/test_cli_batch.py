@@ -420,7 +420,44 @@ def test_cancel_prints_how_many_items_were_cancelled(client: FakeClient) -> None
     text = runner.invoke(app, ["batch", "cancel", BATCH_ID])
     assert (text.exit_code, text.stdout) == (0, f"cancelled 3 items of batch {BATCH_ID}\n")
     as_json = runner.invoke(app, ["batch", "cancel", BATCH_ID, "--json"])
-    assert json.loads(as_json.stdout) == {"batch_id": BATCH_ID, "cancelled": 3}
+    assert json.loads(as_json.stdout) == {"batch_id": BATCH_ID, "cancelled": 3, "had_ended": False}
+
+
+def test_cancelling_an_ended_batch_says_it_had_ended_and_how(client: FakeClient) -> None:
+    client.cancelled = 0
+    client.progress = [record(succeeded=3, failed=1)]
+    finished = (CREATED + timedelta(seconds=12.3)).isoformat()
+
+    text = runner.invoke(app, ["batch", "cancel", BATCH_ID])
+    assert (text.exit_code, text.stdout) == (
+        0,
+        f"batch {BATCH_ID} had already ended; nothing was cancelled: "
+        f"3 succeeded, 1 failed, 0 cancelled of 4 at {finished}\n",
+    )
+    as_json = runner.invoke(app, ["batch", "cancel", BATCH_ID, "--json"])
+    assert json.loads(as_json.stdout) == {
+        "batch_id": BATCH_ID,
+        "cancelled": 0,
+        "had_ended": True,
+        "counts": {
+            "total": 4,
+            "queued": 0,
+            "running": 0,
+            "succeeded": 3,
+            "failed": 1,
+            "cancelled": 0,
+        },
+        "finished_at": finished,
+    }
+
+
+def test_cancelling_a_batch_with_nothing_left_to_cancel_but_items_pending_prints_the_count(
+    client: FakeClient,
+) -> None:
+    client.cancelled = 0
+    client.progress = [record(running=1, succeeded=3)]
+    text = runner.invoke(app, ["batch", "cancel", BATCH_ID])
+    assert (text.exit_code, text.stdout) == (0, f"cancelled 0 items of batch {BATCH_ID}\n")
 
 
 def test_retry_failed_prints_how_many_were_resubmitted_and_follows_the_batch(

@@ -283,3 +283,47 @@ async def test_the_async_client_submits_follows_and_reads_a_batch(settings: Sett
     assert await client.retry_failed(batch_id) == 0
     await client.aclose()
     await async_redis.aclose()
+
+
+def test_cancel_batch_leaves_an_ended_batch_as_it_ended(
+    settings: Settings, fake_or_real_redis: redis.Redis
+) -> None:
+    client = Client(
+        settings, redis_client=fake_or_real_redis, send=lambda *_: None, send_jobs=BatchRecorder()
+    )
+    batch_id = client.submit_batch(prompts(2))
+    reply = Response(content="ok", model="gpt-4o-mini", vendor="openai")
+    for job_id in client.store.batches.job_ids(batch_id):
+        client.store.finish(
+            job_id, JobStatus.SUCCEEDED, vendor="openai", response=reply, batch_id=batch_id
+        )
+    ended = client.batch_status(batch_id)
+
+    assert client.cancel_batch(batch_id) == 0
+
+    after = client.batch_status(batch_id)
+    assert after.cancelled_at is None
+    assert after.counts == ended.counts
+    assert after.finished_at == ended.finished_at
+    assert [item.status for item in client.batch_results(batch_id)] == [JobStatus.SUCCEEDED] * 2
+
+
+def test_cancel_batch_cancels_what_is_pending_and_nothing_more(
+    settings: Settings, fake_or_real_redis: redis.Redis
+) -> None:
+    client = Client(
+        settings, redis_client=fake_or_real_redis, send=lambda *_: None, send_jobs=BatchRecorder()
+    )
+    batch_id = client.submit_batch(prompts(3))
+    first = client.store.batches.job_ids(batch_id)[0]
+    reply = Response(content="ok", model="gpt-4o-mini", vendor="openai")
+    client.store.finish(
+        first, JobStatus.SUCCEEDED, vendor="openai", response=reply, batch_id=batch_id
+    )
+
+    assert client.cancel_batch(batch_id) == 2
+    assert client.cancel_batch(batch_id) == 0, "a second cancel finds the batch ended"
+
+    record = client.batch_status(batch_id)
+    assert record.cancelled_at is not None
+    assert (record.counts.succeeded, record.counts.cancelled, record.done) == (1, 2, True)
