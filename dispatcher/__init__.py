@@ -29,6 +29,7 @@ from dispatcher.errors import (
     StoreUnavailable,
     StreamBroken,
     VendorAuthError,
+    VendorNotFound,
     VendorQuotaExceeded,
     VendorRateLimited,
     VendorTimeout,
@@ -60,6 +61,7 @@ from dispatcher.models import (
 from dispatcher.pricing import Price
 from dispatcher.router import LiveState, VendorState, route
 from dispatcher.status import VendorStatus
+from dispatcher.vendor_detail import VendorDetail
 
 __version__ = "0.1.0"
 
@@ -107,6 +109,8 @@ __all__ = [
     "Usage",
     "VendorAuthError",
     "VendorConfig",
+    "VendorDetail",
+    "VendorNotFound",
     "VendorQuotaExceeded",
     "VendorRateLimited",
     "VendorState",

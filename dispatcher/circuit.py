@@ -16,6 +16,10 @@ circuit inside the job's FINISH script; a failed probe opens it again.
 | open      | first claim after the reset timeout        | half-open (this is the probe)|
 | half-open | the probe fails                            | open, for another timeout    |
 | half-open | no report by `probe_until` (worker died)   | the next claim is the probe  |
+| any       | an operator's reset (`reset`)              | closed, no failures counted  |
+
+A reset deletes the hash in one command, so every worker's next claim and every
+producer's next read of the circuits sees it closed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -78,18 +82,42 @@ class Circuits:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for vendor in vendors:
-            pipe.hmget(self.keys.circuit(vendor), "state", "opened_at", "probe_until")
+            pipe.hmget(self.keys.circuit(vendor), *_FIELDS)
         now = self.now()
         found: dict[str, CircuitView] = {}
-        for vendor, (state, opened, probing) in zip(vendors, pipe.execute(), strict=True):
-            if state is None:
-                continue
-            reopen = float(opened or 0) + reset_timeout_s
-            busy = float(probing or 0)
-            if now < reopen:
-                found[vendor] = CircuitView(CircuitState.OPEN, reopen)
-            elif now < busy:
-                found[vendor] = CircuitView(CircuitState.OPEN, busy)  # its probe is under way
-            else:
-                found[vendor] = CircuitView(CircuitState.HALF_OPEN, now)
+        for vendor, fields in zip(vendors, pipe.execute(), strict=True):
+            view = _view(fields, now, reset_timeout_s)
+            if view is not None:
+                found[vendor] = view
         return found
+
+    def reset(self, vendor: str, reset_timeout_s: float) -> CircuitState:
+        """Close `vendor`'s circuit and forget its failures; the state it was in.
+
+        One MULTI/EXEC reads and deletes the circuit, so a failure counted meanwhile
+        is either cleared with it or counted afresh afterwards, never half of each.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(self.keys.circuit(vendor), *_FIELDS)
+        pipe.delete(self.keys.circuit(vendor))
+        fields, _ = pipe.execute()
+        view = _view(fields, self.now(), reset_timeout_s)
+        return view.state if view is not None else CircuitState.CLOSED
+
+
+# The circuit hash's fields a reader needs, in the order `_view` takes them.
+_FIELDS = ("state", "opened_at", "probe_until")
+
+
+def _view(fields: list[Any], now: float, reset_timeout_s: float) -> CircuitView | None:
+    """A circuit as callers see it at `now`, from its `_FIELDS`; None while it is closed."""
+    state, opened, probing = fields
+    if state is None:
+        return None  # absent, or closed and counting failures
+    reopen = float(opened or 0) + reset_timeout_s
+    busy = float(probing or 0)
+    if now < reopen:
+        return CircuitView(CircuitState.OPEN, reopen)
+    if now < busy:
+        return CircuitView(CircuitState.OPEN, busy)  # its probe is under way
+    return CircuitView(CircuitState.HALF_OPEN, now)

@@ -15,6 +15,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     ├── NoRoute                      final: no configured vendor can take the request
     ├── BudgetExceeded               final: every route costs more than the allowed maximum
     ├── JobNotFound (LookupError)    final: no job with that id (never existed, or expired)
+    ├── VendorNotFound (LookupError) final: no configured vendor has that name
     ├── JobCancelled                 final: the job was cancelled before it ended
     └── ConfigError (ValueError)     final: the configuration is invalid; lists every problem
 
@@ -44,6 +45,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamBroken",
     "VendorAuthError",
+    "VendorNotFound",
     "VendorQuotaExceeded",
     "VendorRateLimited",
     "VendorTimeout",
@@ -253,6 +255,12 @@ class BatchNotFound(JobNotFound):
     kind = "batch_not_found"
 
 
+class VendorNotFound(DispatcherError, LookupError):
+    """No configured vendor has that name; the message lists the ones that are."""
+
+    kind = "vendor_not_found"
+
+
 class JobCancelled(DispatcherError):
     """The job was cancelled; it has no result."""
 
@@ -303,6 +311,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         BudgetExceeded,
         JobNotFound,
         BatchNotFound,
+        VendorNotFound,
         JobCancelled,
         StoreUnavailable,
         ConfigError,

@@ -21,6 +21,7 @@ from dispatcher.errors import (
     StoreUnavailable,
     StreamBroken,
     VendorAuthError,
+    VendorNotFound,
     VendorQuotaExceeded,
     VendorRateLimited,
     VendorTimeout,
@@ -46,6 +47,7 @@ FINAL = {
     BudgetExceeded,
     JobNotFound,
     BatchNotFound,
+    VendorNotFound,
     JobCancelled,
     ConfigError,
 }
@@ -64,6 +66,7 @@ SAMPLES: list[DispatcherError] = [
     BudgetExceeded("too expensive", estimated_cost_usd=0.2, max_cost_usd=0.1),
     JobNotFound("no job 'abc'", job_id="abc"),
     BatchNotFound("no batch 'abc'"),
+    VendorNotFound("no vendor 'x' is configured (configured: openai)", vendor="x"),
     JobCancelled("job 'abc' was cancelled", job_id="abc"),
     StoreUnavailable("Redis at redis://127.0.0.1:6379/0 is unreachable (ConnectionError: refused)"),
     ConfigError(["vendors.openai.rpm: must be greater than 0", "default_vendor: unknown"]),
@@ -91,6 +94,7 @@ def test_errors_can_be_caught_by_their_python_meaning() -> None:
     assert issubclass(InvalidRequest, ValueError)
     assert issubclass(ConfigError, ValueError)
     assert issubclass(JobNotFound, LookupError)
+    assert issubclass(VendorNotFound, LookupError)
 
 
 def test_an_error_carries_vendor_status_and_job_and_shows_them() -> None:

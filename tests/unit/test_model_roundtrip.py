@@ -36,6 +36,7 @@ from dispatcher import (
     Stats,
     Usage,
     VendorConfig,
+    VendorDetail,
     VendorState,
     VendorStats,
     VendorStatus,
@@ -49,6 +50,7 @@ from dispatcher.models import (
     StreamEventType,
     StrictModel,
 )
+from dispatcher.vendor_detail import masked
 from dispatcher.vendors import Capabilities, Health
 from dispatcher.vendors.mock import MockBehaviour
 
@@ -201,6 +203,23 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         rpm_limit=600,
         tpm_limit=None,
     ),
+    VendorDetail: VendorDetail(
+        name="local",
+        enabled=True,
+        endpoint="https://ops:***@llm.internal/v1",
+        models=["llama-*"],
+        config=masked(
+            VendorConfig(
+                type="openai_compatible",
+                api_key=SecretStr("sk-live-0123456789abcdef"),
+                base_url="https://ops:hunter2-0123@llm.internal/v1",
+                headers={"X-Team-Token": "t0k3n-0123456789"},
+                models=["llama-*"],
+                rpm=60,
+            )
+        ),
+        status=VendorStatus(name="local", type="openai_compatible", rpm_limit=60),
+    ),
     RoutingCondition: RoutingCondition(model_pattern="gpt-4*", max_tokens=1000, user="t-*"),
     RoutingRule: RoutingRule(
         name="big", condition=RoutingCondition(temperature=0.5), vendor="openai", priority=3
@@ -214,6 +233,8 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         type=StreamEventType.DONE,
         job_id="j1",
         attempt=2,
+        vendor="openai",
+        model="gpt-4o-mini-2024-07-18",
         finish_reason=FinishReason.STOP,
         usage=USAGE,
         cost_usd=0.001,
