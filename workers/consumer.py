@@ -35,7 +35,9 @@ encoding and a Redis round trip. This consumer flushes at most every
 `EVENT_FLUSH_S`, or once `EVENT_BUFFER_LIMIT` events wait (Celery's own limit,
 24, would publish every eight jobs now that each job sends its own task events,
 `workers.task_events`), so Flower sees a task's events up to that much later, and
-a worker spends far less on them. The buffer is flushed before the consumer stops.
+a worker spends far less on them. While a timed flush is due, an event does not
+wake the loop at all (the flush will take it): once per job event, that wake
+was a loop turn of its own. The buffer is flushed before the consumer stops.
 
 Enabled by `worker_consumer` in the worker's Celery settings, and by
 `keep_undelivered(QoS)` and `finish_acks_later(QoS)` as the app is built
@@ -59,6 +61,7 @@ from dispatcher.outage import REDIS_UNREACHABLE
 __all__ = [
     "EVENT_BUFFER_LIMIT",
     "EVENT_FLUSH_S",
+    "LOST_FLUSH_S",
     "UNDELIVERED",
     "UNFINISHED_ACKS",
     "EventBuffer",
@@ -78,6 +81,9 @@ EVENT_FLUSH_S = 0.05
 # Task events buffered before they are published whatever the time: 50 ms of a worker
 # running 3,000 jobs/s (three events each), so the pacer's timer, not the count, flushes.
 EVENT_BUFFER_LIMIT = 500
+# How late a timed flush may be before the pacer takes it for lost (a reconnect cancels
+# timers the loop set while connecting) and lets the next event arm another.
+LOST_FLUSH_S = 1.0
 
 
 class EventBuffer(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -111,6 +117,14 @@ class RestoringConsumer(Consumer):  # type: ignore[misc]
     def _flush_events(self) -> None:
         # Celery calls this on the loop's thread once an event is buffered.
         self.event_pacer.offered(self.hub.call_later if self.hub is not None else None)
+
+    def on_send_event_buffered(self) -> None:
+        """Wake the loop for a buffered event, unless a timed flush will publish it anyway."""
+        # Called on the sending thread, a task thread for jobs' events. The timed flush
+        # clears `armed` before it reads the buffer, so an event buffered while it reads
+        # True is in the buffer when the flush takes it.
+        if not self.event_pacer.armed:
+            super().on_send_event_buffered()
 
     def shutdown(self) -> None:
         try:
@@ -147,14 +161,21 @@ class EventPacer:
         self._flush, self.interval_s, self._clock = flush, interval_s, clock
         self._flushed_at = float("-inf")
         self._armed = False
+        self._due = float("-inf")
+
+    @property
+    def armed(self) -> bool:
+        """Whether a timed flush is due (and not `LOST_FLUSH_S` overdue: then it is lost)."""
+        return self._armed and self._clock() <= self._due + LOST_FLUSH_S
 
     def offered(self, call_later: Callable[[float, Callable[[], None]], Any] | None) -> None:
         """Events wait in the buffer: flush now, or arm one timer for when the interval is up."""
-        wait = self._flushed_at + self.interval_s - self._clock()
+        now = self._clock()
+        wait = self._flushed_at + self.interval_s - now
         if wait <= 0 or call_later is None:
             self.flush_now()
-        elif not self._armed:
-            self._armed = True
+        elif not self.armed:
+            self._armed, self._due = True, now + wait
             call_later(wait, self._timed)
 
     def _timed(self) -> None:

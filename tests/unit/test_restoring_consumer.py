@@ -11,9 +11,11 @@ import redis
 from celery.worker import state
 
 from workers.consumer import (
+    LOST_FLUSH_S,
     UNDELIVERED,
     UNFINISHED_ACKS,
     EventPacer,
+    RestoringConsumer,
     dropped_countdown_tags,
     finish_acks_later,
     keep_undelivered,
@@ -209,6 +211,52 @@ def test_without_a_loop_or_when_stopping_events_go_out_at_once() -> None:
     pacer.flush_now()
     assert len(flushes) == 3
     assert timers.armed == []
+
+
+def test_the_pacer_is_armed_until_its_timed_flush_and_a_lost_timer_is_replaced() -> None:
+    timers, flushes = Timers(), []
+    pacer = EventPacer(lambda: flushes.append(timers.now), interval_s=0.05, clock=timers.clock)
+    pacer.offered(timers.call_later)
+    assert not pacer.armed, "flushed at once: nothing due"
+
+    timers.now = 100.01
+    pacer.offered(timers.call_later)
+    assert pacer.armed
+    timers.armed[0][1]()
+    assert not pacer.armed
+
+    timers.now = 100.03  # within the interval of that flush (at 100.01): armed again
+    pacer.offered(timers.call_later)
+    assert pacer.armed
+    timers.now = 100.06 + LOST_FLUSH_S + 0.01  # its timer (due at 100.06) never fired
+    assert not pacer.armed
+    pacer.offered(timers.call_later)  # the next event's wake flushes it
+    assert flushes[-1] == timers.now
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.woken: list[Any] = []
+
+    def call_soon(self, callback: Any) -> None:
+        self.woken.append(callback)
+
+
+def test_a_buffered_event_wakes_the_loop_only_when_no_timed_flush_is_due() -> None:
+    timers = Timers()
+    consumer = RestoringConsumer.__new__(RestoringConsumer)  # the parts this path reads
+    consumer.hub = FakeHub()
+    consumer._flush_events_promise = "flush"
+    consumer.event_pacer = EventPacer(lambda: None, interval_s=0.05, clock=timers.clock)
+
+    consumer.on_send_event_buffered()
+    assert consumer.hub.woken == ["flush"]
+    consumer.event_pacer.offered(lambda *_: None)  # the loop's turn: flushed at once
+    timers.now = 100.01
+    consumer.event_pacer.offered(lambda *_: None)  # armed for the rest of the interval
+    consumer.on_send_event_buffered()
+    consumer.on_send_event_buffered()
+    assert consumer.hub.woken == ["flush"], "the timed flush will take them"
 
 
 @pytest.mark.integration
