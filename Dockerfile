@@ -12,8 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The locked dependencies first, then the packages, then the config, so editing the code
-# or the config does not reinstall them. uv is the version the Makefile pins.
+# The locked dependencies first, then the packages, so editing the code does not reinstall
+# them. uv is the version the Makefile pins. The configuration is not in the image:
+# docker-compose.yml mounts it (LLMDISPATCH_CONFIG=/etc/llmdispatch/llmdispatch.yaml).
 COPY pyproject.toml uv.lock README.md ./
 RUN pip install --no-cache-dir 'uv==0.13.9' \
     && uv sync --locked --no-dev --no-install-project --no-cache
@@ -23,7 +24,6 @@ COPY producer/ producer/
 RUN uv sync --locked --no-dev --no-editable --no-cache \
     && pip uninstall --yes uv \
     && useradd --create-home --uid 10001 llmdispatch
-COPY deploy/ deploy/
 
 USER llmdispatch
 ENTRYPOINT ["llmdispatch"]

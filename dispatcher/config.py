@@ -6,15 +6,21 @@ Where values come from, highest priority first:
 2. the documented environment variables: `REDIS_URL`, `LLMDISPATCH_KEY_PREFIX`,
    `LLMDISPATCH_CONFIG`, and per vendor `<VENDOR>_API_KEY`, `<VENDOR>_BASE_URL`,
    `<VENDOR>_TIMEOUT` (Azure's base URL is `AZURE_OPENAI_ENDPOINT`);
-3. the YAML or JSON file named by `LLMDISPATCH_CONFIG`: vendors, model groups,
-   routing rules, default and fallback vendor, retry policy, cost and latency
-   optimisation. String values may use `${VAR}` and `${VAR:-default}`.
+3. the same variables in a `.env` file in the working directory, when there is
+   one (`KEY=value` lines, as docker compose reads them): a variable set in the
+   environment wins over the file's line, and lines naming anything else
+   (`FLOWER_BASIC_AUTH`, say) are not settings and are left alone;
+4. the YAML or JSON file named by `LLMDISPATCH_CONFIG` (in the environment or
+   `.env`): vendors, model groups, routing rules, default and fallback vendor,
+   retry policy, cost and latency optimisation. String values may use `${VAR}`
+   and `${VAR:-default}`, looked up in the environment, then in `.env`.
 
 When the file lists no vendors, each vendor whose key or base URL is set in
 the environment exists under its standard name (`openai`, `anthropic`,
 `gemini`, `azure`, `cohere`, `ollama`). When the file lists vendors, those are
-the vendors: an entry with a standard name takes any value it leaves out from
-its variables, and no other vendor appears (a file that names its vendor
+the vendors: an entry with a standard name (or `google`, the seeds' name for
+Gemini, whose `type: google` is also accepted) takes any value it leaves out
+from its variables, and no other vendor appears (a file that names its vendor
 `primary` and uses `${OPENAI_API_KEY}` gets exactly one vendor).
 `Settings.load()` reports every problem at once, each with its path
 (`vendors.openai.rpm: must be greater than 0`), and never echoes a value,
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import unquote, urlsplit
 
+import redis
 from pydantic import (
     Field,
     SecretStr,
@@ -44,6 +51,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
@@ -53,6 +61,7 @@ from pydantic_settings import (
 from dispatcher.config_file import Unresolved, expand_variables, read_config_file
 from dispatcher.config_schema import (
     TYPES_NEEDING_BASE_URL,
+    VENDOR_TYPE_ALIASES,
     CircuitBreaker,
     CostOptimization,
     HttpUrlText,
@@ -66,14 +75,17 @@ from dispatcher.config_schema import (
 from dispatcher.errors import ConfigError
 from dispatcher.models import Deployment, VendorName
 from dispatcher.problems import custom_error, describe, rebuild
-from dispatcher.redaction import register_secret
+from dispatcher.redaction import redact, register_secret
 
-__all__ = ["ENV_VENDORS", "EnvVendor", "Settings"]
+__all__ = ["ENV_VENDORS", "EnvVendor", "Settings", "key_hint"]
 
 # The Redis every component shares when REDIS_URL is not set: a local default.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # Every Redis key starts with this, so one Redis can host several deployments.
 DEFAULT_KEY_PREFIX = "llmd"
+# The dotenv file read from the working directory: the name docker compose and the
+# seeds' examples use, so one file serves both.
+ENV_FILE = ".env"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
 DEFAULT_JOB_TTL_S = 86_400
@@ -83,6 +95,9 @@ DEFAULT_JOB_TTL_S = 86_400
 # The sweeper (dispatcher.sweeper): a pass every 30 s, for jobs overdue by a minute.
 DEFAULT_SWEEP_INTERVAL_S = 30.0
 DEFAULT_SWEEP_GRACE_S = 60.0
+# A worker beats every 10 s; one silent for 30 s (two beats missed) is dead, and what it
+# held goes back to its queues then, not after the hour of the visibility timeout.
+DEFAULT_WORKER_DEAD_AFTER_S = 30.0
 # Submitted jobs one worker process takes from a vendor's lane to run at once.
 DEFAULT_WORKER_MAX_IN_FLIGHT = 1_000
 DEFAULT_BATCH_WINDOW = 16
@@ -93,6 +108,10 @@ MIN_VISIBILITY_TIMEOUT_S = 2
 # 4 MiB of request JSON: a million-token prompt (about 4 bytes a token) fits, while no
 # one request can weigh on Redis memory and on every read of its job much beyond that.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A batch is a day's work for a few vendors at their limits, and its write to Redis and
+# its items' records must fit comfortably in one Redis's memory: 50,000 items, 256 MiB.
+DEFAULT_MAX_BATCH_ITEMS = 50_000
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 Seconds = Annotated[float, Field(gt=0.0)]
 # A probe costs the vendor one cheap request; twice a minute notices an outage quickly.
@@ -157,6 +176,8 @@ class Settings(BaseSettings):
         case_sensitive=False,
         env_ignore_empty=True,
         validate_default=True,
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
     )
 
     # --- from the environment -------------------------------------------------
@@ -199,6 +220,12 @@ class Settings(BaseSettings):
         validation_alias="LLMDISPATCH_SWEEP_GRACE_S",
         description="How long past its due time a queued job's message is looked for.",
     )
+    worker_dead_after_s: float = Field(
+        default=DEFAULT_WORKER_DEAD_AFTER_S,
+        gt=0.0,
+        validation_alias="LLMDISPATCH_WORKER_DEAD_AFTER_S",
+        description="A worker silent this long is dead: another sends back what it held.",
+    )
     worker_max_in_flight: int = Field(
         default=DEFAULT_WORKER_MAX_IN_FLIGHT,
         ge=1,
@@ -220,6 +247,18 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias="LLMDISPATCH_MAX_REQUEST_BYTES",
         description="Largest request a submit accepts: the bytes of its JSON, as the job holds it.",
+    )
+    max_batch_items: int = Field(
+        default=DEFAULT_MAX_BATCH_ITEMS,
+        gt=0,
+        validation_alias="LLMDISPATCH_MAX_BATCH_ITEMS",
+        description="Most requests one batch may hold.",
+    )
+    max_batch_bytes: int = Field(
+        default=DEFAULT_MAX_BATCH_BYTES,
+        gt=0,
+        validation_alias="LLMDISPATCH_MAX_BATCH_BYTES",
+        description="Largest batch file a submit reads, in bytes.",
     )
 
     openai_api_key: SecretStr | None = None
@@ -273,11 +312,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keyword arguments, then the documented environment variables, then the file."""
+        """Keyword arguments, the documented environment variables, `.env`, then the file."""
+        env_file = (
+            dotenv_settings.env_file if isinstance(dotenv_settings, DotEnvSettingsSource) else None
+        )
         return (
             init_settings,
             _DocumentedEnvSource(settings_cls),
-            _ConfigFileSource(settings_cls, init_settings),
+            _DocumentedDotEnvSource(settings_cls, env_file=env_file),
+            _ConfigFileSource(settings_cls, init_settings, _variables(settings_cls, env_file)),
         )
 
     @field_validator("redis_url")
@@ -286,6 +329,9 @@ class Settings(BaseSettings):
         # The message must not repeat the URL: it may carry a password.
         if not value.get_secret_value().startswith(REDIS_URL_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_URL_SCHEMES)}")
+        problem = redis_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("model_groups")
@@ -339,11 +385,13 @@ class Settings(BaseSettings):
         listed_in_file = bool(merged)
         for spec in ENV_VENDORS:
             from_env = _env_vendor_values(self, spec)
-            existing = merged.get(spec.name)
-            if existing is not None:
+            named = [name for name in _standard_names(spec) if name in merged]
+            for name in named:
+                existing = merged[name]
                 missing = {k: v for k, v in from_env.items() if getattr(existing, k) is None}
-                merged[spec.name] = existing.model_copy(update=missing)
-            elif not listed_in_file and (from_env.get("api_key") or from_env.get("base_url")):
+                merged[name] = existing.model_copy(update=missing)
+            defines = bool(from_env.get("api_key") or from_env.get("base_url"))
+            if not named and not listed_in_file and defines:
                 merged[spec.name] = VendorConfig(type=spec.type, **from_env)
         # Frozen model: set the resolved view once, while it is being built.
         object.__setattr__(self, "vendors", merged)
@@ -356,8 +404,8 @@ class Settings(BaseSettings):
         register_secret(password)
         register_secret(unquote(password) if password else None)
         for vendor in self.vendors.values():
-            if vendor.api_key is not None:
-                register_secret(vendor.api_key.get_secret_value())
+            for secret in vendor.secret_values():
+                register_secret(secret)
 
     def enabled_vendors(self) -> dict[str, VendorConfig]:
         """The vendors that may receive traffic, by name."""
@@ -374,6 +422,43 @@ ENV_NAMES: dict[str, str] = {
     for name, field in Settings.model_fields.items()
     if name not in FILE_FIELDS
 }
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes `url` unusable by redis-py (port, database, options), or None.
+
+    Checked whole, as a client would use it, without connecting: a port out of
+    range, a database that is not a number, an option redis-py does not know or a
+    value it refuses (`ssl_cert_reqs=CERT_REQUIRED`). Never repeats the URL.
+    """
+    parts = urlsplit(url)
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        return f"the database must be a number, not {database[:20]!r}"
+    try:
+        client = redis.Redis.from_url(url)
+        try:
+            client.connection_pool.make_connection()  # builds it; does not connect
+        finally:
+            client.connection_pool.disconnect()
+    except (ValueError, TypeError, redis.RedisError) as exc:
+        return f"not usable by redis-py: {redact(str(exc))[:200]}"
+    return None
+
+
+def key_hint(vendor: str) -> str:
+    """Where an operator sets `vendor`'s key: its environment variable, else its config entry."""
+    for spec in ENV_VENDORS:
+        if spec.name == vendor:
+            return ENV_NAMES[spec.key_field]
+    return f"vendors.{vendor}.api_key"
+
+
+def _standard_names(spec: EnvVendor) -> list[str]:
+    """The file entry names that take `spec`'s variables: its own, and its type's aliases
+    (an entry named `google` takes the GOOGLE_* variables as `gemini` does)."""
+    aliases = [alias for alias, kind in VENDOR_TYPE_ALIASES.items() if kind is spec.type]
+    return [spec.name, *aliases]
 
 
 def _env_vendor_values(settings: Settings, spec: EnvVendor) -> dict[str, Any]:
@@ -396,6 +481,27 @@ class _DocumentedEnvSource(EnvSettingsSource):
         return super().get_field_value(field, field_name)
 
 
+class _DocumentedDotEnvSource(DotEnvSettingsSource):
+    """`.env`, read as the environment is: the documented variables, and nothing else."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in FILE_FIELDS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        # DotEnvSettingsSource would pass every other line on as an extra field, which
+        # `extra="forbid"` refuses: compose's FLOWER_BASIC_AUTH is no setting of ours.
+        return EnvSettingsSource.__call__(self)
+
+
+def _variables(settings_cls: type[BaseSettings], env_file: Any) -> dict[str, str]:
+    """What `${VAR}` and LLMDISPATCH_CONFIG are looked up in: the environment, then `.env`."""
+    dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file, case_sensitive=True)
+    found = {name: value for name, value in dotenv.env_vars.items() if value}
+    return found | {name: value for name, value in os.environ.items() if value}
+
+
 @dataclass(frozen=True)
 class _Misplaced:
     """Stands for an environment-only key found in the file."""
@@ -404,15 +510,22 @@ class _Misplaced:
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
-    """The file named by `LLMDISPATCH_CONFIG` (or `config_file=`), with `${VAR}` expanded."""
+    """The file named by `LLMDISPATCH_CONFIG` (or `config_file=`), with `${VAR}` expanded
+    from `variables` (the environment over `.env`)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource):
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init: PydanticBaseSettingsSource,
+        variables: Mapping[str, str],
+    ):
         super().__init__(settings_cls)
         kwargs = init.init_kwargs if isinstance(init, InitSettingsSource) else {}
+        self._variables = variables
         self._path = (
             kwargs.get("config_file")
             or kwargs.get("LLMDISPATCH_CONFIG")
-            or os.environ.get("LLMDISPATCH_CONFIG")
+            or variables.get("LLMDISPATCH_CONFIG")
             or None
         )
 
@@ -424,7 +537,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             return {}
         path = Path(self._path)
         try:
-            data = expand_variables(read_config_file(path), os.environ)
+            data = expand_variables(read_config_file(path), self._variables)
         except RecursionError:
             # A YAML alias used inside its own anchor (`a: &x [*x]`) is a value without end.
             raise ConfigError(
@@ -461,7 +574,7 @@ def _infer_vendor_types(data: dict[str, Any]) -> dict[str, Any]:
     vendors = data.get("vendors")
     if not isinstance(vendors, Mapping):
         return data
-    known = {member.value for member in VendorType}
+    known = {member.value for member in VendorType} | VENDOR_TYPE_ALIASES.keys()
     filled = {
         name: (
             {"type": name, **entry}

@@ -8,6 +8,12 @@ the file's structure. A variable without a value leaves an `Unresolved`
 marker, which `Settings` reports with the path of the value next to every other
 problem, instead of stopping at the first. Duplicate keys are refused rather
 than letting the last one silently win.
+
+The file is bounded: at most `MAX_CONFIG_BYTES` are read (so a path such as
+/dev/zero fails at once), and a document that would expand to more than
+`MAX_CONFIG_VALUES` values is refused before anything is built from it: YAML
+aliases are counted as what they expand to, so a few hundred bytes of nested
+aliases (a "billion laughs") cannot hang a process or fill its memory.
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ import yaml
 
 from dispatcher.errors import ConfigError
 
-__all__ = ["Unresolved", "expand_variables", "read_config_file"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_VALUES",
+    "Unresolved",
+    "expand_variables",
+    "read_config_file",
+]
+
+# A configuration is a page or two of YAML; a megabyte is far past any real one.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Values (scalars, lists, mappings) the document may expand to, aliases counted as
+# copies: thousands of vendors and rules fit; parsing and checking stay well under 1 s.
+MAX_CONFIG_VALUES = 50_000
 
 _VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -68,7 +86,11 @@ def _expand_string(text: str, environ: Mapping[str, str]) -> str | Unresolved:
     return Unresolved(missing[0]) if missing else expanded
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it (its wheels do): several times faster.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """A safe YAML loader that refuses a key given twice in one mapping."""
 
 
@@ -87,7 +109,8 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node)
+    mapping: dict[Any, Any] = loader.construct_mapping(node)
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(
@@ -113,7 +136,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """
     where = f"LLMDISPATCH_CONFIG ({path})"
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{where}: larger than {MAX_CONFIG_BYTES // 1024} KiB"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{where}: file not found"]) from None
     except UnicodeDecodeError as exc:
@@ -148,11 +175,81 @@ def _parsed(text: str, where: str, *, as_json: bool) -> Any:
             ) from None
         except ValueError as exc:
             raise ConfigError([f"{where}: invalid JSON: {exc}"]) from None
+    loader = _UniqueKeyLoader(text)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        _check_written_size(text, where)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, where)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"{where}: invalid YAML{position}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{where}: invalid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+
+
+def _too_large(where: str) -> ConfigError:
+    return ConfigError(
+        [
+            f"{where}: expands to more than {MAX_CONFIG_VALUES:,} values "
+            "(YAML aliases count as copies): refused"
+        ]
+    )
+
+
+def _check_written_size(text: str, where: str) -> None:
+    """Refuse, from the parser's events and before any node is built, a file that writes
+    more than `MAX_CONFIG_VALUES` values (stopping as soon as it has seen that many)."""
+    written = 0
+    parser = _UniqueKeyLoader(text)
+    try:
+        while (event := parser.get_event()) is not None:
+            if isinstance(event, _VALUE_EVENTS):
+                written += 1
+                if written > MAX_CONFIG_VALUES:
+                    raise _too_large(where)
+    finally:
+        parser.dispose()
+
+
+_VALUE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
+
+
+def _check_expanded_size(root: yaml.Node, where: str) -> None:
+    """Refuse a document that expands to more than `MAX_CONFIG_VALUES` values.
+
+    Counts each node once per place it appears (an alias counts as the copy it
+    becomes), memoised per node, so the count costs time in the nodes written, not
+    in the values they expand to. An alias inside its own anchor is refused too.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError([f"{where}: a YAML alias refers to a value that contains it"])
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise _too_large(where)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)

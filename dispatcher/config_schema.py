@@ -40,6 +40,9 @@ __all__ = [
 
 # LLM calls are slow; the seed design recommends a generous timeout (60 s).
 DEFAULT_VENDOR_TIMEOUT_S = 60.0
+# Connecting is quick even when generating is slow: a vendor that does not complete the
+# TCP (and TLS) handshake in 5 s is down, and the attempt should fail over, not wait 60 s.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
 
 HttpUrlText = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+", max_length=2048)]
 
@@ -61,12 +64,20 @@ class VendorType(StrEnum):
 CUSTOM_TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# Other names a built-in type answers to: the seeds call Gemini's wire format "google".
+# A configuration may say either; the type is kept, and reported, under our name.
+VENDOR_TYPE_ALIASES: dict[str, VendorType] = {"google": VendorType.GEMINI}
+
+
 def _check_vendor_type(value: str) -> str:
+    alias = VENDOR_TYPE_ALIASES.get(value)
+    if alias is not None:
+        return alias.value
     known = _BUILTIN_TYPES | _registered_type_names
     if value in known or CUSTOM_TYPE_PATTERN.match(value):
         return value
     raise ValueError(
-        f"must be one of {', '.join(sorted(known))}, "
+        f"must be one of {', '.join(sorted(known | VENDOR_TYPE_ALIASES.keys()))}, "
         f"or a custom factory written 'package.module:Factory'"
     )
 
@@ -178,6 +189,24 @@ class VendorConfig(StrictModel):
         gt=0.0,
         description="Longest silence between stream chunks before a retry; default timeout_s.",
     )
+    connect_timeout_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Longest wait for a connection (TCP and TLS); default 5 s, at most timeout_s.",
+    )
+    health_check: Literal["models", "call", "off"] = Field(
+        default="models",
+        description=(
+            "The scheduled probe: list the models (cheap), make a one-token call to "
+            "health_check_model (for servers with no model list), or none (health unknown)."
+        ),
+    )
+    health_check_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The model of `health_check: call`; default the first of `models` "
+        "that is not a pattern.",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     auth: AuthConfig | None = None
     api_version: str | None = Field(
@@ -192,6 +221,13 @@ class VendorConfig(StrictModel):
     weight: float = Field(default=1.0, ge=0.0)
     priority: int = Field(default=0, description="Higher is preferred.")
     enabled: bool = True
+    stand_in: bool | None = Field(
+        default=None,
+        description=(
+            "A test double (the mock server, say): routed to only when named, or when no "
+            "real vendor is enabled. Default: true for type mock, false otherwise."
+        ),
+    )
     rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
     tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
     rpm_burst: int | None = Field(
@@ -244,6 +280,23 @@ class VendorConfig(StrictModel):
             None,
         )
 
+    def secret_values(self) -> list[str]:
+        """Values the redactor must mask: the key, and every configured header's value.
+
+        Header values count as secrets whatever their name (an `x-org-id`, a gateway's
+        token): a vendor that echoes our request back must not carry one into Redis or a
+        log. (The redactor leaves values under 8 characters alone.)
+        """
+        values = list(self.headers.values())
+        if self.api_key is not None:
+            values.append(self.api_key.get_secret_value())
+        return values
+
+    @property
+    def is_stand_in(self) -> bool:
+        """True for a vendor that must never take a real vendor's traffic unasked."""
+        return self.stand_in if self.stand_in is not None else self.type == VendorType.MOCK
+
     @property
     def is_builtin(self) -> bool:
         """True for the wire formats we ship; False for a custom factory."""
@@ -253,6 +306,29 @@ class VendorConfig(StrictModel):
     def timeout(self) -> float:
         """The request timeout in seconds."""
         return self.timeout_s if self.timeout_s is not None else DEFAULT_VENDOR_TIMEOUT_S
+
+    @property
+    def connect_timeout(self) -> float:
+        """How long to wait for a connection, in seconds: never past the request timeout."""
+        configured = self.connect_timeout_s or DEFAULT_CONNECT_TIMEOUT_S
+        return min(configured, self.timeout)
+
+    @property
+    def probe_model(self) -> str | None:
+        """The model `health_check: call` asks: the configured one, else the first concrete
+        entry of `models` (no glob characters); None when there is neither."""
+        if self.health_check_model is not None:
+            return self.health_check_model
+        return next((m for m in self.models if not any(ch in m for ch in "*?[")), None)
+
+    @model_validator(mode="after")
+    def _a_call_probe_has_a_model(self) -> Self:
+        if self.health_check == "call" and self.probe_model is None:
+            raise ValueError(
+                "health_check 'call' needs health_check_model, or a model in `models` "
+                "that is not a pattern"
+            )
+        return self
 
     def model_patterns(self) -> tuple[str, ...]:
         """The glob patterns of the models this vendor serves; empty means any model."""

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,7 @@ from pydantic import (
 from dispatcher.problems import custom_error, rebuild
 
 __all__ = [
+    "RESERVED_BODY_FIELDS",
     "BatchCounts",
     "BatchItem",
     "BatchRecord",
@@ -57,7 +59,49 @@ __all__ = [
 # Vendor names become queue names (`llm.<vendor>`) and Redis key parts, so they
 # are kept to a small, safe alphabet.
 VendorName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", strict=True)]
-NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _no_lone_surrogates(value: str) -> str:
+    """Text that UTF-8 can carry: a lone surrogate (from a JSON `\\ud800`) cannot."""
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        raise ValueError("contains a lone surrogate (not valid Unicode text)")
+    return value
+
+
+def _no_control_characters(value: str) -> str:
+    """A name printed on one line: no control characters (CR, LF, NUL, ESC, ...)."""
+    _no_lone_surrogates(value)
+    if any(char < " " or "\x7f" <= char <= "\x9f" for char in value):
+        raise ValueError("contains a control character")
+    return value
+
+
+# Free text (a prompt, a stop sequence, a metadata value): any character but lone surrogates.
+Text = Annotated[str, AfterValidator(_no_lone_surrogates)]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_lone_surrogates)]
+# Names shown in lists, logs and URLs (a model, a user, a metadata key): one line of text.
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_control_characters)
+]
+
+# Inside Gemini's `generationConfig` and Ollama's `options`: the same fields again.
+RESERVED_NESTED_FIELDS = frozenset(
+    {
+        "maxOutputTokens", "temperature", "topP", "stopSequences", "candidateCount",
+        "num_predict", "top_p", "stop",
+    }
+)  # fmt: skip
+# Body fields the dispatcher writes from the request's own fields, in some vendor's
+# wire format: `extra_body` may not set them, or the job record, the router's checks,
+# limits, prices and `max_cost_usd` would no longer describe what was sent.
+RESERVED_BODY_FIELDS = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens",
+        "max_completion_tokens", "max_output_tokens", "temperature", "top_p", "p", "stop",
+        "stop_sequences", "system", "contents", "systemInstruction", "system_instruction",
+        "user", "n", "candidateCount",
+    }
+)  # fmt: skip
 
 # OpenAI, Anthropic and Cohere all cap stop sequences at 4 or fewer.
 MAX_STOP_SEQUENCES = 4
@@ -145,17 +189,16 @@ class Request(StrictModel):
 
     model_config = ConfigDict(frozen=True)
 
-    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
-        description="Model name, or the name of a configured model group."
-    )
+    model: Name = Field(description="Model name, or the name of a configured model group.")
     messages: list[Message] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0, le=MAX_MAX_TOKENS)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    stream: bool = False
+    # Strict: `True` is not a temperature, nor "9" a priority; JSON gives real numbers.
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_MAX_TOKENS, strict=True)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    stream: bool = Field(default=False, strict=True)
     stop: list[NonEmptyStr] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
-    user: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
+    user: Name | None = None
+    metadata: dict[Name, Text] = Field(default_factory=dict)
     vendor: VendorName | None = Field(
         default=None, description="Preferred vendor; used when it can take the request."
     )
@@ -164,24 +207,44 @@ class Request(StrictModel):
         description="Per-request routing weights; only the vendors named here are chosen first.",
     )
     allow_fallback: bool = Field(
-        default=True, description="False: fail rather than move to another vendor."
+        default=True, strict=True, description="False: fail rather than move to another vendor."
     )
-    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY, strict=True)
     timeout_s: float | None = Field(
         default=None,
         gt=0.0,
         le=MAX_TIMEOUT_S,
+        strict=True,
         description="Deadline for the whole job, counted from submit.",
     )
-    extra_body: dict[str, JsonValue] = Field(
+    extra_body: dict[Name, JsonValue] = Field(
         default_factory=dict,
-        description="Merged untouched into the body sent to vendors that accept it.",
+        description="Merged untouched into the body sent to vendors that accept it; it may "
+        "not set a field the dispatcher writes (model, messages, stream, max_tokens, ...).",
     )
 
     @field_validator("stop", mode="before")
     @classmethod
     def _single_stop_string_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_sets_no_field_we_write(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(RESERVED_BODY_FIELDS & set(value))
+        reserved += [
+            f"{outer}.{inner}"
+            for outer in ("generationConfig", "options")
+            if isinstance(value.get(outer), dict)
+            for inner in sorted(RESERVED_NESTED_FIELDS & set(value[outer]))
+        ]
+        if reserved:
+            raise ValueError(
+                f"may not set {', '.join(map(repr, reserved))}: the dispatcher writes "
+                "it from the request's own fields (model, messages, stream, max_tokens, "
+                "temperature, top_p, stop, user)"
+            )
+        return value
 
     @field_validator("vendor_weights")
     @classmethod

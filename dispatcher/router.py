@@ -3,7 +3,12 @@
 Candidates are the request's model group, in order, or else every configured
 vendor that serves the model. A candidate is left out, with its reason kept
 for the error, when its vendor is unknown, disabled, does not serve the model,
-is unhealthy or circuit-open, or is over the cost or latency maximum.
+is unhealthy (with the health check's own words) or circuit-open, or is over
+the cost or latency maximum. A stand-in vendor (type `mock`, or `stand_in:
+true`, such as the mock server) is a candidate only when it is named (the
+request's `vendor` or `vendor_weights`, a matching routing rule, the model
+group, `default_vendor` or `fallback_vendor`) or when no real vendor is enabled
+at all: a stand-in never answers a real vendor's traffic.
 
 The primary deployment is the first of these that applies:
 
@@ -15,9 +20,12 @@ The primary deployment is the first of these that applies:
 6. a model group's first member, or else a weighted draw among the best tier
    (highest vendor priority, healthy before degraded) by configured weights.
 
-The other candidates become the ordered fallbacks (the configured
-`fallback_vendor` first), unless the request disallows fallback. Draws use the
-`rng` passed in, so a seeded `random.Random` makes routing reproducible.
+Fallbacks are only what the configuration names: the `fallback_vendor` first
+(when it can take the request), then the model group's other deployments in
+the group's order (or the optimisations' order). Another vendor that merely
+serves the model is never a fallback. A request with `allow_fallback=False`
+gets none. Draws use the `rng` passed in, so a seeded `random.Random` makes
+routing reproducible.
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ class VendorState(StrictModel):
     model_config = ConfigDict(frozen=True)
 
     health: HealthStatus = HealthStatus.UNKNOWN
+    health_detail: str = Field(default="", description="What its last health check found.")
     circuit: CircuitState = CircuitState.CLOSED
     latency_ms: float | None = Field(default=None, ge=0.0, description="Moving average.")
     in_flight: int = Field(default=0, ge=0)
@@ -172,8 +181,7 @@ def route(
     )
     fallbacks: list[Deployment] = []
     if request.allow_fallback:
-        ordered = _fallback_order(settings, candidates, group is not None)
-        fallbacks = [c.deployment for c in ordered if c is not primary]
+        fallbacks = [c.deployment for c in _fallbacks(settings, candidates, group, primary)]
     return Route(
         vendor=primary.name,
         model=primary.deployment.model,
@@ -201,18 +209,43 @@ def _candidates(
         deployments = [Deployment(vendor=name, model=request.model) for name in settings.vendors]
     if not settings.vendors:
         reasons["(none)"] = "no vendors are configured"
+    stand_ins_allowed = _stand_ins_allowed(request, settings, group)
 
     candidates: list[_Candidate] = []
     for deployment in deployments:
         vendor = settings.vendors.get(deployment.vendor)
         vendor_state = state.of(deployment.vendor)
         why = "not configured" if vendor is None else _unusable(deployment, vendor, vendor_state)
+        stand_in = vendor is not None and vendor.is_stand_in
+        if why is None and stand_in and deployment.vendor not in stand_ins_allowed:
+            why = (
+                "a stand-in vendor: it takes a request only when named "
+                "(vendor=, a routing rule, a model group, default or fallback vendor)"
+            )
         if vendor is None or why is not None:
             reasons.setdefault(deployment.vendor, why or "not configured")
             continue
         cost = _estimate_cost_usd(request, settings, deployment, vendor)
         candidates.append(_Candidate(deployment, vendor, vendor_state, cost))
     return candidates
+
+
+def _stand_ins_allowed(
+    request: Request, settings: Settings, group: list[Deployment] | None
+) -> set[str]:
+    """The vendors a stand-in may be: every one when no real vendor is on, else those named."""
+    enabled = settings.enabled_vendors()
+    if not any(not vendor.is_stand_in for vendor in enabled.values()):
+        return set(enabled)  # the demo, local development: nothing real to protect
+    named = {settings.default_vendor, settings.fallback_vendor, request.vendor}
+    named |= set(request.vendor_weights or ())
+    named |= {d.vendor for d in group or ()}
+    named |= {
+        rule.vendor
+        for rule in settings.routing_rules
+        if rule.enabled and rule.condition.matches(request)
+    }
+    return {name for name in named if name is not None}
 
 
 def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) -> str | None:
@@ -222,6 +255,8 @@ def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) 
         patterns = ", ".join(vendor.model_patterns())
         return f"does not serve model {deployment.model!r} (serves {patterns})"
     if state.health is HealthStatus.UNHEALTHY:
+        if state.health_detail:
+            return f"unhealthy: {state.health_detail}"
         return "unhealthy at its last health check"
     if state.circuit is CircuitState.OPEN:
         return "circuit open after repeated failures"
@@ -295,8 +330,9 @@ def _choose_primary(
         return chosen
     if is_group:
         return candidates[0], "first available member of the model group"
-    best = min(_tier(c) for c in candidates)
-    tier = [c for c in candidates if _tier(c) == best]
+    pool = _real_first(candidates)
+    best = min(_tier(c) for c in pool)
+    tier = [c for c in pool if _tier(c) == best]
     weights = [c.vendor.weight for c in tier]
     if not any(weights):
         return tier[0], "first of equal vendors (all weights are 0)"
@@ -348,10 +384,19 @@ def _chosen_by_configuration(
     optimised = _optimisation_key(settings)
     if optimised is not None:
         key, label = optimised
-        return min(candidates, key=key), label
+        return min(_real_first(candidates), key=key), label
     if settings.default_vendor in by_vendor:
         return by_vendor[settings.default_vendor], "default vendor"
     return None
+
+
+def _real_first(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The real vendors among `candidates`; only when there are none, the stand-ins.
+
+    A stand-in named as the fallback vendor is a candidate, but never wins a draw or
+    a ranking against a real vendor: it is chosen first only when named for that.
+    """
+    return [c for c in candidates if not c.vendor.is_stand_in] or candidates
 
 
 def _tier(candidate: _Candidate) -> tuple[int, bool]:
@@ -396,20 +441,22 @@ def _optimisation_key(
     return key, label
 
 
-def _fallback_order(
-    settings: Settings, candidates: list[_Candidate], is_group: bool
+def _fallbacks(
+    settings: Settings,
+    candidates: list[_Candidate],
+    group: list[Deployment] | None,
+    primary: _Candidate,
 ) -> list[_Candidate]:
-    optimised = _optimisation_key(settings)
-    if optimised is not None:
-        ordered = sorted(candidates, key=optimised[0])
-    elif is_group:
-        ordered = list(candidates)
-    else:
-        ordered = sorted(candidates, key=lambda c: (*_tier(c), -c.vendor.weight))
+    """What the configuration names to try after `primary`: its fallback vendor, its group."""
+    ordered: list[_Candidate] = []
     if settings.fallback_vendor is not None:
-        # The configured fallback vendor is tried first once the primary has failed.
-        ordered.sort(key=lambda c: c.name != settings.fallback_vendor)
-    return ordered
+        # The first usable deployment of the fallback vendor (in a group, its own model).
+        ordered += [c for c in candidates if c.name == settings.fallback_vendor][:1]
+    if group is not None:
+        optimised = _optimisation_key(settings)
+        members = sorted(candidates, key=optimised[0]) if optimised is not None else candidates
+        ordered += [c for c in members if c not in ordered]
+    return [c for c in ordered if c is not primary]
 
 
 def _weighted_choice(items: Sequence[T], weights: Sequence[float], rng: random.Random) -> T:

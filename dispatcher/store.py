@@ -92,6 +92,7 @@ from dispatcher.stats import (
 from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
 from dispatcher.traffic import Traffic
 from dispatcher.waiting_jobs import WaitingJobs
+from dispatcher.worker_registry import WorkerRegistry
 
 if TYPE_CHECKING:
     from dispatcher.circuit import CircuitCheck
@@ -112,6 +113,8 @@ __all__ = [
 
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+# A worker's id: its Celery node name and process id, e.g. "openai@host-1:4242".
+_WORKER_ID = re.compile(r"[A-Za-z0-9._@%+:-]{1,200}")
 
 StartResult = Literal[
     "ok", "missing", "terminal", "stale", "late", "blocked", "open", "limited", "busy"
@@ -298,6 +301,16 @@ class Keys:
         """A bell's task id -> the job ids it took, until they have ended."""
         return f"{self.prefix}:taken"
 
+    def workers(self) -> str:
+        """Each living worker -> until when its last heartbeat vouches for it (epoch s)."""
+        return f"{self.prefix}:workers"
+
+    def worker_held(self, worker: str) -> str:
+        """The delivery tags of the messages a worker holds unacknowledged (its heartbeat's)."""
+        if not _WORKER_ID.fullmatch(worker):
+            raise ValueError(f"not a worker id: {worker[:80]!r}")
+        return f"{self.prefix}:worker:{worker}:held"
+
 
 class JobStore:
     """Reads and writes jobs; all methods take and return our models, never raw keys."""
@@ -324,6 +337,7 @@ class JobStore:
         self.batches = BatchStore(self)
         self.waiting = WaitingJobs(client, self.keys, now=now)
         self.ready = ReadyQueue(client, self.keys)
+        self.workers = WorkerRegistry(client, self.keys, now=now)
 
     # --- creating and reading ----------------------------------------------------------
 

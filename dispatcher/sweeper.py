@@ -133,11 +133,18 @@ class Sweeper:
         self.send = send
         self.send_jobs = send_jobs
 
-    def sweep(self) -> SweepReport:
-        """Judge the overdue jobs; send again the messages lost twice in a row."""
+    def sweep(self, *, grace_s: float | None = None, confirm: bool = True) -> SweepReport:
+        """Judge the overdue jobs; send again the messages lost twice in a row.
+
+        `confirm=False` (with a shorter `grace_s`) is the pass a worker makes at once when
+        it has taken back a dead worker's messages: a message that dead worker had taken
+        off its queue but not yet recorded can never turn up, so one look is enough.
+        A live worker's message caught in that instant is sent twice at worst: its job
+        still runs once.
+        """
         report = SweepReport()
         waiting = self.store.waiting
-        overdue = waiting.overdue(self.grace_s, SWEEP_LIMIT)
+        overdue = waiting.overdue(self.grace_s if grace_s is None else grace_s, SWEEP_LIMIT)
         report.overdue = len(overdue)
         jobs = waiting.read(overdue) if overdue else []
         if not jobs:
@@ -151,7 +158,10 @@ class Sweeper:
         report.unjudged = len(jobs) - len(judged)
         missing = [job for job in judged if job.job_id not in presence.job_ids]
         before = waiting.suspects()
-        lost = [job for job in missing if before.get(job.job_id) == job.attempt]
+        if confirm:
+            lost = [job for job in missing if before.get(job.job_id) == job.attempt]
+        else:
+            lost = missing
         lost_ids = {job.job_id for job in lost}
         suspects = {job.job_id: job.attempt for job in missing if job.job_id not in lost_ids}
         report.suspects = len(suspects)

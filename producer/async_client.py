@@ -26,6 +26,7 @@ from dispatcher.config import Settings
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
+    CircuitState,
     JobRecord,
     Request,
     Response,
@@ -34,6 +35,7 @@ from dispatcher.models import (
 )
 from dispatcher.status import VendorStatus
 from dispatcher.store_async import AsyncJobReader
+from dispatcher.vendor_detail import VendorDetail
 from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
 from producer.client import (
     DEFAULT_WAIT_TIMEOUT_S,
@@ -173,6 +175,16 @@ class AsyncClient:
         """The names of the configured vendors that may receive traffic."""
         return self.sync.vendors()
 
+    @reaching_redis
+    async def vendor(self, name: str) -> VendorDetail:
+        """One vendor: masked configuration, health, circuit and limits; see `Client.vendor`."""
+        return await asyncio.to_thread(self.sync.vendor, name)
+
+    @reaching_redis
+    async def reset_circuit(self, vendor: str) -> CircuitState:
+        """Close `vendor`'s circuit for everyone; its state before; see `Client.reset_circuit`."""
+        return await asyncio.to_thread(self.sync.reset_circuit, vendor)
+
     # --- batches ----------------------------------------------------------------------
 
     @reaching_redis
@@ -217,7 +229,7 @@ class AsyncClient:
 
     @reaching_redis
     async def cancel_batch(self, batch_id: str) -> int:
-        """Cancel every item that has not ended; see `Client.cancel_batch`."""
+        """Cancel the items that have not ended (none if all had); see `Client.cancel_batch`."""
         return await asyncio.to_thread(self.sync.cancel_batch, batch_id)
 
     @reaching_redis

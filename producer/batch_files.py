@@ -9,7 +9,11 @@ Each input line is one request, in either of two shapes, told apart by a "body" 
 Reading is all or nothing: every bad line is collected, with its number and
 reason, into one `BatchFileError`, so a file is fixed in one round and a batch is
 never half-enqueued; a request over the maximum request size, when one is given,
-is a bad line too. Reasons never repeat a line's text, which may hold secrets
+is a bad line too. A line that repeats a key is refused (JSON would keep the last
+value silently). Reading is bounded (`BatchLimits`): the file is read a line at a
+time, and one too long, a file too large or more requests than allowed stop the
+read at once with the bound that was passed, so `/dev/zero` or a runaway file
+never fills the producer's memory. Reasons never repeat a line's text, which may hold secrets
 or prompts. Results are written in OpenAI's Batch output shape, one line per item.
 Nothing here touches Redis or Celery.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -34,6 +38,7 @@ __all__ = [
     "CHAT_COMPLETIONS_URL",
     "MAX_REPORTED",
     "BatchFileError",
+    "BatchLimits",
     "BatchLine",
     "output_record",
     "parse_batch_lines",
@@ -65,6 +70,26 @@ _OPENAI_FINISH_REASONS = {
     FinishReason.CONTENT_FILTER: "content_filter",
     FinishReason.TOOL_CALLS: "tool_calls",
 }
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How much one batch may hold: requests, bytes of its file, bytes of one request."""
+
+    max_items: int | None = None
+    max_file_bytes: int | None = None
+    max_request_bytes: int | None = None
+
+    @property
+    def max_line_bytes(self) -> int | None:
+        """The longest line worth reading: a request at its maximum, in OpenAI's envelope."""
+        if self.max_request_bytes is None:
+            return self.max_file_bytes
+        return 2 * self.max_request_bytes + LINE_ENVELOPE_BYTES
+
+
+# Room for a batch line's envelope (custom_id, method, url) and JSON escaping around a request.
+LINE_ENVELOPE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,8 +143,19 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {_shown(key)} in an object")
+            seen.add(key)
+    return found
+
+
 # One decoder for every line: `json.loads` with an option would build a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
 
 
 def _custom_id_problem(value: Any) -> str | None:
@@ -192,15 +228,29 @@ def _plain_line(data: dict[str, Any], default_id: str) -> tuple[Any, Request | N
 def _collect(
     entries: Iterable[tuple[int, Any, Request | None, list[str]]],
     unit: str,
-    max_request_bytes: int | None,
+    limits: BatchLimits,
 ) -> list[BatchLine]:
-    """The batch lines, or every problem (duplicate ids and sizes included) raised as one error."""
+    """The batch lines, or every problem (duplicate ids and sizes included) raised as one error.
+
+    More requests than `limits.max_items` stops the reading at once, with that one problem.
+    """
+    max_request_bytes = limits.max_request_bytes
     lines: list[BatchLine] = []
     bad: list[tuple[int, str]] = []
     first_seen: dict[str, int] = {}
     seen_any = False
-    for number, custom_id, request, problems in entries:
+    for count, (number, custom_id, request, problems) in enumerate(entries, start=1):
         seen_any = True
+        if limits.max_items is not None and count > limits.max_items:
+            raise BatchFileError(
+                [
+                    (
+                        number,
+                        f"more than {limits.max_items:,} requests (LLMDISPATCH_MAX_BATCH_ITEMS)",
+                    )
+                ],
+                unit=unit,
+            )
         if isinstance(custom_id, str) and custom_id:
             first = first_seen.setdefault(custom_id, number)
             if first != number:
@@ -237,7 +287,7 @@ def _parsed_lines(lines: Iterable[bytes]) -> Iterable[tuple[int, Any, Request | 
             # Only the parser's reason and column: the line itself may hold a secret.
             yield number, None, None, [f"not valid JSON: {exc.msg} at column {exc.pos + 1}"]
             continue
-        except ValueError as exc:  # NaN or Infinity, refused by _refuse_constant
+        except ValueError as exc:  # NaN or Infinity, or a repeated key: refused by the hooks
             yield number, None, None, [f"not valid JSON: {exc}"]
             continue
         except RecursionError:
@@ -252,24 +302,45 @@ def _parsed_lines(lines: Iterable[bytes]) -> Iterable[tuple[int, Any, Request | 
 
 
 def parse_batch_lines(
-    lines: Iterable[bytes], *, max_request_bytes: int | None = None
+    lines: Iterable[bytes], *, limits: BatchLimits | None = None
 ) -> list[BatchLine]:
     """The requests of a JSONL batch, one per non-blank line, in order.
 
-    `max_request_bytes`: a request whose JSON is larger is a bad line (`dispatcher.request_size`).
+    `limits`: a request whose JSON is over `max_request_bytes` is a bad line
+    (`dispatcher.request_size`); more than `max_items` requests stop the reading.
 
     Raises:
         BatchFileError: some line is bad, or there is none; lists every bad line.
     """
-    return _collect(_parsed_lines(lines), "line", max_request_bytes)
+    return _collect(_parsed_lines(lines), "line", limits or BatchLimits())
 
 
 def read_batch_file(
-    path: str | os.PathLike[str], *, max_request_bytes: int | None = None
+    path: str | os.PathLike[str], *, limits: BatchLimits | None = None
 ) -> list[BatchLine]:
-    """The requests of the JSONL batch file at `path` (see `parse_batch_lines`)."""
+    """The requests of the JSONL batch file at `path` (see `parse_batch_lines`), read a
+    line at a time within `limits.max_file_bytes` and `limits.max_line_bytes`."""
+    limits = limits or BatchLimits()
     with open(path, "rb") as file:
-        return parse_batch_lines(file, max_request_bytes=max_request_bytes)
+        return parse_batch_lines(bounded_lines(file, limits), limits=limits)
+
+
+def bounded_lines(file: IO[bytes], limits: BatchLimits) -> Iterator[bytes]:
+    """`file`'s lines, each read with a bound: a line or file past its limit stops the read."""
+    longest = limits.max_line_bytes
+    total = 0
+    number = 0
+    while line := file.readline(-1 if longest is None else longest + 1):
+        number += 1
+        total += len(line)
+        if limits.max_file_bytes is not None and total > limits.max_file_bytes:
+            raise BatchFileError(
+                [(number, f"the file is larger than {limits.max_file_bytes:,} bytes "
+                  "(LLMDISPATCH_MAX_BATCH_BYTES)")]
+            )  # fmt: skip
+        if longest is not None and len(line) > longest:
+            raise BatchFileError([(number, f"longer than {longest:,} bytes: not one request")])
+        yield line
 
 
 def _items(
@@ -287,18 +358,18 @@ def _items(
 
 
 def requests_as_lines(
-    requests: Sequence[Request | Mapping[str, Any]], *, max_request_bytes: int | None = None
+    requests: Sequence[Request | Mapping[str, Any]], *, limits: BatchLimits | None = None
 ) -> list[BatchLine]:
     """`requests` as batch lines numbered from 1, with ids ``request-<n>`` unless given.
 
-    A mapping may carry its own "custom_id"; `max_request_bytes` as for `parse_batch_lines`.
+    A mapping may carry its own "custom_id"; `limits` as for `parse_batch_lines`.
 
     Raises:
         BatchFileError: some item is invalid, or there is none; lists every bad item.
     """
     if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
         raise TypeError(f"requests must be a list of requests, not {type(requests).__name__}")
-    return _collect(_items(requests), "item", max_request_bytes)
+    return _collect(_items(requests), "item", limits or BatchLimits())
 
 
 def _completion(job_id: str, response: Response) -> dict[str, Any]:

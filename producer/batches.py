@@ -35,7 +35,13 @@ from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
 from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
 from dispatcher.router import LiveState, batch_queue_for, route
 from dispatcher.store import JobStore
-from producer.batch_files import BatchFileError, BatchLine, read_batch_file, requests_as_lines
+from producer.batch_files import (
+    BatchFileError,
+    BatchLimits,
+    BatchLine,
+    read_batch_file,
+    requests_as_lines,
+)
 from producer.unreachable import UNREACHABLE, unavailable
 
 __all__ = [
@@ -87,7 +93,12 @@ class Batches:
                 size, or no vendor can take it; every one is listed with its number,
                 and nothing was written.
         """
-        lines = _lines_of(source, self.settings.max_request_bytes)
+        limits = BatchLimits(
+            max_items=self.settings.max_batch_items,
+            max_file_bytes=self.settings.max_batch_bytes,
+            max_request_bytes=self.settings.max_request_bytes,
+        )
+        lines = _lines_of(source, limits)
         routes = self._routes(lines, unit="line" if _is_path(source) else "item")
         batch_id = self.store.batches.new_batch_id()
         items = [
@@ -332,9 +343,9 @@ def _is_path(source: BatchSource) -> bool:
     return isinstance(source, str | os.PathLike)
 
 
-def _lines_of(source: BatchSource, max_bytes: int) -> list[BatchLine]:
+def _lines_of(source: BatchSource, limits: BatchLimits) -> list[BatchLine]:
     if _is_path(source):
-        return read_batch_file(source, max_request_bytes=max_bytes)  # type: ignore[arg-type]
+        return read_batch_file(source, limits=limits)  # type: ignore[arg-type]
     if isinstance(source, Request | Mapping):
         raise TypeError("submit_batch takes a list of requests or a file's path, not one request")
-    return requests_as_lines(list(source), max_request_bytes=max_bytes)  # type: ignore[arg-type]
+    return requests_as_lines(list(source), limits=limits)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ This module builds the app and lists its commands; each group lives in its own
 module: `cli_jobs` (submit, send, get, wait, stream, cancel, stats), `cli_celery`
 (worker, flower), `cli_config` (config check), `cli_mock_server` (mock-server),
 `cli_batch` (batch submit, status, wait, results, cancel, retry-failed),
-`cli_demo` (demo).
+`cli_demo` (demo), `cli_health` (health check), `cli_vendors` (vendor, circuit reset).
 
 The exit codes scripts can rely on are listed in `producer.cli_exit_codes`;
 the `EXIT_*` names are importable from here too.
@@ -31,6 +31,7 @@ from producer.cli_exit_codes import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
+from producer.cli_health import health_app
 from producer.cli_jobs import (
     cancel_command,
     get_command,
@@ -43,6 +44,7 @@ from producer.cli_jobs import (
 )
 from producer.cli_metrics import metrics_command
 from producer.cli_mock_server import mock_server
+from producer.cli_vendors import circuit_app, vendor_command
 from producer.client import Client
 
 __all__ = [
@@ -64,9 +66,13 @@ app = typer.Typer(
     help="Queue-backed dispatcher for LLM completion jobs.",
     no_args_is_help=True,
     add_completion=False,
+    # Click's plain help: Typer's rich panels print a `<bool>` type beside every flag.
+    rich_markup_mode=None,
 )
 app.add_typer(config_app, name="config")
 app.add_typer(batch_app, name="batch")
+app.add_typer(circuit_app, name="circuit")
+app.add_typer(health_app, name="health")
 
 
 def make_client() -> Client:
@@ -106,6 +112,7 @@ app.command("stream")(stream_command)
 app.command("cancel")(cancel_command)
 app.command("stats")(stats_command)
 app.command("status")(status_command)
+app.command("vendor")(vendor_command)
 app.command("worker")(worker_command)
 app.command("flower")(flower_command)
 app.command("metrics")(metrics_command)

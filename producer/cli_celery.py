@@ -8,6 +8,7 @@ so signals (Ctrl-C, SIGTERM from a supervisor) reach Celery directly. With
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import sys
@@ -16,10 +17,10 @@ from typing import Annotated
 import typer
 
 from dispatcher.router import vendor_queues
-from producer.cli_config import load_settings
-from producer.cli_exit_codes import EXIT_CONFIG_INVALID, fail
+from producer.cli_config import fail_unless_buildable, load_settings
+from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_USAGE, fail
 
-__all__ = ["flower_command", "worker_command"]
+__all__ = ["flower_command", "is_loopback", "worker_command"]
 
 # The variable naming the vendors a worker holds; workers/runtime.py reads it
 # (WORKER_VENDORS_ENV there, spelled out here because producer never imports workers).
@@ -69,6 +70,7 @@ def _vendor_names(requested: str | None) -> list[str]:
                 f"no vendor is enabled in the configuration (configured: {configured})",
                 EXIT_CONFIG_INVALID,
             )
+        fail_unless_buildable(settings.enabled_vendors())
         return enabled
     names = list(dict.fromkeys(name.strip() for name in requested.split(",") if name.strip()))
     if not names:
@@ -87,6 +89,7 @@ def _vendor_names(requested: str | None) -> list[str]:
             f"(enabled: {', '.join(enabled) or 'none'})",
             EXIT_CONFIG_INVALID,
         )
+    fail_unless_buildable({name: settings.vendors[name] for name in names})
     return names
 
 
@@ -219,11 +222,28 @@ def flower_command(
         shown[FLOWER_BASIC_AUTH_ENV] = ",".join(
             f"{entry.partition(':')[0]}:***" for entry in basic_auth.split(",")
         )
+    elif not is_loopback(address):
+        # Flower can revoke tasks and shut workers down: never open to a network unasked.
+        fail(
+            f"refusing to start Flower on {address} without --basic-auth: anyone who can "
+            "reach it could stop workers; set FLOWER_BASIC_AUTH=user:password, "
+            f"or listen on {DEFAULT_FLOWER_ADDRESS} only",
+            EXIT_USAGE,
+        )
     else:
         typer.echo(
-            "warning: no --basic-auth: anyone who can reach "
-            f"http://{address}:{port} sees Flower, and its API answers 401 "
-            "unless FLOWER_UNAUTHENTICATED_API is set",
+            f"note: no --basic-auth: Flower on {address}:{port} is open to this machine's "
+            "users; its API answers 401 unless FLOWER_UNAUTHENTICATED_API is set",
             err=True,
         )
     _replace_process(argv, env, print_only=print_only, shown_env=shown)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `address` (an IP address or `localhost`) reaches this machine only."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface

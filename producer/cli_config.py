@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
+import redis
 import typer
 
 from dispatcher import ConfigError, Settings
+from dispatcher.config_schema import VendorConfig
 from dispatcher.redaction import redact
-from producer.cli_exit_codes import EXIT_CONFIG_INVALID, fail
+from dispatcher.vendors import unbuildable_vendors
+from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_OK, EXIT_UNAVAILABLE, fail
 
-__all__ = ["config_app", "config_check", "load_settings", "summarise"]
+__all__ = [
+    "config_app",
+    "config_check",
+    "fail_unless_buildable",
+    "load_settings",
+    "summarise",
+]
 
-config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+# How long `config check --ping` waits for Redis.
+PING_TIMEOUT_S = 5.0
+
+config_app = typer.Typer(
+    help="Inspect and validate the configuration.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
+)
 
 
 def load_settings() -> Settings:
@@ -27,17 +44,69 @@ def load_settings() -> Settings:
 @config_app.command("check")
 def config_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    ping: Annotated[
+        bool,
+        typer.Option(
+            "--ping", help="Also check that Redis answers and probe every enabled vendor once."
+        ),
+    ] = False,
 ) -> None:
     """Validate the configuration (environment and LLMDISPATCH_CONFIG file) and print it.
 
-    Secrets are never printed: an API key shows as 'set' or 'not set'.
-    Exits with 3, listing every problem with its path, when the configuration is invalid.
+    Secrets are never printed: an API key shows as 'set' or 'not set'. Exits with 3,
+    listing every problem with its path, when the configuration is invalid or no
+    vendor is enabled. With --ping (for deploy scripts) it also checks that Redis
+    answers (exit 6 when not) and probes each enabled vendor as a worker would:
+    exit 3 when one refuses its key, 6 when one is unreachable.
     """
-    summary = summarise(load_settings())
+    settings = load_settings()
+    summary = summarise(settings)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         typer.echo(_as_text(summary))
+    if not settings.enabled_vendors():
+        fail(NO_VENDOR, EXIT_CONFIG_INVALID)
+    fail_unless_buildable(settings.enabled_vendors())
+    if ping:
+        _ping(settings)
+
+
+# Why a configuration without an enabled vendor is refused, and what to do.
+NO_VENDOR = (
+    "invalid configuration: no vendor is enabled; set one up in LLMDISPATCH_CONFIG, "
+    "or set a vendor's API key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...)"
+)
+
+
+def fail_unless_buildable(vendors: Mapping[str, VendorConfig]) -> None:
+    """Exit 3, naming each, when a vendor's factory cannot be found or imported."""
+    problems = unbuildable_vendors(vendors)
+    if problems:
+        fail(str(ConfigError(problems)), EXIT_CONFIG_INVALID)
+
+
+def _ping(settings: Settings) -> None:
+    """Redis answers, and each enabled vendor's probe: exits non-zero on a failure."""
+    from producer.cli_health import health_exit_code, health_lines, probe_vendors  # noqa: PLC0415
+
+    url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(
+        url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        fail(f"redis: no answer from {redact(url)}: {type(exc).__name__}", EXIT_UNAVAILABLE)
+    finally:
+        client.close()
+    typer.echo(f"redis: {redact(url)} answers")
+    found = probe_vendors(settings)
+    typer.echo("vendors (probed now):")
+    typer.echo("\n".join(f"  {line}" for line in health_lines(found)))
+    code = health_exit_code(found)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 def summarise(settings: Settings) -> dict[str, Any]:

@@ -5,10 +5,12 @@ Exit codes scripts can rely on:
     0  success (for `cancel`: the job was cancelled, or had already ended)
     1  the job failed or was cancelled, or could not be routed (no vendor, over budget)
     2  bad usage: unknown option, missing prompt, an invalid request or batch file
-    3  invalid configuration (including a `worker --vendors` name it does not define)
-    4  no such job or batch (never existed, expired, or not a job or batch id)
+    3  invalid configuration (including a `worker --vendors` name it does not define,
+       no vendor enabled, or a key a vendor refuses: `config check --ping`, `health check`)
+    4  no such job, batch or vendor (never existed, expired, not a job or batch id,
+       or not a configured vendor's name)
     5  timed out waiting for the job or batch (it keeps running)
-    6  Redis or the broker could not be reached
+    6  Redis or the broker could not be reached (or a probed vendor: `health check`)
     7  the batch ended, but some of its items failed or were cancelled
 """
 
@@ -27,6 +29,7 @@ from dispatcher import (
     InvalidRequest,
     JobNotFound,
     StoreUnavailable,
+    VendorNotFound,
 )
 from dispatcher.redaction import redact
 
@@ -57,6 +60,7 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (ConfigError, EXIT_CONFIG_INVALID),
     (InvalidRequest, EXIT_USAGE),
     (JobNotFound, EXIT_NOT_FOUND),
+    (VendorNotFound, EXIT_NOT_FOUND),
     (TimeoutError, EXIT_TIMEOUT),
     (StoreUnavailable, EXIT_UNAVAILABLE),
     (DispatcherError, EXIT_JOB_FAILED),

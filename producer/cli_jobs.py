@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from dispatcher import JobRecord, Stats, VendorStats
+from dispatcher.config import DEFAULT_MAX_REQUEST_BYTES
 from dispatcher.models import StreamEvent, StreamEventType
 from dispatcher.status import VendorStatus
 from producer.cli_exit_codes import exit_codes
@@ -54,6 +55,10 @@ StartTimeoutOpt = Annotated[
 AfterOpt = Annotated[int, typer.Option(min=0, help="Print only the events after this seq.")]
 
 
+# The most a request file (or a prompt on standard input) is read to: the largest request
+# the dispatcher accepts by default, twice over for JSON's escaping; the client then
+# checks the request against the configured maximum.
+MAX_INPUT_BYTES = 2 * DEFAULT_MAX_REQUEST_BYTES + 64 * 1024
 # The request fields that submit's and send's options set, in the order they pass them.
 _OPTION_FIELDS = ("model", "max_tokens", "temperature", "vendor", "priority")
 
@@ -192,7 +197,11 @@ def _status_lines(statuses: list[VendorStatus]) -> list[str]:
                 limit(s.tokens_per_minute, s.tpm_limit),
             ]
         )
-    return table(rows) if statuses else ["no vendors are configured"]
+    if not statuses:
+        return ["no vendors are configured"]
+    # Why a vendor is not healthy, in the health check's own words (a key to check, ...).
+    notes = [f"{s.name}: {s.health.value}: {s.health_detail}" for s in statuses if s.health_detail]
+    return table(rows) + notes
 
 
 def _print_stream(events: Iterable[StreamEvent], *, as_json: bool) -> None:
@@ -234,7 +243,7 @@ def _request(
             raise typer.BadParameter("put the system message in the file", param_hint="--system")
         data = _read_request_file(file)
     else:
-        text = sys.stdin.read() if prompt == "-" else str(prompt)
+        text = _read_bounded(None, "PROMPT") if prompt == "-" else str(prompt)
         system_message = [{"role": "system", "content": system}] if system is not None else []
         data = {"messages": [*system_message, {"role": "user", "content": text}]}
     named = zip(_OPTION_FIELDS, options, strict=True)
@@ -244,13 +253,35 @@ def _request(
     return data
 
 
-def _read_request_file(file: Path) -> dict[str, Any]:
+def _read_bounded(file: Path | None, param_hint: str) -> str:
+    """The text of `file` (None or "-": standard input), refused past `MAX_INPUT_BYTES`."""
     try:
-        data = json.loads(sys.stdin.read() if str(file) == "-" else file.read_text("utf-8"))
+        if file is None or str(file) == "-":
+            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with file.open("rb") as opened:
+                raw = opened.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise typer.BadParameter(
-            f"cannot read {file}: {exc.strerror}", param_hint="--file"
+            f"cannot read {file}: {exc.strerror}", param_hint=param_hint
         ) from None
+    if len(raw) > MAX_INPUT_BYTES:
+        raise typer.BadParameter(
+            f"{file or 'standard input'} is larger than {MAX_INPUT_BYTES:,} bytes: not one request",
+            param_hint=param_hint,
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(
+            f"{file or 'standard input'} is not UTF-8 text (byte {exc.start})",
+            param_hint=param_hint,
+        ) from None
+
+
+def _read_request_file(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(_read_bounded(file, "--file"))
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{file} is not valid JSON: {exc}", param_hint="--file") from None
     if not isinstance(data, dict):

@@ -48,6 +48,7 @@ from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
 from dispatcher.store import JobStore
 from dispatcher.traffic import Load, running_since
+from dispatcher.vendor_detail import VendorDetail, configured_vendor, vendor_detail
 from producer.batches import (
     DEFAULT_PROGRESS_INTERVAL_S,
     Batches,
@@ -331,6 +332,7 @@ class Client:
             load = loads.get(name)
             states[name] = VendorState(
                 health=health[name].status if name in health else HealthStatus.UNKNOWN,
+                health_detail=health[name].detail if name in health else "",
                 circuit=circuits[name].state if name in circuits else CircuitState.CLOSED,
                 latency_ms=load.latency_ms if load else None,
                 in_flight=load.in_flight if load else 0,
@@ -475,6 +477,11 @@ class Client:
         """Cancel every item that has not ended; returns how many were.
 
         Queued items never run; a running item's result is discarded when it returns.
+        A batch that had ended is left as it ended (0 is returned; `batch_status`
+        says how it ended).
+
+        Raises:
+            BatchNotFound: no such batch.
         """
         return self._batches.cancel(batch_id)
 
@@ -498,6 +505,32 @@ class Client:
     def vendors(self) -> list[str]:
         """The names of the configured vendors that may receive traffic."""
         return list(self.settings.enabled_vendors())
+
+    @reaching_redis
+    def vendor(self, name: str) -> VendorDetail:
+        """One vendor by name: its configuration (secrets masked), health, circuit and limits.
+
+        Raises:
+            VendorNotFound: no vendor has that name; the message lists the configured ones.
+        """
+        return vendor_detail(self.store, self.settings, name)
+
+    @reaching_redis
+    def reset_circuit(self, vendor: str) -> CircuitState:
+        """Close `vendor`'s circuit breaker, for every worker and producer; the state it was in.
+
+        Its count of failures in a row starts again from zero. Workers see the reset
+        at their next claim, this client at its next submit, other producers within
+        `LIVE_STATE_TTL_S`.
+
+        Raises:
+            VendorNotFound: no vendor has that name; the message lists the configured ones.
+        """
+        configured_vendor(self.settings, vendor)
+        breaker = self.settings.circuit_breaker
+        before = self.store.circuits.reset(vendor, breaker.reset_timeout_s)
+        self._live = None  # route by the closed circuit from the next submit on
+        return before
 
     # --- lifetime ------------------------------------------------------------------
 

@@ -212,6 +212,9 @@ class DemoStack:
                 "base_url": self.mock_url,
                 "models": ["demo-*"],
                 "auth": {"scheme": "none"},
+                # A stand-in: it takes the demo's requests (its default vendor), never
+                # those of a real vendor whose key is set.
+                "stand_in": True,
             }
         }
         settings = Settings.load()

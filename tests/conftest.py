@@ -9,25 +9,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
-from dispatcher import Message, Request
+from dispatcher import Message, Request, Settings
 from dispatcher.config import ENV_NAMES
 from producer.embedded_redis import EmbeddedRedis
+
+# The dotenv file Settings reads as shipped (`.env` in the working directory).
+SHIPPED_ENV_FILE = Settings.model_config.get("env_file")
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's real keys or Redis: every documented variable is unset."""
+    """No test sees the developer's real keys or Redis: every documented variable is unset,
+    and no `.env` is read (the one in the checkout may hold real keys; see `dotenv_here`)."""
     documented = {*ENV_NAMES.values(), "LLMDISPATCH_CONFIG"}
     # Settings matches names case-insensitively, so `openai_api_key` would count too.
     for name in list(os.environ):
         if name.upper() in documented:
             monkeypatch.delenv(name)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+
+
+@pytest.fixture
+def dotenv_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory where Settings reads `.env` as shipped; the file's path.
+
+    The test writes the file; nothing outside `tmp_path` is read.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(Settings.model_config, "env_file", SHIPPED_ENV_FILE)
+    return tmp_path / ".env"
 
 
 @pytest.fixture

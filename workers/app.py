@@ -16,9 +16,14 @@ from dispatcher import Settings
 from dispatcher.celery_config import celery_settings
 from dispatcher.log_redaction import install_log_redaction
 from dispatcher.tested_versions import untested_versions
+from dispatcher.vendors import unbuildable_vendors
 from workers.broker_clients import reuse_redis_clients
+from workers.runtime import held_vendors
 
-__all__ = ["app", "redact_logs", "warn_of_untested_versions"]
+__all__ = ["app", "redact_logs", "refuse_unbuildable_vendors", "warn_of_untested_versions"]
+
+# The exit code of a worker whose configuration cannot work (as `llmdispatch`'s).
+EXIT_CONFIG_INVALID = 3
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,23 @@ app.conf.worker_consumer = "workers.consumer:RestoringConsumer"
 def redact_logs(logger: Any = None, **_: Any) -> None:
     """Mask secrets in everything the worker logs, libraries' tracebacks included."""
     install_log_redaction(logger)
+
+
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]
+def refuse_unbuildable_vendors(**_: Any) -> None:
+    """Stop a starting worker, in one line, before "ready", if a vendor cannot be built.
+
+    A custom vendor factory that cannot be imported would otherwise fail every
+    task the worker takes, and leave its jobs queued for ever.
+    """
+    settings = Settings.load()
+    held = {
+        name: settings.vendors[name] for name in held_vendors(settings) if name in settings.vendors
+    }
+    problems = unbuildable_vendors(held)
+    if problems:
+        logger.critical("cannot start: %s", "; ".join(problems))
+        raise SystemExit(EXIT_CONFIG_INVALID)
 
 
 @celeryd_after_setup.connect  # type: ignore[untyped-decorator]

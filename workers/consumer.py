@@ -61,11 +61,13 @@ from dispatcher.outage import REDIS_UNREACHABLE
 __all__ = [
     "EVENT_BUFFER_LIMIT",
     "EVENT_FLUSH_S",
+    "HELD",
     "LOST_FLUSH_S",
     "UNDELIVERED",
     "UNFINISHED_ACKS",
     "EventBuffer",
     "EventPacer",
+    "HeldMessages",
     "KeptUntilReconnect",
     "RestoringConsumer",
     "Undelivered",
@@ -268,6 +270,72 @@ class UnfinishedAcks(KeptUntilReconnect):
 UNFINISHED_ACKS = UnfinishedAcks()
 
 
+class HeldMessages:
+    """The delivery tags of the messages this process holds unacknowledged, kept in Redis.
+
+    Recorded as kombu records a delivery (`keep_undelivered`'s `append`), dropped as it
+    acknowledges one (`finish_acks_later`'s `ack`), and mirrored at once to the worker
+    registry (`workers.heartbeat`), so the workers that outlive this one know what to
+    take back. Until the mirror is set (before the worker is ready) tags wait here and
+    go to Redis when it is. A tag left over (a message kombu itself rejected or
+    restored) is harmless: taking back a message no longer unacknowledged does
+    nothing; tags older than the visibility timeout are forgotten at a beat.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}
+        self._clock = clock
+        self._mirror: tuple[Callable[[str], None], Callable[[str], None]] | None = None
+
+    def mirror_to(self, hold: Callable[[str], None], release: Callable[[str], None]) -> None:
+        """From now on, each tag held or released is told to `hold` or `release` too."""
+        with self._lock:
+            self._mirror = (hold, release)
+            waiting = list(self._since)
+        for tag in waiting:
+            hold(tag)
+
+    def add(self, tag: str) -> None:
+        with self._lock:
+            self._since[tag] = self._clock()
+            mirror = self._mirror
+        if mirror is not None:
+            mirror[0](tag)
+
+    def discard(self, tag: str) -> None:
+        with self._lock:
+            known = self._since.pop(tag, None) is not None
+            mirror = self._mirror
+        if known and mirror is not None:
+            mirror[1](tag)
+
+    def tags(self) -> list[str]:
+        """The tags held now."""
+        with self._lock:
+            return list(self._since)
+
+    def forget_older_than(self, age_s: float) -> list[str]:
+        """Drop the tags held longer than `age_s` (kombu gave them back long ago); which."""
+        with self._lock:
+            oldest = self._clock() - age_s
+            forgotten = [tag for tag, at in self._since.items() if at < oldest]
+            for tag in forgotten:
+                del self._since[tag]
+        return forgotten
+
+
+HELD = HeldMessages()
+
+
+def _mirrored(change: Callable[[str], None], tag: str) -> None:
+    """Record a held or acknowledged message; Redis refusing it must not fail the message."""
+    try:
+        change(tag)
+    except REDIS_UNREACHABLE as exc:  # the next beat's take-back is late for it, no more
+        logger.warning("could not record message %s as held or released: %s", tag, exc)
+
+
 def _wrap_once(qos_class: Any, name: str, wrap: Callable[[Any], Any]) -> bool:
     """Replace `qos_class.<name>` by `wrap(original)`, once; False if it already was."""
     original = getattr(qos_class, name)
@@ -284,6 +352,9 @@ def keep_undelivered(qos_class: Any) -> bool:
 
     def wrap(original: Any) -> Any:
         def append(self: Any, message: Any, delivery_tag: Any) -> Any:
+            # Held before kombu records it: should this worker die in between, the tag
+            # names nothing unacknowledged (harmless), never an unlisted message.
+            _mirrored(HELD.add, str(delivery_tag))
             try:
                 return original(self, message, delivery_tag)
             except REDIS_UNREACHABLE:
@@ -301,6 +372,7 @@ def finish_acks_later(qos_class: Any) -> bool:
 
     def wrap(original: Any) -> Any:
         def ack(self: Any, delivery_tag: Any) -> Any:
+            _mirrored(HELD.discard, str(delivery_tag))
             try:
                 return original(self, delivery_tag)
             except REDIS_UNREACHABLE:

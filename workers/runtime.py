@@ -24,6 +24,7 @@ import redis.asyncio
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
 from dispatcher.celery_wire import TaskMessages
+from dispatcher.config import DEFAULT_SWEEP_INTERVAL_S
 from dispatcher.health import HealthMonitor
 from dispatcher.job_tasks import JobTaskEvents
 from dispatcher.messages import (
@@ -40,12 +41,14 @@ from dispatcher.store import JobStore
 from dispatcher.store_async import AsyncStreamWriter
 from dispatcher.sweeper import Sweeper, sweep_forever
 from dispatcher.vendors import Vendor, build_vendor
+from workers.consumer import HELD
+from workers.heartbeat import BEATS_PER_PERIOD, Heartbeat, restore_messages, worker_id
 from workers.http_transport import vendor_http_client
 from workers.loop import EventLoopThread
 from workers.queued_messages import present_jobs
 from workers.task_events import current_message_id, send_task_events
 
-__all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "runtime"]
+__all__ = ["WORKER_VENDORS_ENV", "WorkerRuntime", "held_vendors", "runtime"]
 
 # httpx logs every request URL at INFO; a vendor authenticated by query
 # parameter would have its key in the worker log.
@@ -110,6 +113,8 @@ class WorkerRuntime:
         self._calls: set[asyncio.Task[Response]] = set()
         self._health: concurrent.futures.Future[None] | None = None
         self._sweeps: threading.Thread | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._sweeper: Sweeper | None = None
         # Past half the visibility timeout the message would soon be delivered again anyway.
         self._outages = OutagePolicy(
             give_up_after_s=settings.visibility_timeout_s / 2,
@@ -284,28 +289,65 @@ class WorkerRuntime:
         self._health = asyncio.run_coroutine_threadsafe(monitor.run_forever(), self.loop.loop)
         return True
 
+    def start_heartbeat(self, hostname: str) -> Heartbeat:
+        """Beat for this process (`workers.heartbeat`), on a thread of its own; once."""
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(
+                self.store.workers,
+                worker_id(hostname),
+                HELD,
+                dead_after_s=self.settings.worker_dead_after_s,
+                forget_after_s=self.settings.visibility_timeout_s,
+                restore=lambda tags: restore_messages(self.celery_app, tags),
+                after_deaths=self._sweep_after_deaths,
+            )
+            threading.Thread(
+                target=self._heartbeat.run, name="llmdispatch-heartbeat", daemon=True
+            ).start()
+        return self._heartbeat
+
+    def _sweep_after_deaths(self) -> None:
+        """One sweep pass now, for the messages dead workers took but never recorded."""
+        beat_s = self.settings.worker_dead_after_s / BEATS_PER_PERIOD
+        self.sweeper.sweep(grace_s=beat_s, confirm=False)
+
+    def stop_heartbeat(self) -> None:
+        """Leave the registry: this worker stops cleanly, nobody need take its messages."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+
     def start_sweeper(self) -> bool:
         """Look for queued jobs whose message was lost, on a schedule; False when off."""
         interval = self.settings.sweep_interval_s
         if interval <= 0 or self._sweeps is not None:
             return False
-        sweeper = Sweeper(
-            self.store,
-            grace_s=self.settings.sweep_grace_s,
-            suspect_ttl_s=3 * interval,
-            find_messages=lambda lanes, ids: present_jobs(self.redis, self.store.ready, lanes, ids),
-            send=self.send,
-            send_jobs=self.send_jobs,
-            ring=self.ring,
-        )
         self._sweeps = threading.Thread(
             target=sweep_forever,
-            args=(sweeper, interval, threading.Event()),
+            args=(self.sweeper, interval, threading.Event()),
             name="llmdispatch-sweeper",
             daemon=True,
         )
         self._sweeps.start()
         return True
+
+    @property
+    def sweeper(self) -> Sweeper:
+        """This worker's sweeper (`dispatcher.sweeper`), built on first use."""
+        if self._sweeper is None:
+            # Suspects outlive a few passes; without a schedule, a few default intervals.
+            interval = self.settings.sweep_interval_s or DEFAULT_SWEEP_INTERVAL_S
+            self._sweeper = Sweeper(
+                self.store,
+                grace_s=self.settings.sweep_grace_s,
+                suspect_ttl_s=3 * interval,
+                find_messages=lambda lanes, ids: present_jobs(
+                    self.redis, self.store.ready, lanes, ids
+                ),
+                send=self.send,
+                send_jobs=self.send_jobs,
+                ring=self.ring,
+            )
+        return self._sweeper
 
     def ring(self, queue: str, celery_priority: int) -> None:
         """Send a bell for lane `queue` (the sweeper's repair)."""
@@ -331,15 +373,18 @@ _lock = threading.Lock()
 _runtime: WorkerRuntime | None = None
 
 
+def held_vendors(settings: Settings) -> list[str]:
+    """The vendors this worker process serves: LLMDISPATCH_WORKER_VENDORS, else every enabled."""
+    named = [n.strip() for n in os.environ.get(WORKER_VENDORS_ENV, "").split(",") if n.strip()]
+    return named or list(settings.enabled_vendors())
+
+
 def runtime(celery_app: Any) -> WorkerRuntime:
     """This process's runtime, built on first use."""
     global _runtime  # noqa: PLW0603 - one runtime per worker process, built lazily
     with _lock:
         if _runtime is None:
             settings = Settings.load()
-            names = [
-                n.strip() for n in os.environ.get(WORKER_VENDORS_ENV, "").split(",") if n.strip()
-            ] or list(settings.enabled_vendors())
-            _runtime = WorkerRuntime(settings, celery_app, names)
+            _runtime = WorkerRuntime(settings, celery_app, held_vendors(settings))
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         return _runtime

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from dispatcher.job_tasks import message_result
 from dispatcher.messages import (
@@ -24,7 +24,7 @@ from dispatcher.messages import (
 from workers.app import app
 from workers.runtime import runtime
 
-__all__ = ["run_job", "run_jobs", "run_queued"]
+__all__ = ["run_job", "run_jobs", "run_queued", "start_schedules", "stop_heartbeat"]
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -75,7 +75,14 @@ def run_queued(task: Any, queue: str, vendor: str, priority: int = 0) -> dict[st
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
-def start_schedules(**_: Any) -> None:
-    """Once the worker is ready, probe its vendors and sweep for lost messages on a schedule."""
+def start_schedules(sender: Any = None, **_: Any) -> None:
+    """Once the worker is ready: its heartbeat, health probes and sweeps, on a schedule."""
+    runtime(app).start_heartbeat(getattr(sender, "hostname", None) or "worker")
     runtime(app).start_health_checks()
     runtime(app).start_sweeper()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def stop_heartbeat(**_: Any) -> None:
+    """A clean stop (its tasks finished) leaves the worker registry: nothing to take back."""
+    runtime(app).stop_heartbeat()

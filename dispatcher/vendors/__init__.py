@@ -9,7 +9,12 @@ from dispatcher.vendors.base import (
     StreamParser,
     Vendor,
 )
-from dispatcher.vendors.registry import build_vendor, register_vendor, registered_types
+from dispatcher.vendors.registry import (
+    build_vendor,
+    register_vendor,
+    registered_types,
+    unbuildable_vendors,
+)
 
 __all__ = [
     "Capabilities",
@@ -22,4 +27,5 @@ __all__ = [
     "build_vendor",
     "register_vendor",
     "registered_types",
+    "unbuildable_vendors",
 ]

@@ -13,10 +13,9 @@ OpenAI module's.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from dispatcher.config_schema import AuthConfig
 from dispatcher.vendors.auth import auth_headers_and_params
+from dispatcher.vendors.base import path_segment
 from dispatcher.vendors.openai import OpenAIVendor
 
 __all__ = ["DEFAULT_API_VERSION", "AzureOpenAIVendor"]
@@ -57,7 +56,7 @@ class AzureOpenAIVendor(OpenAIVendor):
     def chat_url(self, model: str) -> str:
         if self.is_v1:
             return f"{self.base_url}/chat/completions"
-        return f"{self.base_url}/openai/deployments/{quote(model, safe='')}/chat/completions"
+        return f"{self.base_url}/openai/deployments/{path_segment(model)}/chat/completions"
 
     def body_model(self, model: str) -> str | None:
         # Classic URLs name the deployment in the path; v1 names it in the body.

@@ -11,12 +11,14 @@ off as a finished answer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
@@ -33,8 +35,10 @@ from dispatcher.errors import (
 from dispatcher.models import (
     FinishReason,
     HealthStatus,
+    Message,
     Request,
     Response,
+    Role,
     StrictModel,
     Usage,
     utc_now,
@@ -51,22 +55,29 @@ __all__ = [
     "StreamParser",
     "Vendor",
     "http_timeout",
+    "path_segment",
 ]
 
 # A health probe slower than this is reported as degraded rather than healthy.
 DEGRADED_LATENCY_MS = 2_000.0
-# Connecting should be quick even when generating is slow.
-MAX_CONNECT_TIMEOUT_S = 10.0
+# A model-list probe answered so has found no list there, not a sick vendor.
+NO_MODEL_LIST_STATUSES = frozenset({404, 405})
 
 
 class Health(StrictModel):
-    """A vendor's state at its last probe."""
+    """A vendor's state at its last probe, and why, in words an operator can act on."""
 
     model_config = ConfigDict(frozen=True)
 
     status: HealthStatus
     latency_ms: float | None = Field(default=None, ge=0.0)
     detail: str = ""
+    problem: str = Field(
+        default="",
+        description="What failed, when something did: an error kind ('auth', 'timeout', ...), "
+        "'no_model_list' (the probe found no model list: health unknown) or 'off'.",
+    )
+    status_code: int | None = Field(default=None, description="The probe's HTTP status.")
     checked_at: datetime = Field(default_factory=utc_now)
 
 
@@ -146,9 +157,9 @@ class Vendor(ABC):
     def __init__(self, name: str, config: VendorConfig) -> None:
         self.name = name
         self.config = config
-        # A vendor may be built without Settings.load(); its key must be masked all the same.
-        if config.api_key is not None:
-            register_secret(config.api_key.get_secret_value())
+        # A vendor may be built without Settings.load(); its secrets must be masked all the same.
+        for secret in config.secret_values():
+            register_secret(secret)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -191,10 +202,20 @@ class Vendor(ABC):
 MAX_CACHED_URLS = 256
 
 
+def path_segment(value: str) -> str:
+    """`value` (a model or deployment name) as one URL path segment, whatever it holds.
+
+    Every reserved character is percent-encoded (`/`, `?`, `#`, `%`, ...), so a name can
+    never add a path segment, a query or a fragment; a name of only dots (`.`, `..`)
+    is encoded too, so no client or server resolves it as a relative step.
+    """
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if set(encoded) <= {"."} else encoded
+
+
 def http_timeout(config: VendorConfig) -> httpx.Timeout:
     """The request timeout from configuration; between stream chunks it bounds a stall."""
-    total = config.timeout
-    return httpx.Timeout(total, connect=min(total, MAX_CONNECT_TIMEOUT_S))
+    return httpx.Timeout(config.timeout, connect=config.connect_timeout)
 
 
 class HttpVendor(Vendor):
@@ -262,7 +283,17 @@ class HttpVendor(Vendor):
     # --- the shared machinery -----------------------------------------------------------
 
     async def complete(self, request: Request, model: str | None = None) -> Response:
-        model = model or request.model
+        """The whole call (connect, headers and body) within `timeout_s`, a byte at a time
+        included: the transport's own timeouts bound each read, this bounds their sum."""
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await self._complete(request, model or request.model)
+        except TimeoutError:
+            raise VendorTimeout(
+                f"no whole answer within {self.config.timeout:g} s (timeout_s)", vendor=self.name
+            ) from None
+
+    async def _complete(self, request: Request, model: str) -> Response:
         started = time.perf_counter()
         response = await self._send(self.build_request(request, model, stream=False))
         try:
@@ -302,9 +333,7 @@ class HttpVendor(Vendor):
         # retryable StreamBroken instead of holding the call until the overall timeout.
         stall_s = self.config.stall_timeout_s or self.config.timeout
         http_request.extensions["timeout"] = httpx.Timeout(
-            self.config.timeout,
-            connect=min(self.config.timeout, MAX_CONNECT_TIMEOUT_S),
-            read=stall_s,
+            self.config.timeout, connect=self.config.connect_timeout, read=stall_s
         ).as_dict()
         response = await self._send(http_request, stream=True)
         try:
@@ -336,17 +365,38 @@ class HttpVendor(Vendor):
             await response.aclose()
 
     async def health_check(self) -> Health:
+        """Probe as `health_check` says: the model list, a one-token call, or not at all."""
+        probe = self.config.health_check
+        if probe == "off":
+            return Health(status=HealthStatus.UNKNOWN, problem="off", detail="health check off")
+        request = self.health_request() if probe == "models" else self.probe_call_request()
         started = time.perf_counter()
         try:
-            response = await self._send(self.health_request())
+            response = await self._send(request)
             await response.aclose()
         except DispatcherError as exc:
-            return Health(status=HealthStatus.UNHEALTHY, detail=exc.message)
+            return Health(status=HealthStatus.UNHEALTHY, problem=exc.kind, detail=exc.message)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if response.status_code >= 400:
-            error = self.classify_error(response.status_code, response.headers, response.text)
-            status = HealthStatus.DEGRADED if error.retryable else HealthStatus.UNHEALTHY
-            return Health(status=status, latency_ms=latency_ms, detail=error.message)
+        code = response.status_code
+        if probe == "models" and code in NO_MODEL_LIST_STATUSES:
+            # Many OpenAI-compatible servers have no model list: that says nothing of health.
+            return Health(
+                status=HealthStatus.UNKNOWN,
+                latency_ms=latency_ms,
+                problem="no_model_list",
+                status_code=code,
+                detail=f"no model list at {request.method} {request.url.path} (HTTP {code}); "
+                "set health_check: call (or off) to probe it another way",
+            )
+        if code >= 400:
+            error = self.classify_error(code, response.headers, response.text)
+            return Health(
+                status=HealthStatus.DEGRADED if error.retryable else HealthStatus.UNHEALTHY,
+                latency_ms=latency_ms,
+                problem=error.kind,
+                status_code=code,
+                detail=error.message,
+            )
         if latency_ms > DEGRADED_LATENCY_MS:
             return Health(
                 status=HealthStatus.DEGRADED,
@@ -354,6 +404,14 @@ class HttpVendor(Vendor):
                 detail=f"slow: {latency_ms:.0f} ms",
             )
         return Health(status=HealthStatus.HEALTHY, latency_ms=latency_ms)
+
+    def probe_call_request(self) -> httpx.Request:
+        """The one-token completion `health_check: call` sends to `probe_model`."""
+        model = self.config.probe_model or ""
+        probe = Request(
+            model=model, messages=[Message(role=Role.USER, content="ping")], max_tokens=1
+        )
+        return self.build_request(probe, model, stream=False)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -380,6 +438,13 @@ class HttpVendor(Vendor):
                     await response.aclose()
                     raise
             return response
+        except httpx.ConnectTimeout as exc:
+            # (httpx-aiohttp reports a refused connection this way too: say both.)
+            raise VendorUnavailable(
+                f"could not connect within {self.config.connect_timeout:g} s "
+                f"(connect_timeout_s), or the connection was refused: {str(exc)[:200]}",
+                vendor=self.name,
+            ) from exc
         except httpx.TimeoutException as exc:
             raise VendorTimeout(
                 f"no answer within {self.config.timeout:g} s ({type(exc).__name__})",

@@ -28,7 +28,13 @@ from dispatcher.errors import (
 )
 from dispatcher.models import FinishReason, Request, Role, Usage
 from dispatcher.vendors.auth import request_headers
-from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
+from dispatcher.vendors.base import (
+    Completion,
+    HttpVendor,
+    StreamDelta,
+    StreamParser,
+    path_segment,
+)
 from dispatcher.vendors.failures import (
     error_for_status,
     json_or_none,
@@ -361,8 +367,12 @@ class GeminiVendor(HttpVendor):
         return {API_KEY_HEADER: self.config.api_key.get_secret_value()}
 
     def model_url(self, model: str, method: str) -> str:
-        """Where `method` of `model` is called; a `models/` prefix is dropped."""
-        return f"{self.base_url}/{API_VERSION}/models/{model.removeprefix('models/')}:{method}"
+        """Where `method` of `model` is called; a `models/` prefix is dropped.
+
+        The name is one escaped path segment: `?`, `#`, `/` and `..` in it stay in it.
+        """
+        name = path_segment(model.removeprefix("models/"))
+        return f"{self.base_url}/{API_VERSION}/models/{name}:{method}"
 
     def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
         method = "streamGenerateContent" if stream else "generateContent"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -18,7 +18,14 @@ from dispatcher.config_schema import CUSTOM_TYPE_PATTERN, VendorConfig, allow_ve
 from dispatcher.errors import ConfigError
 from dispatcher.vendors.base import Vendor
 
-__all__ = ["VendorFactory", "build_vendor", "register_vendor", "registered_types"]
+__all__ = [
+    "VendorFactory",
+    "build_vendor",
+    "register_vendor",
+    "registered_types",
+    "unbuildable_vendors",
+    "vendor_factory",
+]
 
 VendorFactory = Callable[[str, VendorConfig, httpx.AsyncClient | None], Vendor]
 
@@ -49,12 +56,35 @@ def build_vendor(
     Raises:
         ConfigError: the type is neither registered nor an importable factory.
     """
-    _register_builtins()
-    factory = _factories.get(config.type) or _import_factory(name, config.type)
-    vendor = factory(name, config, client)
+    vendor = vendor_factory(name, config)(name, config, client)
     if not isinstance(vendor, Vendor):
         raise ConfigError([f"vendors.{name}.type: factory {config.type!r} did not return a Vendor"])
     return vendor
+
+
+def vendor_factory(name: str, config: VendorConfig) -> VendorFactory:
+    """The factory of vendor `name`'s type: registered, built in, or imported now.
+
+    Raises:
+        ConfigError: the type is neither registered nor an importable factory.
+    """
+    _register_builtins()
+    return _factories.get(config.type) or _import_factory(name, config.type)
+
+
+def unbuildable_vendors(vendors: Mapping[str, VendorConfig]) -> list[str]:
+    """The problem of each of `vendors` whose factory cannot be found or imported.
+
+    For start-up checks (`config check`, a starting worker): a custom factory that
+    cannot be imported is a configuration error, found before anything says ready.
+    """
+    problems = []
+    for name, config in vendors.items():
+        try:
+            vendor_factory(name, config)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
 
 
 def _import_factory(name: str, type_name: str) -> VendorFactory:

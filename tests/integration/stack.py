@@ -130,8 +130,14 @@ class Stack:
             "-n", f"{name}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle",
             "--logfile", str(log),
         ]  # fmt: skip
+        # Run from the stack's folder: a `.env` in the checkout (maybe with real keys) is
+        # read from the working directory, and must not reach a test's worker.
         process = subprocess.Popen(
-            args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            env=self.env,
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         worker = Worker(process, log, name)
         self.workers.append(worker)
@@ -234,7 +240,9 @@ def running_flower(
         env = {**stack.env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
     flower = Flower(f"http://127.0.0.1:{port}", user, password, log_path)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            args, env=env, cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
 
             def up() -> bool:

@@ -8,6 +8,7 @@ checked exactly, in input order.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,6 +291,43 @@ def test_an_interactive_job_does_not_wait_behind_a_draining_10000_item_batch(
     interactive = [r for r in stack.received() if r["body"]["messages"][-1]["content"] == "now"]
     assert len(interactive) == 1
     assert client.cancel_batch(batch_id) > 0
+
+
+def test_a_killed_workers_messages_come_back_within_90_s_without_the_visibility_timeout(
+    stack: Stack,
+) -> None:
+    # The default visibility timeout (an hour): only the heartbeat can bring them back soon.
+    client = configure(
+        stack, primary_headers={"x-fake-fault": "slow:200"}, LLMDISPATCH_VISIBILITY_TIMEOUT_S="3600"
+    )
+    doomed = stack.start_worker(QUEUES, concurrency=20, name="doomed")
+    survivor = stack.start_worker(QUEUES, concurrency=20, name="survivor")
+    items = 2_000
+    batch_id = client.submit_batch(
+        [
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"h{i}"}]}
+            for i in range(items)
+        ]
+    )
+    wait_for(lambda: client.batch_status(batch_id).counts.succeeded >= 300, 90, "300 items done")
+
+    doomed.kill()
+    killed_at = time.monotonic()
+    running_at_kill = client.batch_status(batch_id).counts.running
+    record = client.wait_batch(batch_id, timeout_s=90)
+
+    assert time.monotonic() - killed_at < 90
+    assert (record.counts.succeeded, record.counts.total) == (items, items)
+    assert running_at_kill > 0, "the kill should catch items mid-call"
+    assert "worker doomed@" in survivor.log_text()
+    assert "stopped beating" in survivor.log_text()
+    results = client.batch_results(batch_id)
+    assert [r.response.content if r.response else None for r in results] == [
+        f"echo: h{i}" for i in range(items)
+    ]
+    stats = client.stats()
+    assert (stats.total_requests, stats.successful_requests) == (items, items), "each once"
+    assert_counts_match_items(record, client)
 
 
 def test_a_worker_killed_mid_batch_leaves_every_item_ended_once(stack: Stack) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,15 @@ from dispatcher import Message, Request, Settings
 from dispatcher.celery_config import celery_settings
 from dispatcher.messages import RUN_QUEUED_TASK
 from producer import Client
-from tests.integration.stack import Flower, Stack, running_flower, running_stack, wait_for
+from producer.embedded_redis import free_port
+from tests.integration.stack import (
+    LLMDISPATCH_SCRIPT,
+    Flower,
+    Stack,
+    running_flower,
+    running_stack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +228,22 @@ def test_llmdispatch_flower_requires_the_basic_auth_set_in_its_environment(stack
         assert replace(flower, password="not-the-password").get("/api/workers")[0] == 401
         assert flower.get("/api/workers")[0] == 200
     assert FLOWER_PASSWORD not in flower.log_text()
+
+
+def test_llmdispatch_flower_refuses_a_network_address_without_basic_auth(stack: Stack) -> None:
+    port = free_port()
+    env = {k: v for k, v in stack.env.items() if k != "FLOWER_BASIC_AUTH"}
+    result = subprocess.run(
+        [str(LLMDISPATCH_SCRIPT), "flower", "--address", "0.0.0.0", "--port", str(port)],  # noqa: S104
+        env=env,
+        cwd=stack.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refusing to start Flower on 0.0.0.0 without --basic-auth" in result.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "nothing listens there"

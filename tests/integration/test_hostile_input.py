@@ -26,9 +26,15 @@ from hypothesis import strategies as st
 
 from dispatcher import BatchNotFound, ConfigError, InvalidRequest, JobNotFound, Request, Settings
 from dispatcher.config import ENV_NAMES, FILE_FIELDS
-from dispatcher.models import MAX_MAX_TOKENS, MAX_PRIORITY, MAX_STOP_SEQUENCES, MAX_TIMEOUT_S
+from dispatcher.models import (
+    MAX_MAX_TOKENS,
+    MAX_PRIORITY,
+    MAX_STOP_SEQUENCES,
+    MAX_TIMEOUT_S,
+    RESERVED_BODY_FIELDS,
+)
 from producer import AsyncClient, Client
-from producer.batch_files import CHAT_COMPLETIONS_URL, BatchFileError, read_batch_file
+from producer.batch_files import CHAT_COMPLETIONS_URL, BatchFileError, BatchLimits, read_batch_file
 from producer.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -104,6 +110,8 @@ def queued_messages(raw: redis.Redis, queue: str) -> int:
 
 texts = st.text(max_size=20)
 nonempty = st.text(min_size=1, max_size=20)
+# A name (a model, a user, a metadata or extra_body key): printable, on one line.
+name_texts = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -118,7 +126,7 @@ messages = st.fixed_dictionaries(
 )
 valid_requests = st.fixed_dictionaries(
     {
-        "model": st.text(min_size=1, max_size=40),
+        "model": name_texts,
         "messages": st.lists(messages, min_size=1, max_size=3),
     },
     optional={
@@ -127,8 +135,8 @@ valid_requests = st.fixed_dictionaries(
         "top_p": st.none() | st.floats(0.0, 1.0),
         "stream": st.booleans(),
         "stop": st.none() | nonempty | st.lists(nonempty, max_size=MAX_STOP_SEQUENCES),
-        "user": st.none() | st.text(min_size=1, max_size=256),
-        "metadata": st.dictionaries(texts, texts, max_size=3),
+        "user": st.none() | name_texts,
+        "metadata": st.dictionaries(name_texts, texts, max_size=3),
         "vendor": st.none() | st.just("mock"),
         "vendor_weights": st.none()
         | st.dictionaries(st.sampled_from(["elsewhere", "other"]), st.floats(0.0, 10.0)).map(
@@ -137,7 +145,9 @@ valid_requests = st.fixed_dictionaries(
         "allow_fallback": st.booleans(),
         "priority": st.integers(0, MAX_PRIORITY),
         "timeout_s": st.none() | st.floats(0.0, MAX_TIMEOUT_S, exclude_min=True),
-        "extra_body": st.dictionaries(texts, json_values, max_size=3),
+        "extra_body": st.dictionaries(
+            name_texts.filter(lambda key: key not in RESERVED_BODY_FIELDS), json_values, max_size=3
+        ),
     },
 )
 
@@ -167,11 +177,12 @@ def _corruptions(jsonable: bool) -> dict[str, st.SearchStrategy[Any]]:
     not_json = [] if jsonable else NOT_JSON
     above = st.floats(min_value=2.0, exclude_min=True, allow_infinity=not jsonable)
     return {
-        "model": st.sampled_from([MISSING, None, 1, [], {}, ""]) | st.text(min_size=257),
+        "model": st.sampled_from([MISSING, None, 1, [], {}, "", "m\r\nX-Injected: 1", "\x1b[0m"])
+        | st.text(min_size=257),
         "messages": st.sampled_from([MISSING, None, "hi", 1, {}, []]),
         "temperature": st.floats(max_value=-1e-9, allow_infinity=False)
         | above
-        | st.sampled_from(["warm", [], {}]),
+        | st.sampled_from(["warm", [], {}, True]),
         "max_tokens": st.integers(max_value=0)
         | st.integers(min_value=MAX_MAX_TOKENS + 1)
         | st.sampled_from([1.5, "many", [], 10**30]),
@@ -194,7 +205,9 @@ def _corruptions(jsonable: bool) -> dict[str, st.SearchStrategy[Any]]:
         "timeout_s": st.floats(max_value=0.0, allow_infinity=False)
         | st.floats(min_value=MAX_TIMEOUT_S, exclude_min=True, allow_infinity=not jsonable)
         | st.sampled_from(["soon", [], 1e12, 1e308]),
-        "extra_body": st.sampled_from(["x", [], 1, *[{"k": value} for value in not_json]]),
+        "extra_body": st.sampled_from(
+            ["x", [], 1, {"model": "other"}, {"stream": True}, *[{"k": v} for v in not_json]]
+        ),
     }
 
 
@@ -451,7 +464,7 @@ def test_a_batch_file_is_refused_naming_exactly_its_bad_lines_and_writes_nothing
         assert small_client.batch_status(batch_id).counts.total == len(good)
         return
     with pytest.raises(BatchFileError) as parsed:
-        read_batch_file(path, max_request_bytes=SMALL_MAX_BYTES)
+        read_batch_file(path, limits=BatchLimits(max_request_bytes=SMALL_MAX_BYTES))
     assert {number for number, _ in parsed.value.problems} == bad
     with pytest.raises(BatchFileError) as submitted:
         small_client.submit_batch(path)

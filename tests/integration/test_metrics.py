@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Message, Request, Role
 from producer import Client
-from tests.integration.stack import ROOT, Stack, running_stack, wait_for
+from tests.integration.stack import Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_the_exporter_shows_waiting_messages_latency_and_tokens_during_a_run(
         exporter = subprocess.Popen(
             [str(SCRIPT), "metrics", "--port", "0"],
             env=stack.env,
-            cwd=ROOT,
+            cwd=tmp_path,  # not the checkout, whose .env may hold real keys
             stdout=out,
             stderr=subprocess.STDOUT,
         )

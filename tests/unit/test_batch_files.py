@@ -18,7 +18,9 @@ from dispatcher.models import BatchItem, FinishReason, JobError, JobStatus, Resp
 from producer.batch_files import (
     MAX_REPORTED,
     BatchFileError,
+    BatchLimits,
     BatchLine,
+    bounded_lines,
     output_record,
     parse_batch_lines,
     read_batch_file,
@@ -565,3 +567,85 @@ def test_write_results_of_nothing_writes_nothing() -> None:
 
     assert write_results([], out) == 0
     assert out.getvalue() == ""
+
+
+# --- bounded input ---------------------------------------------------------------------
+
+
+class Endless(io.RawIOBase):
+    """A file that never ends, as /dev/zero or a runaway pipe: counts what was read."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk, self.read_bytes = chunk, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        data = (self.chunk * (size // len(self.chunk) + 1))[:size]
+        buffer[:size] = data
+        self.read_bytes += size
+        return size
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        (b'{"model": "a", "model": "b", "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"custom_id": "x", "body": {"model": "a", "messages": [], "messages": []}}', "messages"),
+        (
+            b'{"model": "a", "messages": [{"role": "user", "content": "x", "content": "y"}]}',
+            "content",
+        ),
+    ],
+)
+def test_a_line_that_repeats_a_key_is_refused_naming_the_key(line: bytes, key: str) -> None:
+    with pytest.raises(BatchFileError) as caught:
+        parse_batch_lines([line])
+    assert caught.value.problems == [(1, f"not valid JSON: duplicate key {key!r} in an object")]
+
+
+def test_more_requests_than_allowed_stop_the_read_at_the_first_one_over() -> None:
+    lines = jsonl(*(BODY for _ in range(10)))
+
+    with pytest.raises(BatchFileError) as caught:
+        parse_batch_lines(iter(lines), limits=BatchLimits(max_items=3))
+
+    assert caught.value.problems == [(4, "more than 3 requests (LLMDISPATCH_MAX_BATCH_ITEMS)")]
+
+
+def test_a_list_of_more_requests_than_allowed_is_refused_too() -> None:
+    with pytest.raises(BatchFileError, match="more than 2 requests"):
+        requests_as_lines([BODY, BODY, BODY], limits=BatchLimits(max_items=2))
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_line_is_refused_once_it_passes_the_longest_a_request_may_be() -> None:
+    endless = Endless(b"\0")
+    limits = BatchLimits(max_request_bytes=1000)
+
+    with pytest.raises(BatchFileError) as caught:
+        list(bounded_lines(io.BufferedReader(endless), limits))
+
+    assert caught.value.problems == [(1, "longer than 67,536 bytes: not one request")]
+    assert endless.read_bytes < 1_000_000
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_file_of_lines_is_refused_past_the_file_bound() -> None:
+    endless = Endless(json.dumps(BODY).encode() + b"\n")
+    limits = BatchLimits(max_file_bytes=100_000, max_request_bytes=10_000)
+
+    with pytest.raises(BatchFileError) as caught:
+        list(bounded_lines(io.BufferedReader(endless), limits))
+
+    [(_, reason)] = caught.value.problems
+    assert reason == "the file is larger than 100,000 bytes (LLMDISPATCH_MAX_BATCH_BYTES)"
+    assert endless.read_bytes < 1_000_000
+
+
+@pytest.mark.timeout(60)
+def test_dev_zero_as_a_batch_file_is_refused_without_filling_memory() -> None:
+    with pytest.raises(BatchFileError, match="longer than"):
+        read_batch_file("/dev/zero", limits=BatchLimits(max_request_bytes=4 * 1024 * 1024))

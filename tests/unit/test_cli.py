@@ -84,6 +84,21 @@ def test_config_check_lists_every_problem_and_exits_3(
     assert KEY not in result.output
 
 
+@pytest.mark.parametrize(
+    "config_text",
+    ["", "vendors:\n  openai: {enabled: false, api_key: 'sk-x-0123456789abcdef'}\n"],
+    ids=["no vendor", "every vendor disabled"],
+)
+def test_config_check_refuses_a_configuration_that_can_route_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_text: str
+) -> None:
+    monkeypatch.setenv("LLMDISPATCH_CONFIG", str(_write(tmp_path, config_text)))
+    result = runner.invoke(app, ["config", "check"])
+    assert result.exit_code == EXIT_CONFIG_INVALID, result.output
+    assert "no vendor is enabled" in result.stderr
+    assert "OPENAI_API_KEY" in result.stderr
+
+
 def test_config_check_reports_an_unreadable_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -239,6 +254,31 @@ def test_flower_without_basic_auth_warns_that_its_api_stays_closed(
     assert "FLOWER_UNAUTHENTICATED_API" in result.stderr
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0", "10.0.0.5", "::", "flower.internal"])  # noqa: S104
+def test_flower_refuses_to_listen_beyond_loopback_without_basic_auth(
+    monkeypatch: pytest.MonkeyPatch,
+    execs: list[tuple[str, list[str], dict[str, str]]],
+    address: str,
+) -> None:
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    result = runner.invoke(app, ["flower", "--address", address])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"refusing to start Flower on {address} without --basic-auth" in result.stderr
+    assert execs == []
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_flower_without_basic_auth_may_listen_on_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+    execs: list[tuple[str, list[str], dict[str, str]]],
+    address: str,
+) -> None:
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    result = runner.invoke(app, ["flower", "--address", address])
+    assert result.exit_code == 0, result.output
+    assert len(execs) == 1
+
+
 @pytest.mark.parametrize("value", ["ops", "ops:", ":pw", "ops:pw,viewer"])
 def test_flower_rejects_basic_auth_that_is_not_user_and_password(value: str) -> None:
     result = runner.invoke(app, ["flower", "--basic-auth", value, "--print"])
@@ -258,3 +298,11 @@ def test_cli_modules_below_the_app_never_import_it() -> None:
             else:
                 continue
             assert "producer.cli" not in names, f"{path.name} imports producer.cli"
+
+
+@pytest.mark.timeout(60)
+def test_submit_from_an_endless_file_is_refused_without_reading_it_all() -> None:
+    result = runner.invoke(app, ["submit", "--file", "/dev/zero", "--model", "m"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "/dev/zero is larger than" in result.output
+    assert "not one request" in result.output

@@ -9,6 +9,7 @@ containers load must be valid.
 from __future__ import annotations
 
 import json
+import random
 import re
 import shlex
 from pathlib import Path
@@ -21,6 +22,9 @@ from typer.testing import CliRunner
 
 from dispatcher import Settings
 from dispatcher.config import ENV_NAMES
+from dispatcher.errors import NoRoute
+from dispatcher.models import CircuitState, Message, Request
+from dispatcher.router import LiveState, VendorState, route
 from producer.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +34,13 @@ ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 OUR_IMAGE = "llmdispatcher:local"
 # Variables the deploy config reads besides the documented ones: toggles and the mock's key.
-DEPLOY_TOGGLES = ("OPENAI_ENABLED", "ANTHROPIC_ENABLED", "MOCK_API_KEY")
+DEPLOY_TOGGLES = ("OPENAI_ENABLED", "ANTHROPIC_ENABLED", "MOCK_API_KEY", "MOCK_VENDOR_URL")
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}; $$ escapes.
 _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+])?")
 _ENV_LINE = re.compile(r"^(#\s*)?([A-Z_][A-Z0-9_]*)=", re.MULTILINE)
 
 runner = CliRunner()
+HI = [Message(role="user", content="hi")]
 
 
 def _compose() -> dict[str, Any]:
@@ -160,16 +165,23 @@ def test_every_worker_command_starts_celery_on_its_vendors_queues(
             assert f"llm.{vendor}" in queues.split(","), name
 
 
-def test_workers_started_by_default_serve_vendors_enabled_by_default(
+def test_every_worker_sits_behind_a_profile_and_the_mock_ones_serve_stand_ins_only(
     deploy_environment: pytest.MonkeyPatch,
 ) -> None:
-    enabled = set(Settings.load().enabled_vendors())
+    settings = Settings.load()
+    enabled = set(settings.enabled_vendors())
     for name, service in _worker_services().items():
         vendors = set(_worker_vendors(service))
-        if "profiles" in service:
-            assert not vendors & enabled, f"{name} serves a vendor enabled without its profile"
+        assert service.get("profiles"), f"{name} would start on every `docker compose up`"
+        if service["profiles"] == ["mock"]:
+            assert all(settings.vendors[v].is_stand_in for v in vendors), name
+            assert vendors <= enabled, f"{name} would exit 3 with the shipped .env"
         else:
-            assert vendors <= enabled, f"{name} would exit 3 on `docker compose up`"
+            assert not vendors & enabled, f"{name} serves a vendor enabled without asking"
+
+
+def test_the_shipped_env_example_runs_the_mock_stack() -> None:
+    assert re.search(r"^COMPOSE_PROFILES=mock$", ENV_EXAMPLE.read_text(), re.MULTILINE)
 
 
 def test_every_vendor_in_the_deploy_config_has_a_worker() -> None:
@@ -225,8 +237,23 @@ def test_flower_requires_basic_auth_from_the_environment() -> None:
     value = flower["environment"]["FLOWER_BASIC_AUTH"]
     assert _references(value) == {"FLOWER_BASIC_AUTH": ":?"}
     assert "--basic-auth" not in flower["command"]
-    assert "5555:5555" in flower["ports"]
+    assert flower["ports"] == ["${FLOWER_HOST:-127.0.0.1}:5555:5555"], "this machine only"
     assert "healthcheck" in flower
+
+
+def test_env_example_ships_no_working_flower_password() -> None:
+    # Empty: compose's ${FLOWER_BASIC_AUTH:?...} then refuses to start the stack.
+    assert re.search(r"^FLOWER_BASIC_AUTH=$", ENV_EXAMPLE.read_text(), re.MULTILINE)
+
+
+def test_the_configuration_is_mounted_read_only_not_baked_into_the_image() -> None:
+    for name, service in _our_services().items():
+        config = service["environment"]["LLMDISPATCH_CONFIG"]
+        assert f"./deploy/llmdispatch.yaml:{config}:ro" in service["volumes"], name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY .*$", dockerfile, re.MULTILINE)
+    assert copies
+    assert not [line for line in copies if "deploy" in line]
 
 
 def test_worker_services_can_be_scaled() -> None:
@@ -237,7 +264,7 @@ def test_worker_services_can_be_scaled() -> None:
         assert "hostname" not in service, name
     assert workers["worker-openai"]["profiles"] == ["openai"]
     assert workers["worker-anthropic"]["profiles"] == ["anthropic"]
-    assert "profiles" not in workers["worker-mock"]
+    assert workers["worker-mock"]["profiles"] == ["mock"]
 
 
 def test_deploy_config_loads_with_only_the_mock_vendors_enabled(
@@ -262,3 +289,29 @@ def test_deploy_config_enables_a_real_vendor_with_its_key_from_the_environment(
     openai = settings.vendors["openai"]
     assert openai.api_key is not None
     assert openai.api_key.get_secret_value() == "sk-compose-test"
+
+
+def test_with_real_vendors_enabled_no_request_can_reach_a_mock(
+    deploy_environment: pytest.MonkeyPatch,
+) -> None:
+    deploy_environment.setenv("OPENAI_ENABLED", "true")
+    deploy_environment.setenv("ANTHROPIC_ENABLED", "true")
+    deploy_environment.setenv("OPENAI_API_KEY", "sk-compose-test")
+    settings = Settings.load()
+
+    for model, vendor in [("gpt-4o-mini", "openai"), ("claude-3-5-haiku-latest", "anthropic")]:
+        for seed in range(20):
+            chosen = route(Request(model=model, messages=HI), settings, rng=random.Random(seed))
+            assert (chosen.vendor, chosen.fallbacks) == (vendor, []), model
+    with pytest.raises(NoRoute):  # a model no real vendor serves: refused, never echoed
+        route(Request(model="llama-3", messages=HI), settings, rng=random.Random(0))
+    down = LiveState(vendors={"openai": VendorState(circuit=CircuitState.OPEN)})
+    with pytest.raises(NoRoute):  # an outage is refused, never echoed
+        route(Request(model="gpt-4o-mini", messages=HI), settings, down, random.Random(0))
+
+
+def test_with_no_real_vendor_enabled_the_mocks_answer_any_model(
+    deploy_environment: pytest.MonkeyPatch,
+) -> None:
+    chosen = route(Request(model="llama-3", messages=HI), Settings.load(), rng=random.Random(0))
+    assert chosen.vendor in {"mock", "mockhttp"}

@@ -527,9 +527,9 @@ ACCEPTED_TOP_LEVEL_KEYS = (
     "latency_optimization, least_busy, model_groups, retry_policy, routing_rules, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
-    "api_key, api_version, auth, base_url, enabled, headers, max_tokens_field, model_limits, "
-    "models, prices, priority, rpm, rpm_burst, stall_timeout_s, tenant_limit, timeout_s, tpm, "
-    "tpm_burst, type, weight"
+    "api_key, api_version, auth, base_url, connect_timeout_s, enabled, headers, health_check, "
+    "health_check_model, max_tokens_field, model_limits, models, prices, priority, rpm, "
+    "rpm_burst, stall_timeout_s, stand_in, tenant_limit, timeout_s, tpm, tpm_burst, type, weight"
 )
 
 
@@ -654,8 +654,8 @@ def test_a_bad_vendor_type_is_one_clear_problem(write_config: WriteConfig) -> No
     write_config("vendors:\n  openai:\n    type: opneai\n")
 
     assert load_problems() == [
-        "vendors.openai.type: must be one of anthropic, azure, cohere, gemini, mock, ollama, "
-        "openai, openai_compatible, or a custom factory written 'package.module:Factory'"
+        "vendors.openai.type: must be one of anthropic, azure, cohere, gemini, google, mock, "
+        "ollama, openai, openai_compatible, or a custom factory written 'package.module:Factory'"
     ]
 
 
@@ -1017,3 +1017,45 @@ def test_a_vendor_named_off_in_yaml_is_a_clear_problem_not_a_crash(
         "vendors[0]: this name must be a valid string; YAML reads off/on/yes/no and "
         "numbers as other types, so quote such names ('off')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://:pw-secret-0123@localhost:99999/0", "Port out of range"),
+        ("redis://:pw-secret-0123@localhost:-1/0", "Port could not be cast"),
+        (
+            "rediss://:pw-secret-0123@cache:6380/0?ssl_cert_reqs=CERT_REQUIRED",
+            "Invalid SSL Certificate Requirements Flag",
+        ),
+        ("redis://:pw-secret-0123@cache:6379/0?colour=blue", "unexpected keyword argument"),
+        ("redis://:pw-secret-0123@cache:6379/zero", "the database must be a number"),
+        ("redis://:pw-secret-0123@cache:6379/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_redis_url_redis_py_cannot_use_is_refused_whole_without_repeating_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+
+    [message] = load_problems()
+
+    assert message.startswith("REDIS_URL: ")
+    assert problem in message
+    assert "pw-secret-0123" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "redis://:p%40ss@cache.internal:6380/15",
+        "rediss://cache:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+        "unix:///run/redis.sock?db=2",
+        "redis://[::1]:6379",
+    ],
+)
+def test_usable_redis_urls_pass(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+
+    assert Settings.load().redis_url.get_secret_value() == url

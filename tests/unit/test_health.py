@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import fakeredis
+import httpx
 import pytest
 
 from dispatcher.config_schema import VendorConfig
-from dispatcher.health import RESULT_LIFETIME_INTERVALS, HealthMonitor
+from dispatcher.health import RESULT_LIFETIME_INTERVALS, HealthMonitor, probe
 from dispatcher.models import HealthStatus, Request, Response
 from dispatcher.store import JobStore
+from dispatcher.vendors import build_vendor
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 
 PREFIX = "llmd-health-test"
@@ -86,6 +91,7 @@ def test_a_probe_that_hangs_or_breaks_reads_as_unhealthy(store: JobStore) -> Non
     assert found["silent"].detail == "no answer to the health check within 0.05 s"
     assert found["buggy"] == Health(
         status=HealthStatus.UNHEALTHY,
+        problem="error",
         detail="health check failed: KeyError",
         checked_at=found["buggy"].checked_at,
     )
@@ -94,3 +100,132 @@ def test_a_probe_that_hangs_or_breaks_reads_as_unhealthy(store: JobStore) -> Non
 def test_a_monitor_needs_a_positive_interval(store: JobStore) -> None:
     with pytest.raises(ValueError, match="interval_s must be greater than 0, not 0"):
         HealthMonitor(store, {}, interval_s=0)
+
+
+# --- probes over HTTP: what the detail says, and when the vendor stays routable ---------
+
+
+def http_vendor(
+    name: str, status: int, body: Any = None, **config: Any
+) -> tuple[Vendor, list[httpx.Request]]:
+    """A real vendor client whose server answers every request with `status` and `body`."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=body if body is not None else {"data": []})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    fields = {"type": "openai", "api_key": "sk-probe-test-0123456789", **config}
+    return build_vendor(name, VendorConfig(**fields), client), seen
+
+
+def test_a_401_names_the_status_and_the_keys_variable() -> None:
+    unauthorized = {
+        "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+    }
+    vendor, _ = http_vendor("openai", 401, unauthorized)
+
+    health = asyncio.run(probe("openai", vendor))
+
+    assert health.status is HealthStatus.UNHEALTHY
+    assert health.problem == "auth"
+    assert health.detail.startswith("HTTP 401 from its health check, check OPENAI_API_KEY: ")
+    assert "sk-probe-test" not in health.detail
+
+
+def test_a_vendor_from_the_file_is_told_to_check_its_config_entry() -> None:
+    vendor, _ = http_vendor(
+        "local",
+        403,
+        {"error": {"message": "forbidden"}},
+        type="openai_compatible",
+        base_url="http://llm.internal/v1",
+    )
+
+    health = asyncio.run(probe("local", vendor))
+
+    assert "check vendors.local.api_key" in health.detail
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_server_with_no_model_list_stays_unknown_and_routable(status: int) -> None:
+    vendor, seen = http_vendor(
+        "local",
+        status,
+        {"detail": "Not Found"},
+        type="openai_compatible",
+        base_url="http://llm.internal/v1",
+    )
+
+    health = asyncio.run(probe("local", vendor))
+
+    assert health.status is HealthStatus.UNKNOWN
+    assert health.problem == "no_model_list"
+    assert health.detail.startswith(f"no model list at GET /v1/models (HTTP {status})")
+    assert "health_check: call" in health.detail
+    assert seen[0].url.path == "/v1/models"
+
+
+def test_health_check_call_asks_for_one_token_of_the_probe_model() -> None:
+    reply = {
+        "id": "x", "object": "chat.completion", "created": 1, "model": "llama-3",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "p"},
+             "finish_reason": "length"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }  # fmt: skip
+    vendor, seen = http_vendor(
+        "local", 200, reply, type="openai_compatible", base_url="http://llm.internal/v1",
+        models=["llama-*", "llama-3"], health_check="call",
+    )  # fmt: skip
+
+    health = asyncio.run(probe("local", vendor))
+
+    assert health.status is HealthStatus.HEALTHY
+    assert seen[0].url.path == "/v1/chat/completions"
+    body = json.loads(seen[0].content)
+    assert (body["model"], body["max_tokens"]) == ("llama-3", 1)
+
+
+def test_health_check_off_probes_nothing_and_says_so() -> None:
+    vendor, seen = http_vendor("local", 500, type="openai", health_check="off")
+
+    health = asyncio.run(probe("local", vendor))
+
+    assert (health.status, health.problem, seen) == (HealthStatus.UNKNOWN, "off", [])
+
+
+def test_a_call_probe_needs_a_model_that_is_not_a_pattern() -> None:
+    with pytest.raises(ValueError, match="health_check 'call' needs health_check_model"):
+        VendorConfig(
+            type="openai_compatible", base_url="http://x/v1", models=["*"], health_check="call"
+        )
+    config = VendorConfig(type="openai", health_check="call", health_check_model="gpt-4o-mini")
+    assert config.probe_model == "gpt-4o-mini"
+
+
+def test_a_worker_warns_once_of_a_key_problem_and_again_when_the_state_changes(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = Health(status=HealthStatus.UNHEALTHY, problem="auth", status_code=401, detail="bad key")
+    vendor = ProbedVendor("openai", bad)
+    monitor = HealthMonitor(store, {"openai": vendor}, interval_s=60)
+
+    with caplog.at_level(logging.INFO, logger="dispatcher.health"):
+        for _ in range(3):
+            asyncio.run(monitor.check_due())
+            store.redis.delete(store.keys.health_turn("openai"))  # the next interval
+        vendor.answer = HEALTHY
+        asyncio.run(monitor.check_due())
+
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "dispatcher.health"]
+    assert said == [
+        (
+            "WARNING",
+            "vendor openai: unhealthy: "
+            "HTTP 401 from its health check, check OPENAI_API_KEY: bad key",
+        ),
+        ("INFO", "vendor openai is healthy now"),
+    ]

@@ -44,6 +44,7 @@ from dispatcher import (
 from dispatcher.config_schema import AuthConfig, CircuitBreaker, LeastBusy, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
+    RESERVED_BODY_FIELDS,
     CircuitState,
     HealthStatus,
     StreamEvent,
@@ -289,21 +290,23 @@ _messages = st.lists(
     min_size=1,
     max_size=4,
 )
+# A name: any printable text on one line (no control characters), as Request requires.
+_names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
 _requests = st.builds(
     Request,
-    model=st.text(min_size=1, max_size=30),
+    model=_names,
     messages=_messages,
     temperature=st.none() | st.floats(0, 2),
     max_tokens=st.none() | st.integers(1, 200_000),
     top_p=st.none() | st.floats(0, 1),
     stream=st.booleans(),
     stop=st.none() | st.lists(_text, max_size=4),
-    user=st.none() | st.text(min_size=1, max_size=20),
-    metadata=st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3),
+    user=st.none() | _names,
+    metadata=st.dictionaries(_names, st.text(max_size=10), max_size=3),
     priority=st.integers(0, 9),
     timeout_s=st.none() | st.floats(0.001, 1e6),
     extra_body=st.dictionaries(
-        st.text(max_size=8),
+        _names.filter(lambda key: key not in RESERVED_BODY_FIELDS),
         st.recursive(
             st.none()
             | st.booleans()

@@ -202,3 +202,90 @@ def test_route_lists_its_deployments_primary_first() -> None:
         Deployment(vendor="openai", model="gpt-4o"),
         Deployment(vendor="anthropic", model="claude-3-5-sonnet"),
     ]
+
+
+# --- hostile input: extra_body, names, text, strict types ----------------------------------
+
+
+def request_problems(**fields: Any) -> list[tuple[str, str]]:
+    """(path, message) of each problem the request has."""
+    base: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(ValidationError) as caught:
+        Request.model_validate({**base, **fields})
+    return [(".".join(map(str, e["loc"])), e["msg"]) for e in caught.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("extra_body", "named"),
+    [
+        ({"model": "other"}, "'model'"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "'messages'"),
+        ({"stream": True}, "'stream'"),
+        ({"max_tokens": 5, "max_completion_tokens": 5}, "'max_completion_tokens', 'max_tokens'"),
+        (
+            {"generationConfig": {"maxOutputTokens": 9, "topK": 40}},
+            "'generationConfig.maxOutputTokens'",
+        ),
+        ({"options": {"num_predict": 9}}, "'options.num_predict'"),
+    ],
+)
+def test_extra_body_may_not_set_a_field_the_dispatcher_writes(
+    extra_body: dict[str, Any], named: str
+) -> None:
+    [(path, message)] = request_problems(extra_body=extra_body)
+    assert path == "extra_body"
+    assert f"may not set {named}" in message
+
+
+def test_extra_body_may_set_what_we_do_not_model() -> None:
+    extra = {"logit_bias": {"50256": -100}, "generationConfig": {"topK": 40}, "keep_alive": "5m"}
+    request = Request(
+        model="gpt-4o", messages=[Message(role="user", content="hi")], extra_body=extra
+    )
+    assert request.extra_body == extra
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"model": "gpt-4o\r\nX-Injected: 1"}, "model"),
+        ({"model": "gpt\x1b[31m"}, "model"),
+        ({"user": "alice\nbob"}, "user"),
+        ({"metadata": {"k\x00ey": "v"}}, "metadata"),
+        ({"metadata": {"key\ud800": "v"}}, "metadata"),
+        ({"metadata": {"key": "v\ud800"}}, "metadata"),
+        ({"messages": [{"role": "user", "content": "hi \udfff"}]}, "messages.0.content"),
+    ],
+)
+def test_control_characters_in_names_and_lone_surrogates_anywhere_are_refused(
+    fields: dict[str, Any], path: str
+) -> None:
+    [(where, message)] = request_problems(**fields)
+    assert where.startswith(path)
+    # Ours, or pydantic's own words for text that is not valid Unicode.
+    assert any(
+        words in message
+        for words in ("control character", "lone surrogate", "unable to parse raw data")
+    ), message
+
+
+def test_text_keeps_its_newlines_and_tabs() -> None:
+    message = Message(role="user", content="line one\n\tline two")
+    assert message.content == "line one\n\tline two"
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"temperature": True}, "temperature"),
+        ({"priority": "9"}, "priority"),
+        ({"priority": 9.0}, "priority"),
+        ({"max_tokens": "100"}, "max_tokens"),
+        ({"stream": 1}, "stream"),
+        ({"allow_fallback": "false"}, "allow_fallback"),
+        ({"timeout_s": "30"}, "timeout_s"),
+    ],
+)
+def test_numbers_and_booleans_are_not_coerced(fields: dict[str, Any], path: str) -> None:
+    [(where, _)] = request_problems(**fields)
+    assert where == path

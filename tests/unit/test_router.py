@@ -31,10 +31,19 @@ def vendor(**overrides: Any) -> VendorConfig:
     return VendorConfig(**{"type": "openai", "models": ["gpt-*"], **overrides})
 
 
-def make_settings(vendors: dict[str, VendorConfig] | None = None, **overrides: Any) -> Settings:
-    """Settings with three equal vendors (openai, azure, groq) unless `vendors` is given."""
+def make_settings(
+    vendors: dict[str, VendorConfig] | None = None, *, grouped: bool = False, **overrides: Any
+) -> Settings:
+    """Settings with three equal vendors (openai, azure, groq) unless `vendors` is given.
+
+    With `grouped`, `gpt-4o` is a model group of every vendor, in order: its other
+    members are then the fallbacks, which shows how the router ranks them all.
+    """
     if vendors is None:
         vendors = {"openai": vendor(), "azure": vendor(), "groq": vendor()}
+    if grouped:
+        group = [Deployment(vendor=name, model="gpt-4o") for name in vendors]
+        overrides["model_groups"] = {"gpt-4o": group}
     return Settings(vendors=vendors, **overrides)
 
 
@@ -307,7 +316,8 @@ def test_router_uses_the_preferred_vendor_when_it_is_usable() -> None:
 
     assert chosen.vendor == "azure"
     assert chosen.reason == "preferred vendor 'azure'"
-    assert sorted(fallback_vendors(chosen)) == ["groq", "openai"]
+    # Serving the model does not make a vendor a fallback: none is configured.
+    assert fallback_vendors(chosen) == []
 
 
 def test_router_routes_normally_when_the_preferred_vendor_is_unusable_and_fallback_allowed() -> (
@@ -358,15 +368,17 @@ def test_router_draws_the_primary_only_among_vendors_the_request_weights_above_z
     assert counts["azure"] > counts["openai"]
 
 
-def test_router_keeps_vendors_the_request_does_not_weight_as_fallbacks() -> None:
+def test_router_falls_back_from_a_weighted_draw_only_to_the_fallback_vendor() -> None:
     vendors = {name: vendor() for name in ("openai", "azure", "groq", "together")}
     request = make_request(vendor_weights={"openai": 1.0, "groq": 0.0})
 
-    chosen = route(request, make_settings(vendors), rng=random.Random(0))
+    chosen = route(
+        request, make_settings(vendors, fallback_vendor="together"), rng=random.Random(0)
+    )
 
     assert chosen.vendor == "openai"
     assert chosen.reason == "request's vendor weights"
-    assert sorted(fallback_vendors(chosen)) == ["azure", "groq", "together"]
+    assert fallback_vendors(chosen) == ["together"]
 
 
 def test_router_request_weights_override_the_configured_default_vendor() -> None:
@@ -414,10 +426,8 @@ def test_router_never_draws_a_zero_weight_vendor_beside_weighted_peers() -> None
     vendors = {"openai": vendor(weight=1.0), "azure": vendor(weight=0.0)}
 
     counts = primaries(make_request(), make_settings(vendors))
-    chosen = route(make_request(), make_settings(vendors), rng=random.Random(0))
 
     assert set(counts) == {"openai"}
-    assert fallback_vendors(chosen) == ["azure"]
 
 
 @pytest.mark.parametrize(
@@ -432,10 +442,8 @@ def test_router_prefers_healthy_vendors_over_impaired_ones_in_the_same_tier(
     state = live(openai=impairment, azure=VendorState(health=HealthStatus.HEALTHY))
 
     counts = primaries(make_request(), make_settings(vendors), state)
-    chosen = route(make_request(), make_settings(vendors), state, random.Random(0))
 
     assert set(counts) == {"azure"}
-    assert fallback_vendors(chosen) == ["openai"]
 
 
 def test_router_prefers_a_degraded_higher_priority_vendor_to_a_healthy_lower_one() -> None:
@@ -500,7 +508,8 @@ def test_router_never_routes_to_or_falls_back_on_an_unhealthy_or_open_vendor(
 def test_router_skips_vendor_whose_circuit_is_open() -> None:
     state = live(openai=VendorState(circuit=CircuitState.OPEN))
 
-    chosen = route(make_request(), make_settings(default_vendor="openai"), state, random.Random(0))
+    settings = make_settings(grouped=True, default_vendor="openai")
+    chosen = route(make_request(), settings, state, random.Random(0))
 
     assert chosen.vendor != "openai"
     assert sorted([chosen.vendor, *fallback_vendors(chosen)]) == ["azure", "groq"]
@@ -520,8 +529,9 @@ def test_router_still_uses_a_half_open_vendor() -> None:
 
 def test_router_keeps_a_half_open_vendor_among_the_fallbacks() -> None:
     state = live(groq=VendorState(circuit=CircuitState.HALF_OPEN))
+    settings = make_settings(grouped=True, default_vendor="openai")
 
-    chosen = route(make_request(), make_settings(default_vendor="openai"), state, random.Random(0))
+    chosen = route(make_request(), settings, state, random.Random(0))
 
     assert chosen.vendor == "openai"
     assert fallback_vendors(chosen) == ["azure", "groq"]
@@ -538,7 +548,9 @@ def priced(input_per_mtok: float, output_per_mtok: float | None = None) -> Vendo
 
 def test_router_prefers_the_cheapest_vendor_by_configured_prices() -> None:
     vendors = {"openai": priced(5.0, 15.0), "azure": priced(0.5, 1.5), "groq": priced(2.0)}
-    settings = make_settings(vendors, cost_optimization=CostOptimization(enabled=True))
+    settings = make_settings(
+        vendors, grouped=True, cost_optimization=CostOptimization(enabled=True)
+    )
 
     chosen = route(make_request(), settings, rng=random.Random(0))
 
@@ -565,7 +577,9 @@ def test_router_uses_configured_vendor_costs_for_vendors_without_prices() -> Non
     cost = CostOptimization(enabled=True, vendor_costs={"azure": 4.0, "groq": 0.2})
 
     chosen = route(
-        make_request(), make_settings(vendors, cost_optimization=cost), rng=random.Random(0)
+        make_request(),
+        make_settings(vendors, grouped=True, cost_optimization=cost),
+        rng=random.Random(0),
     )
 
     assert chosen.vendor == "groq"
@@ -574,7 +588,9 @@ def test_router_uses_configured_vendor_costs_for_vendors_without_prices() -> Non
 
 def test_router_ranks_a_vendor_without_any_price_after_priced_ones() -> None:
     vendors = {"openai": vendor(), "azure": priced(1000.0)}
-    settings = make_settings(vendors, cost_optimization=CostOptimization(enabled=True))
+    settings = make_settings(
+        vendors, grouped=True, cost_optimization=CostOptimization(enabled=True)
+    )
 
     chosen = route(make_request(), settings, rng=random.Random(0))
 
@@ -653,7 +669,10 @@ def test_router_prefers_the_vendor_with_the_lowest_observed_latency() -> None:
     )
 
     chosen = route(
-        make_request(), make_settings(latency_optimization=latency), state, random.Random(0)
+        make_request(),
+        make_settings(grouped=True, latency_optimization=latency),
+        state,
+        random.Random(0),
     )
 
     assert chosen.vendor == "azure"
@@ -670,7 +689,10 @@ def test_router_multiplies_observed_latency_by_the_vendors_latency_weight() -> N
     )
 
     chosen = route(
-        make_request(), make_settings(latency_optimization=latency), state, random.Random(0)
+        make_request(),
+        make_settings(grouped=True, latency_optimization=latency),
+        state,
+        random.Random(0),
     )
 
     assert chosen.vendor == "openai"
@@ -682,7 +704,10 @@ def test_router_ranks_a_vendor_with_unknown_latency_last() -> None:
     state = live(openai=VendorState(latency_ms=5000.0), azure=VendorState(latency_ms=900.0))
 
     chosen = route(
-        make_request(), make_settings(latency_optimization=latency), state, random.Random(0)
+        make_request(),
+        make_settings(grouped=True, latency_optimization=latency),
+        state,
+        random.Random(0),
     )
 
     assert chosen.vendor == "azure"
@@ -711,7 +736,7 @@ def test_router_excludes_vendors_slower_than_the_maximum_latency_and_says_why() 
 def test_router_routes_around_a_vendor_slower_than_the_maximum_latency() -> None:
     latency = LatencyOptimization(enabled=True, max_latency_ms=500.0, prefer_fast=False)
     state = live(openai=VendorState(latency_ms=501.0), azure=VendorState(latency_ms=499.0))
-    settings = make_settings(latency_optimization=latency, default_vendor="openai")
+    settings = make_settings(grouped=True, latency_optimization=latency, default_vendor="openai")
 
     chosen = route(make_request(), settings, state, random.Random(0))
 
@@ -728,6 +753,7 @@ def test_router_ranks_by_cost_then_by_latency_when_both_are_enabled() -> None:
     )
     settings = make_settings(
         vendors,
+        grouped=True,
         cost_optimization=CostOptimization(enabled=True),
         latency_optimization=LatencyOptimization(enabled=True),
     )
@@ -760,22 +786,27 @@ def test_router_puts_the_fallback_vendor_first_among_the_fallbacks() -> None:
     chosen = route(make_request(), settings, rng=random.Random(0))
 
     assert chosen.vendor == "openai"
-    assert fallback_vendors(chosen) == ["groq", "azure"]
+    assert fallback_vendors(chosen) == ["groq"]
 
 
-def test_router_orders_fallbacks_by_tier_then_weight_without_a_fallback_vendor() -> None:
-    vendors = {
-        "openai": vendor(weight=1.0),
-        "azure": vendor(weight=3.0),
-        "groq": vendor(weight=2.0, priority=-1),
-        "together": vendor(weight=9.0),
-    }
+def test_router_never_falls_back_to_a_vendor_only_because_it_serves_the_model() -> None:
+    vendors = {name: vendor() for name in ("openai", "azure", "groq", "together")}
     settings = make_settings(vendors, default_vendor="together")
-    state = live(azure=VendorState(health=HealthStatus.DEGRADED))
 
-    chosen = route(make_request(), settings, state, random.Random(0))
+    chosen = route(make_request(), settings, rng=random.Random(0))
 
-    assert fallback_vendors(chosen) == ["openai", "azure", "groq"]
+    assert chosen.vendor == "together"
+    assert chosen.fallbacks == []
+
+
+def test_router_tries_the_fallback_vendor_before_the_groups_other_members() -> None:
+    vendors = {name: vendor() for name in ("openai", "azure", "groq", "together")}
+    settings = make_settings(vendors, grouped=True, fallback_vendor="groq")
+
+    chosen = route(make_request(), settings, rng=random.Random(0))
+
+    assert chosen.vendor == "openai"
+    assert fallback_vendors(chosen) == ["groq", "azure", "together"]
 
 
 def test_router_gives_no_fallbacks_when_the_request_disallows_fallback() -> None:
@@ -850,7 +881,7 @@ def test_router_queues_on_the_vendors_queue_with_the_requests_priority(priority:
 
 
 def test_router_names_the_queue_after_the_chosen_vendor() -> None:
-    chosen = route(make_request(), make_settings(), rng=random.Random(3))
+    chosen = route(make_request(), make_settings(grouped=True), rng=random.Random(3))
 
     assert chosen.queue == f"llm.{chosen.vendor}"
     assert sorted([chosen.vendor, *fallback_vendors(chosen)]) == ["azure", "groq", "openai"]
@@ -874,7 +905,10 @@ def test_router_prefers_the_vendor_with_the_least_work_queued_and_running() -> N
     )
 
     chosen = route(
-        make_request(), make_settings(least_busy=LeastBusy(enabled=True)), state, random.Random(0)
+        make_request(),
+        make_settings(grouped=True, least_busy=LeastBusy(enabled=True)),
+        state,
+        random.Random(0),
     )
 
     assert (chosen.vendor, chosen.reason) == ("azure", "least busy")
@@ -888,7 +922,7 @@ def test_least_busy_counts_work_per_unit_of_weight() -> None:
         small=VendorState(in_flight=3),  # 3 per unit
         off=VendorState(),  # idle, but weight 0 ranks it last
     )
-    settings = make_settings(vendors, least_busy=LeastBusy(enabled=True))
+    settings = make_settings(vendors, grouped=True, least_busy=LeastBusy(enabled=True))
 
     chosen = route(make_request(), settings, state, random.Random(0))
 
@@ -903,3 +937,106 @@ def test_least_busy_is_off_by_default() -> None:
         for seed in range(60)
     )
     assert counts["openai"] > 0  # weights alone decide
+
+
+# --- stand-in vendors ----------------------------------------------------------------------
+
+
+def with_stand_ins(**overrides: Any) -> Settings:
+    """A real OpenAI beside the mock (in process) and a mock server, both serving every model."""
+    vendors = {
+        "openai": VendorConfig(type="openai"),
+        "mock": VendorConfig(type="mock", models=["*"]),
+        "mockhttp": VendorConfig(
+            type="openai_compatible",
+            base_url="http://mock-vendor:8900/v1",
+            models=["*"],
+            stand_in=True,
+        ),
+    }
+    return Settings(vendors=vendors, **overrides)
+
+
+def test_a_stand_in_never_takes_or_backs_up_a_real_vendors_traffic() -> None:
+    settings = with_stand_ins()
+    for seed in range(30):
+        chosen = route(make_request(model="gpt-4o-mini"), settings, rng=random.Random(seed))
+        assert (chosen.vendor, chosen.fallbacks) == ("openai", [])
+
+
+def test_a_real_vendors_outage_is_no_route_not_an_answer_from_a_stand_in() -> None:
+    state = live(openai=VendorState(circuit=CircuitState.OPEN))
+
+    with pytest.raises(NoRoute) as caught:
+        route(make_request(model="gpt-4o-mini"), with_stand_ins(), state, random.Random(0))
+
+    assert caught.value.reasons["openai"] == "circuit open after repeated failures"
+    assert caught.value.reasons["mock"].startswith("a stand-in vendor")
+    assert caught.value.reasons["mockhttp"].startswith("a stand-in vendor")
+
+
+def test_a_model_no_real_vendor_serves_is_no_route_not_an_echo() -> None:
+    with pytest.raises(NoRoute) as caught:
+        route(make_request(model="llama-3"), with_stand_ins(), rng=random.Random(0))
+
+    assert "does not serve model 'llama-3'" in caught.value.reasons["openai"]
+
+
+@pytest.mark.parametrize(
+    ("how", "request_fields", "settings_fields"),
+    [
+        ("vendor=", {"vendor": "mockhttp"}, {}),
+        ("vendor weights", {"vendor_weights": {"mockhttp": 1.0}}, {}),
+        ("routing rule", {}, {"routing_rules": [rule("mockhttp", model_pattern="llama-*")]}),
+        (
+            "model group",
+            {},
+            {"model_groups": {"llama-3": [Deployment(vendor="mockhttp", model="llama-3")]}},
+        ),
+        ("default vendor", {}, {"default_vendor": "mockhttp"}),
+    ],
+)
+def test_a_stand_in_takes_a_request_when_it_is_named(
+    how: str, request_fields: dict[str, Any], settings_fields: dict[str, Any]
+) -> None:
+    settings = with_stand_ins(**settings_fields)
+
+    chosen = route(make_request(model="llama-3", **request_fields), settings, rng=random.Random(0))
+
+    assert chosen.vendor == "mockhttp", how
+    assert "mock" not in fallback_vendors(chosen)
+
+
+def test_a_routing_rule_that_does_not_match_names_no_stand_in() -> None:
+    settings = with_stand_ins(routing_rules=[rule("mock", model_pattern="test-*")])
+
+    with pytest.raises(NoRoute):
+        route(make_request(model="llama-3"), settings, rng=random.Random(0))
+
+
+def test_the_fallback_vendor_may_be_a_stand_in_when_the_configuration_says_so() -> None:
+    settings = with_stand_ins(fallback_vendor="mock")
+
+    chosen = route(make_request(model="gpt-4o-mini"), settings, rng=random.Random(0))
+
+    assert (chosen.vendor, fallback_vendors(chosen)) == ("openai", ["mock"])
+
+
+def test_with_no_real_vendor_enabled_the_stand_ins_take_any_request() -> None:
+    settings = Settings(
+        vendors={
+            "openai": VendorConfig(type="openai", enabled=False),
+            "mock": VendorConfig(type="mock", models=["*"]),
+        }
+    )
+
+    chosen = route(make_request(model="llama-3"), settings, rng=random.Random(0))
+
+    assert chosen.vendor == "mock"
+
+
+def test_type_mock_is_a_stand_in_unless_configured_otherwise() -> None:
+    assert VendorConfig(type="mock").is_stand_in
+    assert not VendorConfig(type="mock", stand_in=False).is_stand_in
+    assert not VendorConfig(type="openai").is_stand_in
+    assert VendorConfig(type="openai", stand_in=True).is_stand_in

@@ -31,7 +31,8 @@ SHARE_TOLERANCE = 0.02
 
 vendor_configs = st.builds(
     VendorConfig,
-    type=st.just("mock"),
+    # Real vendors and stand-ins: a stand-in takes a request only when named.
+    type=st.sampled_from(["mock", "mock", "openai"]),
     # Mostly usable, so that routes (not only refusals) are common.
     models=st.sampled_from([[], ["gpt-*"], ["gpt-4o", "claude-*"], ["claude-*"]]),
     enabled=st.sampled_from([True, True, True, False]),
@@ -99,11 +100,25 @@ def scenarios(draw: st.DrawFn) -> tuple[Request, Settings, LiveState]:
     return request, config, state
 
 
-def usable_deployments(request: Request, config: Settings, state: LiveState) -> set[Deployment]:
-    """Every deployment the request may run on: configured, enabled, serving it, not down."""
+def stand_ins_allowed(request: Request, config: Settings) -> set[str] | None:
+    """The stand-ins a request may reach: None for all (no real vendor is enabled)."""
+    if all(v.is_stand_in for v in config.vendors.values() if v.enabled):
+        return None
+    group = config.model_groups.get(request.model) or []
+    named = {config.default_vendor, config.fallback_vendor, request.vendor}
+    named |= set(request.vendor_weights or ())
+    named |= {d.vendor for d in group}
+    named |= {r.vendor for r in config.routing_rules if r.enabled and r.condition.matches(request)}
+    return {name for name in named if name is not None}
+
+
+def usable_deployments(request: Request, config: Settings, state: LiveState) -> list[Deployment]:
+    """Every deployment the request may run on, in order: configured, enabled, serving it,
+    not down, and not a stand-in nobody named."""
     group = config.model_groups.get(request.model)
     wanted = group or [Deployment(vendor=name, model=request.model) for name in config.vendors]
-    usable: set[Deployment] = set()
+    allowed = stand_ins_allowed(request, config)
+    usable: list[Deployment] = []
     for deployment in wanted:
         vendor = config.vendors.get(deployment.vendor)
         live = state.of(deployment.vendor)
@@ -113,8 +128,10 @@ def usable_deployments(request: Request, config: Settings, state: LiveState) -> 
             and vendor.serves(deployment.model)
             and live.health is not HealthStatus.UNHEALTHY
             and live.circuit is not CircuitState.OPEN
+            and (not vendor.is_stand_in or allowed is None or deployment.vendor in allowed)
+            and deployment not in usable
         ):
-            usable.add(deployment)
+            usable.append(deployment)
     return usable
 
 
@@ -137,7 +154,7 @@ def test_router_routes_only_to_usable_vendors_and_refuses_exactly_when_it_must(
     scenario: tuple[Request, Settings, LiveState], seed: int
 ) -> None:
     request, config, state = scenario
-    usable = usable_deployments(request, config, state)
+    usable = set(in_order := usable_deployments(request, config, state))
     usable_vendors = {deployment.vendor for deployment in usable}
 
     if not usable or caller_demand_refused(request, usable_vendors):
@@ -158,7 +175,11 @@ def test_router_routes_only_to_usable_vendors_and_refuses_exactly_when_it_must(
     assert set(chosen.deployments) <= usable
     assert len(set(chosen.deployments)) == len(chosen.deployments)
     if request.allow_fallback:
-        assert set(chosen.deployments) == usable
+        # Only what the configuration names: the fallback vendor, the group's members.
+        named = [d for d in in_order if d.vendor == config.fallback_vendor][:1]
+        if request.model in config.model_groups:
+            named = in_order
+        assert set(chosen.fallbacks) == set(named) - {chosen.deployments[0]}
     else:
         assert chosen.fallbacks == []
     assert chosen.queue == f"llm.{chosen.vendor}"

@@ -249,6 +249,21 @@ def test_a_job_missing_twice_is_sent_again_as_a_new_attempt_and_the_lost_one_is_
     assert waiting(store) == {}
 
 
+def test_after_a_worker_died_one_look_with_a_short_grace_is_enough(
+    store: JobStore, make_request: MakeRequest, sweeper: Sweeper, broker: Broker, clock: Clock
+) -> None:
+    lost_id = new_job(store, make_request)
+    present_id = new_job(store, make_request)
+    broker.present.add(present_id)
+    clock.advance(11)  # well within the schedule's grace, past the dead worker's beat
+
+    assert sweeper.sweep().overdue == 0, "the scheduled pass waits for its grace"
+    report = sweeper.sweep(grace_s=10, confirm=False)
+
+    assert report.requeued == [lost_id]
+    assert broker.sent == [(RunJob(lost_id, 1, 0, 0, "openai"), "llm.openai", 7)]
+
+
 def test_a_lost_retry_is_sent_again_on_its_deployment_lane_and_retry_count(
     store: JobStore, make_request: MakeRequest, sweeper: Sweeper, broker: Broker, clock: Clock
 ) -> None:

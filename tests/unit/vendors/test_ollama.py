@@ -145,13 +145,12 @@ async def test_unset_knobs_leave_options_out_but_stream_is_still_sent(
     }
 
 
-async def test_extra_options_merge_with_ours_and_extra_body_cannot_flip_stream(
+async def test_extra_options_merge_with_ours(
     recorder: Callable[..., Recorder], make_request: Callable[..., Request]
 ) -> None:
+    # (`extra_body` cannot flip `stream` any more: the request refuses it, test_models.)
     rec = recorder(json_response(200, REPLY))
-    request = make_request(
-        temperature=0.5, extra_body={"options": {"num_ctx": 8192, "seed": 7}, "stream": True}
-    )
+    request = make_request(temperature=0.5, extra_body={"options": {"num_ctx": 8192, "seed": 7}})
     response = await vendor(rec).complete(request)
     body = rec.last_json()
     assert body["options"] == {"temperature": 0.5, "num_ctx": 8192, "seed": 7}
