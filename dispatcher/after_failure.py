@@ -5,11 +5,13 @@ step once a vendor call has failed or its vendor may not be called now:
 
 - a retryable failure of a kind in the policy's `retry_on` is retried on the
   same deployment after the backoff or the vendor's Retry-After, whichever is
-  longer, unless that would pass the job's deadline;
+  longer, unless that would pass the job's deadline; a 429's Retry-After also
+  blocks that deployment (vendor and model) for everyone (`dispatcher.blocks`);
 - when retries run out, the job moves to its route's next deployment;
-- a vendor that asked everyone to wait, or whose circuit is open, is skipped
-  for the first deployment that may be called, or the job waits for the first
-  to recover;
+- a deployment that asked everyone to wait, or whose vendor's circuit is open,
+  is skipped for the first deployment that may be called, or the job waits for
+  the first to recover: one countdown to its end, one history entry however
+  often the wait must be taken up again;
 - anything else ends the job with its typed error.
 
 Every next step is a new message, sent before the store hands the job to it
@@ -27,6 +29,7 @@ from dispatcher.config import Settings
 from dispatcher.config_schema import CircuitBreaker
 from dispatcher.errors import (
     CircuitOpen,
+    DeadlineExceeded,
     DispatcherError,
     VendorRateLimited,
     VendorTimeout,
@@ -34,11 +37,9 @@ from dispatcher.errors import (
 )
 from dispatcher.messages import RunJob
 from dispatcher.models import Deployment, JobEvent, JobEventKind, JobRecord, JobStatus
-from dispatcher.ratelimit import RateLimiter, vendor_buckets
 from dispatcher.router import queue_for
 from dispatcher.runner_types import Outcome, SendMessage
 from dispatcher.store import JobStore
-from dispatcher.vendors.base import Vendor
 
 __all__ = ["CIRCUIT_MEMORY_S", "AfterFailure", "retry_kind"]
 
@@ -67,12 +68,10 @@ class AfterFailure:
 
     settings: Settings
     store: JobStore
-    vendors: Mapping[str, Vendor]
     send: SendMessage
     now: Callable[[], float]
     rng: random.Random
     max_wait_s: float
-    limiter: RateLimiter
     breaker: CircuitBreaker
 
     def _after_failure(
@@ -83,14 +82,17 @@ class AfterFailure:
         error: DispatcherError,
         deadline: float | None,
     ) -> Outcome:
-        vendor = deployments[message.deployment].vendor
+        deployment = deployments[message.deployment]
+        vendor = deployment.vendor
         error.job_id = record.job_id
         if isinstance(error, VendorRateLimited) and error.retry_after_s:
-            self.store.block_vendor(vendor, error.retry_after_s)
-            if vendor in self.vendors:
-                limit = vendor_buckets(self.store.keys, vendor, self.vendors[vendor].config)
-                self.limiter.drain(limit, error.retry_after_s)
-        if self.breaker.enabled and isinstance(error, VendorUnavailable | VendorTimeout):
+            # The deployment that was told waits, not the vendor's other models.
+            self.store.blocks.block(vendor, deployment.model, error.retry_after_s)
+        if (
+            self.breaker.enabled
+            and isinstance(error, VendorUnavailable | VendorTimeout)
+            and not isinstance(error, DeadlineExceeded)  # the job's clock, not the vendor
+        ):
             keep_s = int(max(CIRCUIT_MEMORY_S, 4 * self.breaker.reset_timeout_s))
             self.store.circuits.trip(vendor, self.breaker.failure_threshold, keep_s)
         policy = self.settings.retry_policy
@@ -127,32 +129,35 @@ class AfterFailure:
             )
         return self._fail(record, vendor, error)
 
-    def _avoid_cooling_vendors(
+    def _avoid_cooling_deployments(
         self,
         record: JobRecord,
         message: RunJob,
         deployments: Sequence[Deployment],
         deadline: float | None,
-        blocked: Mapping[str, float],
+        cooling: Mapping[int, float],
         *,
         reason: str,
     ) -> Outcome:
-        """Where the job goes when the message's vendor is cooling down (in `blocked`).
+        """Where the job goes when the message's deployment is cooling down.
 
-        To the first deployment of the route left whose vendor is not in `blocked`;
-        when there is none, to the first to recover, after its wait.
+        `cooling`: the route's deployments that may not be called now (by index, the
+        message's among them), with until when. The job goes to the first deployment
+        of the route left that is not cooling, at once; when there is none, it waits
+        for the first to recover: one countdown to that moment, recorded once however
+        many messages the wait takes (a block lengthened meanwhile by another 429).
         """
-        remaining = list(range(message.deployment, len(deployments)))
-        current = deployments[message.deployment].vendor
-        free = next((i for i in remaining if deployments[i].vendor not in blocked), None)
+        remaining = range(message.deployment, len(deployments))
+        free = next((i for i in remaining if i not in cooling), None)
         if free is not None:
             return self._reroute(record, message, deployments, free, reason)
-        # Every remaining deployment is cooling down: wait for the first to recover.
-        index = min(remaining, key=lambda i: blocked[deployments[i].vendor])
-        wait_s = max(0.0, blocked[deployments[index].vendor] - self.now())
+        index = min(remaining, key=lambda i: cooling[i])
+        target = deployments[index]
+        wait_s = max(0.0, cooling[index] - self.now())
         if deadline is not None and self.now() + wait_s >= deadline:
+            current = deployments[message.deployment].vendor
             error = VendorRateLimited(
-                "every vendor of the route is cooling down past the job's deadline",
+                "every deployment of the route is cooling down past the job's deadline",
                 retry_after_s=wait_s,
                 vendor=current,
                 job_id=record.job_id,
@@ -160,29 +165,25 @@ class AfterFailure:
             return self._fail(record, current, error)
         retry = message.retry if index == message.deployment else 0  # counts per deployment
         nxt = RunJob(
-            record.job_id,
-            message.attempt + 1,
-            index,
-            retry,
-            deployments[index].vendor,
-            record.batch_id or "",
+            record.job_id, message.attempt + 1, index, retry, target.vendor, record.batch_id or ""
         )
+        delay = min(wait_s, self.max_wait_s)
         event = JobEvent(
             kind=JobEventKind.RETRY,
             attempt=nxt.attempt,
-            vendor=deployments[index].vendor,
-            reason="every vendor of the route is cooling down; waiting for the first",
-            delay_s=min(wait_s, self.max_wait_s),
+            vendor=target.vendor,
+            reason=f"waiting {wait_s:.2f} s for {target.model} on {target.vendor} to cool down",
+            delay_s=delay,
         )
-        vendor = deployments[index].vendor
         return self._reschedule(
             record,
             message,
             nxt,
-            vendor=vendor,
-            delay_s=event.delay_s or 0.0,
+            vendor=target.vendor,
+            delay_s=delay,
             event=event,
             counters=[],
+            waiting_for=f"deployment:{index}",
         )
 
     # --- writing outcomes ---------------------------------------------------------------
@@ -221,7 +222,9 @@ class AfterFailure:
         delay_s: float,
         event: JobEvent,
         counters: list[tuple[str, float]],
+        waiting_for: str = "",
     ) -> Outcome:
+        """Send the job's next message, then hand the job to it (`JobStore.reschedule`)."""
         # A batch item's retries and fallbacks stay in the batch lane, behind interactive jobs.
         nxt = replace(nxt, batch=record.batch_id or "")
         queue = queue_for(vendor, batch=bool(nxt.batch))
@@ -238,6 +241,7 @@ class AfterFailure:
             counters=counters,
             running_on=message.vendor,
             batch_id=record.batch_id,
+            waiting_for=waiting_for,
         )
         return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
 
@@ -256,8 +260,8 @@ class AfterFailure:
         return Outcome("failed" if ended else "skipped", error.message, errors=[error.kind])
 
 
-def _deadline_error(record: JobRecord, last: DispatcherError) -> VendorTimeout:
-    return VendorTimeout(
+def _deadline_error(record: JobRecord, last: DispatcherError) -> DeadlineExceeded:
+    return DeadlineExceeded(
         f"the job's deadline ({record.request.timeout_s:g} s after submit) would pass before "
         f"the next retry; last error: {last.message}",
         vendor=last.vendor,

@@ -37,16 +37,18 @@ Choices, and why:
   them from the URL itself, but Flower's broker view reads only
   `broker_use_ssl`; and without `ssl_cert_reqs` kombu would not verify the
   server's certificate while redis-py would, so we default it to required.
+- Sentinel from the URL alone: a `redis+sentinel://` REDIS_URL becomes kombu's
+  `sentinel://` URLs and its `master_name` and `sentinel_kwargs` transport
+  options (`dispatcher.redis_connect.broker_options`), which Flower reads too.
 """
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from dispatcher.config import Settings
 from dispatcher.models import MAX_PRIORITY
+from dispatcher.redis_connect import broker_options, broker_ssl_options
 
 __all__ = [
     "MAX_SCHEDULED_WAIT_S",
@@ -61,16 +63,6 @@ __all__ = [
 MAX_SCHEDULED_WAIT_S = 900.0
 # kombu's own sweep interval; we never sweep less often than it would without throttling.
 MAX_RESTORE_INTERVAL_S = 10
-# `ssl_cert_reqs` values as redis-py spells them (kombu also takes CERT_REQUIRED, redis-py not).
-CERT_REQS = {
-    "required": ssl.CERT_REQUIRED,
-    "optional": ssl.CERT_OPTIONAL,
-    "none": ssl.CERT_NONE,
-}
-# Query parameters naming files, passed on as they are.
-SSL_FILE_PARAMETERS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
-# Spellings redis-py's URL parser reads as false for `ssl_check_hostname`.
-FALSE_WORDS = ("0", "F", "FALSE", "N", "NO")
 
 
 def max_scheduled_wait_s(settings: Settings) -> float:
@@ -88,38 +80,14 @@ def restore_interval_s(settings: Settings) -> int:
     return max(1, min(MAX_RESTORE_INTERVAL_S, settings.visibility_timeout_s // 4))
 
 
-def broker_ssl_options(redis_url: str) -> dict[str, Any] | None:
-    """Celery's `broker_use_ssl` for a `rediss://` URL, from its query; None for other URLs.
-
-    Raises:
-        ValueError: `ssl_cert_reqs` is not one of required, optional, none.
-    """
-    parts = urlsplit(redis_url)
-    if parts.scheme != "rediss":
-        return None
-    query = dict(parse_qsl(parts.query))
-    cert_reqs = query.get("ssl_cert_reqs", "required")
-    if cert_reqs not in CERT_REQS:
-        # Not the value: a mistyped URL may have pasted anything there.
-        raise ValueError(
-            f"REDIS_URL: ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, in lower case"
-        )
-    options: dict[str, Any] = {"ssl_cert_reqs": CERT_REQS[cert_reqs]}
-    options.update({name: query[name] for name in SSL_FILE_PARAMETERS if name in query})
-    if "ssl_check_hostname" in query:
-        options["ssl_check_hostname"] = query["ssl_check_hostname"].upper() not in FALSE_WORDS
-    return options
-
-
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """Celery configuration (lower-case setting names) for producers and workers."""
-    redis_url = settings.redis_url.get_secret_value()
-    tls = broker_ssl_options(redis_url)
+    broker = broker_options(settings)
     return {
-        "broker_url": redis_url,
-        **({"broker_use_ssl": tls} if tls is not None else {}),
+        **broker,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            **broker.get("broker_transport_options", {}),
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": restore_interval_s(settings),
             "unacked_restore_throttle": 1,

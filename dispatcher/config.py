@@ -35,9 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
-from urllib.parse import unquote, urlsplit
 
-import redis
 from pydantic import (
     Field,
     SecretStr,
@@ -75,7 +73,8 @@ from dispatcher.config_schema import (
 from dispatcher.errors import ConfigError
 from dispatcher.models import Deployment, VendorName
 from dispatcher.problems import custom_error, describe, rebuild
-from dispatcher.redaction import redact, register_secret
+from dispatcher.redaction import register_secret
+from dispatcher.redis_address import redis_url_problem, redis_url_secrets
 
 __all__ = ["ENV_VENDORS", "EnvVendor", "Settings", "key_hint"]
 
@@ -86,7 +85,6 @@ DEFAULT_KEY_PREFIX = "llmd"
 # The dotenv file read from the working directory: the name docker compose and the
 # seeds' examples use, so one file serves both.
 ENV_FILE = ".env"
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # Ended jobs stay readable for a day: long enough to poll, short enough to bound memory.
 DEFAULT_JOB_TTL_S = 86_400
 # A batch's messages out at once per vendor (of 50 items each): 800 items in
@@ -103,6 +101,9 @@ DEFAULT_WORKER_MAX_IN_FLIGHT = 1_000
 DEFAULT_BATCH_WINDOW = 16
 # Celery's default on Redis; must exceed the longest call plus scheduled wait (celery_config).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3_600
+# A stream runs at most this share of the visibility timeout: the rest is for writing
+# its end and acknowledging its message, before the transport would deliver it again.
+STREAM_SHARE_OF_VISIBILITY = 0.9
 # Tests use a few seconds to see a killed worker's job come back quickly.
 MIN_VISIBILITY_TIMEOUT_S = 2
 # 4 MiB of request JSON: a million-token prompt (about 4 bytes a token) fits, while no
@@ -327,8 +328,6 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url_scheme(cls, value: SecretStr) -> SecretStr:
         # The message must not repeat the URL: it may carry a password.
-        if not value.get_secret_value().startswith(REDIS_URL_SCHEMES):
-            raise ValueError(f"must start with one of {', '.join(REDIS_URL_SCHEMES)}")
         problem = redis_url_problem(value.get_secret_value())
         if problem is not None:
             raise ValueError(problem)
@@ -399,13 +398,17 @@ class Settings(BaseSettings):
         return self
 
     def _register_secrets(self) -> None:
-        password = urlsplit(self.redis_url.get_secret_value()).password
-        # redis-py sends the percent-decoded password, so mask both spellings.
-        register_secret(password)
-        register_secret(unquote(password) if password else None)
+        for secret in redis_url_secrets(self.redis_url.get_secret_value()):
+            register_secret(secret)
         for vendor in self.vendors.values():
             for secret in vendor.secret_values():
                 register_secret(secret)
+
+    @property
+    def max_stream_s(self) -> float:
+        """The longest a stream may run in all, however steadily it sends: most of the
+        visibility timeout, so its message is acknowledged before it comes back."""
+        return self.visibility_timeout_s * STREAM_SHARE_OF_VISIBILITY
 
     def enabled_vendors(self) -> dict[str, VendorConfig]:
         """The vendors that may receive traffic, by name."""
@@ -422,28 +425,6 @@ ENV_NAMES: dict[str, str] = {
     for name, field in Settings.model_fields.items()
     if name not in FILE_FIELDS
 }
-
-
-def redis_url_problem(url: str) -> str | None:
-    """What makes `url` unusable by redis-py (port, database, options), or None.
-
-    Checked whole, as a client would use it, without connecting: a port out of
-    range, a database that is not a number, an option redis-py does not know or a
-    value it refuses (`ssl_cert_reqs=CERT_REQUIRED`). Never repeats the URL.
-    """
-    parts = urlsplit(url)
-    database = parts.path.strip("/")
-    if parts.scheme != "unix" and database and not database.isdigit():
-        return f"the database must be a number, not {database[:20]!r}"
-    try:
-        client = redis.Redis.from_url(url)
-        try:
-            client.connection_pool.make_connection()  # builds it; does not connect
-        finally:
-            client.connection_pool.disconnect()
-    except (ValueError, TypeError, redis.RedisError) as exc:
-        return f"not usable by redis-py: {redact(str(exc))[:200]}"
-    return None
 
 
 def key_hint(vendor: str) -> str:

@@ -7,6 +7,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     ├── VendorUnavailable            retry with backoff (5xx, Anthropic's 529, overloaded)
     │   └── StreamBroken             the stream ended before the vendor's terminator
     ├── VendorTimeout                retry with backoff (connect/read timeout, 408, 504)
+    │   └── DeadlineExceeded         final: the job's deadline passed (before or during a call)
     ├── CircuitOpen                  retry later or fall back; the vendor is cooling down
     ├── VendorAuthError              final: fix the key or its permissions (401, 403)
     ├── VendorQuotaExceeded          final: billing or quota exhausted
@@ -15,8 +16,10 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     ├── NoRoute                      final: no configured vendor can take the request
     ├── BudgetExceeded               final: every route costs more than the allowed maximum
     ├── JobNotFound (LookupError)    final: no job with that id (never existed, or expired)
+    │   └── BatchNotFound            final: no batch with that id
     ├── VendorNotFound (LookupError) final: no configured vendor has that name
     ├── JobCancelled                 final: the job was cancelled before it ended
+    ├── StoreUnavailable             retry with the same idempotency key: Redis did not answer
     └── ConfigError (ValueError)     final: the configuration is invalid; lists every problem
 
 Workers ask an error what to do (`error.retryable`), never parse its message.
@@ -37,6 +40,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "ContentFiltered",
+    "DeadlineExceeded",
     "DispatcherError",
     "InvalidRequest",
     "JobCancelled",
@@ -166,6 +170,14 @@ class VendorTimeout(DispatcherError):
     retryable = True
 
 
+class DeadlineExceeded(VendorTimeout):
+    """The job's deadline (`Request.timeout_s` after submit) passed: before it could run,
+    before its next retry, or during a vendor call, which was cut there."""
+
+    kind = "deadline_exceeded"
+    retryable = False
+
+
 class CircuitOpen(DispatcherError):
     """The vendor's circuit breaker is open: fall back, or retry once it half-opens."""
 
@@ -271,12 +283,34 @@ class StoreUnavailable(DispatcherError, ConnectionError):
     """Redis (the job store and the queues) did not answer; try again when it is back.
 
     Raised to producers within the client's socket timeouts instead of hanging.
-    Whatever the call was doing may or may not have reached Redis: `get` the
-    job (or `batch_status`) once Redis answers to know.
+    A submit that fails so names the job (`job_id`) or batch (`batch_id`) it
+    tried to write, and says whether it may have been written after all
+    (`may_have_been_written`: the write went out and its reply was lost). To retry
+    safely, submit again with the same `idempotency_key`: the same id comes back,
+    and nothing runs twice.
     """
 
     kind = "store_unavailable"
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        batch_id: str | None = None,
+        may_have_been_written: bool = False,
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.batch_id = batch_id
+        self.may_have_been_written = may_have_been_written
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "batch_id": self.batch_id,
+            "may_have_been_written": self.may_have_been_written,
+        }
 
 
 class ConfigError(DispatcherError, ValueError):
@@ -302,6 +336,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         VendorUnavailable,
         StreamBroken,
         VendorTimeout,
+        DeadlineExceeded,
         CircuitOpen,
         VendorAuthError,
         VendorQuotaExceeded,
@@ -346,6 +381,13 @@ def error_from_dict(data: dict[str, Any]) -> DispatcherError:
             partial=bool(data.get("partial")),
             vendor=data.get("vendor"),
             status_code=data.get("status_code"),
+            **common,
+        )
+    elif cls is StoreUnavailable:
+        error = StoreUnavailable(
+            message,
+            batch_id=data.get("batch_id"),
+            may_have_been_written=bool(data.get("may_have_been_written")),
             **common,
         )
     elif cls is BudgetExceeded:

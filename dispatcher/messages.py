@@ -74,6 +74,9 @@ class RunJob:
     # Not part of the message: set by the worker for a batch message's items on its
     # first delivery, which may only start a job still queued (see RunJobs).
     exclusive: bool = False
+    # Not part of the message either: the job's deadline (epoch seconds), set by the
+    # runner for the vendor call, which is cut when it passes (`call_vendor`).
+    deadline: float | None = None
 
     def as_args(self) -> list[Any]:
         """The task's positional arguments, JSON-ready (the batch only when there is one)."""

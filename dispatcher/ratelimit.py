@@ -12,8 +12,9 @@ A job that finds a bucket short is not run and holds no worker slot: it is
 charged in advance for the moment the buckets will have refilled (within a
 horizon) and rescheduled for that moment, so waiting jobs line up one behind
 the other instead of all waking at once. After the call the reservation is
-settled with the tokens the vendor reported (`settle`); a 429 drains the
-vendor's buckets for its Retry-After (`drain`).
+settled with the tokens the vendor reported (`settle`). A 429's Retry-After
+blocks only the deployment that got it (`dispatcher.blocks`) and leaves the
+buckets alone: the vendor's other models keep their share of its limits.
 
 Requests without a `user` are not subject to tenant limits.
 """
@@ -30,9 +31,9 @@ from dispatcher.config_schema import RateLimit, VendorConfig
 from dispatcher.models import Request
 from dispatcher.pricing import estimate_completion_tokens, estimate_prompt_tokens
 from dispatcher.store import Bucket, Keys
-from dispatcher.store_scripts import ACQUIRE, ADJUST, DRAIN, RELEASE
+from dispatcher.store_scripts import ACQUIRE, ADJUST, RELEASE
 
-__all__ = ["Acquired", "RateLimiter", "buckets_for", "estimated_tokens", "vendor_buckets"]
+__all__ = ["Acquired", "RateLimiter", "buckets_for", "estimated_tokens"]
 
 
 def estimated_tokens(request: Request) -> int:
@@ -67,14 +68,6 @@ def buckets_for(
     return found
 
 
-def vendor_buckets(keys: Keys, vendor: str, config: VendorConfig) -> list[Bucket]:
-    """The vendor-wide buckets alone (what a 429 drains), costs left at zero."""
-    return [
-        Bucket(keys.limit(vendor, kind), kind, rate, size, 0.0)
-        for kind, rate, size in config.limit.buckets()
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class Acquired:
     """The answer of `RateLimiter.acquire`: taken now, taken for later, or not taken."""
@@ -84,13 +77,12 @@ class Acquired:
 
 
 class RateLimiter:
-    """Takes from, settles and drains shared buckets; the claim takes them for jobs."""
+    """Takes from and settles shared buckets; the claim takes them for jobs."""
 
     def __init__(self, client: redis.Redis, *, now: Callable[[], float] = time.time) -> None:
         self.now = now
         self._acquire = client.register_script(ACQUIRE)
         self._adjust = client.register_script(ADJUST)
-        self._drain = client.register_script(DRAIN)
         self._release = client.register_script(RELEASE)
 
     def acquire(
@@ -129,14 +121,6 @@ class RateLimiter:
             self._adjust(
                 keys=[b.key for b in token_buckets],
                 args=[repr(self.now()), *_triples(token_buckets, lambda b: used_tokens - b.cost)],
-            )
-
-    def drain(self, buckets: Sequence[Bucket], seconds: float) -> None:
-        """Empty the buckets for `seconds` (a vendor's 429 with Retry-After): none refill sooner."""
-        if buckets and seconds > 0:
-            self._drain(
-                keys=[b.key for b in buckets],
-                args=[repr(self.now()), *_triples(buckets, lambda b: seconds)],
             )
 
 

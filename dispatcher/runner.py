@@ -4,15 +4,17 @@
 
 1. Claim the job, in one round trip (`JobStore.claim`): it starts only if it
    has not ended, the message is not stale (redelivery is normal, and a result
-   is written once), its deadline has not passed, the message's vendor is not
-   cooling down, its circuit is not open, and its shared rate limits have room
-   (a limited vendor's job is read first: its buckets depend on the job).
+   is written once), its deadline has not passed, the message's deployment (a
+   vendor and model) is not blocked by a Retry-After, its vendor's circuit is
+   not open, and its shared rate limits have room (a limited vendor's job is
+   read first: its buckets depend on the job).
 2. A job past its deadline fails with a clear timeout instead of running.
-3. A vendor that asked everyone to wait (Retry-After, shared in Redis) or whose
-   circuit is open is not called: the job moves to the first deployment of its
-   route that may be called, or, when none may, waits for the earliest to
-   recover within its deadline. A job short of rate-limit capacity is charged
-   in advance for the moment it will have it, and waits for that moment.
+3. A deployment that asked everyone to wait (a 429's Retry-After, shared in
+   Redis: `dispatcher.blocks`) or whose vendor's circuit is open is not called:
+   the job moves to the first deployment of its route that may be called, or,
+   when none may, waits for the earliest to recover within its deadline, with
+   one history entry for the whole wait. A job short of rate-limit capacity is
+   charged in advance for the moment it will have it, and waits for that moment.
 4. Call the vendor. Success: response, usage, cost, timings and statistics are
    written in one atomic step, and waiters wake.
 5. A retryable failure of a kind in the policy's `retry_on` is retried on the
@@ -45,10 +47,10 @@ from dispatcher.circuit import CircuitCheck
 from dispatcher.config import Settings
 from dispatcher.config_schema import VendorConfig
 from dispatcher.errors import (
+    DeadlineExceeded,
     DispatcherError,
     JobNotFound,
     VendorRateLimited,
-    VendorTimeout,
     VendorUnavailable,
 )
 from dispatcher.messages import RunJob
@@ -150,6 +152,7 @@ class JobRunner(AfterFailure):
                 circuit=circuit,
                 batch_id=message.batch,
                 exclusive=message.exclusive,
+                deployment=message.deployment,
             )
             return self._after_claim(message, claim, [])
         record = record or self.store.peek(message.job_id)
@@ -163,6 +166,7 @@ class JobRunner(AfterFailure):
             circuit=circuit,
             batch_id=message.batch,
             exclusive=message.exclusive,
+            deployment=message.deployment,
         )
         return self._after_claim(message, claim, buckets)
 
@@ -226,6 +230,7 @@ class JobRunner(AfterFailure):
                     circuit,
                     message.batch,
                     message.exclusive,
+                    message.deployment,
                 )
             )
         outcomes: list[Outcome | None] = [None] * len(messages)
@@ -245,11 +250,10 @@ class JobRunner(AfterFailure):
         if ended >= half:
             half_done()
         calls = []
-        for index, (record, deployments, _) in ready:
+        for index, (record, deployments, deadline) in ready:
             deployment = deployments[messages[index].deployment]
-            calls.append(
-                (self.vendors[deployment.vendor], record.request, deployment.model, messages[index])
-            )
+            timed = replace(messages[index], deadline=deadline)  # the call is cut there
+            calls.append((self.vendors[deployment.vendor], record.request, deployment.model, timed))
         for position, result in self.call_many(calls):
             index, claimed = ready[position]
             outcomes[index] = self._after_call(messages[index], claimed, buckets[index], result)
@@ -274,16 +278,32 @@ class JobRunner(AfterFailure):
             return None
         return CircuitCheck(self.breaker.reset_timeout_s, config.timeout)
 
-    def _cooling(self, vendors: list[str]) -> dict[str, float]:
-        """Vendors that may not be called now (Retry-After, open circuit), with until when."""
-        blocked = self.store.blocked_until(vendors)
-        if self.breaker.enabled:
-            for vendor, view in self.store.circuits.states(
-                vendors, self.breaker.reset_timeout_s
-            ).items():
-                if view.state is CircuitState.OPEN:
-                    blocked[vendor] = max(blocked.get(vendor, 0.0), view.until)
-        return blocked
+    def _cooling(self, deployments: Sequence[Deployment], first: int) -> dict[int, float]:
+        """The deployments from index `first` on that may not be called now, with until when.
+
+        A deployment may not be called while its Retry-After block stands or its
+        vendor's circuit is open.
+        """
+        indexes = range(first, len(deployments))
+        if not indexes:
+            return {}
+        blocked = self.store.blocks.until([deployments[i] for i in indexes])
+        circuits = (
+            self.store.circuits.states(
+                sorted({deployments[i].vendor for i in indexes}), self.breaker.reset_timeout_s
+            )
+            if self.breaker.enabled
+            else {}
+        )
+        cooling: dict[int, float] = {}
+        for index in indexes:
+            until = blocked.get(deployments[index], 0.0)
+            view = circuits.get(deployments[index].vendor)
+            if view is not None and view.state is CircuitState.OPEN:
+                until = max(until, view.until)
+            if until > 0.0:
+                cooling[index] = until
+        return cooling
 
     def _run_unnamed(self, message: RunJob) -> Outcome:
         """A message naming no vendor (an older version's) or one this worker lacks.
@@ -359,7 +379,7 @@ class JobRunner(AfterFailure):
     ) -> Outcome | None:
         """What came of a claim that did not start the job; None when it did."""
         if claim.verdict == "late":
-            late = VendorTimeout(
+            late = DeadlineExceeded(
                 f"the job's deadline ({record.request.timeout_s:g} s after submit) passed "
                 "before it could run",
                 job_id=record.job_id,
@@ -377,15 +397,16 @@ class JobRunner(AfterFailure):
             )
             return self._fail(record, message.vendor, wrong)
         if claim.verdict in ("blocked", "open"):
-            blocked = self._cooling([d.vendor for d in deployments[message.deployment + 1 :]])
-            blocked[message.vendor] = claim.blocked_until or self.now()
+            cooling = self._cooling(deployments, message.deployment + 1)
+            cooling[message.deployment] = claim.blocked_until or self.now()
+            here = deployments[message.deployment]
             reason = (
-                f"{message.vendor}'s circuit is open after repeated failures"
+                f"{here.vendor}'s circuit is open after repeated failures"
                 if claim.verdict == "open"
-                else f"{message.vendor} is cooling down after a rate limit"
+                else f"{here.model} on {here.vendor} is cooling down after a rate limit"
             )
-            return self._avoid_cooling_vendors(
-                record, message, deployments, deadline, blocked, reason=reason
+            return self._avoid_cooling_deployments(
+                record, message, deployments, deadline, cooling, reason=reason
             )
         if claim.verdict == "limited":
             return self._wait_for_capacity(record, message, claim, deadline)
@@ -432,7 +453,8 @@ class JobRunner(AfterFailure):
         vendor = self.vendors[deployment.vendor]
         result: VendorResponse | Exception
         try:
-            result = self.call(vendor, record.request, deployment.model, message)
+            timed = replace(message, deadline=deadline)  # the call is cut there
+            result = self.call(vendor, record.request, deployment.model, timed)
         except Exception as exc:  # a vendor bug must end the job, not the worker
             result = exc
         return self._after_call(message, (record, deployments, deadline), buckets, result)

@@ -11,7 +11,7 @@ configured prefix (`llmd` by default):
 | `{p}:stats`                       | hash   | counters (see `dispatcher.stats`)            |
 | `{p}:hist:latency:{vendor}`       | hash   | vendor latency histogram (`_all`: every one) |
 | `{p}:hist:queue_wait`             | hash   | queue wait histogram                         |
-| `{p}:vendor:{vendor}:blocked`     | string | the time until which a vendor asked us to wait |
+| `{p}:vendor:{vendor}:blocks`      | hash   | model -> until when that deployment waits (429) |
 | `{p}:limit:{vendor}:{scope}:{kind}` | hash | a shared token bucket (`tokens`, `ts`)     |
 | `{p}:circuit:{vendor}`            | hash   | the vendor's breaker (absent: closed)        |
 | `{p}:vendor:{vendor}:health`      | string | the last health check (JSON `Health`)        |
@@ -57,10 +57,12 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import redis
 
 from dispatcher.batch_store import BatchStore
+from dispatcher.blocks import DeploymentBlocks
 from dispatcher.circuit import Circuits
 from dispatcher.config import DEFAULT_JOB_TTL_S
 from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
 from dispatcher.health_records import HealthRecords
+from dispatcher.idempotency import IdempotencyKeys
 from dispatcher.models import (
     JobError,
     JobEvent,
@@ -89,7 +91,7 @@ from dispatcher.stats import (
     finish_increments,
     latency_average_field,
 )
-from dispatcher.store_scripts import BLOCK, CLAIM, FINISH, RESCHEDULE
+from dispatcher.store_scripts import CLAIM, FINISH, RESCHEDULE
 from dispatcher.traffic import Traffic
 from dispatcher.waiting_jobs import WaitingJobs
 from dispatcher.worker_registry import WorkerRegistry
@@ -113,6 +115,7 @@ __all__ = [
 
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 # A worker's id: its Celery node name and process id, e.g. "openai@host-1:4242".
 _WORKER_ID = re.compile(r"[A-Za-z0-9._@%+:-]{1,200}")
 
@@ -137,7 +140,11 @@ class Bucket:
 
 @dataclass(frozen=True)
 class ClaimOrder:
-    """What `JobStore.claim` takes: message `attempt` of `job_id` on `vendor`, and how."""
+    """What `JobStore.claim` takes: message `attempt` of `job_id` on `vendor`, and how.
+
+    `deployment`: the message's deployment (its index in the job's route), whose
+    block, if any, holds the job back.
+    """
 
     job_id: str
     attempt: int
@@ -147,13 +154,14 @@ class ClaimOrder:
     circuit: CircuitCheck | None = None
     batch_id: str = ""
     exclusive: bool = False
+    deployment: int = 0
 
 
 @dataclass(frozen=True)
 class Claim:
     """What `JobStore.claim` found: its verdict, the job, and what holds it back.
 
-    `blocked_until`: for "blocked", the time the vendor may be called again.
+    `blocked_until`: for "blocked", the time the deployment may be called again.
     `wait_s` and `reserved`: for "limited", how long until the buckets hold
     enough, and whether they were charged already (the job's next message then
     runs without taking again).
@@ -207,9 +215,9 @@ class Keys:
             return f"{self.prefix}:hist:{QUEUE_WAIT}"
         return f"{self.prefix}:hist:{metric}:{vendor or ALL_VENDORS}"
 
-    def blocked(self, vendor: str) -> str:
-        """Until when a vendor asked everyone to wait (its Retry-After)."""
-        return f"{self.prefix}:vendor:{vendor}:blocked"
+    def blocks(self, vendor: str) -> str:
+        """The vendor's deployments that asked everyone to wait: model -> until when."""
+        return f"{self.prefix}:vendor:{vendor}:blocks"
 
     def health(self, vendor: str) -> str:
         """The vendor's last health check."""
@@ -301,6 +309,12 @@ class Keys:
         """A bell's task id -> the job ids it took, until they have ended."""
         return f"{self.prefix}:taken"
 
+    def idempotency(self, digest: str) -> str:
+        """The id an idempotency key (its SHA-256, hex) names (`dispatcher.idempotency`)."""
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError("not a SHA-256 hex digest")
+        return f"{self.prefix}:idem:{digest}"
+
     def workers(self) -> str:
         """Each living worker -> until when its last heartbeat vouches for it (epoch s)."""
         return f"{self.prefix}:workers"
@@ -330,14 +344,15 @@ class JobStore:
         self._claim = client.register_script(CLAIM)
         self._reschedule = client.register_script(RESCHEDULE)
         self._finish = client.register_script(FINISH)
-        self._block = client.register_script(BLOCK)
         self.circuits = Circuits(client, self.keys, now=now)
+        self.blocks = DeploymentBlocks(client, self.keys, now=now)
         self.health = HealthRecords(client, self.keys)
         self.traffic = Traffic(client, self.keys, now=now)
         self.batches = BatchStore(self)
         self.waiting = WaitingJobs(client, self.keys, now=now)
         self.ready = ReadyQueue(client, self.keys)
         self.workers = WorkerRegistry(client, self.keys, now=now)
+        self.idempotency = IdempotencyKeys(client, self.keys, ttl_s=job_ttl_s)
 
     # --- creating and reading ----------------------------------------------------------
 
@@ -408,21 +423,32 @@ class JobStore:
         circuit: CircuitCheck | None = None,
         batch_id: str = "",
         exclusive: bool = False,
+        deployment: int = 0,
     ) -> Claim:
         """Start the job for message `attempt` on `vendor`, in one round trip, if it may run.
 
         It may when it has not ended, no newer message owns it, its deadline has not
-        passed, `vendor` is not cooling down and every bucket in `buckets` holds its
-        cost (then taken); otherwise nothing is written and the verdict says why,
-        except that a job that would have capacity within `horizon_s` is charged
-        now and told to wait ("limited", `reserved`): it holds that future moment,
-        so jobs waiting for a limit queue in order instead of racing. The record
-        comes back with every verdict but "missing" (without its history).
+        passed, the message's `deployment` (its index in the job's route: a vendor
+        and a model) is not blocked, `vendor`'s circuit lets it through and every
+        bucket in `buckets` holds its cost (then taken); otherwise nothing is written
+        and the verdict says why, except that a job that would have capacity within
+        `horizon_s` is charged now and told to wait ("limited", `reserved`): it holds
+        that future moment, so jobs waiting for a limit queue in order instead of
+        racing. The record comes back with every verdict but "missing" (without its
+        history).
         `exclusive`: only a job still queued may start ("busy" otherwise): a copy of
         a message must not run a job that another copy already runs.
         """
         order = ClaimOrder(
-            job_id, attempt, vendor, tuple(buckets), horizon_s, circuit, batch_id, exclusive
+            job_id,
+            attempt,
+            vendor,
+            tuple(buckets),
+            horizon_s,
+            circuit,
+            batch_id,
+            exclusive,
+            deployment,
         )
         return self._claimed(order, self._claim_call(order, self.redis))
 
@@ -450,7 +476,7 @@ class JobStore:
                 self.keys.events(job_id),
                 self.keys.stats(),
                 self.keys.histogram(QUEUE_WAIT),
-                self.keys.blocked(vendor),
+                self.keys.blocks(vendor),
                 self.keys.circuit(vendor),
                 self.keys.running(vendor),
                 self.keys.batch(order.batch_id) if order.batch_id else self.keys.job(job_id),
@@ -468,6 +494,7 @@ class JobStore:
                 repr(circuit.probe_timeout_s) if circuit else "0",
                 "1" if order.batch_id else "0",
                 "1" if order.exclusive else "0",
+                order.deployment,
                 *bucket_args,
             ],
             client=client,
@@ -523,13 +550,18 @@ class JobStore:
         counters: list[tuple[str, float]] = (),  # type: ignore[assignment]
         running_on: str = "",
         batch_id: str | None = None,
+        waiting_for: str = "",
     ) -> str:
-        """Record a retry or reroute and hand the job to message `to_attempt`.
+        """Record a retry, reroute or wait and hand the job to message `to_attempt`.
 
         `next_args`: that message's arguments (`RunJob.as_args`), due in `delay_s`; the
         job waits for it in the index the sweeper reads, which sends it again if lost.
         `running_on`: the vendor the ending attempt was for; the job leaves its running set.
         `batch_id`: the job's batch, whose counts move with it.
+        `waiting_for`: what the job waits for, when this is a wait for a cooling
+        deployment: while it waits for the same thing (no claim started it since),
+        `event` is not recorded again. One history entry per wait, however many
+        messages the wait takes.
         """
         flat = [str(part) for pair in counters for part in pair]
         result = self._reschedule(
@@ -549,6 +581,7 @@ class JobStore:
                 "1" if batch_id else "0",
                 repr(self.now() + max(0.0, delay_s)),
                 json.dumps(list(next_args)),
+                waiting_for,
                 *flat,
             ],
         )
@@ -669,30 +702,7 @@ class JobStore:
         """Block until the job has ended (True) or `timeout_s` passed (False)."""
         return wait_for_entry(self.redis, self.keys.done(job_id), timeout_s)
 
-    # --- vendors and statistics --------------------------------------------------------
-
-    def block_vendor(self, vendor: str, seconds: float) -> None:
-        """Record that `vendor` asked every worker to wait `seconds` (its Retry-After)."""
-        if seconds <= 0:
-            return
-        until = self.now() + seconds
-        # Atomically keeps the later of two blocks: a short Retry-After racing a long
-        # one from another worker must not shorten it.
-        self._block(
-            keys=[self.keys.blocked(vendor)], args=[repr(until), max(1, int(seconds * 1000))]
-        )
-
-    def blocked_until(self, vendors: list[str]) -> dict[str, float]:
-        """The vendors among `vendors` that are cooling down, with the time they may be called."""
-        if not vendors:
-            return {}
-        values = self.redis.mget([self.keys.blocked(v) for v in vendors])
-        now = self.now()
-        return {
-            vendor: float(value)
-            for vendor, value in zip(vendors, values, strict=True)
-            if value is not None and float(value) > now
-        }
+    # --- statistics ----------------------------------------------------------------------
 
     def stats(self) -> Stats:
         """The statistics of every job that ended, per vendor and in total."""

@@ -17,7 +17,6 @@ __all__ = [
     "BATCH_CANCEL",
     "BLOCK",
     "CLAIM",
-    "DRAIN",
     "FINISH",
     "RELEASE",
     "REQUEUE",
@@ -155,30 +154,65 @@ local MINUTE_KEEP_S = 180
 local LATENCY_EWMA_WEIGHT = 0.2
 """
 
-# KEYS: the vendor's blocked-until key.
-# ARGV: until (epoch s), time to live in ms.
+# KEYS: the vendor's blocks (a hash: model -> epoch until which that deployment waits).
+# ARGV: the model, until (epoch s), now (epoch s).
+# Blocks one deployment (a vendor and model) until the later of `until` and the block
+# already standing: a shorter Retry-After never shortens a block, and repeated 429s
+# never add up. Ended blocks are dropped, and the hash lives as long as its longest.
 # Returns 1 when the block was set or lengthened, 0 when a later one already stood.
 BLOCK = """
-local current = redis.call('GET', KEYS[1])
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local later = tonumber(ARGV[2])
+if current >= later then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local now = tonumber(ARGV[3])
+local blocks = redis.call('HGETALL', KEYS[1])
+for i = 1, #blocks, 2 do
+  local until_s = tonumber(blocks[i + 1]) or 0
+  if until_s <= now then
+    redis.call('HDEL', KEYS[1], blocks[i])
+  elseif until_s > later then
+    later = until_s
+  end
+end
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((later - now) * 1000)))
 return 1
 """
 
-# KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocked key,
-#       the vendor's circuit, its running set, the job's batch hash (any key when it
-#       has none: untouched), the index of jobs waiting for a message, then the token
-#       buckets to take from.
+# Shared by CLAIM: the model of deployment `index` (0: the primary) of a job's route
+# (its JSON), or nil when the route has no such deployment.
+_DEPLOYMENT_MODEL = """
+local function deployment_model(route, index)
+  if not route then return nil end
+  local ok, decoded = pcall(cjson.decode, route)
+  if not ok or type(decoded) ~= 'table' then return nil end
+  local deployment = decoded
+  if index > 0 then
+    local fallbacks = decoded['fallbacks']
+    deployment = type(fallbacks) == 'table' and fallbacks[index] or nil
+  end
+  local model = type(deployment) == 'table' and deployment['model'] or nil
+  if type(model) == 'string' then return model end
+  return nil
+end
+"""
+
+# KEYS: job hash, events list, stats hash, queue-wait histogram, the vendor's blocks
+#       (model -> until when), the vendor's circuit, its running set, the job's batch
+#       hash (any key when it has none: untouched), the index of jobs waiting for a
+#       message, then the token buckets to take from.
 # ARGV: message attempt, now (epoch s), started-event JSON, terminal statuses,
 #       number of buckets, horizon (s), the circuit's reset timeout in s ("" when
 #       breakers are off), how long a probe may take (s), "1" when the job belongs
 #       to a batch, "1" when only a job still queued may be claimed (a batch
 #       message's first delivery: a copy of it must not run a job another copy
-#       runs), then (rate per s, size, cost) per bucket.
+#       runs), the message's deployment (its index in the job's route), then
+#       (rate per s, size, cost) per bucket.
 # Returns {verdict, job hash as HGETALL gives it, ...}, the hash with every verdict but
 # "missing". Verdicts: "missing" (no job), "terminal" (it ended), "stale" (an older
-# message), "late" (its deadline passed), "blocked" (the vendor asked everyone to
-# wait; then until when), "busy" (only a queued job was wanted, and this one is not),
+# message), "late" (its deadline passed), "blocked" (the message's deployment, its
+# vendor and model, asked everyone to wait; then until when: the route is read only
+# while the vendor has a block), "busy" (only a queued job was wanted, and this one is not),
 # "open" (the vendor's circuit is open, or half-open with its
 # one probe under way; then until when), "limited" (a bucket lacks capacity; then the
 # wait in seconds and "1" when the buckets were charged in advance for the job's next
@@ -186,12 +220,14 @@ return 1
 # as the claim left it; when the circuit was due for a probe, this call is the probe
 # (the circuit is half-open until it ends). Only "ok" and a charged "limited" write
 # anything, but for giving back an unused advance charge. The first start also
-# records the job's queue wait, once, in the statistics. One round trip replaces a
-# read, the checks of the vendor and a start: this runs once for every job.
+# records the job's queue wait, once, in the statistics, and ends the job's wait for
+# a cooling deployment (`waiting`, see RESCHEDULE). One round trip replaces a read,
+# the checks of the vendor and a start: this runs once for every job.
 CLAIM = (
     _ENDED
     + _BUCKETS
     + _ACTIVITY
+    + _DEPLOYMENT_MODEL
     + "local BOUNDS_MS = "
     + _lua_bounds()
     + """
@@ -205,7 +241,7 @@ local buckets = tonumber(ARGV[5])
 local paid = buckets > 0 and job['limit_paid'] == ARGV[1]
 local function refuse(verdict, extra)
   if paid then
-    release(10, 11, buckets, now)
+    release(10, 12, buckets, now)
     redis.call('HDEL', KEYS[1], 'limit_paid')
   end
   return {verdict, fields, extra}
@@ -215,8 +251,11 @@ local attempt = tonumber(ARGV[1])
 if attempt < tonumber(job['attempt'] or '0') then return {'stale', fields} end
 if ARGV[10] == '1' and job['status'] ~= 'queued' then return {'busy', fields} end
 if job['deadline_at'] and now >= tonumber(job['deadline_at']) then return refuse('late') end
-local blocked = redis.call('GET', KEYS[5])
-if blocked and tonumber(blocked) > now then return refuse('blocked', blocked) end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  local model = deployment_model(job['route'], tonumber(ARGV[11]))
+  local blocked = model and redis.call('HGET', KEYS[5], model)
+  if blocked and tonumber(blocked) > now then return refuse('blocked', blocked) end
+end
 local probe = false
 if ARGV[7] ~= '' then
   local circuit = redis.call('HMGET', KEYS[6], 'state', 'opened_at', 'probe_until')
@@ -229,7 +268,7 @@ if ARGV[7] ~= '' then
   end
 end
 if buckets > 0 then
-  local wait, holds = take(10, 11, buckets, now, tonumber(ARGV[6]), paid)
+  local wait, holds = take(10, 12, buckets, now, tonumber(ARGV[6]), paid)
   if wait > 0 then
     if holds then redis.call('HSET', KEYS[1], 'limit_paid', attempt + 1) end
     return {'limited', fields, string.format('%.6f', wait), holds and '1' or '0'}
@@ -249,6 +288,7 @@ if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if job['waiting'] then redis.call('HDEL', KEYS[1], 'waiting') end
 if not job['started_at'] then
   local wait_ms = math.max(0, (now - tonumber(job['created_at'])) * 1000)
   redis.call('HSET', KEYS[1], 'started_at', ARGV[2],
@@ -331,32 +371,18 @@ return #KEYS
 """
 )
 
-# KEYS: token buckets.
-# ARGV: now (epoch s), then (rate per s, size, seconds) per bucket.
-# Leaves each bucket empty for at least `seconds` (a vendor's Retry-After): its tokens
-# become at most -rate x seconds. Draining twice for the same wait changes nothing,
-# so a burst of 429s does not stack their waits. Returns the number of buckets.
-DRAIN = (
-    _BUCKETS
-    + """
-local now = tonumber(ARGV[1])
-for b = 1, #KEYS do
-  local a = 2 + 3 * (b - 1)
-  local rate, size, seconds = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local tokens, reserved, at = level(KEYS[b], rate, size, now)
-  save(KEYS[b], math.min(tokens, -rate * seconds), reserved, rate, size, at)
-end
-return #KEYS
-"""
-)
-
 # KEYS: job hash, events list, stats hash, the running set of the vendor the attempt
 #       was for, the job's batch hash (any key when it has none: untouched), the
 #       index of jobs waiting for a message.
 # ARGV: expected attempt, next attempt, event JSON, terminal statuses, "1" when the
 #       job belongs to a batch, when the next message is due (epoch s), the next
 #       message's arguments (JSON, kept as `next` so a lost one can be sent again),
-#       then field/amount pairs to add to the stats hash.
+#       what the job waits for ("" when the next message is no wait for a cooling
+#       deployment: a retry, a fallback, a wait for capacity), then field/amount
+#       pairs to add to the stats hash.
+# A wait is recorded once: while the job waits for the same thing (`waiting` in its
+# hash, until a claim starts it) a further wait (the block outlived the first
+# countdown, or was lengthened by another 429) adds no event; its counters still move.
 # Returns: "ok"; "terminal"; "stale" when a message newer than the next one already
 # runs (nothing recorded: this hand-off is obsolete); or "moved" when the next
 # message itself already took over (the event is still recorded: it happened).
@@ -369,8 +395,11 @@ if ended(status, ARGV[4]) then return 'terminal' end
 local current = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if current > tonumber(ARGV[2]) then return 'stale' end
 redis.call('ZREM', KEYS[4], string.match(KEYS[1], '[^:]+$'))
-redis.call('RPUSH', KEYS[2], ARGV[3])
-for i = 8, #ARGV, 2 do
+local waiting = redis.call('HGET', KEYS[1], 'waiting')
+if ARGV[8] == '' or waiting ~= ARGV[8] then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+end
+for i = 9, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 if current ~= tonumber(ARGV[1]) then return 'moved' end
@@ -379,6 +408,11 @@ if status == 'running' and ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1
   redis.call('HINCRBY', KEYS[5], 'queued', 1)
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', ARGV[2], 'next', ARGV[7])
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'waiting', ARGV[8])
+elseif waiting then
+  redis.call('HDEL', KEYS[1], 'waiting')
+end
 redis.call('ZADD', KEYS[6], ARGV[6], string.match(KEYS[1], '[^:]+$'))
 return 'ok'
 """

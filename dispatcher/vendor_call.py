@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from dispatcher.errors import JobCancelled, VendorUnavailable
+from dispatcher.errors import DeadlineExceeded, JobCancelled, VendorTimeout, VendorUnavailable
 from dispatcher.models import FinishReason, Request, Usage
 from dispatcher.models import Response as VendorResponse
 from dispatcher.runner_types import OnText
@@ -14,13 +15,51 @@ __all__ = ["call_vendor"]
 
 
 async def call_vendor(
-    vendor: Vendor, request: Request, model: str, on_text: OnText | None = None
+    vendor: Vendor,
+    request: Request,
+    model: str,
+    on_text: OnText | None = None,
+    *,
+    max_stream_s: float | None = None,
+    deadline: float | None = None,
 ) -> VendorResponse:
     """The vendor's reply: `complete`, or for a streamed request the collected stream.
 
+    `deadline` (epoch seconds, the job's): the call is cut when it passes, and
+    `DeadlineExceeded` raised, whatever the vendor is doing then.
+
     `on_text` is awaited with every delta as it arrives; when it answers False
     (the job was cancelled, or a newer attempt owns it) the stream is dropped.
+    A stream still going after `max_stream_s` is dropped as a `VendorTimeout`: the
+    vendor's stall timeout bounds each wait between chunks, this bounds them all.
     """
+    if deadline is None:
+        return await _call(vendor, request, model, on_text, max_stream_s)
+    left_s = deadline - time.time()
+    after = f" ({request.timeout_s:g} s after submit)" if request.timeout_s is not None else ""
+    cut = DeadlineExceeded(
+        f"the job's deadline{after} passed during its call to {vendor.name}; the call was cut",
+        vendor=vendor.name,
+    )
+    if left_s <= 0:
+        raise cut
+    bound = asyncio.timeout(left_s)
+    try:
+        async with bound:
+            return await _call(vendor, request, model, on_text, max_stream_s)
+    except TimeoutError:
+        if bound.expired():
+            raise cut from None
+        raise
+
+
+async def _call(
+    vendor: Vendor,
+    request: Request,
+    model: str,
+    on_text: OnText | None,
+    max_stream_s: float | None,
+) -> VendorResponse:
     if not request.stream:
         return await vendor.complete(request, model)
     started = time.perf_counter()
@@ -29,6 +68,12 @@ async def call_vendor(
     stream = vendor.stream(request, model)
     try:
         async for delta in stream:
+            if max_stream_s is not None and time.perf_counter() - started > max_stream_s:
+                raise VendorTimeout(
+                    f"the stream ran past {max_stream_s:g} s (its longest, kept below the "
+                    "visibility timeout)",
+                    vendor=vendor.name,
+                )
             parts.append(delta.text)
             if delta.text and on_text is not None and not await on_text(delta.text, time.time()):
                 raise JobCancelled("the job was cancelled or taken over while streaming")

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -33,6 +34,7 @@ from dispatcher.models import (
     Stats,
     StreamEvent,
 )
+from dispatcher.redis_connect import async_redis_client
 from dispatcher.status import VendorStatus
 from dispatcher.store_async import AsyncJobReader
 from dispatcher.vendor_detail import VendorDetail
@@ -76,10 +78,10 @@ class AsyncClient:
         self.settings = settings
         self._owns_redis = redis_client is None
         if redis_client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                settings.redis_url.get_secret_value(), **redis_pool_options()
+            options = redis_pool_options()
+            redis_client = async_redis_client(
+                settings, pool_timeout_s=options.pop("timeout"), **options
             )
-            redis_client = redis.asyncio.Redis.from_pool(pool)
         self.redis = redis_client
         self.reader = AsyncJobReader(redis_client, settings.key_prefix)
         self.sync = Client(settings, redis_client=sync_redis_client, send=send, rng=rng)
@@ -94,9 +96,13 @@ class AsyncClient:
         return cls(Settings.load())
 
     @reaching_redis
-    async def submit(self, request: Request | Mapping[str, Any]) -> str:
+    async def submit(
+        self, request: Request | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
         """Queue a job for `request` and return its id; see `Client.submit`."""
-        return await asyncio.to_thread(self.sync.submit, request)
+        return await asyncio.to_thread(
+            partial(self.sync.submit, request, idempotency_key=idempotency_key)
+        )
 
     @reaching_redis
     async def get(self, job_id: str) -> JobRecord:
@@ -189,10 +195,18 @@ class AsyncClient:
 
     @reaching_redis
     async def submit_batch(
-        self, source: BatchSource, *, metadata: Mapping[str, str] | None = None
+        self,
+        source: BatchSource,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue a batch (a JSONL file's path, or a list of requests); see `Client.submit_batch`."""
-        return await asyncio.to_thread(self.sync.submit_batch, source, metadata=metadata)
+        return await asyncio.to_thread(
+            partial(
+                self.sync.submit_batch, source, metadata=metadata, idempotency_key=idempotency_key
+            )
+        )
 
     @reaching_redis
     async def batch_status(self, batch_id: str) -> BatchRecord:

@@ -271,8 +271,13 @@ def _collect(
     return lines
 
 
-def _parsed_lines(lines: Iterable[bytes]) -> Iterable[tuple[int, Any, Request | None, list[str]]]:
+def _parsed_lines(
+    lines: Iterable[bytes | OverlongLine],
+) -> Iterable[tuple[int, Any, Request | None, list[str]]]:
     for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, OverlongLine):
+            yield number, None, None, [raw.problem]
+            continue
         try:
             # A byte order mark may open the file (Windows editors write one); drop it.
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
@@ -302,7 +307,7 @@ def _parsed_lines(lines: Iterable[bytes]) -> Iterable[tuple[int, Any, Request | 
 
 
 def parse_batch_lines(
-    lines: Iterable[bytes], *, limits: BatchLimits | None = None
+    lines: Iterable[bytes | OverlongLine], *, limits: BatchLimits | None = None
 ) -> list[BatchLine]:
     """The requests of a JSONL batch, one per non-blank line, in order.
 
@@ -325,22 +330,50 @@ def read_batch_file(
         return parse_batch_lines(bounded_lines(file, limits), limits=limits)
 
 
-def bounded_lines(file: IO[bytes], limits: BatchLimits) -> Iterator[bytes]:
-    """`file`'s lines, each read with a bound: a line or file past its limit stops the read."""
+@dataclass(frozen=True)
+class OverlongLine:
+    """A line too long to be one request: its bytes were skipped, not kept."""
+
+    problem: str
+
+
+def bounded_lines(file: IO[bytes], limits: BatchLimits) -> Iterator[bytes | OverlongLine]:
+    """`file`'s lines, each read with a bound.
+
+    A line past `limits.max_line_bytes` is skipped to its end and stands as an
+    `OverlongLine`, so the lines after it are still checked; a file past
+    `limits.max_file_bytes` stops the read, and so does a long line when no
+    file bound limits how much skipping it may take.
+    """
     longest = limits.max_line_bytes
     total = 0
     number = 0
-    while line := file.readline(-1 if longest is None else longest + 1):
-        number += 1
-        total += len(line)
+
+    def read() -> bytes:
+        nonlocal total
+        chunk = file.readline(-1 if longest is None else longest + 1)
+        total += len(chunk)
         if limits.max_file_bytes is not None and total > limits.max_file_bytes:
             raise BatchFileError(
                 [(number, f"the file is larger than {limits.max_file_bytes:,} bytes "
                   "(LLMDISPATCH_MAX_BATCH_BYTES)")]
             )  # fmt: skip
-        if longest is not None and len(line) > longest:
-            raise BatchFileError([(number, f"longer than {longest:,} bytes: not one request")])
-        yield line
+        return chunk
+
+    while True:
+        number += 1
+        line = read()
+        if not line:
+            return
+        if longest is None or len(line) <= longest:
+            yield line
+            continue
+        problem = f"longer than {longest:,} bytes: not one request"
+        if limits.max_file_bytes is None:  # nothing bounds the skip: stop here
+            raise BatchFileError([(number, problem)])
+        while not line.endswith(b"\n") and (line := read()):
+            pass  # the rest of the long line, a bounded chunk at a time
+        yield OverlongLine(problem)
 
 
 def _items(

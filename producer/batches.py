@@ -84,15 +84,29 @@ class Batches:
 
     # --- submitting ------------------------------------------------------------------
 
-    def submit(self, source: BatchSource, *, metadata: Mapping[str, str] | None = None) -> str:
+    def submit(
+        self,
+        source: BatchSource,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
         """Queue every request of `source` as one batch; returns the batch id at once.
+
+        `idempotency_key`: a key that already names a batch returns that batch's id,
+        and nothing is written (see `Client.submit`).
 
         Raises:
             BatchFileError: a line or item is invalid (bad JSON, not UTF-8, missing or
                 duplicate custom_id, an invalid request), over the maximum request
                 size, or no vendor can take it; every one is listed with its number,
                 and nothing was written.
+            StoreUnavailable: Redis did not answer; names the batch id it tried to write.
         """
+        if idempotency_key is not None:
+            named = self.store.idempotency.named(idempotency_key)
+            if named is not None:
+                return named
         limits = BatchLimits(
             max_items=self.settings.max_batch_items,
             max_file_bytes=self.settings.max_batch_bytes,
@@ -114,26 +128,31 @@ class Batches:
             if n < window
         ]
         try:
-            self.store.batches.create(
+            written = self.store.batches.create(
                 batch_id,
                 items,
                 messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
                 metadata=metadata,
                 window=window,
                 also=None if self._messages is None else partial(self._enqueue, first),
+                idempotency_key=idempotency_key,
             )
+            if written != batch_id:
+                return written  # a racing submit with the same key made the batch
             if self._messages is None:
                 self._send(batch_id, first, messages, window)
         except UNREACHABLE as exc:
-            # The batch is one MULTI/EXEC (with its first messages, by default), which
-            # may have run before the reply was lost; with a custom sender, some of its
-            # messages may be out and the rest not.
+            # The batch comes into being in its last MULTI/EXEC (with its first messages,
+            # by default), which may have run before the reply was lost; with a custom
+            # sender, some of its messages may be out and the rest not.
             left = (
                 f"batch {batch_id} may have been written: once Redis answers, "
                 f"batch_status('{batch_id}') says whether, and cancel_batch('{batch_id}') ends it"
             )
             url = self.settings.redis_url.get_secret_value()
-            raise unavailable(url, exc, left=left) from exc
+            raise unavailable(
+                url, exc, left=left, batch_id=batch_id, may_have_been_written=True
+            ) from exc
         return batch_id
 
     def _routes(self, lines: Sequence[BatchLine], *, unit: str) -> list[Route]:

@@ -11,7 +11,8 @@ import typer
 
 from dispatcher import ConfigError, Settings
 from dispatcher.config_schema import VendorConfig
-from dispatcher.redaction import redact
+from dispatcher.redis_address import shown_redis_url
+from dispatcher.redis_connect import redis_client
 from dispatcher.vendors import unbuildable_vendors
 from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_OK, EXIT_UNAVAILABLE, fail
 
@@ -90,17 +91,17 @@ def _ping(settings: Settings) -> None:
     """Redis answers, and each enabled vendor's probe: exits non-zero on a failure."""
     from producer.cli_health import health_exit_code, health_lines, probe_vendors  # noqa: PLC0415
 
-    url = settings.redis_url.get_secret_value()
-    client = redis.Redis.from_url(
-        url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S
+    shown = shown_redis_url(settings.redis_url.get_secret_value())
+    client = redis_client(
+        settings, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S
     )
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        fail(f"redis: no answer from {redact(url)}: {type(exc).__name__}", EXIT_UNAVAILABLE)
+        fail(f"redis: no answer from {shown}: {type(exc).__name__}", EXIT_UNAVAILABLE)
     finally:
         client.close()
-    typer.echo(f"redis: {redact(url)} answers")
+    typer.echo(f"redis: {shown} answers")
     found = probe_vendors(settings)
     typer.echo("vendors (probed now):")
     typer.echo("\n".join(f"  {line}" for line in health_lines(found)))
@@ -112,7 +113,7 @@ def _ping(settings: Settings) -> None:
 def summarise(settings: Settings) -> dict[str, Any]:
     """The resolved configuration, with every secret masked."""
     return {
-        "redis_url": redact(settings.redis_url.get_secret_value()),
+        "redis_url": shown_redis_url(settings.redis_url.get_secret_value()),
         "key_prefix": settings.key_prefix,
         "config_file": str(settings.config_file) if settings.config_file else None,
         "vendors": {

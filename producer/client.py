@@ -28,6 +28,7 @@ from dispatcher.celery_wire import TaskMessages
 from dispatcher.channel_clients import reuse_sync_clients
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
+from dispatcher.idempotency import check_idempotency_key
 from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs, RunQueued
 from dispatcher.models import (
     BatchItem,
@@ -43,6 +44,7 @@ from dispatcher.models import (
 )
 from dispatcher.problems import describe
 from dispatcher.ready_queue import Bell
+from dispatcher.redis_connect import redis_client as connect_redis
 from dispatcher.request_size import check_request_size
 from dispatcher.router import LiveState, VendorState, queue_for, route
 from dispatcher.status import VendorStatus, vendor_status
@@ -100,7 +102,8 @@ REDIS_CONNECT_TIMEOUT_S = 3.0
 
 
 def redis_pool_options() -> dict[str, Any]:
-    """Options of the (blocking) connection pools of the sync and asyncio clients."""
+    """Options of the (blocking) connection pools of the sync and asyncio clients, as
+    redis-py's `BlockingConnectionPool` takes them (`timeout`: the wait for a free one)."""
     return {
         "max_connections": REDIS_MAX_CONNECTIONS,
         "timeout": REDIS_POOL_WAIT_S,
@@ -122,6 +125,14 @@ def validated(request: Request | Mapping[str, Any]) -> Request:
         count = len(problems)
         heading = f"invalid request ({count} problem{'s' if count != 1 else ''})"
         raise InvalidRequest("\n  ".join([heading + ":", *problems])) from None
+
+
+def check_key(idempotency_key: str) -> None:
+    """An idempotency key the dispatcher can keep; `InvalidRequest` naming what is wrong."""
+    try:
+        check_idempotency_key(idempotency_key)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def streaming_request(request: Request | Mapping[str, Any]) -> Request:
@@ -208,10 +219,8 @@ class Client:
         self.settings = settings
         self._owns_redis = redis_client is None
         if redis_client is None:
-            pool = redis.BlockingConnectionPool.from_url(
-                settings.redis_url.get_secret_value(), **redis_pool_options()
-            )
-            redis_client = redis.Redis.from_pool(pool)
+            options = redis_pool_options()
+            redis_client = connect_redis(settings, pool_timeout_s=options.pop("timeout"), **options)
         self.redis = redis_client
         self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self._sender: CelerySender | None = None
@@ -248,7 +257,9 @@ class Client:
     # --- jobs ------------------------------------------------------------------------
 
     @reaching_redis
-    def submit(self, request: Request | Mapping[str, Any]) -> str:
+    def submit(
+        self, request: Request | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> str:
         """Queue a job for `request` and return its id at once.
 
         The job joins its lane's ready set, with a bell for the lane's workers when
@@ -256,33 +267,60 @@ class Client:
         trip: all or nothing. (With a custom `send`, or sent events on, the job gets
         a `dispatch.run_job` message of its own instead, sent after the write.)
 
+        `idempotency_key`: a submit with a key that already names a job (within the
+        job TTL) returns that job's id and writes nothing, whatever became of the
+        first call: retry a failed submit with the same key, and nothing runs twice.
+
         Raises:
             InvalidRequest: the request is invalid (every problem listed), or its JSON is
                 over `settings.max_request_bytes`; nothing was written.
             NoRoute: no configured vendor can take it; nothing was written.
             BudgetExceeded: every route is over the configured maximum cost.
+            StoreUnavailable: Redis did not answer; it names the job id it tried to
+                write and whether it may have been written (`may_have_been_written`).
         """
+        if idempotency_key is not None:
+            check_key(idempotency_key)
         checked = validated(request)
         check_request_size(checked, self.settings.max_request_bytes)
-        chosen = route(checked, self.settings, self._live_state(), self._rng)
         job_id = self.store.new_job_id()
-        # One round trip, and MULTI/EXEC so a job is never half-written.
-        pipe = self.redis.pipeline(transaction=True)
-        self.store.create(job_id, checked, chosen, pipeline=pipe)
-        if self._messages is not None:  # queued too: written whole or not at all
-            priority = celery_priority(chosen.priority)
-            bell = Bell(
-                *self._messages.run_queued(RunQueued(chosen.queue, chosen.vendor, priority))
-            )
-            self.store.ready.enqueue(pipe, job_id, chosen.queue, priority, bell)
-            try:
+        try:
+            if idempotency_key is not None:
+                named = self.store.idempotency.named(idempotency_key)
+                if named is not None:
+                    return named
+            chosen = route(checked, self.settings, self._live_state(), self._rng)
+        except UNREACHABLE as exc:  # nothing was written yet
+            url = self.settings.redis_url.get_secret_value()
+            raise unavailable(url, exc, left="nothing was written", job_id=job_id) from exc
+
+        def write(pipe: Any) -> None:
+            self.store.create(job_id, checked, chosen, pipeline=pipe)
+            if self._messages is not None:  # queued too: written whole or not at all
+                priority = celery_priority(chosen.priority)
+                bell = Bell(
+                    *self._messages.run_queued(RunQueued(chosen.queue, chosen.vendor, priority))
+                )
+                self.store.ready.enqueue(pipe, job_id, chosen.queue, priority, bell)
+
+        try:
+            if idempotency_key is None:
+                # One round trip, and MULTI/EXEC so a job is never half-written.
+                pipe = self.redis.pipeline(transaction=True)
+                write(pipe)
                 pipe.execute()
-            except UNREACHABLE as exc:  # EXEC may have run before the reply was lost
-                url = self.settings.redis_url.get_secret_value()
-                left = "the job may have been queued all the same: get() it once Redis answers"
-                raise unavailable(url, exc, left=left, job_id=job_id) from exc
+            else:
+                written = self.store.idempotency.write_once(idempotency_key, job_id, write)
+                if written != job_id:
+                    return written  # a racing submit with the same key won: its job
+        except UNREACHABLE as exc:  # EXEC may have run before the reply was lost
+            url = self.settings.redis_url.get_secret_value()
+            left = "the job may have been queued all the same: get() it once Redis answers"
+            raise unavailable(
+                url, exc, left=left, job_id=job_id, may_have_been_written=True
+            ) from exc
+        if self._messages is not None:
             return job_id
-        pipe.execute()
         try:
             self._send(RunJob(job_id, vendor=chosen.vendor), chosen.queue, chosen.priority)
         except Exception as exc:
@@ -294,7 +332,9 @@ class Client:
                     else "the job was written but not queued: get() it once Redis answers"
                 )
                 url = self.settings.redis_url.get_secret_value()
-                raise unavailable(url, exc, left=left, job_id=job_id) from exc
+                raise unavailable(
+                    url, exc, left=left, job_id=job_id, may_have_been_written=True
+                ) from exc
             raise
         return job_id
 
@@ -421,18 +461,25 @@ class Client:
 
     @reaching_redis
     def submit_batch(
-        self, source: BatchSource, *, metadata: Mapping[str, str] | None = None
+        self,
+        source: BatchSource,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue a batch: a JSONL file's path, or a list of requests; returns its id at once.
 
         A file holds one request per line, in the OpenAI Batch input format
         (`custom_id`, `method`, `url`, `body`) or as plain request objects
         (optionally with a `custom_id`). All or nothing: see `producer.batches`.
+        `idempotency_key` as for `submit`: the same key, the same batch.
 
         Raises:
             BatchFileError: every bad line or item, with its number; nothing was written.
         """
-        return self._batches.submit(source, metadata=metadata)
+        if idempotency_key is not None:
+            check_key(idempotency_key)
+        return self._batches.submit(source, metadata=metadata, idempotency_key=idempotency_key)
 
     @reaching_redis
     def batch_status(self, batch_id: str) -> BatchRecord:
@@ -596,9 +643,9 @@ def default_client() -> Client:
     return _DEFAULT.get()
 
 
-def submit(request: Request | Mapping[str, Any]) -> str:
+def submit(request: Request | Mapping[str, Any], *, idempotency_key: str | None = None) -> str:
     """Queue a job with the default client; see `Client.submit`."""
-    return default_client().submit(request)
+    return default_client().submit(request, idempotency_key=idempotency_key)
 
 
 def get(job_id: str) -> JobRecord:

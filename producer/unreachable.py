@@ -35,23 +35,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def unavailable(
-    redis_url: str, exc: BaseException, *, left: str = "", job_id: str | None = None
+    redis_url: str,
+    exc: BaseException,
+    *,
+    left: str = "",
+    job_id: str | None = None,
+    batch_id: str | None = None,
+    may_have_been_written: bool = False,
 ) -> StoreUnavailable:
     """The error a caller sees for `exc`, naming the server but never its password.
 
-    `left` says what the failed call may have left written, and how to find it.
+    `left` says what the failed call may have left written, and how to find it;
+    `may_have_been_written` whether the write went out before the reply was lost.
     """
     where = redact(redis_url.split("?", 1)[0])
     if isinstance(exc, redis.AuthenticationError):
         return StoreUnavailable(
             f"Redis at {where} refused our credentials ({exc}); check the password in REDIS_URL",
             job_id=job_id,
+            batch_id=batch_id,
         )
     return StoreUnavailable(
         f"Redis at {where} is unreachable ({type(exc).__name__}: {exc}); "
         "it holds the job store and the queues, so try again once it answers"
         + (f"; {left}" if left else ""),
         job_id=job_id,
+        batch_id=batch_id,
+        may_have_been_written=may_have_been_written,
     )
 
 

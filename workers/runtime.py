@@ -18,8 +18,6 @@ from functools import partial
 from typing import Any
 
 import kombu.exceptions
-import redis
-import redis.asyncio
 
 from dispatcher import Request, Response, Settings
 from dispatcher.celery_config import celery_priority
@@ -35,6 +33,7 @@ from dispatcher.messages import (
 )
 from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
 from dispatcher.ready_queue import Bell, TakeAllowance
+from dispatcher.redis_connect import async_redis_client, redis_client
 from dispatcher.router import vendor_of_queue
 from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
 from dispatcher.store import JobStore
@@ -74,8 +73,8 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, celery_app: Any, vendor_names: list[str]) -> None:
         self.settings = settings
         self.celery_app = celery_app
-        self.redis = redis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
+        self.redis = redis_client(
+            settings,
             max_connections=REDIS_POOL_SIZE,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
@@ -84,8 +83,8 @@ class WorkerRuntime:
         self.store = JobStore(self.redis, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self.loop = EventLoopThread()
         # Used only on the loop's thread: publishing stream chunks next to the vendor call.
-        self.async_redis = redis.asyncio.Redis.from_url(
-            settings.redis_url.get_secret_value(),
+        self.async_redis = async_redis_client(
+            settings,
             max_connections=REDIS_POOL_SIZE,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
@@ -268,7 +267,7 @@ class WorkerRuntime:
         event, is written after).
         """
         if not request.stream:
-            return await call_vendor(vendor, request, model)
+            return await call_vendor(vendor, request, model, deadline=message.deadline)
         writer = self.stream_writer
         job_id, attempt = message.job_id, message.attempt
 
@@ -276,7 +275,14 @@ class WorkerRuntime:
             return writer.offer(job_id, attempt, delta, emitted_at)
 
         try:
-            return await call_vendor(vendor, request, model, on_text)
+            return await call_vendor(
+                vendor,
+                request,
+                model,
+                on_text,
+                max_stream_s=self.settings.max_stream_s,
+                deadline=message.deadline,
+            )
         finally:
             await writer.drain(job_id, attempt)
 

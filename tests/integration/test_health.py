@@ -80,19 +80,23 @@ def test_an_unhealthy_vendor_is_left_out_of_routing_and_readmitted_when_healthy(
         finally:
             fresh.close()
 
-    # The worker probes its vendors from the moment it is ready, before any job.
-    wait_for(lambda: health_of("primary") is HealthStatus.HEALTHY, 10, "primary found healthy")
-    assert health_of("backup") is HealthStatus.HEALTHY
+    # The worker probes its vendors from the moment it is ready, before any job
+    # (each in its own probe: wait for both, not one then the other).
+    wait_for(
+        lambda: health_of("primary") is health_of("backup") is HealthStatus.HEALTHY,
+        60,
+        "both vendors found healthy",
+    )
     assert served_by() == "primary"
 
     set_models_status(stack, 401)
-    wait_for(lambda: health_of("primary") is HealthStatus.UNHEALTHY, 10, "primary unhealthy")
+    wait_for(lambda: health_of("primary") is HealthStatus.UNHEALTHY, 60, "primary unhealthy")
     before = [r for r in stack.received() if r["headers"].get("x-vendor") == "primary"]
     assert [served_by() for _ in range(3)] == ["backup"] * 3
     after = [r for r in stack.received() if r["headers"].get("x-vendor") == "primary"]
     assert [r["path"] for r in after[len(before) :]] == []  # not even tried
 
     set_models_status(stack, 200)
-    wait_for(lambda: health_of("primary") is HealthStatus.HEALTHY, 10, "primary healthy again")
+    wait_for(lambda: health_of("primary") is HealthStatus.HEALTHY, 60, "primary healthy again")
     assert served_by() == "primary"
     client.close()

@@ -1,7 +1,7 @@
 """Shared rate limits hold across worker processes: real workers, private Redis, HTTP vendor.
 
 Two `celery worker` processes take jobs for one stand-in vendor with a limit;
-the stand-in records when each request arrived. Over a 30 s window, what
+the stand-in records when each request arrived. Over a 15 s window, what
 reached the vendor must stay within the limit plus its burst, and use at
 least 90 % of the limit (the backlog is always there to use it).
 """
@@ -22,11 +22,13 @@ from tests.integration.stack import Stack, running_stack, wait_for
 pytestmark = pytest.mark.integration
 
 KEY = "sk-limits-test-0123456789abcdef"
-WINDOW_S = 30.0
+WINDOW_S = 15.0
 # Buckets count a call when its job is claimed; the request reaches the stand-in a few
-# ms later, the first ones up to a few hundred ms later (they open connections). So a
-# window timed by arrivals may hold up to this much more time's worth of the rate.
-ARRIVAL_SPREAD_S = 0.5
+# ms later, the first ones up to a few hundred ms later (they open connections), and on
+# a machine busy with other work up to a second or two. So a window timed by arrivals
+# may hold up to this much more time's worth of the rate: still far below what two
+# workers each keeping the limit on their own would let through (twice the limit).
+ARRIVAL_SPREAD_S = 2.0
 
 
 @pytest.fixture
@@ -80,8 +82,8 @@ def test_two_workers_share_a_600_rpm_limit(stack: Stack) -> None:
 
     arrived = arrivals_in_window(stack, jobs)
 
-    limit = 600 * WINDOW_S / 60.0  # 300
-    spread = 600 * ARRIVAL_SPREAD_S / 60.0  # 5
+    limit = 600 * WINDOW_S / 60.0  # 150
+    spread = 600 * ARRIVAL_SPREAD_S / 60.0  # 20
     print(f"600 rpm, 2 workers: {len(arrived)} requests in {WINDOW_S:g} s (limit {limit:g} + 60)")
     assert 0.9 * limit <= len(arrived) <= limit + 60 + spread
     assert all(count > 0 for count in tasks_run_by(stack)), "both workers should take jobs"
@@ -116,7 +118,7 @@ def test_two_workers_share_a_tpm_limit_settled_with_the_reported_usage(stack: St
     per_call = done.usage.total_tokens
     assert per_call == 110
     used = len(arrived) * per_call
-    limit = 3_000 * WINDOW_S / 60.0  # 1,500 tokens
+    limit = 3_000 * WINDOW_S / 60.0  # 750 tokens
     spread = 3_000 * ARRIVAL_SPREAD_S / 60.0
     print(f"3,000 tpm, 2 workers: {used} tokens in {WINDOW_S:g} s (limit {limit:g} + 500)")
     assert 0.9 * limit <= used <= limit + 500 + spread + per_call
@@ -195,7 +197,7 @@ def test_a_tenants_limit_holds_it_to_its_share_while_another_tenant_flows(stack:
         assert client.wait(job_id, timeout_s=20).content
     quiet_s = time.monotonic() - started
 
-    window_s = 15.0
+    window_s = 8.0
     first = wait_for(
         lambda: min(
             (r.finished_at for r in map(client.get, noisy_ids) if r.finished_at), default=None
@@ -209,9 +211,9 @@ def test_a_tenants_limit_holds_it_to_its_share_while_another_tenant_flows(stack:
     in_window = [t for t in ended if t.timestamp() < end]
 
     print(
-        f"tenant limit 120 rpm: quiet's 5 jobs in {quiet_s:.2f} s; noisy {len(in_window)} in 15 s"
+        f"tenant limit 120 rpm: quiet's 5 jobs in {quiet_s:.2f} s; noisy {len(in_window)} in {window_s:g} s"
     )
     assert quiet_s < 5.0  # its own bucket was full: no waiting behind the noisy backlog
     assert len(ended) < len(noisy_ids)  # the noisy backlog is still there
-    share = 120 * window_s / 60.0  # 30
+    share = 120 * window_s / 60.0  # 16
     assert 0.9 * share <= len(in_window) <= share + 5 + 120 * ARRIVAL_SPREAD_S / 60.0

@@ -273,8 +273,9 @@ def test_a_stream_dropped_midway_is_reset_and_retried_and_ends_once(stack: Stack
 
 
 def test_a_stalled_stream_times_out_after_the_stall_timeout_and_is_retried(stack: Stack) -> None:
-    # The first call goes silent for 3 s after its first event; 0.5 s of silence is a stall.
-    model = configure(stack, fault="stall:3000@1", stall_timeout_s=0.5)
+    # The first call goes silent for 8 s after its first event; 1 s of silence is a stall
+    # (wide apart, so a busy machine delaying the retry's first byte cannot blur them).
+    model = configure(stack, fault="stall:8000@1", stall_timeout_s=1.0)
     stack.start_worker(["llm.openai"])
     with connect(stack) as client:
         events = Follower(lambda: client.send_streaming(request(model))).start().result()
@@ -289,8 +290,8 @@ def test_a_stalled_stream_times_out_after_the_stall_timeout_and_is_retried(stack
     assert len(retries) == 1
     assert "stall" in (retries[0].reason or "").lower()
     first, second = stack.received()
-    # Retried once the 0.5 s stall timeout fired, not after the vendor's 3 s silence.
-    assert 0.5 <= second["at"] - first["at"] < 2.5
+    # Retried once the 1 s stall timeout fired, not after the vendor's 8 s silence.
+    assert 1.0 <= second["at"] - first["at"] < 7.0
 
 
 def test_a_stream_whose_job_fails_raises_the_typed_error_after_its_partial_text(

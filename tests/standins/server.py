@@ -12,6 +12,9 @@ from aiohttp import web
 __all__ = ["ThreadedServer"]
 
 START_TIMEOUT_S = 10.0
+# At stop, how long a handler still running (a deliberately slow reply) may take to end
+# before it is cancelled: well below START_TIMEOUT_S, the bound of the whole stop.
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 class ThreadedServer:
@@ -22,7 +25,7 @@ class ThreadedServer:
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
     @property
     def url(self) -> str:

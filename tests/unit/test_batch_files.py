@@ -649,3 +649,28 @@ def test_an_endless_file_of_lines_is_refused_past_the_file_bound() -> None:
 def test_dev_zero_as_a_batch_file_is_refused_without_filling_memory() -> None:
     with pytest.raises(BatchFileError, match="longer than"):
         read_batch_file("/dev/zero", limits=BatchLimits(max_request_bytes=4 * 1024 * 1024))
+
+
+def test_a_long_line_is_skipped_to_its_end_and_the_lines_after_it_are_still_checked(
+    tmp_path: Path,
+) -> None:
+    limits = BatchLimits(max_request_bytes=1000, max_file_bytes=1_000_000)
+    long_line = json.dumps({"messages": [{"role": "user", "content": "x" * 200_000}]})
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join([json.dumps(BODY), long_line, "not json", json.dumps(BODY)]) + "\n")
+
+    with pytest.raises(BatchFileError) as caught:
+        read_batch_file(path, limits=limits)
+
+    assert [number for number, _ in caught.value.problems] == [2, 3]
+    assert caught.value.problems[0][1] == "longer than 67,536 bytes: not one request"
+
+
+@pytest.mark.timeout(30)
+def test_an_endless_line_within_a_file_bound_is_refused_at_the_file_bound() -> None:
+    endless = Endless(b"\0")
+    limits = BatchLimits(max_request_bytes=1000, max_file_bytes=500_000)
+
+    with pytest.raises(BatchFileError, match="larger than 500,000 bytes"):
+        list(bounded_lines(io.BufferedReader(endless), limits))
+    assert endless.read_bytes < 1_000_000

@@ -7,6 +7,8 @@ after each step, with a settable clock.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -280,3 +282,64 @@ def test_cancelling_an_unknown_batch_is_not_found_and_writes_nothing(store: JobS
     with pytest.raises(BatchNotFound, match="no batch"):
         store.batches.mark_cancelled("0" * 32)
     assert store.redis.dbsize() == 0
+
+
+def test_a_big_batch_is_written_in_many_transactions_and_exists_only_once_whole(
+    store: JobStore, make_request: MakeRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dispatcher.batch_store.ITEMS_PER_TRANSACTION", 4)
+    executed: list[int] = []
+    pipeline = store.redis.pipeline
+
+    def counting(transaction: bool = True) -> Any:
+        pipe = pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            executed.append(len(pipe.command_stack))
+            return execute(*args, **kwargs)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counting)
+    batch_id = store.batches.new_batch_id()
+    items = [
+        NewItem(store.new_job_id(), f"row-{i}", make_request(), make_route("openai"))
+        for i in range(10)
+    ]
+    seen_mid_write: list[bool] = []
+
+    def first_messages(pipe: object) -> None:
+        # The last transaction is being built: every item is written, the batch is not.
+        with pytest.raises(BatchNotFound, match="has not finished"):
+            store.batches.get(batch_id)
+        seen_mid_write.append(True)
+
+    store.batches.create(
+        batch_id, items, messages={("openai", 0): [i.job_id for i in items]}, also=first_messages
+    )
+
+    assert seen_mid_write == [True]
+    assert len(executed) == 4, "3 transactions of at most 4 items, then the one that publishes"
+    assert store.batches.get(batch_id).counts.total == 10
+    assert store.batches.job_ids(batch_id) == [i.job_id for i in items]
+
+
+def test_a_batch_whose_last_transaction_fails_does_not_exist(
+    store: JobStore, make_request: MakeRequest
+) -> None:
+    batch_id = store.batches.new_batch_id()
+    items = [NewItem(store.new_job_id(), "r", make_request(), make_route("openai"))]
+
+    def redis_goes_away(pipe: object) -> None:
+        raise redis.ConnectionError("Redis went away before the batch was published")
+
+    with pytest.raises(redis.ConnectionError):
+        store.batches.create(
+            batch_id, items, messages={("openai", 0): [items[0].job_id]}, also=redis_goes_away
+        )
+
+    with pytest.raises(BatchNotFound):
+        store.batches.get(batch_id)
+    assert store.waiting.overdue(0, 100) == [], "no message names its items: no worker sees them"

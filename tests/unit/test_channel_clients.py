@@ -31,20 +31,31 @@ class FakeChannel:
         return redis.Redis(connection_pool=self.pool)
 
 
-def test_a_channel_reuses_one_client_until_its_pool_changes() -> None:
-    assert reuse_sync_clients(FakeChannel)
-    assert not reuse_sync_clients(FakeChannel)  # patched once per process
-    channel = FakeChannel()
+@pytest.fixture
+def channel_class() -> type[FakeChannel]:
+    """A channel class of this test's own: the patch applies once per class and process,
+    so no test may depend on another having patched (or not) a shared one."""
+    return type("FakeChannel", (FakeChannel,), {"built": 0})
+
+
+def test_a_channel_reuses_one_client_until_its_pool_changes(
+    channel_class: type[FakeChannel],
+) -> None:
+    assert reuse_sync_clients(channel_class)
+    assert not reuse_sync_clients(channel_class)  # patched once per process
+    channel = channel_class()
     first = channel._create_client()
     assert channel._create_client() is first
     channel._pool = redis.ConnectionPool()
     assert channel._create_client() is not first
-    assert FakeChannel.built == 2
+    assert channel_class.built == 2
 
 
-def test_a_closed_connections_channel_raises_a_connection_error_not_attribute_error() -> None:
-    reuse_sync_clients(FakeChannel)
-    channel = FakeChannel()
+def test_a_closed_connections_channel_raises_a_connection_error_not_attribute_error(
+    channel_class: type[FakeChannel],
+) -> None:
+    assert reuse_sync_clients(channel_class)
+    channel = channel_class()
     channel.closed_connection = True
     with pytest.raises(redis.ConnectionError, match="broker connection is closed"):
         channel._create_client()

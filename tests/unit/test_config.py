@@ -829,7 +829,8 @@ def test_a_redis_password_never_appears_in_the_error_for_a_bad_scheme(
         Settings.load()
 
     assert caught.value.problems == [
-        "REDIS_URL: must start with one of redis://, rediss://, unix://"
+        "REDIS_URL: must start with one of redis://, rediss://, unix://, "
+        "redis+sentinel://, rediss+sentinel://"
     ]
     assert password not in str(caught.value)
     assert password not in json.dumps(caught.value.to_dict())

@@ -13,6 +13,7 @@ from dispatcher.errors import (
     CircuitOpen,
     ConfigError,
     ContentFiltered,
+    DeadlineExceeded,
     DispatcherError,
     InvalidRequest,
     JobCancelled,
@@ -39,6 +40,7 @@ RETRYABLE = {
     StoreUnavailable,
 }
 FINAL = {
+    DeadlineExceeded,
     VendorAuthError,
     VendorQuotaExceeded,
     ContentFiltered,
@@ -57,6 +59,7 @@ SAMPLES: list[DispatcherError] = [
     VendorUnavailable("overloaded", vendor="anthropic", status_code=529),
     StreamBroken("stream ended before message_stop", partial=True, vendor="anthropic"),
     VendorTimeout("read timed out after 30 s", vendor="gemini"),
+    DeadlineExceeded("the job's deadline (5 s after submit) passed during its call", vendor="x"),
     CircuitOpen("circuit open", vendor="cohere"),
     VendorAuthError("invalid key", vendor="openai", status_code=401),
     VendorQuotaExceeded("insufficient_quota", vendor="openai", status_code=429),

@@ -1,4 +1,4 @@
-"""Shared token buckets: which buckets a call takes from, and how they fill, pay and drain.
+"""Shared token buckets: which buckets a call takes from, and how they fill and pay.
 
 Each test runs on fakeredis and, marked `integration`, on the session's private
 redis-server. Time comes from a settable clock: nothing sleeps.
@@ -13,7 +13,7 @@ import redis
 
 from dispatcher.config_schema import RateLimit, VendorConfig
 from dispatcher.models import Request
-from dispatcher.ratelimit import RateLimiter, buckets_for, estimated_tokens, vendor_buckets
+from dispatcher.ratelimit import RateLimiter, buckets_for, estimated_tokens
 from dispatcher.store import Bucket, Keys
 
 PREFIX = "llmd-limit-test"
@@ -112,9 +112,6 @@ def test_default_burst_is_a_tenth_of_a_minute_and_at_least_one() -> None:
         ("tpm", 1_500.0, 9_000.0),
     ]
     assert RateLimit(rpm=5).buckets() == [("rpm", 5 / 60.0, 1.0)]
-    assert vendor_buckets(KEYS, "v", VendorConfig(type="openai", rpm=60)) == [
-        Bucket(KEYS.limit("v", "rpm"), "rpm", 1.0, 6.0, 0.0)
-    ]
 
 
 # --- taking ----------------------------------------------------------------------------
@@ -219,19 +216,6 @@ def test_settling_leaves_request_buckets_alone(limiter: RateLimiter) -> None:
     limiter.settle([requests], used_tokens=0)
 
     assert not limiter.acquire([requests]).taken
-
-
-def test_a_drain_keeps_the_bucket_empty_for_the_wait_and_repeats_do_not_stack(
-    limiter: RateLimiter, clock: Clock
-) -> None:
-    bucket = rpm_bucket(rpm=600, burst=60)
-
-    limiter.drain([bucket], 2.0)
-    limiter.drain([bucket], 2.0)
-
-    assert limiter.acquire([bucket]).wait_s == pytest.approx(2.1)  # 2 s, then one token
-    clock.advance(2.1)
-    assert limiter.acquire([bucket]).taken
 
 
 # --- advance charges ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The job runner: one attempt per message, retries, fallback, deadlines, cooling vendors.
+"""The job runner: one attempt per message, retries, fallback, deadlines, cooling deployments.
 
 Every test builds the world a worker sees: a job store on fakeredis, a fake
 clock shared by the store and the runner (tests advance it, never sleep), a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
@@ -32,6 +32,7 @@ from dispatcher.errors import (
     BudgetExceeded,
     CircuitOpen,
     ContentFiltered,
+    DeadlineExceeded,
     DispatcherError,
     InvalidRequest,
     JobNotFound,
@@ -57,7 +58,6 @@ from dispatcher.models import (
     Usage,
 )
 from dispatcher.pricing import Price
-from dispatcher.ratelimit import vendor_buckets
 from dispatcher.router import route
 from dispatcher.runner import BUSY, JobRunner, Outcome, call_vendor, retry_kind
 from dispatcher.store import Bucket, JobStore
@@ -72,6 +72,8 @@ GROUP = "smart"
 OPENAI_MODEL = "gpt-4o"
 ANTHROPIC_MODEL = "claude-3-5-sonnet-latest"
 SERVER_ERROR = "server exploded; retry"
+GPT_4O = Deployment(vendor="openai", model=OPENAI_MODEL)
+CLAUDE = Deployment(vendor="anthropic", model=ANTHROPIC_MODEL)
 
 
 class Clock:
@@ -384,12 +386,12 @@ def test_rate_limit_reschedules_on_same_queue_after_retry_after_and_blocks_the_v
     assert retry.kind is JobEventKind.RETRY
     assert (retry.attempt, retry.vendor, retry.delay_s) == (1, "openai", 2.0)
     assert retry.reason == "slow down"
-    assert world.store.blocked_until(["openai", "anthropic"]) == {"openai": START_S + 3.0}
+    assert world.store.blocks.until([GPT_4O, CLAUDE]) == {GPT_4O: START_S + 3.0}
     assert counter(world, "t:retries") == 1
     assert counter(world, "v:openai:retries") == 1
     assert counter(world, "t:fallbacks") == 0
 
-    # Once the wait is over the vendor is no longer cooling down and is called again.
+    # Once the wait is over the deployment is no longer cooling down and is called again.
     world.clock.advance(2.0)
     assert world.runner.run(nxt).kind == "succeeded"
     assert world.vendors["openai"].calls == [OPENAI_MODEL, OPENAI_MODEL]
@@ -430,7 +432,7 @@ def test_policy_backoff_wins_when_longer_than_retry_after(
     assert world.sent == [Sent(RunJob(job_id, 1, 0, 1, "openai"), "llm.openai", 5, 5.0)]
     assert world.record(job_id).events[-1].delay_s == 5.0
     # The vendor's own block is still only as long as it asked for.
-    assert world.store.blocked_until(["openai"]) == {"openai": START_S + 2.0}
+    assert world.store.blocks.until([GPT_4O]) == {GPT_4O: START_S + 2.0}
 
 
 def test_server_errors_exhaust_retries_then_fall_back_to_the_group_model_of_the_next_vendor(
@@ -608,7 +610,7 @@ def test_deadline_that_would_pass_during_backoff_fails_with_timeout_naming_last_
     outcome = world.runner.run(RunJob(job_id))
 
     assert outcome.kind == "failed"
-    assert outcome.errors == ["timeout"]
+    assert outcome.errors == ["deadline_exceeded"]
     assert outcome.detail == (
         "the job's deadline (3 s after submit) would pass before the next retry; "
         f"last error: {SERVER_ERROR}"
@@ -618,7 +620,7 @@ def test_deadline_that_would_pass_during_backoff_fails_with_timeout_naming_last_
     assert record.status is JobStatus.FAILED
     assert record.error is not None
     assert (record.error.kind, record.error.vendor, record.error.status_code) == (
-        "timeout",
+        "deadline_exceeded",
         "openai",
         500,
     )
@@ -639,7 +641,7 @@ def test_deadline_allows_retries_that_fit_and_fails_on_the_first_that_does_not(
 
     # Retries at +4 and +8 fit in 10 s; the one at +12 would not.
     assert [o.kind for o in outcomes] == ["rescheduled", "rescheduled", "failed"]
-    assert outcomes[-1].errors == ["timeout"]
+    assert outcomes[-1].errors == ["deadline_exceeded"]
     assert world.vendors["openai"].calls == [OPENAI_MODEL] * 3
     assert len(world.sent) == 2
 
@@ -654,14 +656,14 @@ def test_message_arriving_after_the_deadline_fails_without_calling_the_vendor(
     outcome = world.runner.run(RunJob(job_id))
 
     assert outcome.kind == "failed"
-    assert outcome.errors == ["timeout"]
+    assert outcome.errors == ["deadline_exceeded"]
     assert outcome.detail == "the job's deadline (5 s after submit) passed before it could run"
     assert world.vendors["openai"].calls == []
     assert world.sent == []
     record = world.record(job_id)
     assert record.status is JobStatus.FAILED
     assert record.error is not None
-    assert record.error.kind == "timeout"
+    assert record.error.kind == "deadline_exceeded"
     assert event_kinds(record) == [JobEventKind.QUEUED, JobEventKind.FAILED]
     assert record.total_ms == 6000.0
 
@@ -827,7 +829,7 @@ def test_message_whose_vendor_contradicts_the_route_fails_the_job_without_a_call
     assert world.vendors["openai"].calls == world.vendors["anthropic"].calls == []
 
 
-# --- vendors cooling down ------------------------------------------------------------
+# --- deployments cooling down --------------------------------------------------------
 
 
 def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
@@ -838,7 +840,7 @@ def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
         {"openai": [], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
     )
     job_id = world.submit(smart_request)
-    world.store.block_vendor("openai", 30.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
 
     outcome = world.runner.run(RunJob(job_id))
 
@@ -854,7 +856,7 @@ def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
         "anthropic",
         1,
     )
-    assert rerouted.reason == "openai is cooling down after a rate limit"
+    assert rerouted.reason == "gpt-4o on openai is cooling down after a rate limit"
     assert counter(world, "t:fallbacks") == 1
     assert counter(world, "v:openai:fallbacks") == 1
 
@@ -863,7 +865,7 @@ def test_blocked_vendor_is_skipped_for_the_next_free_deployment_of_the_route(
     assert world.vendors["openai"].calls == []
 
 
-def test_every_vendor_blocked_waits_exactly_until_the_earliest_unblocks(
+def test_every_deployment_blocked_waits_exactly_until_the_earliest_unblocks(
     smart_request: Request,
 ) -> None:
     world = World(
@@ -871,8 +873,8 @@ def test_every_vendor_blocked_waits_exactly_until_the_earliest_unblocks(
         {"openai": [], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
     )
     job_id = world.submit(smart_request)
-    world.store.block_vendor("openai", 30.0)
-    world.store.block_vendor("anthropic", 10.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
+    world.store.blocks.block("anthropic", ANTHROPIC_MODEL, 10.0)
 
     outcome = world.runner.run(RunJob(job_id))
 
@@ -883,6 +885,7 @@ def test_every_vendor_blocked_waits_exactly_until_the_earliest_unblocks(
     waited = world.record(job_id).events[-1]
     assert waited.kind is JobEventKind.RETRY
     assert (waited.vendor, waited.delay_s, waited.attempt) == ("anthropic", 10.0, 1)
+    assert waited.reason == f"waiting 10.00 s for {ANTHROPIC_MODEL} on anthropic to cool down"
     assert world.vendors["openai"].calls == []
     assert world.vendors["anthropic"].calls == []
 
@@ -898,8 +901,8 @@ def test_waiting_for_another_deployment_to_unblock_starts_its_retry_count_afresh
     # must not use up anthropic's budget when the job waits for anthropic instead.
     world = World(make_settings(fixed_policy(max_retries=2)), {"openai": [], "anthropic": []})
     job_id = world.submit(smart_request)
-    world.store.block_vendor("openai", 30.0)
-    world.store.block_vendor("anthropic", 10.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
+    world.store.blocks.block("anthropic", ANTHROPIC_MODEL, 10.0)
 
     outcome = world.runner.run(RunJob(job_id, attempt=0, deployment=0, retry=2))
 
@@ -908,19 +911,19 @@ def test_waiting_for_another_deployment_to_unblock_starts_its_retry_count_afresh
     )
 
 
-def test_every_vendor_blocked_past_the_deadline_fails_as_rate_limited(
+def test_every_deployment_blocked_past_the_deadline_fails_as_rate_limited(
     make_request: Callable[..., Request],
 ) -> None:
     world = World(make_settings(), {"openai": [], "anthropic": []})
     job_id = world.submit(make_request(model=GROUP, timeout_s=5.0))
-    world.store.block_vendor("openai", 30.0)
-    world.store.block_vendor("anthropic", 20.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
+    world.store.blocks.block("anthropic", ANTHROPIC_MODEL, 20.0)
 
     outcome = world.runner.run(RunJob(job_id))
 
     assert outcome == Outcome(
         "failed",
-        "every vendor of the route is cooling down past the job's deadline",
+        "every deployment of the route is cooling down past the job's deadline",
         errors=["rate_limited"],
     )
     assert world.sent == []
@@ -931,6 +934,101 @@ def test_every_vendor_blocked_past_the_deadline_fails_as_rate_limited(
     assert record.error is not None
     assert (record.error.kind, record.error.vendor) == ("rate_limited", "openai")
     assert record.error.model_extra == {"retry_after_s": 20.0}
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["unlimited", "rpm-limited"])
+def test_a_429_blocks_only_its_model_and_the_vendors_other_models_go_on(
+    make_request: Callable[..., Request], limited: bool
+) -> None:
+    settings = limited_settings(rpm=600) if limited else make_settings()
+    world = World(
+        settings,
+        {
+            "openai": [
+                VendorRateLimited("slow down", retry_after_s=30.0, vendor="openai"),
+                reply("openai", "gpt-4o-mini"),
+            ]
+        },
+    )
+    told, same_model = (world.submit(make_request(model=OPENAI_MODEL)) for _ in range(2))
+    other_model = world.submit(make_request(model="gpt-4o-mini"))
+    assert world.runner.run(RunJob(told, vendor="openai")).kind == "rescheduled"
+
+    waiting = world.runner.run(RunJob(same_model, vendor="openai"))
+    going_on = world.runner.run(RunJob(other_model, vendor="openai"))
+
+    assert (waiting.kind, waiting.delay_s) == ("rescheduled", 30.0)
+    assert waiting.detail == f"waiting 30.00 s for {OPENAI_MODEL} on openai to cool down"
+    assert going_on == Outcome("succeeded", "openai")
+    assert world.vendors["openai"].calls == [OPENAI_MODEL, "gpt-4o-mini"]
+    assert world.store.blocks.until([GPT_4O, Deployment(vendor="openai", model="gpt-4o-mini")]) == {
+        GPT_4O: START_S + 30.0
+    }
+
+
+def test_a_job_records_one_entry_for_a_wait_that_a_later_429_lengthened(
+    make_request: Callable[..., Request],
+) -> None:
+    world = World(make_settings(), {"openai": [reply("openai", OPENAI_MODEL)]})
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
+    first = world.runner.run(RunJob(job_id, vendor="openai"))
+    assert (first.kind, first.delay_s) == ("rescheduled", 30.0)
+    # Another worker's call, in flight when the block began, gets a 429 of its own.
+    world.clock.advance(20.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 30.0)
+    world.clock.advance(10.0)
+
+    again = world.runner.run(first.next_message or RunJob(job_id))
+
+    assert (again.kind, again.delay_s) == ("rescheduled", 20.0)  # to the block's new end
+    world.clock.advance(20.0)
+    assert world.runner.run(again.next_message or RunJob(job_id)).kind == "succeeded"
+    record = world.record(job_id)
+    assert event_kinds(record) == [
+        JobEventKind.QUEUED,
+        JobEventKind.RETRY,  # the wait, once
+        JobEventKind.STARTED,
+        JobEventKind.SUCCEEDED,
+    ]
+    assert record.events[1].reason == f"waiting 30.00 s for {OPENAI_MODEL} on openai to cool down"
+    assert [sent.delay_s for sent in world.sent] == [30.0, 20.0]
+    assert world.store.stats().retries == 0  # a wait is no retry
+
+
+def test_a_job_that_waited_and_ran_records_its_next_wait_anew(
+    make_request: Callable[..., Request],
+) -> None:
+    limited = VendorRateLimited("slow down", retry_after_s=5.0, vendor="openai")
+    world = World(
+        make_settings(fixed_policy(initial_delay_s=1.0)),
+        {"openai": [limited, reply("openai", OPENAI_MODEL)]},
+    )
+    job_id = world.submit(make_request(model=OPENAI_MODEL))
+    world.store.blocks.block("openai", OPENAI_MODEL, 2.0)
+    waited = world.runner.run(RunJob(job_id, vendor="openai"))  # a wait of 2 s
+    world.clock.advance(2.0)
+    retried = world.runner.run(waited.next_message or RunJob(job_id))  # runs: a 429, 5 s
+    world.clock.advance(4.0)
+    world.store.blocks.block("openai", OPENAI_MODEL, 5.0)  # another 429, 4 s later
+    world.clock.advance(1.0)
+
+    waits_again = world.runner.run(retried.next_message or RunJob(job_id))
+    world.clock.advance(waits_again.delay_s)
+    last = world.runner.run(waits_again.next_message or RunJob(job_id))
+
+    assert [o.kind for o in (waited, retried, waits_again, last)] == [
+        "rescheduled",
+        "rescheduled",
+        "rescheduled",
+        "succeeded",
+    ]
+    reasons = [e.reason for e in world.record(job_id).events if e.kind is JobEventKind.RETRY]
+    assert reasons == [
+        f"waiting 2.00 s for {OPENAI_MODEL} on openai to cool down",
+        "slow down",
+        f"waiting 4.00 s for {OPENAI_MODEL} on openai to cool down",
+    ]
 
 
 # --- queues ---------------------------------------------------------------------------
@@ -1082,20 +1180,6 @@ def test_the_reservation_is_settled_with_the_tokens_the_vendor_reported(
     # 500 tokens used, whatever the estimate: 500 remain, so 1,000 are 5 s away.
     bucket = Bucket(world.store.keys.limit("openai", "tpm"), "tpm", 100.0, 1_000.0, 1_000.0)
     assert world.runner.limiter.acquire([bucket]).wait_s == pytest.approx(5.0)
-
-
-def test_a_429_with_retry_after_drains_the_vendors_buckets_for_that_long(
-    make_request: Callable[..., Request],
-) -> None:
-    limited = VendorRateLimited("slow down", retry_after_s=5.0, vendor="openai")
-    world = World(limited_settings(rpm=600), {"openai": [limited], "anthropic": []})
-    job_id = world.submit(make_request(model=OPENAI_MODEL))
-
-    assert world.runner.run(RunJob(job_id, vendor="openai")).kind == "rescheduled"
-
-    bucket = vendor_buckets(world.store.keys, "openai", world.settings.vendors["openai"])[0]
-    probe = replace(bucket, cost=1.0)
-    assert world.runner.limiter.acquire([probe]).wait_s == pytest.approx(5.1)
 
 
 def test_a_job_cancelled_while_it_waits_for_capacity_gives_its_charge_back(
@@ -1354,3 +1438,30 @@ def test_run_many_claims_a_limited_vendors_jobs_with_their_buckets(
     assert [round(o.delay_s, 3) for o in outcomes[1:]] == [1.0, 2.0], "booked in turn"
     assert all("rate limit" in o.detail for o in outcomes[1:])
     assert world.vendors["openai"].calls == ["gpt-4o-mini"]
+
+
+def test_the_call_is_given_the_jobs_deadline_and_a_cut_call_ends_the_job_without_tripping(
+    make_request: Callable[..., Request],
+) -> None:
+    cut = DeadlineExceeded("the job's deadline passed during its call to openai", vendor="openai")
+    world = World(
+        breaker_settings(threshold=1),
+        {"openai": [cut], "anthropic": [reply("anthropic", ANTHROPIC_MODEL)]},
+    )
+    given: list[RunJob] = []
+    call = world.runner.call
+
+    def recording(vendor: Vendor, request: Request, model: str, message: RunJob) -> Response:
+        given.append(message)
+        return call(vendor, request, model, message)
+
+    world.runner.call = recording
+    job_id = world.submit(make_request(model=OPENAI_MODEL, timeout_s=30.0))
+    created = world.record(job_id).created_at.timestamp()
+
+    outcome = world.runner.run(RunJob(job_id, vendor="openai"))
+
+    assert [m.deadline for m in given] == [pytest.approx(created + 30.0)]
+    assert (outcome.kind, outcome.errors) == ("failed", ["deadline_exceeded"])
+    assert world.sent == []  # neither retried nor sent to the fallback
+    assert world.store.circuits.states(["openai"], 30.0) == {}  # the job's clock, not the vendor

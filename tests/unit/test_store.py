@@ -171,6 +171,18 @@ def retry_event(clock: Clock, attempt: int, vendor: str = "openai") -> JobEvent:
     )
 
 
+def wait_event(clock: Clock, attempt: int) -> JobEvent:
+    """The event a worker records when a job waits for a cooling deployment."""
+    return JobEvent(
+        kind=JobEventKind.RETRY,
+        at=at(clock()),
+        attempt=attempt,
+        vendor="openai",
+        reason=f"waiting 1.00 s for gpt-4o-mini on openai to cool down (attempt {attempt})",
+        delay_s=1.0,
+    )
+
+
 def retry_counters(vendor: str) -> list[tuple[str, float]]:
     """The counters a retry on `vendor` adds to."""
     return [("t:retries", 1.0), (f"v:{vendor}:retries", 1.0)]
@@ -425,11 +437,11 @@ def test_claim_returns_the_running_record_it_wrote(
     assert claim.record.queue_wait_ms == 250.0
 
 
-def test_claim_for_a_cooling_vendor_is_blocked_with_its_time_and_writes_nothing(
+def test_claim_for_a_blocked_deployment_is_blocked_with_its_time_and_writes_nothing(
     store: JobStore, clock: Clock, make_request: MakeRequest
 ) -> None:
     job_id = new_job(store, make_request)
-    store.block_vendor("openai", 30.0)
+    store.blocks.block("openai", "gpt-4o-mini", 30.0)
     before = (store.get(job_id), figures(store), keyspace(store))
 
     claim = store.claim(job_id, 0, "openai")
@@ -515,6 +527,56 @@ def test_reschedule_after_a_newer_attempt_took_over_is_moved_but_still_recorded(
     assert record.events[-1] == event
     assert store.stats().retries == 1
     assert store.start(job_id, 0, "openai") == "stale"
+
+
+def test_a_wait_taken_up_again_for_the_same_deployment_is_recorded_once(
+    store: JobStore, clock: Clock, make_request: MakeRequest
+) -> None:
+    job_id = new_job(store, make_request)
+    first, again = wait_event(clock, attempt=1), wait_event(clock, attempt=2)
+
+    store.reschedule(job_id, from_attempt=0, to_attempt=1, event=first, waiting_for="deployment:0")
+    result = store.reschedule(
+        job_id, from_attempt=1, to_attempt=2, event=again, waiting_for="deployment:0"
+    )
+
+    assert result == "ok"
+    record = store.get(job_id)
+    assert [e.kind for e in record.events] == [JobEventKind.QUEUED, JobEventKind.RETRY]
+    assert record.events[-1] == first
+    # The second wait still handed the job over: only attempt 2 may run it.
+    assert (record.status, record.attempt) == (JobStatus.QUEUED, 2)
+    assert store.start(job_id, 1, "openai") == "stale"
+
+
+def test_a_wait_for_another_deployment_or_after_a_start_is_a_new_entry(
+    store: JobStore, clock: Clock, make_request: MakeRequest
+) -> None:
+    job_id = new_job(store, make_request, "openai")
+    events = [wait_event(clock, attempt=n) for n in (1, 2, 4)]
+    store.reschedule(
+        job_id, from_attempt=0, to_attempt=1, event=events[0], waiting_for="deployment:0"
+    )
+    store.reschedule(
+        job_id, from_attempt=1, to_attempt=2, event=events[1], waiting_for="deployment:1"
+    )
+    assert store.start(job_id, 2, "openai") == "ok"  # the wait is over
+    store.reschedule(
+        job_id, from_attempt=2, to_attempt=3, event=retry_event(clock, attempt=3), counters=[]
+    )
+    store.reschedule(
+        job_id, from_attempt=3, to_attempt=4, event=events[2], waiting_for="deployment:1"
+    )
+
+    kinds = [e.kind for e in store.get(job_id).events]
+    assert kinds == [
+        JobEventKind.QUEUED,
+        JobEventKind.RETRY,  # waits for deployment 0
+        JobEventKind.RETRY,  # then for deployment 1
+        JobEventKind.STARTED,
+        JobEventKind.RETRY,  # a retry: no wait
+        JobEventKind.RETRY,  # deployment 1 again, a wait of its own
+    ]
 
 
 def test_reschedule_overtaken_by_a_message_newer_than_its_next_is_stale_and_records_nothing(
@@ -832,67 +894,6 @@ def test_every_waiter_wakes_when_the_job_ends(store: JobStore, make_request: Mak
     assert not any(thread.is_alive() for thread in threads)
     assert results == [True] * WAITERS
     assert time.monotonic() - began < LONG_WAIT_S / 2
-
-
-# --- vendor blocks -----------------------------------------------------------------
-
-
-def test_blocked_vendor_is_reported_with_the_time_it_may_be_called(store: JobStore) -> None:
-    store.block_vendor("openai", 30.0)
-
-    assert store.blocked_until(["openai", "anthropic"]) == {"openai": START_S + 30.0}
-    assert store.blocked_until([]) == {}
-
-
-def test_shorter_later_block_does_not_shorten_a_longer_one(store: JobStore, clock: Clock) -> None:
-    store.block_vendor("openai", 30.0)
-    clock.advance(10.0)
-
-    store.block_vendor("openai", 5.0)
-
-    assert store.blocked_until(["openai"]) == {"openai": START_S + 30.0}
-
-
-def test_longer_later_block_extends_the_block(store: JobStore, clock: Clock) -> None:
-    store.block_vendor("openai", 30.0)
-    clock.advance(10.0)
-
-    store.block_vendor("openai", 60.0)
-
-    assert store.blocked_until(["openai"]) == {"openai": START_S + 70.0}
-
-
-def test_block_is_not_reported_once_the_clock_passed_it(store: JobStore, clock: Clock) -> None:
-    store.block_vendor("openai", 30.0)
-    store.block_vendor("anthropic", 120.0)
-    clock.advance(31.0)
-
-    assert store.blocked_until(["openai", "anthropic"]) == {"anthropic": START_S + 120.0}
-
-
-def test_block_of_zero_seconds_is_not_recorded(store: JobStore) -> None:
-    store.block_vendor("openai", 0.0)
-
-    assert store.blocked_until(["openai"]) == {}
-    assert keyspace(store) == set()
-
-
-def test_concurrent_blocks_keep_the_longest(store: JobStore) -> None:
-    # Workers hitting 429s on one vendor at once, each told a different wait: whatever
-    # the interleaving, the block that stands is the longest.
-    waits = [5.0, 60.0, 10.0, 45.0, 1.0, 30.0, 59.0, 20.0]
-    barrier = threading.Barrier(len(waits))
-
-    def block(seconds: float) -> None:
-        barrier.wait(timeout=10)
-        store.block_vendor("openai", seconds)
-
-    threads = [threading.Thread(target=block, args=(w,)) for w in waits]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert store.blocked_until(["openai"]) == {"openai": START_S + max(waits)}
 
 
 # --- statistics --------------------------------------------------------------------

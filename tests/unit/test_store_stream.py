@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -302,6 +303,11 @@ def test_deltas_offered_while_a_write_is_in_flight_keep_their_order(
     assert sum(writer.round_trips) == len(events) <= len(words)
 
 
+async def written(writer: Any, job_id: str, attempt: int = 0) -> None:
+    """Until the last append offered for the stream has been written (or has failed)."""
+    await writer._streams[(job_id, attempt)].last
+
+
 def test_offer_says_no_once_the_job_ended_and_drain_forgets_the_stream(
     backend: Backend, make_request: Callable[..., Request]
 ) -> None:
@@ -314,7 +320,7 @@ def test_offer_says_no_once_the_job_ended_and_drain_forgets_the_stream(
         first = writer.offer(job_id, 0, " late", 2.0)  # not known yet: the write will tell
         await writer.drain(job_id, 0)
         writer.offer(job_id, 0, " later", 3.0)
-        await asyncio.sleep(0.05)
+        await written(writer, job_id)  # its write found the job ended
         second = writer.offer(job_id, 0, " latest", 4.0)
         await writer.drain(job_id, 0)
         return first, second
@@ -359,7 +365,8 @@ def test_a_failed_write_is_raised_to_the_stream_by_drain_and_by_later_offers(
 
     async def offer_twice() -> None:
         writer.offer(job_id, 0, "Hello", 1.0)
-        await asyncio.sleep(0.05)
+        with contextlib.suppress(redis.ConnectionError):
+            await written(writer, job_id)  # its write failed
         writer.offer(job_id, 0, " again", 2.0)
 
     with pytest.raises(redis.ConnectionError, match="Redis went away"):
