@@ -19,7 +19,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     │   └── BatchNotFound            final: no batch with that id
     ├── VendorNotFound (LookupError) final: no configured vendor has that name
     ├── JobCancelled                 final: the job was cancelled before it ended
-    ├── StoreUnavailable             retry with the same idempotency key: Redis did not answer
+    ├── StoreUnavailable (ConnectionError)  retry with the same idempotency key: no Redis
     └── ConfigError (ValueError)     final: the configuration is invalid; lists every problem
 
 Workers ask an error what to do (`error.retryable`), never parse its message.

@@ -1,6 +1,12 @@
-"""The one message the queue carries, and its task name, shared by producer and workers.
+"""The three messages the queues carry, and their task names, shared by producer and workers.
 
-A message names a job and which attempt of it to run, never the prompt or a
+`RunJob` (task `dispatch.run_job`) runs one attempt of one job: a retry, a
+fallback, a job sent again by the sweeper. `RunJobs` (`dispatch.run_jobs`)
+starts many items of one batch. `RunQueued` (`dispatch.run_queued`), a bell,
+tells a worker to take the jobs waiting in a lane's ready set: what a submit
+sends.
+
+A `RunJob` names a job and which attempt of it to run, never the prompt or a
 secret (Flower shows task arguments). `attempt` numbers the messages of one
 job: the store runs a message only if no newer one has taken over, so a
 redelivered old message is skipped. `deployment` indexes the job's route

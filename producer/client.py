@@ -1,10 +1,12 @@
 """`Client`: submit a job, then read, wait for or cancel it; the module-level helpers.
 
 A submit validates the request and its size (nothing is written when either
-fails), asks the router for a route, writes the job record in one Redis round
-trip, and sends a Celery message naming only the job (`RunJob`) to the route's
-queue, `llm.<vendor>`. Messages go by task name, so this package never imports
-`workers`; producer and workers meet in Redis.
+fails), asks the router for a route, and in one MULTI/EXEC writes the job
+record, adds the job to its lane's ready set and, when none is pending, a bell
+for the lane's queue, `llm.<vendor>` (`dispatcher.ready_queue`; the message
+names no prompt). With an idempotency key the write happens only if the key
+names no job yet (`dispatcher.idempotency`). Messages go by task name, so this
+package never imports `workers`; producer and workers meet in Redis.
 
 `wait` blocks on the job's done list, so it wakes when the job's terminal
 state is written, not on a polling interval. `stream` subscribes to the job's

@@ -157,6 +157,10 @@ class Stack:
             return data
 
     def stop(self) -> None:
+        """Stop every worker: all are told at once, so their warm shutdowns overlap."""
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.terminate()
         for worker in self.workers:
             worker.stop()
 

@@ -211,7 +211,8 @@ def test_a_tenants_limit_holds_it_to_its_share_while_another_tenant_flows(stack:
     in_window = [t for t in ended if t.timestamp() < end]
 
     print(
-        f"tenant limit 120 rpm: quiet's 5 jobs in {quiet_s:.2f} s; noisy {len(in_window)} in {window_s:g} s"
+        f"tenant limit 120 rpm: quiet's 5 jobs in {quiet_s:.2f} s; "
+        f"noisy {len(in_window)} in {window_s:g} s"
     )
     assert quiet_s < 5.0  # its own bucket was full: no waiting behind the noisy backlog
     assert len(ended) < len(noisy_ids)  # the noisy backlog is still there

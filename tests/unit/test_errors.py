@@ -173,3 +173,42 @@ def test_config_problems_are_redacted_too() -> None:
     error = ConfigError([f"vendors.x.headers.Authorization: bad value {secret}"])
     assert secret not in str(error)
     assert all(secret not in problem for problem in error.problems)
+
+
+def _drawn_tree() -> dict[str, tuple[str, str, str]]:
+    """The tree drawn in `dispatcher.errors`' docstring: name -> (parent, extra base, note)."""
+    doc = errors.__doc__ or ""
+    drawing = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    root = drawing[0].split()[0]
+    drawn: dict[str, tuple[str, str, str]] = {}
+    parents = [root]
+    for line in drawing[1:]:
+        branch = line.index("── ")
+        depth = (branch - 4) // 4  # 4 spaces of indent, then 4 characters per level
+        name, _, rest = line[branch + 3 :].partition(" ")
+        rest = rest.strip()
+        extra = ""
+        if rest.startswith("("):
+            extra, _, rest = rest[1:].partition(")")
+        del parents[depth + 1 :]
+        drawn[name] = (parents[depth], extra, rest.strip())
+        parents.append(name)
+    return drawn
+
+
+def test_the_docstrings_tree_is_the_class_tree_with_each_ones_verdict() -> None:
+    classes = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, DispatcherError) and cls is not DispatcherError
+    }
+    drawn = _drawn_tree()
+
+    assert set(drawn) == set(classes)
+    for name, (parent, extra, note) in drawn.items():
+        cls = classes[name]
+        ours = [b.__name__ for b in cls.__bases__ if issubclass(b, DispatcherError)]
+        builtins = [b.__name__ for b in cls.__bases__ if not issubclass(b, DispatcherError)]
+        assert ours == [parent], name
+        assert builtins == ([extra] if extra else []), name
+        assert note.startswith("final") != cls.retryable, f"{name}: {note!r}"
