@@ -14,18 +14,21 @@ ended: a batch that has ended stays exactly as it ended.
 A batch is written a few thousand items per transaction and comes into being
 in a last one (`create`), so writing 50,000 items never blocks Redis for long.
 
-Key names come from `dispatcher.store.Keys`; the writes are the `BATCH_ADD`
+Key names come from `dispatcher.keys.Keys`; the writes are the `BATCH_ADD`
 and `BATCH_CANCEL` scripts (`dispatcher.store_scripts`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
+
+import redis
 
 from dispatcher.errors import BatchNotFound, JobCancelled
 from dispatcher.messages import RunJobs
@@ -49,7 +52,9 @@ from dispatcher.store_scripts import BATCH_ADD, BATCH_CANCEL
 
 if TYPE_CHECKING:
     from dispatcher.celery_wire import TaskMessages
-    from dispatcher.store import JobStore
+    from dispatcher.idempotency import IdempotencyKeys
+    from dispatcher.keys import Keys
+    from dispatcher.waiting_jobs import WaitingJobs
 
 __all__ = ["BatchStore", "NewItem", "Replacement"]
 
@@ -90,12 +95,22 @@ class Replacement:
 class BatchStore:
     """Creates batches, reads their counts and results in order, cancels and retries them."""
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
-        self.redis = store.redis
-        self.keys = store.keys
-        self._add = store.redis.register_script(BATCH_ADD)
-        self._cancel = store.redis.register_script(BATCH_CANCEL)
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        idempotency: IdempotencyKeys,
+        waiting: WaitingJobs,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.idempotency = idempotency
+        self.waiting = waiting
+        self.now = now
+        self._add = client.register_script(BATCH_ADD)
+        self._cancel = client.register_script(BATCH_CANCEL)
 
     @staticmethod
     def new_batch_id() -> str:
@@ -130,10 +145,10 @@ class BatchStore:
         if not items:
             raise ValueError("a batch needs at least one item")
         if idempotency_key is not None:
-            named = self.store.idempotency.named(idempotency_key)
+            named = self.idempotency.named(idempotency_key)
             if named is not None:
                 return named
-        now = self.store.now()
+        now = self.now()
         keys = self.keys.batch_keys(batch_id)
         for start in range(0, len(items), ITEMS_PER_TRANSACTION):
             pipe = self.redis.pipeline(transaction=True)
@@ -160,7 +175,7 @@ class BatchStore:
                 also(pipe)
 
         if idempotency_key is not None:
-            return self.store.idempotency.write_once(idempotency_key, batch_id, publish)
+            return self.idempotency.write_once(idempotency_key, batch_id, publish)
         pipe = self.redis.pipeline(transaction=True)
         publish(pipe)
         pipe.execute()
@@ -169,7 +184,7 @@ class BatchStore:
     def enqueue(self, pipeline: Any, messages: Sequence[RunJobs], wire: TaskMessages) -> None:
         """Write `messages` onto their vendors' batch lanes in `pipeline`, their items
         waiting for them from now on (`dispatcher.waiting_jobs`), in the same transaction."""
-        self.store.waiting.expect((job for m in messages for job in m.job_ids), pipeline=pipeline)
+        self.waiting.expect((job for m in messages for job in m.job_ids), pipeline=pipeline)
         for message in messages:
             pipeline.lpush(*wire.run_jobs(message, batch_queue_for(message.vendor)))
 
@@ -213,7 +228,7 @@ class BatchStore:
         """
         if not replacements:
             return []
-        now = self.store.now()
+        now = self.now()
         pipe = self.redis.pipeline(transaction=True)
         for start in range(0, len(replacements), WRITE_CHUNK):
             chunk = replacements[start : start + WRITE_CHUNK]
@@ -265,9 +280,7 @@ class BatchStore:
             BatchNotFound: no such batch.
         """
         self._require(batch_id)
-        outcome = _text(
-            self._cancel(keys=[self.keys.batch(batch_id)], args=[repr(self.store.now())])
-        )
+        outcome = _text(self._cancel(keys=[self.keys.batch(batch_id)], args=[repr(self.now())]))
         if outcome == "missing":  # expired since `_require` read it
             raise BatchNotFound(f"no batch {batch_id!r}: it never existed or has expired")
         return outcome == "cancelling"
@@ -303,7 +316,7 @@ class BatchStore:
             return 0.0
         if not started or counts.ended == 0:
             return None
-        elapsed = max(1e-3, self.store.now() - started)
+        elapsed = max(1e-3, self.now() - started)
         return counts.pending * elapsed / counts.ended
 
     def job_ids(self, batch_id: str) -> list[str]:

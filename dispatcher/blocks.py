@@ -28,7 +28,7 @@ from dispatcher.models import Deployment
 from dispatcher.store_scripts import BLOCK
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["DeploymentBlocks"]
 

@@ -35,7 +35,7 @@ from dispatcher.models import CircuitState
 from dispatcher.store_scripts import TRIP
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["CircuitCheck", "CircuitView", "Circuits"]
 

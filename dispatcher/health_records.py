@@ -12,7 +12,7 @@ import redis
 from dispatcher.vendors.base import Health
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["HealthRecords"]
 

@@ -20,7 +20,7 @@ import redis
 from dispatcher.redis_values import text as _text
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_CHARS", "IdempotencyKeys", "check_idempotency_key"]
 

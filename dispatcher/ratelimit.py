@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import redis
 
 from dispatcher.config_schema import RateLimit, VendorConfig
+from dispatcher.keys import Keys
 from dispatcher.models import Request
 from dispatcher.pricing import estimate_completion_tokens, estimate_prompt_tokens
-from dispatcher.store import Bucket, Keys
+from dispatcher.store import Bucket
 from dispatcher.store_scripts import ACQUIRE, ADJUST, RELEASE
 
 __all__ = ["Acquired", "RateLimiter", "buckets_for", "estimated_tokens"]

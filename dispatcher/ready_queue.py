@@ -19,7 +19,7 @@ adding a job and ringing, so a job never waits in a ready set that no bell will
 visit, unless the broker loses the bell itself: then the sweeper
 (`dispatcher.sweeper`) finds the lane's jobs waiting with no bell and rings.
 
-Key names come from `dispatcher.store.Keys`.
+Key names come from `dispatcher.keys.Keys`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dispatcher.messages import TAKE_LIMIT
 from dispatcher.redis_values import text as _text
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["BELL_TTL_S", "Bell", "ReadyQueue", "TakeAllowance", "Taken", "priority_of_score"]
 

@@ -1,7 +1,7 @@
 """Reading jobs through an asyncio Redis client: the async twin of `JobStore`'s reads.
 
-Key names come from `store.Keys` and records from `store.record_from_hash`, so
-`store.py` stays the one module that knows the key layout. Writes (create,
+Key names come from `dispatcher.keys.Keys` and records from
+`store.record_from_hash`, so key names and the record layout each stay in one place. Writes (create,
 cancel, finish) stay with `JobStore`, whose Lua scripts keep them atomic; the
 one write done here is appending stream chunks, from the worker's event loop,
 with the same script, many in one round trip.
@@ -18,17 +18,16 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from dispatcher.errors import JobNotFound
+from dispatcher.keys import Keys, valid_job_id
 from dispatcher.models import JobRecord, StreamEvent
 from dispatcher.redis_values import PENDING_TTL_S, WAIT_SLICE_S
 from dispatcher.redis_values import decoded as _decoded
 from dispatcher.redis_values import text as _text
 from dispatcher.store import (
     TERMINAL,
-    Keys,
     parse_stream_entry,
     record_from_hash,
     stream_event_body,
-    valid_job_id,
 )
 from dispatcher.store_scripts import APPEND
 

@@ -1,7 +1,7 @@
 """The Lua scripts behind the job store's atomic transitions.
 
 Each script receives every key it touches through KEYS (never builds one), so
-`store.py` stays the one place that knows key names. A job hash holds, among
+`dispatcher.keys` stays the one place that knows key names. A job hash holds, among
 others, `status` and `attempt` (the number of the message allowed to run).
 """
 

@@ -21,7 +21,7 @@ from dispatcher.celery_wire import PRIORITY_STEPS, priority_lists
 from dispatcher.stats import latency_average_field
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = [
     "WAITING_REPLIES",

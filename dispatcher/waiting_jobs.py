@@ -6,7 +6,7 @@ message starts it. A job still in it well past that moment either waits
 behind a backlog, or its message is gone: `dispatcher.sweeper` tells the two
 apart and sends a lost message again (`requeue`).
 
-Key names come from `dispatcher.store.Keys`; the requeue is the `REQUEUE`
+Key names come from `dispatcher.keys.Keys`; the requeue is the `REQUEUE`
 script (`dispatcher.store_scripts`).
 """
 
@@ -24,7 +24,7 @@ from dispatcher.redis_values import text as _text
 from dispatcher.store_scripts import REQUEUE
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["WaitingJob", "WaitingJobs"]
 

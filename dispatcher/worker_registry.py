@@ -11,7 +11,7 @@ takes them back and puts those messages at the head of their queues. Without thi
 visibility timeout (an hour by default) brings them back; it stays the last
 resort. A worker that stops cleanly leaves (`leave`) and is never taken back.
 
-Key names come from `dispatcher.store.Keys`; the taking is one Lua script a worker.
+Key names come from `dispatcher.keys.Keys`; the taking is one Lua script a worker.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import redis
 from dispatcher.redis_values import text as _text
 
 if TYPE_CHECKING:
-    from dispatcher.store import Keys
+    from dispatcher.keys import Keys
 
 __all__ = ["WorkerRegistry"]
 

@@ -14,13 +14,19 @@ from dispatcher.config_schema import VendorConfig
 from dispatcher.redis_address import shown_redis_url
 from dispatcher.redis_connect import redis_client
 from dispatcher.vendors import unbuildable_vendors
-from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_OK, EXIT_UNAVAILABLE, fail
+from producer.cli_exit_codes import (
+    EXIT_CONFIG_INVALID,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    fail,
+    load_settings,
+)
+from producer.cli_health import health_exit_code, health_lines, probe_vendors
 
 __all__ = [
     "config_app",
     "config_check",
     "fail_unless_buildable",
-    "load_settings",
     "summarise",
 ]
 
@@ -32,14 +38,6 @@ config_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
 )
-
-
-def load_settings() -> Settings:
-    """`Settings.load()`; if the configuration is invalid, every problem on stderr and exit 3."""
-    try:
-        return Settings.load()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_CONFIG_INVALID)
 
 
 @config_app.command("check")
@@ -89,7 +87,6 @@ def fail_unless_buildable(vendors: Mapping[str, VendorConfig]) -> None:
 
 def _ping(settings: Settings) -> None:
     """Redis answers, and each enabled vendor's probe: exits non-zero on a failure."""
-    from producer.cli_health import health_exit_code, health_lines, probe_vendors  # noqa: PLC0415
 
     shown = shown_redis_url(settings.redis_url.get_secret_value())
     client = redis_client(

@@ -1,4 +1,5 @@
-"""The exit codes of `llmdispatch`, and how the library's errors map onto them.
+"""The exit codes of `llmdispatch`, how the library's errors map onto them, and
+`load_settings`, which exits 3 on an invalid configuration.
 
 Exit codes scripts can rely on:
 
@@ -28,6 +29,7 @@ from dispatcher import (
     DispatcherError,
     InvalidRequest,
     JobNotFound,
+    Settings,
     StoreUnavailable,
     VendorNotFound,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "EXIT_USAGE",
     "exit_codes",
     "fail",
+    "load_settings",
 ]
 
 EXIT_OK = 0
@@ -94,3 +97,11 @@ def exit_codes() -> Iterator[None]:
             raise
         hint = " (is REDIS_URL right, and is Redis running?)" if code == EXIT_UNAVAILABLE else ""
         fail(f"error: {redact(str(exc))}{hint}", code)
+
+
+def load_settings() -> Settings:
+    """`Settings.load()`; if the configuration is invalid, every problem on stderr and exit 3."""
+    try:
+        return Settings.load()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG_INVALID)

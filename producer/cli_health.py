@@ -23,7 +23,6 @@ from dispatcher.config import DEFAULT_HEALTH_CHECK_INTERVAL_S
 from dispatcher.health import RESULT_LIFETIME_INTERVALS, probe_now
 from dispatcher.models import HealthStatus
 from dispatcher.vendors.base import Health
-from producer.cli_config import load_settings
 from producer.cli_exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_OK,
@@ -31,6 +30,7 @@ from producer.cli_exit_codes import (
     EXIT_USAGE,
     exit_codes,
     fail,
+    load_settings,
 )
 
 __all__ = ["health_app", "health_check", "health_exit_code", "health_lines", "probe_vendors"]
