@@ -1,7 +1,8 @@
 """What the runner does after a failed call: retry, move down the route, wait, or fail.
 
-`AfterFailure` is the half of `JobRunner` that decides and writes a job's next
-step once a vendor call has failed or its vendor may not be called now:
+`AfterFailure`, a collaborator the `JobRunner` holds (`runner.after`), decides
+and writes a job's next step once a vendor call has failed or its vendor may
+not be called now:
 
 - a retryable failure of a kind in the policy's `retry_on` is retried on the
   same deployment after the backoff or the vendor's Retry-After, whichever is
@@ -64,17 +65,31 @@ def retry_kind(error: DispatcherError) -> str | None:
 
 
 class AfterFailure:
-    """The decisions after a failure, and the writes of a job's next step or its end."""
+    """The decisions after a failure, and the writes of a job's next step or its end.
 
-    settings: Settings
-    store: JobStore
-    send: SendMessage
-    now: Callable[[], float]
-    rng: random.Random
-    max_wait_s: float
-    breaker: CircuitBreaker
+    The runner's collaborator: it decides, sends the next message and writes the
+    job's hand-over or its end; it never calls a vendor.
+    """
 
-    def _after_failure(
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        *,
+        send: SendMessage,
+        now: Callable[[], float],
+        rng: random.Random,
+        max_wait_s: float,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.send = send
+        self.now = now
+        self.rng = rng
+        self.max_wait_s = max_wait_s
+        self.breaker: CircuitBreaker = settings.circuit_breaker
+
+    def after_failure(
         self,
         record: JobRecord,
         message: RunJob,
@@ -97,7 +112,7 @@ class AfterFailure:
             self.store.circuits.trip(vendor, self.breaker.failure_threshold, keep_s)
         policy = self.settings.retry_policy
         if not error.retryable:
-            return self._fail(record, vendor, error)
+            return self.fail(record, vendor, error)
         # A retryable error of a kind the policy does not retry goes straight to fallback.
         if retry_kind(error) in policy.retry_on and message.retry < policy.max_retries:
             retry_after = error.retry_after_s if isinstance(error, VendorRateLimited) else None
@@ -106,7 +121,7 @@ class AfterFailure:
                 self.max_wait_s,
             )
             if deadline is not None and self.now() + delay >= deadline:
-                return self._fail(record, vendor, _deadline_error(record, error))
+                return self.fail(record, vendor, _deadline_error(record, error))
             nxt = replace(message, attempt=message.attempt + 1, retry=message.retry + 1)
             event = JobEvent(
                 kind=JobEventKind.RETRY,
@@ -116,20 +131,20 @@ class AfterFailure:
                 delay_s=delay,
             )
             counters = [("t:retries", 1.0), (f"v:{vendor}:retries", 1.0)]
-            return self._reschedule(
+            return self.reschedule(
                 record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
             )
         if message.deployment + 1 < len(deployments):
-            return self._reroute(
+            return self.reroute(
                 record,
                 message,
                 deployments,
                 message.deployment + 1,
                 f"retries exhausted: {error.message}",
             )
-        return self._fail(record, vendor, error)
+        return self.fail(record, vendor, error)
 
-    def _avoid_cooling_deployments(
+    def avoid_cooling_deployments(
         self,
         record: JobRecord,
         message: RunJob,
@@ -150,7 +165,7 @@ class AfterFailure:
         remaining = range(message.deployment, len(deployments))
         free = next((i for i in remaining if i not in cooling), None)
         if free is not None:
-            return self._reroute(record, message, deployments, free, reason)
+            return self.reroute(record, message, deployments, free, reason)
         index = min(remaining, key=lambda i: cooling[i])
         target = deployments[index]
         wait_s = max(0.0, cooling[index] - self.now())
@@ -162,7 +177,7 @@ class AfterFailure:
                 vendor=current,
                 job_id=record.job_id,
             )
-            return self._fail(record, current, error)
+            return self.fail(record, current, error)
         retry = message.retry if index == message.deployment else 0  # counts per deployment
         nxt = RunJob(
             record.job_id, message.attempt + 1, index, retry, target.vendor, record.batch_id or ""
@@ -175,7 +190,7 @@ class AfterFailure:
             reason=f"waiting {wait_s:.2f} s for {target.model} on {target.vendor} to cool down",
             delay_s=delay,
         )
-        return self._reschedule(
+        return self.reschedule(
             record,
             message,
             nxt,
@@ -188,7 +203,7 @@ class AfterFailure:
 
     # --- writing outcomes ---------------------------------------------------------------
 
-    def _reroute(
+    def reroute(
         self,
         record: JobRecord,
         message: RunJob,
@@ -208,11 +223,11 @@ class AfterFailure:
             reason=reason,
         )
         counters = [("t:fallbacks", 1.0), (f"v:{source}:fallbacks", 1.0)]
-        return self._reschedule(
+        return self.reschedule(
             record, message, nxt, vendor=target, delay_s=0.0, event=event, counters=counters
         )
 
-    def _reschedule(
+    def reschedule(
         self,
         record: JobRecord,
         message: RunJob,
@@ -245,7 +260,7 @@ class AfterFailure:
         )
         return Outcome("rescheduled", event.reason or "", nxt, delay_s, queue)
 
-    def _fail(self, record: JobRecord, vendor: str | None, error: DispatcherError) -> Outcome:
+    def fail(self, record: JobRecord, vendor: str | None, error: DispatcherError) -> Outcome:
         error.job_id = record.job_id
         total_ms = max(0.0, (self.now() - record.created_at.timestamp()) * 1000.0)
         ended = self.store.finish(

@@ -97,7 +97,7 @@ __all__ = [
 ]
 
 
-class JobRunner(AfterFailure):
+class JobRunner:
     """Runs attempts of jobs for the vendors this worker holds."""
 
     def __init__(
@@ -124,6 +124,10 @@ class JobRunner(AfterFailure):
         self.max_wait_s = max_scheduled_wait_s(settings)
         self.limiter = RateLimiter(store.redis, now=now)
         self.breaker = settings.circuit_breaker
+        # What comes after a failure, a refusal or a wait: the next message, or the end.
+        self.after = AfterFailure(
+            settings, store, send=send, now=now, rng=self.rng, max_wait_s=self.max_wait_s
+        )
         # Told of every attempt's start and end (the worker sends Flower a task per job).
         self.watch: AttemptWatcher = watch or Unwatched()
 
@@ -384,7 +388,7 @@ class JobRunner(AfterFailure):
                 "before it could run",
                 job_id=record.job_id,
             )
-            return self._fail(record, message.vendor, late)
+            return self.after.fail(record, message.vendor, late)
         if (
             message.deployment >= len(deployments)
             or deployments[message.deployment].vendor != message.vendor
@@ -395,7 +399,7 @@ class JobRunner(AfterFailure):
                 f"match the job's route ({len(deployments)} deployments)",
                 job_id=record.job_id,
             )
-            return self._fail(record, message.vendor, wrong)
+            return self.after.fail(record, message.vendor, wrong)
         if claim.verdict in ("blocked", "open"):
             cooling = self._cooling(deployments, message.deployment + 1)
             cooling[message.deployment] = claim.blocked_until or self.now()
@@ -405,7 +409,7 @@ class JobRunner(AfterFailure):
                 if claim.verdict == "open"
                 else f"{here.model} on {here.vendor} is cooling down after a rate limit"
             )
-            return self._avoid_cooling_deployments(
+            return self.after.avoid_cooling_deployments(
                 record, message, deployments, deadline, cooling, reason=reason
             )
         if claim.verdict == "limited":
@@ -425,7 +429,7 @@ class JobRunner(AfterFailure):
                 vendor=vendor,
                 job_id=record.job_id,
             )
-            return self._fail(record, vendor, error)
+            return self.after.fail(record, vendor, error)
         delay = min(wait_s, self.max_wait_s)
         nxt = replace(message, attempt=message.attempt + 1)
         event = JobEvent(
@@ -436,7 +440,7 @@ class JobRunner(AfterFailure):
             delay_s=delay,
         )
         counters = [("t:limit_waits", 1.0), (f"v:{vendor}:limit_waits", 1.0)]
-        return self._reschedule(
+        return self.after.reschedule(
             record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
         )
 
@@ -482,7 +486,7 @@ class JobRunner(AfterFailure):
         record, deployments, deadline = ready
         vendor = self.vendors[deployments[message.deployment].vendor]
         if isinstance(result, DispatcherError):
-            return self._after_failure(record, message, deployments, result, deadline)
+            return self.after.after_failure(record, message, deployments, result, deadline)
         if isinstance(result, REDIS_UNREACHABLE):
             # Redis, not the vendor, failed (a stream's chunks could not be written): the
             # task runs the message again once Redis answers (`dispatcher.outage`).
@@ -492,7 +496,7 @@ class JobRunner(AfterFailure):
                 f"{vendor.name} client failed unexpectedly: {type(result).__name__}: {result}",
                 vendor=vendor.name,
             )
-            return self._fail(record, vendor.name, unexpected)
+            return self.after.fail(record, vendor.name, unexpected)
         response = result
         if buckets:
             self.limiter.settle(buckets, response.usage.total_tokens)
