@@ -1,4 +1,10 @@
-"""The README's examples that need a running worker, run against a real one."""
+"""The docs' examples that need a running worker, run against a real one.
+
+The stack is configured as `llmdispatch demo --keep` configures its own, which
+is what the README tells a reader to run them against: one stand-in vendor
+named `mock`, serving the models `demo-*`, replying "echo: " and the last user
+message, and the default vendor.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,26 @@ from pathlib import Path
 import pytest
 
 from tests.integration.stack import running_stack
-from tests.unit.test_readme import README, WITH_WORKER
+from tests.unit.test_docs_examples import WITH_WORKER, Example
 
 pytestmark = pytest.mark.integration
 
+DEMO_LIKE_CONFIG = {
+    "vendors": {"mock": {"type": "mock", "models": ["demo-*"]}},
+    "default_vendor": "mock",
+}
 
-@pytest.mark.parametrize("code", WITH_WORKER, ids=[f"block{i}" for i in range(len(WITH_WORKER))])
-def test_readme_example_runs_against_a_worker(
-    code: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+
+@pytest.mark.parametrize("example", WITH_WORKER, ids=[e.name for e in WITH_WORKER])
+def test_doc_example_runs_against_a_worker(
+    example: Example, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Each block's first line ends with what it prints: "... prints: a | b".
-    expected = code.split("\n", 1)[0].partition("prints:")[2].split(" | ")
-    assert [text for text in expected if text.strip()], "say what the example prints"
+    assert example.prints, "say what it prints: <!-- doctest: worker; prints: ... -->"
     with running_stack(tmp_path) as stack:
-        stack.configure({"vendors": {"mock": {"type": "mock"}}})
+        stack.configure(DEMO_LIKE_CONFIG)
         stack.start_worker(["llm.mock", "llm.mock.batch"])
         with stack.environment():
-            exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own documentation
+            exec(compile(example.code, example.name, "exec"), {})  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
-    for text in expected:
-        assert text.strip() in out
+    for text in example.prints:
+        assert text in out

@@ -397,7 +397,7 @@ def test_a_redis_restart_mid_batch_loses_nothing_and_producers_fail_fast(stack: 
     # kombu's Redis transport takes a message off its queue with BRPOP. One that Redis
     # serves just as it shuts down is gone with the reply (about 1 run in 10 under
     # load, for one item): the sweeper finds its job queued with no message anywhere
-    # and sends it again (RELIABILITY in README.md).
+    # and sends it again (docs/guarantees.md, Reliability).
     record = client.wait_batch(batch_id, timeout_s=60)
     elapsed = time.monotonic() - started
     results = client.batch_results(batch_id)

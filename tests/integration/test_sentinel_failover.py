@@ -5,7 +5,7 @@ run on loopback (`tests.integration.sentinel_group`); the stack's every
 process is pointed at them by `REDIS_URL=redis+sentinel://...` alone. A real
 worker runs a batch against the HTTP stand-in vendor, each call taking
 `LATENCY_MS`; the primary is SIGKILLed while calls are in flight. The test
-then checks what the Reliability section of the README promises: the
+then checks what docs/operations.md ("Redis failover with Sentinel") promises: the
 sentinels promote the replica, producers get `StoreUnavailable` during the
 switch (never a hang) and work after it, and the batch completes with every
 item ended exactly once: one result each, in order, counted once in the
