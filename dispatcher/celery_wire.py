@@ -8,7 +8,7 @@ unacknowledged message names (the sweeper's `workers.queued_messages`).
 and history and the message's `LPUSH` onto its queue's list go to Redis
 together, in one round trip, or not at all. `send_task` would take a second
 round trip and most of a submit's CPU (building the message through Celery's
-and kombu's layers: measured 58 % of a submit, bench/RESULTS.md).
+and kombu's layers: measured 58 % of a submit, bench/history/2026-12-01.md).
 
 The message is exactly what `Celery.send_task` produces with our settings
 (task protocol 2, JSON, body base64-encoded by the Redis transport, published

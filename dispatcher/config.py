@@ -89,7 +89,7 @@ ENV_FILE = ".env"
 DEFAULT_JOB_TTL_S = 86_400
 # A batch's messages out at once per vendor (of 50 items each): 800 items in
 # flight, enough for a vendor with half a second of latency to keep one worker
-# process busy (bench/RESULTS.md, batches: 8 gave 587 items/s, 16 gave 660).
+# process busy (bench/history/2026-12-01.md, batches: 8 gave 587 items/s, 16 gave 660).
 # The sweeper (dispatcher.sweeper): a pass every 30 s, for jobs overdue by a minute.
 DEFAULT_SWEEP_INTERVAL_S = 30.0
 DEFAULT_SWEEP_GRACE_S = 60.0

@@ -3,7 +3,7 @@
 `httpx_aiohttp.AiohttpTransport` hands aiohttp the request's `httpx.Headers`;
 aiohttp copies them through the mapping interface, and httpx decodes every
 header again on each pass: measured at about an eighth of a batch worker's CPU
-per call (bench/RESULTS.md, batches). This transport passes them as the
+per call (bench/history/2026-12-01.md, batches). This transport passes them as the
 (name, value) pairs they already are, and reuses one aiohttp timeout per
 distinct setting. Everything else (pool, exceptions, the response stream) is
 the library's own. `vendor_http_client` builds a worker's client for one vendor.
@@ -30,7 +30,7 @@ HTTP_CONNECTIONS_PER_VENDOR = 1_000
 def vendor_http_client(config: VendorConfig) -> httpx.AsyncClient:
     """The vendor's pooled client: httpx's API, aiohttp's connection pool underneath.
 
-    Measured (bench/RESULTS.md, queue_io): with hundreds of connections open,
+    Measured (bench/history/2026-11.md, queue_io): with hundreds of connections open,
     httpx's own pool walks every connection on each request and release; it
     cost 32.7 ms of worker CPU per call at 600 in flight, against 4.1 ms
     through the httpx-aiohttp transport with the same limits and timeouts.

@@ -61,7 +61,7 @@ REDIS_SOCKET_TIMEOUT_S = 10.0
 # How long a thread may hold the GIL while another waits (Python's default: 5 ms).
 # The event loop thread making vendor calls is busy whenever a batch drains; an
 # interactive job's claim needs the GIL a dozen times, waiting up to this long
-# each. Measured while a 10,000-item batch drained (bench/RESULTS.md, batches):
+# each. Measured while a 10,000-item batch drained (bench/history/2026-12-01.md, batches):
 # interactive queue wait p50 51 -> 17 ms and p99 279 -> 207 ms at 1 ms, and the
 # batch itself a little faster; at 0.5 ms the batch lost 10 % of its rate.
 GIL_SWITCH_INTERVAL_S = 0.001

@@ -424,7 +424,7 @@ class HttpVendor(Vendor):
         none of `AsyncClient.send`'s layers (no auth flow: credentials are in the
         request; no redirects, which httpx does not follow by default either; no
         cookie jar, which would carry one call's cookies into the next), and they
-        cost about a quarter of the call's CPU (bench/RESULTS.md, batches).
+        cost about a quarter of the call's CPU (bench/history/2026-12-01.md, batches).
         """
         request.extensions.setdefault("timeout", self._timeout)
         try:
