@@ -11,7 +11,7 @@ on PYTHONPATH:
 
 - `defaults`: Celery's own defaults (early acknowledgement, prefetch 4, no task
   events); only the broker is set.
-- `dispatcher`: the very dict `dispatcher.celery_config.celery_settings` gives
+- `dispatcher`: the very dict `dispatcher.broker.celery_config.celery_settings` gives
   our producer and workers (late acknowledgement, prefetch 1, task events on,
   frequent unacked sweeps), built from the same environment and config file.
 
@@ -60,7 +60,7 @@ def make_app(mode: str, broker_url: str, *, current: bool = False) -> Celery:
     celery_app = Celery("bare", set_as_current=current)
     if mode == "dispatcher":
         from dispatcher import Settings  # noqa: PLC0415 - only this mode needs the config
-        from dispatcher.celery_config import celery_settings  # noqa: PLC0415
+        from dispatcher.broker.celery_config import celery_settings  # noqa: PLC0415
 
         celery_app.conf.update(celery_settings(Settings.load()))
     celery_app.conf.update(broker_url=broker_url, worker_hijack_root_logger=False)

@@ -57,7 +57,7 @@ from queue_harness import (
 from queue_io import API_KEY, MockProcess, run_bare
 
 from dispatcher import Settings
-from dispatcher.celery_config import celery_settings
+from dispatcher.broker.celery_config import celery_settings
 from producer.client import Client
 from producer.mock_server import raise_open_file_limit
 

@@ -36,8 +36,8 @@ from aiohttp import web
 from queue_harness import Bench, machine, run_within_budget, running_bench, wait_for
 
 from dispatcher import Message, Request, Route
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.store import Bucket, JobStore
+from dispatcher.state.ratelimit import RateLimiter
+from dispatcher.state.store import Bucket, JobStore
 from producer import Client
 from producer.mock_server import MockServerOptions, create_app
 

@@ -68,7 +68,7 @@ STARTUP_TIMEOUT_S = 20.0
 DEFAULT_BUDGET_S = 900.0
 TARGET_RATIO = 1.5
 # What the runner writes when a job waits for a cooling deployment or vendor
-# (`dispatcher.after_failure`; before the deployment blocks: "... is cooling down ...").
+# (`dispatcher.runner.after_failure`; before the deployment blocks: "... is cooling down ...").
 WAIT_REASON = re.compile(r"to cool down|cooling down")
 
 

@@ -64,7 +64,7 @@ from queue_harness import Bench, Process, machine, run_within_budget, running_be
 from queue_io import MockProcess
 
 from dispatcher import Settings
-from dispatcher.celery_config import celery_settings
+from dispatcher.broker.celery_config import celery_settings
 from dispatcher.models import BatchCounts
 from producer.client import Client
 from producer.mock_server import raise_open_file_limit

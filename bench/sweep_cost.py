@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import celery
 
-from dispatcher.celery_config import celery_priority, celery_settings
-from dispatcher.celery_wire import priority_lists
-from dispatcher.config import Settings
-from dispatcher.messages import RUN_JOB_TASK, RunJob
+from dispatcher.broker.celery_config import celery_priority, celery_settings
+from dispatcher.broker.celery_wire import priority_lists
+from dispatcher.broker.messages import RUN_JOB_TASK, RunJob
+from dispatcher.config.settings import Settings
 from dispatcher.models import DEFAULT_PRIORITY, Request, Route
-from dispatcher.store import JobStore
-from dispatcher.sweeper import Sweeper
+from dispatcher.runner.sweeper import Sweeper
+from dispatcher.state.store import JobStore
 from producer.embedded_redis import EmbeddedRedis
 from workers.queued_messages import present_jobs
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--overdue", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    logging.getLogger("dispatcher.sweeper").setLevel(logging.ERROR)  # its line per pass
+    logging.getLogger("dispatcher.runner.sweeper").setLevel(logging.ERROR)  # its line per pass
     with EmbeddedRedis() as server:
         run(server, args)
 

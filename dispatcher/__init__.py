@@ -4,8 +4,7 @@ Everything here can be used and tested without a broker; `workers` and
 `producer` build on it and meet only in Redis.
 """
 
-from dispatcher.config import Settings
-from dispatcher.config_schema import (
+from dispatcher.config.schema import (
     BackoffStrategy,
     CostOptimization,
     LatencyOptimization,
@@ -15,6 +14,7 @@ from dispatcher.config_schema import (
     VendorConfig,
     VendorType,
 )
+from dispatcher.config.settings import Settings
 from dispatcher.errors import (
     BatchNotFound,
     BudgetExceeded,
@@ -59,10 +59,10 @@ from dispatcher.models import (
     Usage,
     VendorStats,
 )
-from dispatcher.pricing import Price
-from dispatcher.router import LiveState, VendorState, route
-from dispatcher.status import VendorStatus
-from dispatcher.vendor_detail import VendorDetail
+from dispatcher.routing.pricing import Price
+from dispatcher.routing.router import LiveState, VendorState, route
+from dispatcher.state.status import VendorStatus
+from dispatcher.state.vendor_detail import VendorDetail
 
 __version__ = "0.1.0"
 

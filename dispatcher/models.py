@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispatcher.problems import custom_error, rebuild
+from dispatcher.config.problems import custom_error, rebuild
 
 __all__ = [
     "RESERVED_BODY_FIELDS",

@@ -23,7 +23,7 @@ from typing import Any, Self
 import redis
 import redis.asyncio
 
-from dispatcher.config import Settings
+from dispatcher.config.settings import Settings
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
@@ -34,10 +34,10 @@ from dispatcher.models import (
     Stats,
     StreamEvent,
 )
-from dispatcher.redis_connect import async_redis_client
-from dispatcher.status import VendorStatus
-from dispatcher.store_async import AsyncJobReader
-from dispatcher.vendor_detail import VendorDetail
+from dispatcher.state.redis_connect import async_redis_client
+from dispatcher.state.status import VendorStatus
+from dispatcher.state.store_async import AsyncJobReader
+from dispatcher.state.vendor_detail import VendorDetail
 from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
 from producer.client import (
     DEFAULT_WAIT_TIMEOUT_S,

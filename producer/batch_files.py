@@ -28,11 +28,11 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from dispatcher.config.problems import describe
 from dispatcher.errors import InvalidRequest
 from dispatcher.models import BatchItem, FinishReason, JobError, JobStatus, Request, Response
-from dispatcher.problems import describe
 from dispatcher.redaction import redact
-from dispatcher.request_size import request_size_problem
+from dispatcher.routing.request_size import request_size_problem
 
 __all__ = [
     "CHAT_COMPLETIONS_URL",
@@ -312,7 +312,7 @@ def parse_batch_lines(
     """The requests of a JSONL batch, one per non-blank line, in order.
 
     `limits`: a request whose JSON is over `max_request_bytes` is a bad line
-    (`dispatcher.request_size`); more than `max_items` requests stop the reading.
+    (`dispatcher.routing.request_size`); more than `max_items` requests stop the reading.
 
     Raises:
         BatchFileError: some line is bad, or there is none; lists every bad line.

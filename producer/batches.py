@@ -27,14 +27,14 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from dispatcher.batch_store import NewItem, Replacement
-from dispatcher.celery_wire import TaskMessages
-from dispatcher.config import Settings
+from dispatcher.broker.celery_wire import TaskMessages
+from dispatcher.broker.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
+from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
 from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
-from dispatcher.router import LiveState, batch_queue_for, route
-from dispatcher.store import JobStore
+from dispatcher.routing.router import LiveState, batch_queue_for, route
+from dispatcher.state.batches import NewItem, Replacement
+from dispatcher.state.store import JobStore
 from producer.batch_files import (
     BatchFileError,
     BatchLimits,
@@ -187,7 +187,7 @@ class Batches:
         """
         for sent, message in enumerate(sending):
             try:
-                if sent == 0:  # their items wait for them from now on (dispatcher.sweeper)
+                if sent == 0:  # their items wait for them from now on (dispatcher.runner.sweeper)
                     self.store.waiting.expect(job for m in sending for job in m.job_ids)
                 self._send_jobs(message, batch_queue_for(message.vendor))
             except Exception as exc:

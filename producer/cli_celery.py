@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.router import vendor_queues
+from dispatcher.routing.router import vendor_queues
 from producer.cli_config import fail_unless_buildable
 from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_USAGE, fail, load_settings
 

@@ -10,9 +10,9 @@ import redis
 import typer
 
 from dispatcher import ConfigError, Settings
-from dispatcher.config_schema import VendorConfig
-from dispatcher.redis_address import shown_redis_url
-from dispatcher.redis_connect import redis_client
+from dispatcher.config.redis_address import shown_redis_url
+from dispatcher.config.schema import VendorConfig
+from dispatcher.state.redis_connect import redis_client
 from dispatcher.vendors import unbuildable_vendors
 from producer.cli_exit_codes import (
     EXIT_CONFIG_INVALID,

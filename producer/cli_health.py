@@ -1,6 +1,6 @@
 """`llmdispatch health check [VENDOR]`: probe vendors now, say why one is not healthy.
 
-The same probe the workers run on a schedule (`dispatcher.health.probe`), made at
+The same probe the workers run on a schedule (`dispatcher.runner.health.probe`), made at
 once from this process: for an operator who just fixed a key, or a deploy script.
 Its results are recorded in Redis like a worker's, so producers route by them at
 once. `config check --ping` runs the same probes without recording them.
@@ -19,9 +19,9 @@ from typing import Annotated
 import typer
 
 from dispatcher import Settings
-from dispatcher.config import DEFAULT_HEALTH_CHECK_INTERVAL_S
-from dispatcher.health import RESULT_LIFETIME_INTERVALS, probe_now
+from dispatcher.config.settings import DEFAULT_HEALTH_CHECK_INTERVAL_S
 from dispatcher.models import HealthStatus
+from dispatcher.runner.health import RESULT_LIFETIME_INTERVALS, probe_now
 from dispatcher.vendors.base import Health
 from producer.cli_exit_codes import (
     EXIT_CONFIG_INVALID,

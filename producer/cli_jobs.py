@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from dispatcher import JobRecord, Stats, VendorStats
-from dispatcher.config import DEFAULT_MAX_REQUEST_BYTES
+from dispatcher.config.settings import DEFAULT_MAX_REQUEST_BYTES
 from dispatcher.models import StreamEvent, StreamEventType
-from dispatcher.status import VendorStatus
+from dispatcher.state.status import VendorStatus
 from producer.cli_exit_codes import exit_codes
 from producer.cli_table import table
 from producer.client import DEFAULT_START_TIMEOUT_S, DEFAULT_WAIT_TIMEOUT_S, Client

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from dispatcher import CircuitState, VendorDetail
-from dispatcher.config_schema import RateLimit
+from dispatcher.config.schema import RateLimit
 from producer.cli_exit_codes import exit_codes
 from producer.client import Client
 

@@ -3,9 +3,9 @@
 A submit validates the request and its size (nothing is written when either
 fails), asks the router for a route, and in one MULTI/EXEC writes the job
 record, adds the job to its lane's ready set and, when none is pending, a bell
-for the lane's queue, `llm.<vendor>` (`dispatcher.ready_queue`; the message
+for the lane's queue, `llm.<vendor>` (`dispatcher.broker.ready_queue`; the message
 names no prompt). With an idempotency key the write happens only if the key
-names no job yet (`dispatcher.idempotency`). Messages go by task name, so this
+names no job yet (`dispatcher.state.idempotency`). Messages go by task name, so this
 package never imports `workers`; producer and workers meet in Redis.
 
 `wait` blocks on the job's done list, so it wakes when the job's terminal
@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, Self
 import redis
 from pydantic import ValidationError
 
-from dispatcher.celery_config import celery_priority, celery_settings
-from dispatcher.celery_wire import TaskMessages
-from dispatcher.channel_clients import reuse_sync_clients
-from dispatcher.config import Settings
+from dispatcher.broker.celery_config import celery_priority, celery_settings
+from dispatcher.broker.celery_wire import TaskMessages
+from dispatcher.broker.channel_clients import reuse_sync_clients
+from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs, RunQueued
+from dispatcher.broker.ready_queue import Bell
+from dispatcher.config.problems import describe
+from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
-from dispatcher.idempotency import check_idempotency_key
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs, RunQueued
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
@@ -44,15 +45,14 @@ from dispatcher.models import (
     Stats,
     StreamEvent,
 )
-from dispatcher.problems import describe
-from dispatcher.ready_queue import Bell
-from dispatcher.redis_connect import redis_client as connect_redis
-from dispatcher.request_size import check_request_size
-from dispatcher.router import LiveState, VendorState, queue_for, route
-from dispatcher.status import VendorStatus, vendor_status
-from dispatcher.store import JobStore
-from dispatcher.traffic import Load, running_since
-from dispatcher.vendor_detail import VendorDetail, configured_vendor, vendor_detail
+from dispatcher.routing.request_size import check_request_size
+from dispatcher.routing.router import LiveState, VendorState, queue_for, route
+from dispatcher.state.idempotency import check_idempotency_key
+from dispatcher.state.redis_connect import redis_client as connect_redis
+from dispatcher.state.status import VendorStatus, vendor_status
+from dispatcher.state.store import JobStore
+from dispatcher.state.traffic import Load, running_since
+from dispatcher.state.vendor_detail import VendorDetail, configured_vendor, vendor_detail
 from producer.batches import (
     DEFAULT_PROGRESS_INTERVAL_S,
     Batches,
@@ -227,7 +227,7 @@ class Client:
         self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
         self._sender: CelerySender | None = None
         # The default: a submit writes the job and its message in one MULTI/EXEC
-        # (`dispatcher.celery_wire`); with sent events on, Celery must send it.
+        # (`dispatcher.broker.celery_wire`); with sent events on, Celery must send it.
         self._messages = TaskMessages() if send is None and not settings.sent_events else None
         batch_messages = self._messages if send_jobs is None else None
         if send is None:
@@ -265,7 +265,7 @@ class Client:
         """Queue a job for `request` and return its id at once.
 
         The job joins its lane's ready set, with a bell for the lane's workers when
-        none is pending (`dispatcher.ready_queue`), in one MULTI/EXEC, one round
+        none is pending (`dispatcher.broker.ready_queue`), in one MULTI/EXEC, one round
         trip: all or nothing. (With a custom `send`, or sent events on, the job gets
         a `dispatch.run_job` message of its own instead, sent after the write.)
 

@@ -40,7 +40,7 @@ from typing import Any, Self
 import redis
 import yaml
 
-from dispatcher.config import ENV_VENDORS, Settings
+from dispatcher.config.settings import ENV_VENDORS, Settings
 from dispatcher.errors import ConfigError
 from producer.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 

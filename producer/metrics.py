@@ -45,14 +45,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from dispatcher.config import Settings
+from dispatcher.config.settings import Settings
 from dispatcher.models import CircuitState, HealthStatus, JobStatus
 from dispatcher.redaction import redact
-from dispatcher.redis_values import decoded as _decoded
-from dispatcher.router import batch_queue_for, queue_for
-from dispatcher.stats import BUCKET_BOUNDS_MS, LATENCY, QUEUE_WAIT
-from dispatcher.store import JobStore
-from dispatcher.traffic import WAITING_REPLIES, count_waiting, running_since, waiting_in
+from dispatcher.routing.router import batch_queue_for, queue_for
+from dispatcher.state.redis_values import decoded as _decoded
+from dispatcher.state.stats import BUCKET_BOUNDS_MS, LATENCY, QUEUE_WAIT
+from dispatcher.state.store import JobStore
+from dispatcher.state.traffic import WAITING_REPLIES, count_waiting, running_since, waiting_in
 from producer.client import Client
 
 __all__ = ["CIRCUIT_VALUES", "DispatcherCollector", "Snapshot", "bucket_level", "read_snapshot"]

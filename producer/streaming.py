@@ -28,8 +28,8 @@ import redis.asyncio
 
 from dispatcher.errors import DispatcherError, JobCancelled, error_from_dict
 from dispatcher.models import JobRecord, JobStatus, StreamEvent, StreamEventType
-from dispatcher.store import JobStore
-from dispatcher.store_async import AsyncJobReader
+from dispatcher.state.store import JobStore
+from dispatcher.state.store_async import AsyncJobReader
 
 __all__ = [
     "DEFAULT_START_TIMEOUT_S",

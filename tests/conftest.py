@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from dispatcher import Message, Request, Settings
-from dispatcher.config import ENV_NAMES
+from dispatcher.config.settings import ENV_NAMES
 from producer.embedded_redis import EmbeddedRedis
 
 # The dotenv file Settings reads as shipped (`.env` in the working directory).

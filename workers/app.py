@@ -1,7 +1,7 @@
 """The Celery application: `celery -A workers.app worker -Q llm.<vendor>`.
 
 Configured from `Settings` (the environment and LLMDISPATCH_CONFIG) through
-`dispatcher.celery_config`, the same settings producers send with.
+`dispatcher.broker.celery_config`, the same settings producers send with.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
 
 from dispatcher import Settings
-from dispatcher.celery_config import celery_settings
+from dispatcher.broker.celery_config import celery_settings
 from dispatcher.log_redaction import install_log_redaction
 from dispatcher.tested_versions import untested_versions
 from dispatcher.vendors import unbuildable_vendors

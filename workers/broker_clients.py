@@ -1,13 +1,13 @@
 """The worker's patches to kombu's Redis transport.
 
-Its channels reuse one client (see `dispatcher.channel_clients`), and a
+Its channels reuse one client (see `dispatcher.broker.channel_clients`), and a
 message popped but not recorded as unacknowledged is kept for requeueing
 (see `workers.consumer`).
 """
 
 from __future__ import annotations
 
-from dispatcher.channel_clients import reuse_sync_clients
+from dispatcher.broker.channel_clients import reuse_sync_clients
 
 __all__ = ["reuse_redis_clients"]
 

@@ -13,7 +13,7 @@ to drop and, once it has connected again, restores exactly those to their
 queues (`QoS.restore_by_tag`, one Redis transaction each: a message already
 restored or acknowledged is left alone). It touches no other worker's
 messages. Messages it was running are not in that list: those finish, and
-their copies are skipped as ended (`dispatcher.outage`).
+their copies are skipped as ended (`dispatcher.runner.outage`).
 
 The same reconnect also puts back the messages kombu popped but never
 recorded. The Redis transport takes a message off its queue (BRPOP) and only
@@ -56,7 +56,7 @@ from celery import bootsteps
 from celery.worker import state
 from celery.worker.consumer import Consumer
 
-from dispatcher.outage import REDIS_UNREACHABLE
+from dispatcher.runner.outage import REDIS_UNREACHABLE
 
 __all__ = [
     "EVENT_BUFFER_LIMIT",

@@ -2,7 +2,7 @@
 
 Each worker process records in Redis every message it holds unacknowledged, as
 it receives and acknowledges it (`workers.consumer.HELD`, mirrored to
-`dispatcher.worker_registry`). Every `dead_after_s / 3` it records that it is
+`dispatcher.state.worker_registry`). Every `dead_after_s / 3` it records that it is
 alive for `dead_after_s` more, then takes back every worker whose time has
 passed: those messages go back to the head of their queues at once (kombu's
 `QoS.restore_by_tag`, the transaction kombu's own visibility timeout uses, which
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Collection
 from typing import Any
 
-from dispatcher.worker_registry import WorkerRegistry
+from dispatcher.state.worker_registry import WorkerRegistry
 from workers.consumer import HeldMessages
 
 __all__ = ["BEATS_PER_PERIOD", "Heartbeat", "restore_messages", "worker_id"]

@@ -18,7 +18,7 @@ from aiohttp import ClientTimeout
 from httpx_aiohttp import HttpxAiohttpClient
 from httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.vendors.base import http_timeout
 
 __all__ = ["HTTP_CONNECTIONS_PER_VENDOR", "PairsAiohttpTransport", "vendor_http_client"]

@@ -1,13 +1,13 @@
 """Which jobs have a message in the broker: the sweeper's eyes on kombu's Redis lists.
 
 The wire format (the lists a queue is kept in, the `unacked` hash, what a
-message names) is `dispatcher.celery_wire`'s.
+message names) is `dispatcher.broker.celery_wire`'s.
 
 The lists and the hash are read in one MULTI/EXEC, so a message moving from a
 list to the hash (delivered) or back (restored) between two reads is never
 missed by both. A lane longer than `scan_limit` messages is not read: it is a
 backlog, and its jobs are left for a later pass. The lanes' ready sets and the
-bells' takings (`dispatcher.ready_queue`) are read in the same MULTI/EXEC.
+bells' takings (`dispatcher.broker.ready_queue`) are read in the same MULTI/EXEC.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from dispatcher.celery_wire import UNACKED_KEY, bell_in, named_jobs, priority_lists
-from dispatcher.ready_queue import ReadyQueue
-from dispatcher.sweeper import Presence
+from dispatcher.broker.celery_wire import UNACKED_KEY, bell_in, named_jobs, priority_lists
+from dispatcher.broker.ready_queue import ReadyQueue
+from dispatcher.runner.sweeper import Presence
 
 __all__ = ["SCAN_LIMIT", "present_jobs"]
 

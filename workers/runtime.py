@@ -20,25 +20,25 @@ from typing import Any
 import kombu.exceptions
 
 from dispatcher import Request, Response, Settings
-from dispatcher.celery_config import celery_priority
-from dispatcher.celery_wire import TaskMessages
-from dispatcher.config import DEFAULT_SWEEP_INTERVAL_S
-from dispatcher.health import HealthMonitor
-from dispatcher.job_tasks import JobTaskEvents
-from dispatcher.messages import (
+from dispatcher.broker.celery_config import celery_priority
+from dispatcher.broker.celery_wire import TaskMessages
+from dispatcher.broker.messages import (
     RUN_JOB_TASK,
     RunJob,
     RunJobs,
     RunQueued,
 )
-from dispatcher.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
-from dispatcher.ready_queue import Bell, TakeAllowance
-from dispatcher.redis_connect import async_redis_client, redis_client
-from dispatcher.router import vendor_of_queue
-from dispatcher.runner import JobRunner, Outcome, VendorCall, call_vendor
-from dispatcher.store import JobStore
-from dispatcher.store_async import AsyncStreamWriter
-from dispatcher.sweeper import Sweeper, sweep_forever
+from dispatcher.broker.ready_queue import Bell, TakeAllowance
+from dispatcher.config.settings import DEFAULT_SWEEP_INTERVAL_S
+from dispatcher.routing.router import vendor_of_queue
+from dispatcher.runner.health import HealthMonitor
+from dispatcher.runner.job_runner import JobRunner, Outcome, VendorCall, call_vendor
+from dispatcher.runner.job_tasks import JobTaskEvents
+from dispatcher.runner.outage import REDIS_UNREACHABLE, OutagePolicy, through_outages
+from dispatcher.runner.sweeper import Sweeper, sweep_forever
+from dispatcher.state.redis_connect import async_redis_client, redis_client
+from dispatcher.state.store import JobStore
+from dispatcher.state.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
 from workers.consumer import HELD
 from workers.heartbeat import BEATS_PER_PERIOD, Heartbeat, restore_messages, worker_id
@@ -121,7 +121,7 @@ class WorkerRuntime:
         )
 
     def run_message(self, message: RunJob) -> Outcome:
-        """Run one attempt of one job, riding out a Redis outage (`dispatcher.outage`)."""
+        """Run one attempt of one job, riding out a Redis outage (`dispatcher.runner.outage`)."""
         return through_outages(
             lambda _again: self.runner.run(message), self._redis_answers, self._outages
         )
@@ -137,7 +137,7 @@ class WorkerRuntime:
     def run_queued_message(
         self, message: RunQueued, task_id: str, *, redelivered: bool = False
     ) -> list[tuple[str, Outcome]]:
-        """Take jobs from the bell's lane and run them (`dispatcher.ready_queue`); each
+        """Take jobs from the bell's lane and run them (`dispatcher.broker.ready_queue`); each
         job id with its outcome.
 
         A Redis outage midway is ridden out as for a batch message; the bell then
@@ -338,7 +338,7 @@ class WorkerRuntime:
 
     @property
     def sweeper(self) -> Sweeper:
-        """This worker's sweeper (`dispatcher.sweeper`), built on first use."""
+        """This worker's sweeper (`dispatcher.runner.sweeper`), built on first use."""
         if self._sweeper is None:
             # Suspects outlive a few passes; without a schedule, a few default intervals.
             interval = self.settings.sweep_interval_s or DEFAULT_SWEEP_INTERVAL_S

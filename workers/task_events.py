@@ -1,6 +1,6 @@
 """Sends the task events that show each job in Flower, through the worker's event dispatcher.
 
-`dispatcher.job_tasks` decides which events an attempt sends; this sends them the
+`dispatcher.runner.job_tasks` decides which events an attempt sends; this sends them the
 way Celery sends its own task events in a worker: `EventDispatcher.send(type,
 uuid=..., **fields)` on the consumer's dispatcher, whose "task" group is buffered
 and published many events at a time (`workers.consumer.EventPacer`). So they
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from dispatcher.job_tasks import TaskEvent
+from dispatcher.runner.job_tasks import TaskEvent
 from workers.consumer import RestoringConsumer
 
 __all__ = ["current_message_id", "send_task_events"]

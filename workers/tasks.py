@@ -3,7 +3,7 @@
 `dispatch.run_job` runs one attempt of one job; `dispatch.run_jobs` runs the
 first attempt of many new items of a batch, concurrently (see `RunJobs`);
 `dispatch.run_queued` takes submitted jobs from a lane's ready set and runs
-them likewise (see `RunQueued` and `dispatcher.ready_queue`).
+them likewise (see `RunQueued` and `dispatcher.broker.ready_queue`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from dispatcher.job_tasks import message_result
-from dispatcher.messages import (
+from dispatcher.broker.messages import (
     RUN_JOB_TASK,
     RUN_JOBS_TASK,
     RUN_QUEUED_TASK,
@@ -21,6 +20,7 @@ from dispatcher.messages import (
     RunJobs,
     RunQueued,
 )
+from dispatcher.runner.job_tasks import message_result
 from workers.app import app
 from workers.runtime import runtime
 

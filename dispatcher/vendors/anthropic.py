@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from httpx_sse import ServerSentEvent
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import DispatcherError, InvalidRequest, VendorQuotaExceeded
 from dispatcher.models import FinishReason, Request, Role, Usage
 from dispatcher.vendors.auth import request_headers

@@ -12,7 +12,7 @@ import base64
 
 import httpx
 
-from dispatcher.config_schema import AuthConfig, VendorConfig
+from dispatcher.config.schema import AuthConfig, VendorConfig
 
 __all__ = ["auth_headers_and_params", "request_headers"]
 

@@ -13,7 +13,7 @@ OpenAI module's.
 
 from __future__ import annotations
 
-from dispatcher.config_schema import AuthConfig
+from dispatcher.config.schema import AuthConfig
 from dispatcher.vendors.auth import auth_headers_and_params
 from dispatcher.vendors.base import path_segment
 from dispatcher.vendors.openai import OpenAIVendor

@@ -24,7 +24,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 from pydantic import ConfigDict, Field
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import (
     ConfigError,
     DispatcherError,
@@ -43,8 +43,8 @@ from dispatcher.models import (
     Usage,
     utc_now,
 )
-from dispatcher.pricing import cost_usd, estimate_completion_tokens, estimate_prompt_tokens
 from dispatcher.redaction import register_secret
+from dispatcher.routing.pricing import cost_usd, estimate_completion_tokens, estimate_prompt_tokens
 
 __all__ = [
     "Capabilities",

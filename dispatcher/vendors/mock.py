@@ -29,7 +29,7 @@ from typing import Literal, Self
 import httpx
 from pydantic import ConfigDict, Field, model_validator
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import (
     DispatcherError,
     StreamBroken,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from dispatcher.config_schema import CUSTOM_TYPE_PATTERN, VendorConfig, allow_vendor_type
+from dispatcher.config.schema import CUSTOM_TYPE_PATTERN, VendorConfig, allow_vendor_type
 from dispatcher.errors import ConfigError
 from dispatcher.vendors.base import Vendor
 

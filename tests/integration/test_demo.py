@@ -27,6 +27,16 @@ DEMO_TIMEOUT_S = 180.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def as_a_terminal_starts_it() -> None:
+    """In the child, before it runs: SIGINT as a terminal's foreground job has it.
+
+    A shell starting these tests in the background (`make test &`, nohup, some CI
+    runners) makes them ignore SIGINT, children included, and a Python started with
+    SIGINT ignored never raises KeyboardInterrupt: no Ctrl-C could reach the demo.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """PATH and HOME only, a private TMPDIR, and a Redis URL where nothing listens (port 1)."""
     temporary = tmp_path / "tmp"
@@ -95,6 +105,8 @@ def test_ctrl_c_stops_a_kept_demo_and_everything_it_started(tmp_path: Path) -> N
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # so a failed test can stop everything the demo started
+            preexec_fn=as_a_terminal_starts_it,  # noqa: PLW1509 - no threads to race in the child
         )
     try:
         deadline = time.monotonic() + DEMO_TIMEOUT_S
@@ -112,7 +124,7 @@ def test_ctrl_c_stops_a_kept_demo_and_everything_it_started(tmp_path: Path) -> N
         assert demo.wait(timeout=60) == 0, "Ctrl-C is how a kept demo ends"
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait(timeout=30)
     assert "stopped: every process the demo started has been stopped" in log.read_text()
     assert not [port for port in ports if listening(port)]
@@ -149,6 +161,7 @@ def test_ctrl_c_ends_make_demo_without_a_make_error(tmp_path: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal's job is
+            preexec_fn=as_a_terminal_starts_it,  # noqa: PLW1509 - no threads to race in the child
         )
     try:
         deadline = time.monotonic() + DEMO_TIMEOUT_S

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from dispatcher import JobEventKind, JobRecord, JobStatus, Request
-from dispatcher.celery_wire import priority_lists
+from dispatcher.broker.celery_wire import priority_lists
+from dispatcher.broker.messages import RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.errors import DispatcherError, StoreUnavailable
-from dispatcher.messages import RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis

@@ -17,8 +17,8 @@ from celery import Celery
 from celery.events.state import State
 
 from dispatcher import Message, Request, Settings
-from dispatcher.celery_config import celery_settings
-from dispatcher.messages import RUN_QUEUED_TASK
+from dispatcher.broker.celery_config import celery_settings
+from dispatcher.broker.messages import RUN_QUEUED_TASK
 from producer import Client
 from producer.embedded_redis import free_port
 from tests.integration.stack import (

@@ -21,7 +21,7 @@ from aiohttp import web
 from celery.worker.consumer import Consumer
 from kombu.transport import redis as kombu_redis
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from producer.embedded_redis import EmbeddedRedis
 from tests.standins.server import ThreadedServer
 from workers.consumer import UNDELIVERED, RestoringConsumer, keep_undelivered

@@ -21,7 +21,7 @@ import redis
 import trustme
 
 from dispatcher import JobStatus, Message, Request, Settings
-from dispatcher.celery_config import broker_ssl_options, celery_settings
+from dispatcher.broker.celery_config import broker_ssl_options, celery_settings
 from producer import AsyncClient, Client
 from producer.embedded_redis import EmbeddedRedis, TlsFiles
 from tests.integration.stack import Stack, running_flower, running_stack, wait_for

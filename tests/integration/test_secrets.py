@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from dispatcher import DispatcherError, JobEventKind, JobStatus, Message, Request
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
+from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.redaction import MASK
 from producer import Client, text_of
 from producer.embedded_redis import EmbeddedRedis, free_port

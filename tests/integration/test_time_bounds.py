@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from dispatcher import DeadlineExceeded, JobEventKind, JobStatus, Message, Request, VendorTimeout
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.vendors import build_vendor
 from producer import Client
 from tests.integration.stack import running_stack

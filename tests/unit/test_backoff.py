@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dispatcher import RetryPolicy
-from dispatcher.backoff import JITTER_FRACTION, backoff_delay_s, retry_delay_s
+from dispatcher.routing.backoff import JITTER_FRACTION, backoff_delay_s, retry_delay_s
 
 
 def _policy(backoff: str, **overrides: float) -> RetryPolicy:

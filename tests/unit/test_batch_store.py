@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.batch_store import NewItem, Replacement
 from dispatcher.errors import BatchNotFound, VendorAuthError
 from dispatcher.models import BatchCounts, JobEventKind, JobStatus
-from dispatcher.store import JobStore
+from dispatcher.state.batches import NewItem, Replacement
+from dispatcher.state.store import JobStore
 from tests.unit.test_store import (
     JOB_TTL_S,
     PREFIX,
@@ -287,7 +287,7 @@ def test_cancelling_an_unknown_batch_is_not_found_and_writes_nothing(store: JobS
 def test_a_big_batch_is_written_in_many_transactions_and_exists_only_once_whole(
     store: JobStore, make_request: MakeRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("dispatcher.batch_store.ITEMS_PER_TRANSACTION", 4)
+    monkeypatch.setattr("dispatcher.state.batches.ITEMS_PER_TRANSACTION", 4)
     executed: list[int] = []
     pipeline = store.redis.pipeline
 

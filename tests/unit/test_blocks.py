@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from dispatcher.models import Deployment, Request, Route
-from dispatcher.store import JobStore
+from dispatcher.state.store import JobStore
 
 PREFIX = "llmd-test"
 START_S = 1_700_000_000.0

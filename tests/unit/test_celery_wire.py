@@ -14,8 +14,8 @@ import celery
 import pytest
 from kombu.transport.redis import Channel
 
-from dispatcher.celery_config import celery_priority, celery_settings
-from dispatcher.celery_wire import (
+from dispatcher.broker.celery_config import celery_priority, celery_settings
+from dispatcher.broker.celery_wire import (
     PRIORITY_SEP,
     PRIORITY_STEPS,
     UNACKED_KEY,
@@ -23,8 +23,8 @@ from dispatcher.celery_wire import (
     priority_lists,
     queue_list,
 )
-from dispatcher.config import Settings
-from dispatcher.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
+from dispatcher.config.settings import Settings
 from producer.embedded_redis import EmbeddedRedis
 
 # Fresh for every message, or for every process.

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.channel_clients import reuse_sync_clients
+from dispatcher.broker.channel_clients import reuse_sync_clients
 
 
 class FakeChannel:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dispatcher.circuit import CircuitCheck
 from dispatcher.models import CircuitState, Request, Route
-from dispatcher.store import JobStore
+from dispatcher.state.circuit import CircuitCheck
+from dispatcher.state.store import JobStore
 from tests.unit.test_store import PREFIX, Clock
 
 RESET_TIMEOUT_S = 30.0

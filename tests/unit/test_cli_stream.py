@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 import producer.cli
 from dispatcher import JobStatus, Response, Settings, VendorAuthError
-from dispatcher.messages import RunJob
+from dispatcher.broker.messages import RunJob
 from dispatcher.models import JobEvent, JobEventKind
-from dispatcher.store import TERMINAL, JobStore, stream_event_body
-from dispatcher.store_scripts import APPEND
+from dispatcher.state.scripts import APPEND
+from dispatcher.state.store import TERMINAL, JobStore, stream_event_body
 from producer.cli import app
 from producer.cli_jobs import stream_command
 from producer.client import Client

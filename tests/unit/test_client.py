@@ -33,11 +33,11 @@ from dispatcher import (
     StoreUnavailable,
     VendorAuthError,
 )
-from dispatcher.config_schema import LeastBusy
-from dispatcher.messages import RunJob, RunQueued
+from dispatcher.broker.messages import RunJob, RunQueued
+from dispatcher.broker.ready_queue import Bell
+from dispatcher.config.schema import LeastBusy
 from dispatcher.models import HealthStatus
-from dispatcher.ready_queue import Bell
-from dispatcher.store import WAIT_SLICE_S, JobStore
+from dispatcher.state.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
 from producer.cli import app

@@ -19,7 +19,7 @@ from dispatcher import (
     StoreUnavailable,
     VendorAuthError,
 )
-from dispatcher.messages import BATCH_MESSAGE_ITEMS, RunJobs
+from dispatcher.broker.messages import BATCH_MESSAGE_ITEMS, RunJobs
 from producer import AsyncClient, Client
 from producer.batch_files import BatchFileError
 

@@ -30,11 +30,11 @@ from dispatcher import (
     Usage,
     VendorAuthError,
 )
-from dispatcher.messages import RunJob
+from dispatcher.broker.messages import RunJob
 from dispatcher.models import JobEvent, JobEventKind, StreamEvent, StreamEventType
-from dispatcher.store import PENDING_TTL_S, TERMINAL, JobStore, stream_event_body
-from dispatcher.store_async import AsyncStreamWriter
-from dispatcher.store_scripts import APPEND
+from dispatcher.state.scripts import APPEND
+from dispatcher.state.store import PENDING_TTL_S, TERMINAL, JobStore, stream_event_body
+from dispatcher.state.store_async import AsyncStreamWriter
 from producer import AsyncClient, Client, text_of
 
 PREFIX = "llmd"

@@ -21,10 +21,10 @@ import yaml
 from typer.testing import CliRunner
 
 from dispatcher import Settings
-from dispatcher.config import ENV_NAMES
+from dispatcher.config.settings import ENV_NAMES
 from dispatcher.errors import NoRoute
 from dispatcher.models import CircuitState, Message, Request
-from dispatcher.router import LiveState, VendorState, route
+from dispatcher.routing.router import LiveState, VendorState, route
 from producer.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]

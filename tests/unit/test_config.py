@@ -1,4 +1,4 @@
-"""Tests for `dispatcher.config.Settings` and the sections in `dispatcher.config_schema`."""
+"""`dispatcher.config.settings.Settings` and the sections of `dispatcher.config.schema`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.config import DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, Settings
-from dispatcher.config_schema import (
+from dispatcher.config.schema import (
     DEFAULT_BASE_URLS,
     AuthConfig,
     RetryPolicy,
@@ -21,10 +20,11 @@ from dispatcher.config_schema import (
     VendorConfig,
     VendorType,
 )
+from dispatcher.config.settings import DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, Settings
 from dispatcher.errors import ConfigError
 from dispatcher.models import Deployment, Message, Request, Role
-from dispatcher.pricing import Price
 from dispatcher.redaction import MASK, redact
+from dispatcher.routing.pricing import Price
 
 WriteConfig = Callable[..., Path]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from dispatcher.config import Settings
+from dispatcher.config.settings import Settings
 from dispatcher.errors import ConfigError
 
 

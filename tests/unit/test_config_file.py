@@ -1,4 +1,4 @@
-"""Tests for `dispatcher.config_file`: reading the file and expanding `${VAR}` in it."""
+"""Tests for `dispatcher.config.file`: reading the file and expanding `${VAR}` in it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.config_file import Unresolved, expand_variables, read_config_file
+from dispatcher.config.file import Unresolved, expand_variables, read_config_file
 from dispatcher.errors import ConfigError
 
 

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from dispatcher import Settings, VendorConfig, VendorType
-from dispatcher.config_schema import DEFAULT_BASE_URLS
-from dispatcher.status import vendor_status
-from dispatcher.store import JobStore
+from dispatcher.config.schema import DEFAULT_BASE_URLS
+from dispatcher.state.status import vendor_status
+from dispatcher.state.store import JobStore
 from dispatcher.vendors import build_vendor
 from dispatcher.vendors.gemini import GeminiVendor
 from producer.cli_config import summarise

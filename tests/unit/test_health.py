@@ -12,10 +12,10 @@ import fakeredis
 import httpx
 import pytest
 
-from dispatcher.config_schema import VendorConfig
-from dispatcher.health import RESULT_LIFETIME_INTERVALS, HealthMonitor, probe
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import HealthStatus, Request, Response
-from dispatcher.store import JobStore
+from dispatcher.runner.health import RESULT_LIFETIME_INTERVALS, HealthMonitor, probe
+from dispatcher.state.store import JobStore
 from dispatcher.vendors import build_vendor
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 
@@ -213,14 +213,18 @@ def test_a_worker_warns_once_of_a_key_problem_and_again_when_the_state_changes(
     vendor = ProbedVendor("openai", bad)
     monitor = HealthMonitor(store, {"openai": vendor}, interval_s=60)
 
-    with caplog.at_level(logging.INFO, logger="dispatcher.health"):
+    with caplog.at_level(logging.INFO, logger="dispatcher.runner.health"):
         for _ in range(3):
             asyncio.run(monitor.check_due())
             store.redis.delete(store.keys.health_turn("openai"))  # the next interval
         vendor.answer = HEALTHY
         asyncio.run(monitor.check_due())
 
-    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "dispatcher.health"]
+    said = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "dispatcher.runner.health"
+    ]
     assert said == [
         (
             "WARNING",

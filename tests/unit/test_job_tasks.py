@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 
-from dispatcher import job_tasks
-from dispatcher.config_schema import VendorConfig
+from dispatcher.broker.messages import RunJob
+from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import VendorAuthError
-from dispatcher.job_tasks import (
+from dispatcher.models import Request
+from dispatcher.runner import job_tasks
+from dispatcher.runner.job_runner import Outcome
+from dispatcher.runner.job_tasks import (
     JobTaskEvents,
     TaskEvent,
     TaskEventType,
@@ -18,9 +21,6 @@ from dispatcher.job_tasks import (
     message_result,
     start_events,
 )
-from dispatcher.messages import RunJob
-from dispatcher.models import Request
-from dispatcher.runner import Outcome
 from tests.unit.test_runner import (
     OPENAI_MODEL,
     SERVER_ERROR,

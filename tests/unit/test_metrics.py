@@ -10,13 +10,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from dispatcher import Request, Response, Route, Settings, Usage
-from dispatcher.celery_wire import priority_lists
-from dispatcher.config_schema import VendorConfig
+from dispatcher.broker.celery_wire import priority_lists
+from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import VendorUnavailable
 from dispatcher.models import HealthStatus, JobEvent, JobEventKind, JobStatus
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.router import batch_queue_for, queue_for
-from dispatcher.store import Bucket, JobStore
+from dispatcher.routing.router import batch_queue_for, queue_for
+from dispatcher.state.ratelimit import RateLimiter
+from dispatcher.state.store import Bucket, JobStore
 from dispatcher.vendors.base import Health
 from producer.metrics import DispatcherCollector, bucket_level
 

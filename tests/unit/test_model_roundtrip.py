@@ -41,7 +41,7 @@ from dispatcher import (
     VendorStats,
     VendorStatus,
 )
-from dispatcher.config_schema import AuthConfig, CircuitBreaker, LeastBusy, RateLimit
+from dispatcher.config.schema import AuthConfig, CircuitBreaker, LeastBusy, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     RESERVED_BODY_FIELDS,
@@ -51,7 +51,7 @@ from dispatcher.models import (
     StreamEventType,
     StrictModel,
 )
-from dispatcher.vendor_detail import masked
+from dispatcher.state.vendor_detail import masked
 from dispatcher.vendors import Capabilities, Health
 from dispatcher.vendors.mock import MockBehaviour
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from dispatcher.outage import OutagePolicy, through_outages
+from dispatcher.runner.outage import OutagePolicy, through_outages
 
 
 class FakeClock:

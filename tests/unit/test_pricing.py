@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dispatcher import Message, Price, Request, Usage
-from dispatcher.pricing import (
+from dispatcher.routing.pricing import (
     DEFAULT_COMPLETION_TOKENS,
     cost_usd,
     estimate_completion_tokens,

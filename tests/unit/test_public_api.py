@@ -134,3 +134,45 @@ def test_no_module_imports_itself_through_others() -> None:
 def test_the_cycle_finder_finds_a_cycle_and_leaves_what_only_leads_into_it() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+# dispatcher's rooms, lowest first: a module may import from its own level or below.
+ROOM_LEVELS = {
+    "config": 0,  # beside the data model, errors and redaction (dispatcher/*.py)
+    "routing": 1,
+    "vendors": 1,
+    "state": 2,
+    "broker": 2,
+    "runner": 3,
+}
+
+
+def level_of(module: str) -> int | None:
+    """A dispatcher module's level (its room's; 0 for dispatcher/*.py); None elsewhere."""
+    parts = module.split(".")
+    if parts[0] != "dispatcher" or len(parts) == 1:
+        return None  # another package, or dispatcher's __init__, which re-exports
+    return ROOM_LEVELS.get(parts[1], 0)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, imported in sorted(graph.items()):
+        here = level_of(module)
+        for target in sorted(imported):
+            there = level_of(target)
+            if here is not None and there is not None and there > here:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_no_dispatcher_room_imports_from_a_higher_one() -> None:
+    graph = import_graph()
+    rooms = {module.split(".")[1] for module in graph if level_of(module) and "." in module}
+    assert rooms == {"routing", "vendors", "state", "broker", "runner"}
+    assert upward_imports(graph) == []
+
+
+def test_an_import_from_a_lower_room_to_a_higher_one_is_found() -> None:
+    graph = {"dispatcher.state.store": {"dispatcher.runner.job_runner", "dispatcher.models"}}
+    assert upward_imports(graph) == ["dispatcher.state.store -> dispatcher.runner.job_runner"]

@@ -11,10 +11,9 @@ import celery
 import pytest
 from kombu import Queue
 
-from dispatcher.celery_config import celery_priority, celery_settings
-from dispatcher.celery_wire import TaskMessages, job_ids_in, priority_lists
-from dispatcher.config import Settings
-from dispatcher.messages import (
+from dispatcher.broker.celery_config import celery_priority, celery_settings
+from dispatcher.broker.celery_wire import TaskMessages, job_ids_in, priority_lists
+from dispatcher.broker.messages import (
     RUN_JOB_TASK,
     RUN_JOBS_TASK,
     RUN_QUEUED_TASK,
@@ -22,9 +21,10 @@ from dispatcher.messages import (
     RunJobs,
     RunQueued,
 )
+from dispatcher.broker.ready_queue import Bell, ReadyQueue
+from dispatcher.config.settings import Settings
 from dispatcher.models import DEFAULT_PRIORITY
-from dispatcher.ready_queue import Bell, ReadyQueue
-from dispatcher.store import Keys
+from dispatcher.state.store import Keys
 from producer.embedded_redis import EmbeddedRedis
 from workers.queued_messages import present_jobs
 

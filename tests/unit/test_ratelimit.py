@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dispatcher.config_schema import RateLimit, VendorConfig
+from dispatcher.config.schema import RateLimit, VendorConfig
 from dispatcher.models import Request
-from dispatcher.ratelimit import RateLimiter, buckets_for, estimated_tokens
-from dispatcher.store import Bucket, Keys
+from dispatcher.state.ratelimit import RateLimiter, buckets_for, estimated_tokens
+from dispatcher.state.store import Bucket, Keys
 
 PREFIX = "llmd-limit-test"
 START_S = 1_700_000_000.0

@@ -8,9 +8,15 @@ from __future__ import annotations
 import pytest
 import redis
 
-from dispatcher.messages import TAKE_LIMIT
-from dispatcher.ready_queue import BELL_TTL_S, Bell, ReadyQueue, TakeAllowance, priority_of_score
-from dispatcher.store import Keys
+from dispatcher.broker.messages import TAKE_LIMIT
+from dispatcher.broker.ready_queue import (
+    BELL_TTL_S,
+    Bell,
+    ReadyQueue,
+    TakeAllowance,
+    priority_of_score,
+)
+from dispatcher.state.store import Keys
 
 LANE = "llm.openai"
 

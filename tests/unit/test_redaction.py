@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.config import Settings
+from dispatcher.config.settings import Settings
 from dispatcher.redaction import MASK, redact, register_secret
 from dispatcher.vendors import anthropic, cohere, gemini, ollama, openai
 from dispatcher.vendors.failures import MAX_MESSAGE_CHARS, error_for_status, summary

@@ -10,14 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher import ConfigError, Settings
-from dispatcher.redaction import MASK, redact
-from dispatcher.redis_address import (
+from dispatcher.config.redis_address import (
     DEFAULT_SENTINEL_PORT,
     SentinelAddress,
     is_sentinel_url,
     parse_sentinel_url,
     shown_redis_url,
 )
+from dispatcher.redaction import MASK, redact
 from producer.cli import app
 
 

@@ -13,8 +13,8 @@ import redis.sentinel
 from kombu.transport.redis import SentinelTransport
 
 from dispatcher import Settings
-from dispatcher.celery_config import celery_settings
-from dispatcher.redis_connect import (
+from dispatcher.broker.celery_config import celery_settings
+from dispatcher.state.redis_connect import (
     SENTINEL_SOCKET_TIMEOUT_S,
     AsyncBlockingSentinelPool,
     BlockingSentinelPool,

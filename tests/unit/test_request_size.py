@@ -12,9 +12,9 @@ import fakeredis
 import pytest
 
 from dispatcher import ConfigError, InvalidRequest, Request, Settings
-from dispatcher.config import DEFAULT_MAX_REQUEST_BYTES
-from dispatcher.messages import RunJob, RunJobs
-from dispatcher.request_size import check_request_size, request_size_problem
+from dispatcher.broker.messages import RunJob, RunJobs
+from dispatcher.config.settings import DEFAULT_MAX_REQUEST_BYTES
+from dispatcher.routing.request_size import check_request_size, request_size_problem
 from producer import AsyncClient, Client
 from producer.batch_files import BatchFileError
 

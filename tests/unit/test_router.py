@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.config import Settings
-from dispatcher.config_schema import (
+from dispatcher.config.schema import (
     CostOptimization,
     LatencyOptimization,
     LeastBusy,
@@ -17,10 +16,11 @@ from dispatcher.config_schema import (
     RoutingRule,
     VendorConfig,
 )
+from dispatcher.config.settings import Settings
 from dispatcher.errors import BudgetExceeded, NoRoute
 from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request, Route
-from dispatcher.pricing import Price
-from dispatcher.router import LiveState, VendorState, route
+from dispatcher.routing.pricing import Price
+from dispatcher.routing.router import LiveState, VendorState, route
 
 # Enough seeded draws that a vendor with a fair share would certainly show up.
 DRAWS = 300

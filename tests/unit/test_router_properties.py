@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.config import Settings
-from dispatcher.config_schema import (
+from dispatcher.config.schema import (
     LatencyOptimization,
     RoutingCondition,
     RoutingRule,
     VendorConfig,
 )
+from dispatcher.config.settings import Settings
 from dispatcher.errors import NoRoute
 from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request
-from dispatcher.router import LiveState, VendorState, route
+from dispatcher.routing.router import LiveState, VendorState, route
 
 # A small alphabet, so generated vendors, rules, groups and live states overlap often.
 NAMES = ("a", "b", "c", "d", "e")

@@ -19,15 +19,15 @@ import fakeredis
 import pytest
 import redis
 
-from dispatcher.circuit import CircuitCheck, CircuitView
-from dispatcher.config import Settings
-from dispatcher.config_schema import (
+from dispatcher.broker.messages import RunJob
+from dispatcher.config.schema import (
     BackoffStrategy,
     CircuitBreaker,
     RateLimit,
     RetryPolicy,
     VendorConfig,
 )
+from dispatcher.config.settings import Settings
 from dispatcher.errors import (
     BudgetExceeded,
     CircuitOpen,
@@ -44,7 +44,6 @@ from dispatcher.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.messages import RunJob
 from dispatcher.models import (
     CircuitState,
     Deployment,
@@ -57,10 +56,11 @@ from dispatcher.models import (
     Response,
     Usage,
 )
-from dispatcher.pricing import Price
-from dispatcher.router import route
-from dispatcher.runner import BUSY, JobRunner, Outcome, call_vendor, retry_kind
-from dispatcher.store import Bucket, JobStore
+from dispatcher.routing.pricing import Price
+from dispatcher.routing.router import route
+from dispatcher.runner.job_runner import BUSY, JobRunner, Outcome, call_vendor, retry_kind
+from dispatcher.state.circuit import CircuitCheck, CircuitView
+from dispatcher.state.store import Bucket, JobStore
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 from dispatcher.vendors.mock import MockVendor
 
@@ -580,7 +580,7 @@ def test_a_redis_error_during_the_call_escapes_run_and_leaves_the_job_running(
     make_request: Callable[..., Request],
 ) -> None:
     # A stream's chunks could not be written: Redis failed, not the vendor. The task
-    # runs the message again once Redis answers (dispatcher.outage); the job must not fail.
+    # runs the message again once Redis answers (dispatcher.runner.outage); the job must not fail.
     lost = redis.ConnectionError("Connection closed by server.")
     world = World(make_settings(), {"openai": [lost], "anthropic": []})
     job_id = world.submit(make_request(model=OPENAI_MODEL))

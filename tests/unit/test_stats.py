@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from dispatcher.models import JobStatus, Stats, Usage, VendorStats
-from dispatcher.stats import (
+from dispatcher.state.stats import (
     ALL_VENDORS,
     BUCKET_BOUNDS_MS,
     bucket_of,

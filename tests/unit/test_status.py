@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher import Request, Response, Route, Settings, Usage
-from dispatcher.celery_wire import priority_lists
-from dispatcher.config_schema import VendorConfig
+from dispatcher.broker.celery_wire import priority_lists
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import CircuitState, HealthStatus, JobStatus
-from dispatcher.status import vendor_status
-from dispatcher.store import JobStore
+from dispatcher.state.status import vendor_status
+from dispatcher.state.store import JobStore
 from dispatcher.vendors.base import Health
 from producer import cli
 from producer.client import Client

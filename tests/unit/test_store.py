@@ -39,9 +39,9 @@ from dispatcher.models import (
     Stats,
     Usage,
 )
-from dispatcher.stats import QUEUE_WAIT, bucket_of, percentile
-from dispatcher.store import PENDING_TTL_S, JobStore, valid_job_id
-from dispatcher.traffic import Load
+from dispatcher.state.stats import QUEUE_WAIT, bucket_of, percentile
+from dispatcher.state.store import PENDING_TTL_S, JobStore, valid_job_id
+from dispatcher.state.traffic import Load
 
 PREFIX = "llmd-test"
 # Far below the pending TTL, so an ended job's TTL is told apart from a pending one's.

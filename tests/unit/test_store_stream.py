@@ -17,8 +17,8 @@ import redis.asyncio
 from dispatcher import FinishReason, JobStatus, Request, Response, Route, Usage, VendorUnavailable
 from dispatcher.errors import JobCancelled, error_from_dict
 from dispatcher.models import JobEvent, JobEventKind, StreamEventType
-from dispatcher.store import JobStore
-from dispatcher.store_async import AsyncStreamWriter
+from dispatcher.state.store import JobStore
+from dispatcher.state.store_async import AsyncStreamWriter
 from producer.embedded_redis import EmbeddedRedis
 from workers.loop import EventLoopThread
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher.batch_store import NewItem
-from dispatcher.messages import RunJob, RunJobs
+from dispatcher.broker.messages import RunJob, RunJobs
 from dispatcher.models import JobEvent, JobEventKind, JobStatus
-from dispatcher.store import JobStore
-from dispatcher.sweeper import Presence, Sweeper, sweep_forever
+from dispatcher.runner.sweeper import Presence, Sweeper, sweep_forever
+from dispatcher.state.batches import NewItem
+from dispatcher.state.store import JobStore
 from tests.unit.test_store import PREFIX, Clock, MakeRequest, make_route
 
 GRACE_S = 60.0

@@ -16,10 +16,10 @@ from flower.events import EventsState
 from kombu import Connection
 from kombu.utils.imports import symbol_by_name
 
-from dispatcher.job_tasks import JobTaskEvents, TaskEvent, TaskEventType
-from dispatcher.messages import RunJob
+from dispatcher.broker.messages import RunJob
 from dispatcher.models import Response, Usage
-from dispatcher.runner import Outcome
+from dispatcher.runner.job_runner import Outcome
+from dispatcher.runner.job_tasks import JobTaskEvents, TaskEvent, TaskEventType
 from workers.consumer import EVENT_BUFFER_LIMIT, EventBuffer, RestoringConsumer
 from workers.task_events import current_message_id, send_task_events
 

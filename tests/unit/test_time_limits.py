@@ -19,9 +19,9 @@ from dispatcher import (
     Settings,
     VendorTimeout,
 )
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import FinishReason
-from dispatcher.vendor_call import call_vendor
+from dispatcher.runner.vendor_call import call_vendor
 from dispatcher.vendors.base import Health, StreamDelta, Vendor
 
 REQUEST = Request(model="m", messages=[Message(role="user", content="hi")], stream=True)

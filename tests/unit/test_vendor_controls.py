@@ -18,8 +18,8 @@ from dispatcher import (
     VendorConfig,
     VendorNotFound,
 )
-from dispatcher.config_schema import RateLimit
-from dispatcher.store import JobStore
+from dispatcher.config.schema import RateLimit
+from dispatcher.state.store import JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
 from producer.cli import EXIT_NOT_FOUND, app

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from dispatcher.store import JobStore, Keys
-from dispatcher.worker_registry import WorkerRegistry
+from dispatcher.state.store import JobStore, Keys
+from dispatcher.state.worker_registry import WorkerRegistry
 
 
 class Clock:

@@ -27,7 +27,7 @@ from dispatcher import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.pricing import Price
+from dispatcher.routing.pricing import Price
 from dispatcher.vendors.anthropic import (
     DEFAULT_MAX_TOKENS,
     AnthropicVendor,

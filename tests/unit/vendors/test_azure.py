@@ -26,7 +26,7 @@ from dispatcher import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.config_schema import AuthConfig
+from dispatcher.config.schema import AuthConfig
 from dispatcher.vendors.azure import DEFAULT_API_VERSION, AzureOpenAIVendor
 from tests.unit.vendors.conftest import Recorder, cut_off_response, json_response, sse_response
 

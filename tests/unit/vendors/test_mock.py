@@ -20,7 +20,7 @@ from dispatcher import (
     VendorUnavailable,
 )
 from dispatcher.errors import DispatcherError
-from dispatcher.pricing import Price
+from dispatcher.routing.pricing import Price
 from dispatcher.vendors import mock
 from dispatcher.vendors.base import StreamDelta, Vendor
 from dispatcher.vendors.mock import (

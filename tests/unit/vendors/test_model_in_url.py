@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.config_schema import VendorConfig
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import Message, Request
 from dispatcher.vendors import build_vendor
 from dispatcher.vendors.base import HttpVendor, path_segment

@@ -26,7 +26,7 @@ from dispatcher import (
     VendorTimeout,
     VendorUnavailable,
 )
-from dispatcher.pricing import Price
+from dispatcher.routing.pricing import Price
 from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.openai import ChatStreamParser, OpenAIVendor
 from tests.unit.vendors.conftest import Recorder, cut_off_response, json_response, sse_response

@@ -1,0 +1,1 @@
+"""Configuration: settings from the environment and the YAML/JSON file, its schema, its problems."""

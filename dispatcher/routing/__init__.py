@@ -1,0 +1,1 @@
+"""Routing: the pure router, prices, backoff maths and request size."""

@@ -1,0 +1,99 @@
+"""One vendor call as the runner makes it: `complete`, or a stream collected into a reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from dispatcher.errors import DeadlineExceeded, JobCancelled, VendorTimeout, VendorUnavailable
+from dispatcher.models import FinishReason, Request, Usage
+from dispatcher.models import Response as VendorResponse
+from dispatcher.runner.types import OnText
+from dispatcher.vendors.base import Vendor
+
+__all__ = ["call_vendor"]
+
+
+async def call_vendor(
+    vendor: Vendor,
+    request: Request,
+    model: str,
+    on_text: OnText | None = None,
+    *,
+    max_stream_s: float | None = None,
+    deadline: float | None = None,
+) -> VendorResponse:
+    """The vendor's reply: `complete`, or for a streamed request the collected stream.
+
+    `deadline` (epoch seconds, the job's): the call is cut when it passes, and
+    `DeadlineExceeded` raised, whatever the vendor is doing then.
+
+    `on_text` is awaited with every delta as it arrives; when it answers False
+    (the job was cancelled, or a newer attempt owns it) the stream is dropped.
+    A stream still going after `max_stream_s` is dropped as a `VendorTimeout`: the
+    vendor's stall timeout bounds each wait between chunks, this bounds them all.
+    """
+    if deadline is None:
+        return await _call(vendor, request, model, on_text, max_stream_s)
+    left_s = deadline - time.time()
+    after = f" ({request.timeout_s:g} s after submit)" if request.timeout_s is not None else ""
+    cut = DeadlineExceeded(
+        f"the job's deadline{after} passed during its call to {vendor.name}; the call was cut",
+        vendor=vendor.name,
+    )
+    if left_s <= 0:
+        raise cut
+    bound = asyncio.timeout(left_s)
+    try:
+        async with bound:
+            return await _call(vendor, request, model, on_text, max_stream_s)
+    except TimeoutError:
+        if bound.expired():
+            raise cut from None
+        raise
+
+
+async def _call(
+    vendor: Vendor,
+    request: Request,
+    model: str,
+    on_text: OnText | None,
+    max_stream_s: float | None,
+) -> VendorResponse:
+    if not request.stream:
+        return await vendor.complete(request, model)
+    started = time.perf_counter()
+    parts: list[str] = []
+    final = None
+    stream = vendor.stream(request, model)
+    try:
+        async for delta in stream:
+            if max_stream_s is not None and time.perf_counter() - started > max_stream_s:
+                raise VendorTimeout(
+                    f"the stream ran past {max_stream_s:g} s (its longest, kept below the "
+                    "visibility timeout)",
+                    vendor=vendor.name,
+                )
+            parts.append(delta.text)
+            if delta.text and on_text is not None and not await on_text(delta.text, time.time()):
+                raise JobCancelled("the job was cancelled or taken over while streaming")
+            if delta.finish_reason is not None:
+                final = delta
+    finally:
+        # Closing a dropped stream closes its HTTP connection now, not at garbage collection.
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+    if final is None:  # a vendor must end its stream with a final delta
+        raise VendorUnavailable(f"{vendor.name} ended its stream without a final delta")
+    usage = final.usage or Usage()
+    return VendorResponse(
+        content="".join(parts),
+        usage=usage,
+        model=final.model or model,
+        vendor=vendor.name,
+        finish_reason=final.finish_reason or FinishReason.STOP,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        cost_usd=vendor.cost_of(usage, model),
+        vendor_finish_reason=final.vendor_finish_reason,
+    )
