@@ -32,7 +32,7 @@ import multiprocessing.synchronize
 
 from dispatcher import Settings, batch_store
 from producer import Client
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 
 PROBE_EVERY_S = 0.001
 

@@ -59,7 +59,7 @@ from queue_io import API_KEY, MockProcess, run_bare
 from dispatcher import Settings
 from dispatcher.broker.celery_config import celery_settings
 from producer.client import Client
-from producer.mock_server import raise_open_file_limit
+from producer.cli.tools.mock_server import raise_open_file_limit
 
 VENDOR = "mockhttp"
 QUEUES = f"llm.{VENDOR},llm.{VENDOR}.batch"

@@ -39,7 +39,7 @@ from dispatcher import Message, Request, Route
 from dispatcher.state.ratelimit import RateLimiter
 from dispatcher.state.store import Bucket, JobStore
 from producer import Client
-from producer.mock_server import MockServerOptions, create_app
+from producer.cli.tools.mock_server import MockServerOptions, create_app
 
 DEFAULT_BUDGET_S = 170.0
 CONCURRENCY = 20

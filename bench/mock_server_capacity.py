@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from producer.mock_server import raise_open_file_limit
+from producer.cli.tools.mock_server import raise_open_file_limit
 
 SCRIPT = Path(sys.executable).parent / "llmdispatch"
 PROMPT = "Say hello to the mock"

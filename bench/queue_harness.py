@@ -27,7 +27,7 @@ from what_if_workers import NO_EVENTS
 
 from dispatcher import Settings
 from producer.client import CelerySender, Client
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"

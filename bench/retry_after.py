@@ -1,6 +1,6 @@
 """Retry-After without a stall: N jobs with and without random 429s, side by side.
 
-Two mock OpenAI servers (`producer.mock_server`), each its own process, answer
+Two mock OpenAI servers (`producer.cli.tools.mock_server`), each its own process, answer
 every completion after a fixed `--latency` (0.5 s): the "clean" one always
 succeeds; the "429" one answers a random `--rate` (8 %) of calls 429 with
 `Retry-After: --retry-after` (1 s), its failure dice seeded. One vendor, one
@@ -58,7 +58,7 @@ from queue_harness import (
 )
 
 from dispatcher.models import JobEvent, JobEventKind
-from producer.mock_server import MockServerOptions, create_app, raise_open_file_limit
+from producer.cli.tools.mock_server import MockServerOptions, create_app, raise_open_file_limit
 
 API_KEY = "sk-bench-0123456789abcdef"
 VENDOR = "mockhttp"

@@ -70,8 +70,8 @@ from dispatcher.models import StreamEvent, StreamEventType
 from dispatcher.vendors.mock import split_into_chunks
 from producer import AsyncClient, Client
 from producer.client import REDIS_MAX_CONNECTIONS, redis_pool_options
-from producer.embedded_redis import EmbeddedRedis
-from producer.mock_server import raise_open_file_limit
+from producer.cli.tools.embedded_redis import EmbeddedRedis
+from producer.cli.tools.mock_server import raise_open_file_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 LLMDISPATCH = Path(sys.executable).parent / "llmdispatch"

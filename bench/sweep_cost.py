@@ -34,7 +34,7 @@ from dispatcher.config.settings import Settings
 from dispatcher.models import DEFAULT_PRIORITY, Request, Route
 from dispatcher.runner.sweeper import Sweeper
 from dispatcher.state.store import JobStore
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from workers.queued_messages import present_jobs
 
 LANE = "llm.openai"

@@ -18,7 +18,7 @@ import redis
 
 from dispatcher import Message, Request, Settings
 from dispatcher.config.settings import ENV_NAMES
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 
 # The dotenv file Settings reads as shipped (`.env` in the working directory).
 SHIPPED_ENV_FILE = Settings.model_config.get("env_file")

@@ -1,4 +1,4 @@
-"""A deterministic stand-in vendor, in process or (through `producer.mock_server`) over HTTP.
+"""A deterministic stand-in vendor, in process or over HTTP (`producer.cli.tools.mock_server`).
 
 The reply is predictable so tests can assert exact values, the same way the
 fake server in the wire-format notes (section 10) behaves:

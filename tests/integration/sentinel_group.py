@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 
 import redis
 
-from producer.embedded_redis import TlsFiles, find_redis_server, free_port
+from producer.cli.tools.embedded_redis import TlsFiles, find_redis_server, free_port
 
 __all__ = ["SERVICE", "SentinelGroup", "Server"]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from producer.embedded_redis import EmbeddedRedis, free_port
+from producer.cli.tools.embedded_redis import EmbeddedRedis, free_port
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
 

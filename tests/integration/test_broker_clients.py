@@ -5,7 +5,7 @@ from __future__ import annotations
 import kombu
 import pytest
 
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from workers.broker_clients import reuse_redis_clients
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from producer.cli.tools.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ from dispatcher.broker.messages import RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.errors import DispatcherError, StoreUnavailable
 from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from tests.integration.stack import Stack, wait_for
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer

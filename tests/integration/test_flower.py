@@ -20,7 +20,7 @@ from dispatcher import Message, Request, Settings
 from dispatcher.broker.celery_config import celery_settings
 from dispatcher.broker.messages import RUN_QUEUED_TASK
 from producer import Client
-from producer.embedded_redis import free_port
+from producer.cli.tools.embedded_redis import free_port
 from tests.integration.stack import (
     LLMDISPATCH_SCRIPT,
     Flower,

@@ -35,7 +35,7 @@ from dispatcher.models import (
 )
 from producer import AsyncClient, Client
 from producer.batch_files import CHAT_COMPLETIONS_URL, BatchFileError, BatchLimits, read_batch_file
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

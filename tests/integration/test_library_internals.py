@@ -22,7 +22,7 @@ from celery.worker.consumer import Consumer
 from kombu.transport import redis as kombu_redis
 
 from dispatcher.config.schema import VendorConfig
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from tests.standins.server import ThreadedServer
 from workers.consumer import UNDELIVERED, RestoringConsumer, keep_undelivered
 from workers.http_transport import PairsAiohttpTransport, vendor_http_client

@@ -33,8 +33,8 @@ from dispatcher.errors import DispatcherError
 from dispatcher.vendors.base import StreamDelta
 from dispatcher.vendors.mock import MockBehaviour
 from dispatcher.vendors.openai import OpenAIVendor
-from producer.cli import app
-from producer.mock_server import MockServer, MockServerOptions, parse_fault
+from producer.cli.root import app
+from producer.cli.tools.mock_server import MockServer, MockServerOptions, parse_fault
 
 pytestmark = pytest.mark.integration
 

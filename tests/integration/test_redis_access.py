@@ -23,7 +23,7 @@ import trustme
 from dispatcher import JobStatus, Message, Request, Settings
 from dispatcher.broker.celery_config import broker_ssl_options, celery_settings
 from producer import AsyncClient, Client
-from producer.embedded_redis import EmbeddedRedis, TlsFiles
+from producer.cli.tools.embedded_redis import EmbeddedRedis, TlsFiles
 from tests.integration.stack import Stack, running_flower, running_stack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from dispatcher import DispatcherError, JobEventKind, JobStatus, Message, Reques
 from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
 from dispatcher.redaction import MASK
 from producer import Client, text_of
-from producer.embedded_redis import EmbeddedRedis, free_port
+from producer.cli.tools.embedded_redis import EmbeddedRedis, free_port
 from tests.integration.stack import Flower, Stack, running_flower, wait_for
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer

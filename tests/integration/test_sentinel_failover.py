@@ -34,7 +34,7 @@ from dispatcher import JobEventKind, JobRecord, JobStatus, Request
 from dispatcher.errors import StoreUnavailable
 from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
-from producer.embedded_redis import TlsFiles
+from producer.cli.tools.embedded_redis import TlsFiles
 from tests.integration.sentinel_group import SentinelGroup, Server
 from tests.integration.stack import Stack, running_stack, wait_for
 

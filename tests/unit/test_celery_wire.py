@@ -25,7 +25,7 @@ from dispatcher.broker.celery_wire import (
 )
 from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs
 from dispatcher.config.settings import Settings
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 
 # Fresh for every message, or for every process.
 VARYING_HEADERS = {"id", "root_id", "origin"}

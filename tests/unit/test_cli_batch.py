@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import producer.cli
+import producer.cli.root
 from dispatcher import BatchNotFound
 from dispatcher.models import (
     BatchCounts,
@@ -23,7 +23,7 @@ from dispatcher.models import (
     Usage,
 )
 from producer.batch_files import BatchLine, read_batch_file
-from producer.cli import (
+from producer.cli.root import (
     EXIT_BATCH_ITEMS_FAILED,
     EXIT_NOT_FOUND,
     EXIT_TIMEOUT,
@@ -144,7 +144,7 @@ class FakeClient:
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     fake = FakeClient()
-    monkeypatch.setattr(producer.cli, "make_client", lambda: fake)
+    monkeypatch.setattr(producer.cli.root, "make_client", lambda: fake)
     return fake
 
 

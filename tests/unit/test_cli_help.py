@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from producer.cli import app
+from producer.cli.root import app
 
 runner = CliRunner()
 # What a help page shows when it presents a flag as if it took a value.

@@ -11,14 +11,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import producer.cli
+import producer.cli.root
 from dispatcher import JobStatus, Response, Settings, VendorAuthError
 from dispatcher.broker.messages import RunJob
 from dispatcher.models import JobEvent, JobEventKind
 from dispatcher.state.scripts import APPEND
 from dispatcher.state.store import TERMINAL, JobStore, stream_event_body
-from producer.cli import app
-from producer.cli_jobs import stream_command
+from producer.cli.jobs import stream_command
+from producer.cli.root import app
 from producer.client import Client
 
 PREFIX = "llmd"
@@ -34,8 +34,8 @@ runner = CliRunner()
 def stream_app() -> typer.Typer:
     """The `stream` command under a root that builds clients as `llmdispatch` does.
 
-    Until `producer.cli` registers the command, the tests mount it themselves; the
-    client still comes from `producer.cli.make_client`, which the tests replace.
+    Until `producer.cli.root` registers the command, the tests mount it themselves; the
+    client still comes from `producer.cli.root.make_client`, which the tests replace.
     """
     if any(command.name == "stream" for command in app.registered_commands):
         return app
@@ -43,7 +43,7 @@ def stream_app() -> typer.Typer:
 
     @local.callback()
     def _root(ctx: typer.Context) -> None:
-        ctx.obj = producer.cli.make_client
+        ctx.obj = producer.cli.root.make_client
 
     local.command("stream")(stream_command)
     return local
@@ -92,7 +92,7 @@ def client(server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch) -> Cli
     settings = Settings.load(openai_api_key="sk-test-0123456789")
     fake_redis = fakeredis.FakeRedis(server=server)
     built = Client(settings, redis_client=fake_redis, send=lambda *_: None, rng=random.Random(0))
-    monkeypatch.setattr(producer.cli, "make_client", lambda: built)
+    monkeypatch.setattr(producer.cli.root, "make_client", lambda: built)
     return built
 
 
@@ -136,7 +136,7 @@ def test_stream_of_a_failed_job_prints_its_text_then_exits_1(
     error = VendorAuthError("the key was refused", vendor="openai", status_code=401)
     worker.store.finish(job_id, JobStatus.FAILED, vendor="openai", error=error, stream=True)
     result = runner.invoke(stream_app(), ["stream", job_id])
-    assert result.exit_code == producer.cli.EXIT_JOB_FAILED
+    assert result.exit_code == producer.cli.root.EXIT_JOB_FAILED
     assert result.stdout == "Hel\n"
     assert "the key was refused" in result.stderr
 
@@ -146,10 +146,10 @@ def test_stream_exits_5_for_a_job_that_never_starts_and_4_for_no_such_job(
 ) -> None:
     job_id = client.submit(REQUEST)
     late = runner.invoke(stream_app(), ["stream", job_id, "--start-timeout", "0.05"])
-    assert late.exit_code == producer.cli.EXIT_TIMEOUT
+    assert late.exit_code == producer.cli.root.EXIT_TIMEOUT
     assert f"job {job_id} never started" in late.stderr
     missing = runner.invoke(stream_app(), ["stream", "0" * 32])
-    assert missing.exit_code == producer.cli.EXIT_NOT_FOUND
+    assert missing.exit_code == producer.cli.root.EXIT_NOT_FOUND
     assert "no job" in missing.stderr
 
 

@@ -17,7 +17,7 @@ import redis
 from typer.testing import CliRunner
 
 import producer
-import producer.cli
+import producer.cli.root
 import producer.client
 from dispatcher import (
     ConfigError,
@@ -40,7 +40,7 @@ from dispatcher.models import HealthStatus
 from dispatcher.state.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
-from producer.cli import app
+from producer.cli.root import app
 from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S, CelerySender
 
 PROMPT = "a very secret prompt 7c1e"
@@ -473,7 +473,7 @@ async def test_async_client_raises_as_the_sync_client_does(
 
 @pytest.fixture
 def cli_client(client: Client, monkeypatch: pytest.MonkeyPatch) -> Client:
-    monkeypatch.setattr(producer.cli, "make_client", lambda: client)
+    monkeypatch.setattr(producer.cli.root, "make_client", lambda: client)
     return client
 
 
@@ -508,7 +508,7 @@ def test_cli_usage_errors_exit_2(
     cli_client: Client, sender: Recorder, args: list[str], message: str
 ) -> None:
     result = runner.invoke(app, args)
-    assert result.exit_code == producer.cli.EXIT_USAGE
+    assert result.exit_code == producer.cli.root.EXIT_USAGE
     assert message in result.stderr
     assert sender.sent == []
 
@@ -520,7 +520,7 @@ def test_cli_get_prints_the_record_and_exits_4_for_an_unknown_job(cli_client: Cl
     assert json.loads(result.stdout)["status"] == "queued"
     assert "status:   queued" in runner.invoke(app, ["get", job_id]).stdout
     missing = runner.invoke(app, ["get", "0" * 32])
-    assert missing.exit_code == producer.cli.EXIT_NOT_FOUND
+    assert missing.exit_code == producer.cli.root.EXIT_NOT_FOUND
     assert "no job" in missing.stderr
 
 
@@ -530,9 +530,9 @@ def test_cli_wait_prints_the_reply_or_exits_1_or_5(cli_client: Client, worker: J
     worker.finish(failed, JobStatus.FAILED, vendor="openai", error=VendorAuthError("refused"))
     ok = runner.invoke(app, ["wait", done])
     assert (ok.exit_code, ok.stdout.strip()) == (0, "hello there")
-    assert runner.invoke(app, ["wait", failed]).exit_code == producer.cli.EXIT_JOB_FAILED
+    assert runner.invoke(app, ["wait", failed]).exit_code == producer.cli.root.EXIT_JOB_FAILED
     late = runner.invoke(app, ["wait", running, "--timeout", "0.05"])
-    assert late.exit_code == producer.cli.EXIT_TIMEOUT
+    assert late.exit_code == producer.cli.root.EXIT_TIMEOUT
     assert running in late.stderr
 
 
@@ -543,7 +543,7 @@ def test_cli_send_prints_the_reply(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = Client(settings, redis_client=fake_redis, send=Recorder(server, finish=True))
-    monkeypatch.setattr(producer.cli, "make_client", lambda: client)
+    monkeypatch.setattr(producer.cli.root, "make_client", lambda: client)
     result = runner.invoke(app, ["send", PROMPT, "--model", "gpt-4o-mini", "--timeout", "5"])
     assert (result.exit_code, result.stdout.strip()) == (0, "hello there")
 
@@ -568,13 +568,16 @@ def test_cli_exits_3_for_invalid_configuration_and_6_for_an_unreachable_redis(
     def invalid() -> Client:
         raise ConfigError(["vendors.openai.rpm: must be greater than 0"])
 
-    monkeypatch.setattr(producer.cli, "make_client", invalid)
+    monkeypatch.setattr(producer.cli.root, "make_client", invalid)
     result = runner.invoke(app, ["stats"])
-    assert (result.exit_code, result.stderr.count("rpm")) == (producer.cli.EXIT_CONFIG_INVALID, 1)
+    assert (result.exit_code, result.stderr.count("rpm")) == (
+        producer.cli.root.EXIT_CONFIG_INVALID,
+        1,
+    )
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setattr(producer.cli, "make_client", Client.from_env)
+    monkeypatch.setattr(producer.cli.root, "make_client", Client.from_env)
     result = runner.invoke(app, ["get", "0" * 32])
-    assert result.exit_code == producer.cli.EXIT_UNAVAILABLE
+    assert result.exit_code == producer.cli.root.EXIT_UNAVAILABLE
     assert "REDIS_URL" in result.stderr
 
 

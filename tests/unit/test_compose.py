@@ -25,7 +25,7 @@ from dispatcher.config.settings import ENV_NAMES
 from dispatcher.errors import NoRoute
 from dispatcher.models import CircuitState, Message, Request
 from dispatcher.routing.router import LiveState, VendorState, route
-from producer.cli import app
+from producer.cli.root import app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

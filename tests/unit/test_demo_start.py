@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from producer import embedded_redis
-from producer.cli import app
-from producer.embedded_redis import EmbeddedRedisError, find_redis_server
+from producer.cli.root import app
+from producer.cli.tools import embedded_redis
+from producer.cli.tools.embedded_redis import EmbeddedRedisError, find_redis_server
 
 
 @pytest.fixture

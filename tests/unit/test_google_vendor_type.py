@@ -15,7 +15,7 @@ from dispatcher.state.status import vendor_status
 from dispatcher.state.store import JobStore
 from dispatcher.vendors import build_vendor
 from dispatcher.vendors.gemini import GeminiVendor
-from producer.cli_config import summarise
+from producer.cli.config import summarise
 
 
 def load(tmp_path: Path, text: str) -> Settings:

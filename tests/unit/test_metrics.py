@@ -18,7 +18,7 @@ from dispatcher.routing.router import batch_queue_for, queue_for
 from dispatcher.state.ratelimit import RateLimiter
 from dispatcher.state.store import Bucket, JobStore
 from dispatcher.vendors.base import Health
-from producer.metrics import DispatcherCollector, bucket_level
+from producer.cli.tools.metrics import DispatcherCollector, bucket_level
 
 PREFIX = "llmd"
 START_S = 1_700_000_000.0

@@ -63,6 +63,27 @@ def test_importing_dispatcher_does_not_load_celery() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_cli_loads_its_tools_only_when_a_command_needs_them() -> None:
+    code = (
+        "import sys, producer, producer.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('producer.cli.tools.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_client_library_never_imports_the_command_line() -> None:
+    def in_cli(module: str) -> bool:
+        return module == "producer.cli" or module.startswith("producer.cli.")
+
+    graph = import_graph()
+    library = [m for m in graph if m.split(".")[0] == "producer" and not in_cli(m)]
+    assert "producer.client" in library
+    assert [(m, sorted(filter(in_cli, graph[m]))) for m in library] == [(m, []) for m in library]
+
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

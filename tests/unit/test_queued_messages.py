@@ -25,7 +25,7 @@ from dispatcher.broker.ready_queue import Bell, ReadyQueue
 from dispatcher.config.settings import Settings
 from dispatcher.models import DEFAULT_PRIORITY
 from dispatcher.state.store import Keys
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from workers.queued_messages import present_jobs
 
 pytestmark = pytest.mark.integration

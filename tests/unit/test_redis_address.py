@@ -18,7 +18,7 @@ from dispatcher.config.redis_address import (
     shown_redis_url,
 )
 from dispatcher.redaction import MASK, redact
-from producer.cli import app
+from producer.cli.root import app
 
 
 def fresh_secret(label: str) -> str:

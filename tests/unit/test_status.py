@@ -16,7 +16,7 @@ from dispatcher.models import CircuitState, HealthStatus, JobStatus
 from dispatcher.state.status import vendor_status
 from dispatcher.state.store import JobStore
 from dispatcher.vendors.base import Health
-from producer import cli
+from producer.cli import root as cli
 from producer.client import Client
 
 PREFIX = "llmd"

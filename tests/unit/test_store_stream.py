@@ -19,7 +19,7 @@ from dispatcher.errors import JobCancelled, error_from_dict
 from dispatcher.models import JobEvent, JobEventKind, StreamEventType
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncStreamWriter
-from producer.embedded_redis import EmbeddedRedis
+from producer.cli.tools.embedded_redis import EmbeddedRedis
 from workers.loop import EventLoopThread
 
 PREFIX = "llmd-stream-test"

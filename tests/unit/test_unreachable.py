@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from dispatcher import Request, Settings, StoreUnavailable
 from dispatcher.redaction import register_secret
 from producer import AsyncClient, Client
-from producer.embedded_redis import free_port
+from producer.cli.tools.embedded_redis import free_port
 from producer.unreachable import reaching_redis, unavailable
 
 PASSWORD = "pw-unreachable-0123456789"

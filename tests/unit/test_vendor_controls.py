@@ -9,7 +9,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-import producer.cli
+import producer.cli.root
 from dispatcher import (
     CircuitState,
     HealthStatus,
@@ -22,7 +22,7 @@ from dispatcher.config.schema import RateLimit
 from dispatcher.state.store import JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
-from producer.cli import EXIT_NOT_FOUND, app
+from producer.cli.root import EXIT_NOT_FOUND, app
 
 KEY = "sk-vendor-controls-0123456789"
 HEADER_SECRET = "zq-header-secret-5d41402abc"
@@ -183,7 +183,7 @@ async def test_the_async_client_looks_up_a_vendor_and_resets_its_circuit(
 @pytest.fixture
 def cli_client(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Client:
     client = client_of(settings, fakeredis.FakeRedis())
-    monkeypatch.setattr(producer.cli, "make_client", lambda: client)
+    monkeypatch.setattr(producer.cli.root, "make_client", lambda: client)
     return client
 
 

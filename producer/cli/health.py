@@ -23,7 +23,7 @@ from dispatcher.config.settings import DEFAULT_HEALTH_CHECK_INTERVAL_S
 from dispatcher.models import HealthStatus
 from dispatcher.runner.health import RESULT_LIFETIME_INTERVALS, probe_now
 from dispatcher.vendors.base import Health
-from producer.cli_exit_codes import (
+from producer.cli.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_OK,
     EXIT_UNAVAILABLE,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dispatcher import Settings
 from dispatcher.models import StreamEventType
-from producer.cli_batch import follow_batch
-from producer.cli_exit_codes import EXIT_BATCH_ITEMS_FAILED
-from producer.cli_jobs import stats_text
+from producer.cli.batch import follow_batch
+from producer.cli.exit_codes import EXIT_BATCH_ITEMS_FAILED
+from producer.cli.jobs import stats_text
 from producer.client import Client
-from producer.demo import MOCK_MODEL, DemoStack, DemoStartError, demo_prompts
+
+if TYPE_CHECKING:
+    from producer.cli.tools.demo import DemoStack
 
 __all__ = ["demo_command"]
 
@@ -49,6 +51,9 @@ def demo_command(
     every prompt succeeded or Ctrl-C stopped it, 7 when some prompt failed, 1
     when the stack could not start.
     """
+    # The tools load when a command needs them, not with every `llmdispatch` run.
+    from producer.cli.tools.demo import DemoStack, DemoStartError  # noqa: PLC0415
+
     try:
         with (
             DemoStack(announce=lambda line: typer.echo(line, err=True)) as stack,
@@ -69,6 +74,8 @@ def demo_command(
 
 
 def _run(client: Client, prompts: int) -> bool:
+    from producer.cli.tools.demo import MOCK_MODEL, demo_prompts  # noqa: PLC0415
+
     batch_id = client.submit_batch(demo_prompts(prompts))
     typer.echo(f"submitted batch {batch_id}: {prompts} prompts for {MOCK_MODEL}")
     record = follow_batch(client, batch_id, BATCH_TIMEOUT_S)

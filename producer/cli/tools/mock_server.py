@@ -1,6 +1,6 @@
 """A mock OpenAI Chat Completions server for tests, demos and load tests, on one asyncio loop.
 
-It answers in the wire format of `producer.mock_wire` (which also lists the
+It answers in the wire format of `producer.cli.tools.mock_wire` (which also lists the
 per-request faults of the `x-mock-fault` header), so `OpenAIVendor` and the
 official SDK can both call it. Replies are `dispatcher.vendors.mock`'s: "echo: "
 plus the last user message, one word per stream chunk unless told otherwise.
@@ -42,7 +42,7 @@ from dispatcher.vendors.mock import (
     compose_answer,
     split_into_chunks,
 )
-from producer.mock_wire import (
+from producer.cli.tools.mock_wire import (
     FAULT_HEADER,
     TIMEOUT_FAULT_HANG_S,
     BadRequest,

@@ -1,7 +1,7 @@
 """`llmdispatch batch`: submit a JSONL file as one batch, follow it, fetch its results.
 
 Each command builds its client with the factory the root command puts on the
-click context (`producer.cli.make_client`), as the job commands do. Following a
+click context (`producer.cli.root.make_client`), as the job commands do. Following a
 batch draws a progress bar on stderr, so stdout keeps only what scripts read:
 the batch id, the JSON, or the results.
 """
@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from dispatcher import BatchRecord
 from producer.batch_files import write_results
-from producer.cli_exit_codes import EXIT_BATCH_ITEMS_FAILED, EXIT_USAGE, exit_codes, fail
-from producer.cli_table import table
+from producer.cli.exit_codes import EXIT_BATCH_ITEMS_FAILED, EXIT_USAGE, exit_codes, fail
+from producer.cli.table import table
 from producer.client import Client
 
 __all__ = [
@@ -53,7 +53,7 @@ order, each with its custom_id and its response or error.
 Exit codes: 0 every item succeeded; 7 some items failed or were cancelled;
 2 an invalid file (every bad line is listed); 4 no such batch; 5 timed out waiting.""",
     no_args_is_help=True,
-    rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
+    rich_markup_mode=None,  # plain help, as the root command's (producer.cli.root)
 )
 
 FileArg = Annotated[

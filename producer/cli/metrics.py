@@ -1,6 +1,6 @@
 """`llmdispatch metrics`: serve the dispatcher's figures to Prometheus over HTTP.
 
-The exporter keeps nothing: each scrape reads Redis (see `producer.metrics`),
+The exporter keeps nothing: each scrape reads Redis (see `producer.cli.tools.metrics`),
 so it may run anywhere Redis is reachable, any number of times.
 """
 
@@ -15,9 +15,8 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
-from producer.cli_exit_codes import EXIT_UNAVAILABLE, exit_codes, fail
+from producer.cli.exit_codes import EXIT_UNAVAILABLE, exit_codes, fail
 from producer.client import Client
-from producer.metrics import DispatcherCollector
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "DEFAULT_METRICS_PORT", "metrics_command"]
 
@@ -41,6 +40,9 @@ def metrics_command(
     latency and queue-wait histograms, tokens, cost, rate-limit headroom,
     circuit states and health.
     """
+    # The tools load when a command needs them, not with every `llmdispatch` run.
+    from producer.cli.tools.metrics import DispatcherCollector  # noqa: PLC0415
+
     make_client: Callable[[], Client] = ctx.obj
     with exit_codes(), make_client() as client:
         registry = CollectorRegistry()

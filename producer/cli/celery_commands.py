@@ -17,8 +17,8 @@ from typing import Annotated
 import typer
 
 from dispatcher.routing.router import vendor_queues
-from producer.cli_config import fail_unless_buildable
-from producer.cli_exit_codes import EXIT_CONFIG_INVALID, EXIT_USAGE, fail, load_settings
+from producer.cli.config import fail_unless_buildable
+from producer.cli.exit_codes import EXIT_CONFIG_INVALID, EXIT_USAGE, fail, load_settings
 
 __all__ = ["flower_command", "is_loopback", "worker_command"]
 

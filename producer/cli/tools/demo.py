@@ -42,7 +42,7 @@ import yaml
 
 from dispatcher.config.settings import ENV_VENDORS, Settings
 from dispatcher.errors import ConfigError
-from producer.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
+from producer.cli.tools.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 
 __all__ = ["DemoStack", "DemoStartError", "demo_prompts"]
 
@@ -54,7 +54,7 @@ STOP_TIMEOUT_S = 20.0
 POLL_S = 0.1
 REDIS_PROBE_TIMEOUT_S = 1.0
 # The console script's entry point, run by this interpreter (no PATH lookup).
-_LLMDISPATCH = [sys.executable, "-c", "from producer.cli import main; main()"]
+_LLMDISPATCH = [sys.executable, "-c", "from producer.cli.root import main; main()"]
 _MOCK_URL = re.compile(r"listening on (http://\S+/v1)")
 
 

@@ -16,7 +16,7 @@ import typer
 
 from dispatcher import CircuitState, VendorDetail
 from dispatcher.config.schema import RateLimit
-from producer.cli_exit_codes import exit_codes
+from producer.cli.exit_codes import exit_codes
 from producer.client import Client
 
 __all__ = ["circuit_app", "reset_command", "vendor_command", "vendor_text"]
@@ -24,7 +24,7 @@ __all__ = ["circuit_app", "reset_command", "vendor_command", "vendor_text"]
 circuit_app = typer.Typer(
     help="Operate the vendors' circuit breakers, which every worker and producer shares.",
     no_args_is_help=True,
-    rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
+    rich_markup_mode=None,  # plain help, as the root command's (producer.cli.root)
 )
 
 VendorArg = Annotated[

@@ -6,7 +6,7 @@ module: `cli_jobs` (submit, send, get, wait, stream, cancel, stats), `cli_celery
 `cli_batch` (batch submit, status, wait, results, cancel, retry-failed),
 `cli_demo` (demo), `cli_health` (health check), `cli_vendors` (vendor, circuit reset).
 
-The exit codes scripts can rely on are listed in `producer.cli_exit_codes`;
+The exit codes scripts can rely on are listed in `producer.cli.exit_codes`;
 the `EXIT_*` names are importable from here too.
 """
 
@@ -17,11 +17,11 @@ from typing import Annotated
 import typer
 
 from dispatcher import __version__
-from producer.cli_batch import batch_app
-from producer.cli_celery import flower_command, worker_command
-from producer.cli_config import config_app
-from producer.cli_demo import demo_command
-from producer.cli_exit_codes import (
+from producer.cli.batch import batch_app
+from producer.cli.celery_commands import flower_command, worker_command
+from producer.cli.config import config_app
+from producer.cli.demo import demo_command
+from producer.cli.exit_codes import (
     EXIT_BATCH_ITEMS_FAILED,
     EXIT_CONFIG_INVALID,
     EXIT_JOB_FAILED,
@@ -31,8 +31,8 @@ from producer.cli_exit_codes import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from producer.cli_health import health_app
-from producer.cli_jobs import (
+from producer.cli.health import health_app
+from producer.cli.jobs import (
     cancel_command,
     get_command,
     send_command,
@@ -42,9 +42,9 @@ from producer.cli_jobs import (
     submit_command,
     wait_command,
 )
-from producer.cli_metrics import metrics_command
-from producer.cli_mock_server import mock_server
-from producer.cli_vendors import circuit_app, vendor_command
+from producer.cli.metrics import metrics_command
+from producer.cli.mock_server import mock_server
+from producer.cli.vendors import circuit_app, vendor_command
 from producer.client import Client
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The job commands: submit, send, get, wait, stream, cancel and stats.
 
 Each builds its client with the factory the root command puts on the click
-context (`producer.cli.make_client`), so tests can replace that one function.
+context (`producer.cli.root.make_client`), so tests can replace that one function.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dispatcher import JobRecord, Stats, VendorStats
 from dispatcher.config.settings import DEFAULT_MAX_REQUEST_BYTES
 from dispatcher.models import StreamEvent, StreamEventType
 from dispatcher.state.status import VendorStatus
-from producer.cli_exit_codes import exit_codes
-from producer.cli_table import table
+from producer.cli.exit_codes import exit_codes
+from producer.cli.table import table
 from producer.client import DEFAULT_START_TIMEOUT_S, DEFAULT_WAIT_TIMEOUT_S, Client
 
 __all__ = [

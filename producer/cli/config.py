@@ -14,14 +14,14 @@ from dispatcher.config.redis_address import shown_redis_url
 from dispatcher.config.schema import VendorConfig
 from dispatcher.state.redis_connect import redis_client
 from dispatcher.vendors import unbuildable_vendors
-from producer.cli_exit_codes import (
+from producer.cli.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     fail,
     load_settings,
 )
-from producer.cli_health import health_exit_code, health_lines, probe_vendors
+from producer.cli.health import health_exit_code, health_lines, probe_vendors
 
 __all__ = [
     "config_app",
@@ -36,7 +36,7 @@ PING_TIMEOUT_S = 5.0
 config_app = typer.Typer(
     help="Inspect and validate the configuration.",
     no_args_is_help=True,
-    rich_markup_mode=None,  # plain help, as the root command's (producer.cli)
+    rich_markup_mode=None,  # plain help, as the root command's (producer.cli.root)
 )
 
 

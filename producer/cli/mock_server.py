@@ -67,7 +67,7 @@ def mock_server(
     midstream-error (comma-separated to combine). Runs until Ctrl-C or SIGTERM.
     """
     # Imported here so that other commands do not pay for importing aiohttp.
-    from producer.mock_server import MockServerOptions, run  # noqa: PLC0415
+    from producer.cli.tools.mock_server import MockServerOptions, run  # noqa: PLC0415
 
     kinds = [kind.strip() for kind in failure_kinds.split(",") if kind.strip()]
     try:
