@@ -17,7 +17,7 @@ from dispatcher.broker.celery_config import celery_settings
 from dispatcher.log_redaction import install_log_redaction
 from dispatcher.tested_versions import untested_versions
 from dispatcher.vendors import unbuildable_vendors
-from workers.broker_clients import reuse_redis_clients
+from workers.kombu_patches.clients import reuse_redis_clients
 from workers.runtime import held_vendors
 
 __all__ = ["app", "redact_logs", "refuse_unbuildable_vendors", "warn_of_untested_versions"]
@@ -32,7 +32,7 @@ app = Celery("llmdispatch", set_as_current=True)
 app.conf.update(celery_settings(Settings.load()))
 app.conf.imports = ["workers.tasks"]
 # Celery's consumer, restoring the countdown messages a lost connection drops (its doc).
-app.conf.worker_consumer = "workers.consumer:RestoringConsumer"
+app.conf.worker_consumer = "workers.kombu_patches.consumer:RestoringConsumer"
 
 
 @after_setup_logger.connect  # type: ignore[untyped-decorator]

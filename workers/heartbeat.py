@@ -1,7 +1,7 @@
 """The worker's heartbeat: vouch for itself, and send back what dead workers held.
 
 Each worker process records in Redis every message it holds unacknowledged, as
-it receives and acknowledges it (`workers.consumer.HELD`, mirrored to
+it receives and acknowledges it (`workers.kombu_patches.consumer.HELD`, mirrored to
 `dispatcher.state.worker_registry`). Every `dead_after_s / 3` it records that it is
 alive for `dead_after_s` more, then takes back every worker whose time has
 passed: those messages go back to the head of their queues at once (kombu's
@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from dispatcher.state.worker_registry import WorkerRegistry
-from workers.consumer import HeldMessages
+from workers.kombu_patches.consumer import HeldMessages
 
 __all__ = ["BEATS_PER_PERIOD", "Heartbeat", "restore_messages", "worker_id"]
 

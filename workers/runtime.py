@@ -40,9 +40,9 @@ from dispatcher.state.redis_connect import async_redis_client, redis_client
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncStreamWriter
 from dispatcher.vendors import Vendor, build_vendor
-from workers.consumer import HELD
 from workers.heartbeat import BEATS_PER_PERIOD, Heartbeat, restore_messages, worker_id
 from workers.http_transport import vendor_http_client
+from workers.kombu_patches.consumer import HELD
 from workers.loop import EventLoopThread
 from workers.queued_messages import present_jobs
 from workers.task_events import current_message_id, send_task_events

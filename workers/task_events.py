@@ -3,7 +3,7 @@
 `dispatcher.runner.job_tasks` decides which events an attempt sends; this sends them the
 way Celery sends its own task events in a worker: `EventDispatcher.send(type,
 uuid=..., **fields)` on the consumer's dispatcher, whose "task" group is buffered
-and published many events at a time (`workers.consumer.EventPacer`). So they
+and published many events at a time (`workers.kombu_patches.consumer.EventPacer`). So they
 follow the worker's settings (none when task events are off, by
 `worker_send_task_events` or Flower's "disable events"), carry the worker's
 hostname, clock and pid, and wait in the buffer while the broker is away.
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatcher.runner.job_tasks import TaskEvent
-from workers.consumer import RestoringConsumer
+from workers.kombu_patches.consumer import RestoringConsumer
 
 __all__ = ["current_message_id", "send_task_events"]
 

@@ -25,7 +25,7 @@ Choices, and why:
   hoard messages that an idle worker could run.
 - Worker task events on, so Flower sees every task from the moment a worker
   receives it; the worker publishes them in batches, at most every 50 ms
-  (`workers.consumer.EventPacer`). The producer's "task-sent" event is off
+  (`workers.kombu_patches.consumer.EventPacer`). The producer's "task-sent" event is off
   unless LLMDISPATCH_SENT_EVENTS is set: it is one more publish per submit,
   and a submit then goes through Celery's `send_task` instead of writing its
   message in the job's own MULTI/EXEC (`dispatcher.broker.celery_wire`); it only shows

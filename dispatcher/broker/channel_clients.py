@@ -13,7 +13,7 @@ is given (kombu's `kombu.transport.redis.Channel`; this module never imports
 kombu, so `dispatcher` stays free of it), once per process; the cached client is
 rebuilt whenever the channel's pool changes (kombu replaces it after a
 connection error). Workers apply it as their Celery app is built
-(`workers.broker_clients`), producers as their sender's app is.
+(`workers.kombu_patches.clients`), producers as their sender's app is.
 
 It also mends one of kombu's edges on a lost connection: closing the channel
 restores its unacknowledged messages, which builds a client from the

@@ -32,7 +32,7 @@ made): never a prompt, a reply or a key.
 
 This module decides and holds no Celery; `workers.task_events` sends the events
 through the worker's Celery event dispatcher, buffered and paced with Celery's own
-(`workers.consumer.EventPacer`).
+(`workers.kombu_patches.consumer.EventPacer`).
 """
 
 from __future__ import annotations

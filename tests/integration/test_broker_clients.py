@@ -6,7 +6,7 @@ import kombu
 import pytest
 
 from producer.cli.tools.embedded_redis import EmbeddedRedis
-from workers.broker_clients import reuse_redis_clients
+from workers.kombu_patches.clients import reuse_redis_clients
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from kombu.transport import redis as kombu_redis
 from dispatcher.config.schema import VendorConfig
 from producer.cli.tools.embedded_redis import EmbeddedRedis
 from tests.standins.server import ThreadedServer
-from workers.consumer import UNDELIVERED, RestoringConsumer, keep_undelivered
 from workers.http_transport import PairsAiohttpTransport, vendor_http_client
+from workers.kombu_patches.consumer import UNDELIVERED, RestoringConsumer, keep_undelivered
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery.worker import state
 
-from workers.consumer import (
+from workers.kombu_patches.consumer import (
     LOST_FLUSH_S,
     UNDELIVERED,
     UNFINISHED_ACKS,

@@ -20,7 +20,7 @@ from dispatcher.broker.messages import RunJob
 from dispatcher.models import Response, Usage
 from dispatcher.runner.job_runner import Outcome
 from dispatcher.runner.job_tasks import JobTaskEvents, TaskEvent, TaskEventType
-from workers.consumer import EVENT_BUFFER_LIMIT, EventBuffer, RestoringConsumer
+from workers.kombu_patches.consumer import EVENT_BUFFER_LIMIT, EventBuffer, RestoringConsumer
 from workers.task_events import current_message_id, send_task_events
 
 WORKER = "w1@test"

@@ -1,5 +1,7 @@
 """Celery's consumer, restoring at once the countdown messages a lost connection drops.
 
+Tested with celery 5.7.0 and kombu 5.7.0 (`dispatcher/tested_versions.py`).
+
 A retry waits as a countdown message held in the worker's memory (ETA). When
 the broker connection is lost, say while Redis restarts, Celery drops those
 from memory (`Consumer.on_close`: their delivery tags belong to the old
@@ -41,7 +43,7 @@ was a loop turn of its own. The buffer is flushed before the consumer stops.
 
 Enabled by `worker_consumer` in the worker's Celery settings, and by
 `keep_undelivered(QoS)` and `finish_acks_later(QoS)` as the app is built
-(`workers.broker_clients.reuse_redis_clients`).
+(`workers.kombu_patches.clients.reuse_redis_clients`).
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ class RestoringConsumer(Consumer):  # type: ignore[misc]
     class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
         """Celery's consumer steps, and `EventBuffer` once Events has built the dispatcher."""
 
-        default_steps = (*Consumer.Blueprint.default_steps, "workers.consumer:EventBuffer")
+        default_steps = (
+            *Consumer.Blueprint.default_steps,
+            "workers.kombu_patches.consumer:EventBuffer",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.dropped_tags: list[str] = []
