@@ -14,17 +14,14 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from dispatcher.broker.ready_queue import ReadyQueue
 from dispatcher.config.settings import DEFAULT_JOB_TTL_S
-from dispatcher.errors import DispatcherError, JobCancelled, JobNotFound
+from dispatcher.errors import DispatcherError, JobNotFound
 from dispatcher.models import (
-    JobError,
     JobEvent,
     JobEventKind,
     JobRecord,
@@ -34,15 +31,20 @@ from dispatcher.models import (
     Route,
     Stats,
     StreamEvent,
-    StreamEventType,
-    Usage,
 )
 from dispatcher.state.batches import BatchStore
 from dispatcher.state.blocks import DeploymentBlocks
 from dispatcher.state.circuit import Circuits
+from dispatcher.state.claims import Bucket, Claim, ClaimOrder, StartResult
 from dispatcher.state.health_records import HealthRecords
 from dispatcher.state.idempotency import IdempotencyKeys
 from dispatcher.state.keys import Keys, valid_job_id
+from dispatcher.state.records import (
+    parse_stream_entry,
+    record_from_hash,
+    stream_event_body,
+    terminal_stream_body,
+)
 from dispatcher.state.redis_values import PENDING_TTL_S, WAIT_SLICE_S, wait_for_entry
 from dispatcher.state.redis_values import at as _at
 from dispatcher.state.redis_values import decoded as _decoded
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_JOB_TTL_S",
     "PENDING_TTL_S",
+    "TERMINAL",
     "WAIT_SLICE_S",
     "Bucket",
     "Claim",
@@ -74,65 +77,13 @@ __all__ = [
     "JobStore",
     "Keys",
     "StartResult",
+    "parse_stream_entry",
     "record_from_hash",
+    "stream_event_body",
     "valid_job_id",
 ]
 
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
-
-StartResult = Literal[
-    "ok", "missing", "terminal", "stale", "late", "blocked", "open", "limited", "busy"
-]
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """A shared token bucket to take `cost` from: refilled at `rate_per_s` up to `size`.
-
-    `kind` is "rpm" (a request costs 1) or "tpm" (a request costs its tokens).
-    """
-
-    key: str
-    kind: Literal["rpm", "tpm"]
-    rate_per_s: float
-    size: float
-    cost: float
-
-
-@dataclass(frozen=True)
-class ClaimOrder:
-    """What `JobStore.claim` takes: message `attempt` of `job_id` on `vendor`, and how.
-
-    `deployment`: the message's deployment (its index in the job's route), whose
-    block, if any, holds the job back.
-    """
-
-    job_id: str
-    attempt: int
-    vendor: str
-    buckets: tuple[Bucket, ...] = ()
-    horizon_s: float = 0.0
-    circuit: CircuitCheck | None = None
-    batch_id: str = ""
-    exclusive: bool = False
-    deployment: int = 0
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What `JobStore.claim` found: its verdict, the job, and what holds it back.
-
-    `blocked_until`: for "blocked", the time the deployment may be called again.
-    `wait_s` and `reserved`: for "limited", how long until the buckets hold
-    enough, and whether they were charged already (the job's next message then
-    runs without taking again).
-    """
-
-    verdict: StartResult
-    record: JobRecord | None = None
-    blocked_until: float | None = None
-    wait_s: float = 0.0
-    reserved: bool = False
 
 
 class JobStore:
@@ -451,7 +402,7 @@ class JobStore:
             if vendor:
                 histograms.append((self.keys.histogram(LATENCY, vendor), bucket))
         channel = self.keys.channel(job_id) if stream else ""
-        terminal = _terminal_stream_body(job_id, status, response, error)
+        terminal = terminal_stream_body(job_id, status, response, error)
         args: list[Any] = [status.value, event.model_dump_json(), self.job_ttl_s, TERMINAL]
         closes = close_circuit and vendor is not None
         tokens = usage.total_tokens if usage is not None else 0
@@ -527,77 +478,3 @@ class JobStore:
         names = [ALL_VENDORS, *vendors]
         latency = {vendor: _decoded(h) for vendor, h in zip(names, latencies, strict=True)}
         return build_stats(counters, latency, _decoded(queue_wait))
-
-
-def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) -> JobRecord:
-    """A `JobRecord` from the job hash and its event list."""
-
-    def number(name: str) -> float | None:
-        value = fields.get(name)
-        return float(value) if value not in (None, "") else None
-
-    def moment(name: str) -> datetime | None:
-        value = number(name)
-        return _at(value) if value is not None else None
-
-    def model(name: str, cls: Any) -> Any:
-        value = fields.get(name)
-        return cls.model_validate_json(value) if value else None
-
-    return JobRecord(
-        job_id=job_id,
-        request=Request.model_validate_json(fields["request"]),
-        route=model("route", Route),
-        status=JobStatus(fields["status"]),
-        attempts=int(fields.get("attempts", 0)),
-        attempt=int(fields.get("attempt", 0)),
-        events=[JobEvent.model_validate_json(e) for e in events],
-        response=model("response", Response),
-        error=model("error", JobError),
-        batch_id=fields.get("batch_id"),
-        created_at=moment("created_at") or _at(0),
-        started_at=moment("started_at"),
-        finished_at=moment("finished_at"),
-        deadline_at=moment("deadline_at"),
-        queue_wait_ms=number("queue_wait_ms"),
-        vendor_latency_ms=number("vendor_latency_ms"),
-        total_ms=number("total_ms"),
-        usage=model("usage", Usage),
-        cost_usd=number("cost_usd") or 0.0,
-    )
-
-
-def parse_stream_entry(fields: Mapping[Any, Any] | None) -> StreamEvent:
-    """The event held by one entry of a job's stream buffer."""
-    decoded = _decoded(fields or {})
-    return StreamEvent.model_validate_json(decoded["e"])
-
-
-def stream_event_body(fields: Mapping[str, Any]) -> str:
-    """A stream event's JSON without its opening brace: the scripts prepend `{"seq":N,`."""
-    return json.dumps(fields, separators=(",", ":"))[1:]
-
-
-def _terminal_stream_body(
-    job_id: str,
-    status: JobStatus,
-    response: Response | None,
-    error: DispatcherError | None,
-) -> str:
-    if status is JobStatus.SUCCEEDED and response is not None:
-        return stream_event_body(
-            {
-                "type": StreamEventType.DONE.value,
-                "job_id": job_id,
-                "vendor": response.vendor,
-                "model": response.model,
-                "finish_reason": response.finish_reason.value,
-                "usage": response.usage.model_dump(),
-                "cost_usd": response.cost_usd,
-            }
-        )
-    if error is None:
-        error = JobCancelled(f"job {job_id} was cancelled", job_id=job_id)
-    return stream_event_body(
-        {"type": StreamEventType.ERROR.value, "job_id": job_id, "error": error.to_dict()}
-    )
