@@ -79,19 +79,15 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("fake", id="fakeredis"),
-        pytest.param("real", id="real-redis", marks=pytest.mark.integration),
-    ]
-)
+@pytest.fixture
 def fake_or_real_redis(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    """The same test twice: on fakeredis, and (marked integration) on the private server.
+    """fakeredis for a unit test; the private redis-server for the same test body run
+    again from tests/integration (`tests/integration/test_real_redis_*.py`).
 
     The client answers bytes and sees an empty database, before and after the test.
     """
     client: redis.Redis
-    if request.param == "fake":
+    if request.node.get_closest_marker("integration") is None:
         client = fakeredis.FakeRedis()
     else:
         server: EmbeddedRedis = request.getfixturevalue("redis_server")

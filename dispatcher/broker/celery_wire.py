@@ -13,7 +13,7 @@ and kombu's layers: measured 58 % of a submit, bench/history/2026-12-01.md).
 The message is exactly what `Celery.send_task` produces with our settings
 (task protocol 2, JSON, body base64-encoded by the Redis transport, published
 to the default exchange with the queue as routing key), which
-`tests/unit/test_celery_wire.py` checks against a real `send_task`:
+`tests/integration/test_celery_wire.py` checks against a real `send_task`:
 
 - `headers`: the task name and id, `argsrepr` (what Flower shows) and Celery's
   other protocol-2 fields at their defaults;

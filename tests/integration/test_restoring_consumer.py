@@ -22,6 +22,8 @@ from workers.kombu_patches.consumer import (
     restore,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass(eq=False)
 class FakeMessage:

@@ -22,6 +22,8 @@ from dispatcher.state.store_async import AsyncStreamWriter
 from producer.cli.tools.embedded_redis import EmbeddedRedis
 from workers.loop import EventLoopThread
 
+pytestmark = pytest.mark.integration
+
 PREFIX = "llmd-stream-test"
 ROUTE = Route(vendor="openai", model="gpt-4o-mini", queue="llm.openai")
 

@@ -27,6 +27,8 @@ from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJ
 from dispatcher.config.settings import Settings
 from producer.cli.tools.embedded_redis import EmbeddedRedis
 
+pytestmark = pytest.mark.integration
+
 # Fresh for every message, or for every process.
 VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
