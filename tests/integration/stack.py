@@ -258,3 +258,46 @@ def running_flower(
             yield flower
         finally:
             stop_process(process)
+
+
+def two_vendors(
+    *,
+    timeout_s: float = 5,
+    primary_headers: dict[str, str] | None = None,
+    backup_headers: dict[str, str] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The two-vendor configuration the queue tests share, before `settings` override it.
+
+    `primary` (OpenAI format, serving `gpt-*`) and `backup` (OpenAI-compatible, any
+    model) both point at the stand-in; the model group `smart` is gpt-4o on primary,
+    then llama-3-70b on backup; two retries 0.2 s apart. `{url}` is the stand-in's.
+    """
+
+    def vendor(kind: str, models: list[str], headers: dict[str, str] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "type": kind,
+            "base_url": "{url}/v1",
+            "models": models,
+            "timeout_s": timeout_s,
+            "api_key": "${OPENAI_API_KEY}",
+        }
+        if headers:
+            entry["headers"] = headers
+        return entry
+
+    return {
+        "vendors": {
+            "primary": vendor("openai", ["gpt-*"], primary_headers),
+            "backup": vendor("openai_compatible", ["*"], backup_headers),
+        },
+        "model_groups": {
+            "smart": [
+                {"vendor": "primary", "model": "gpt-4o"},
+                {"vendor": "backup", "model": "llama-3-70b"},
+            ]
+        },
+        "default_vendor": "primary",
+        "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
+        **settings,
+    }

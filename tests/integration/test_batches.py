@@ -19,7 +19,7 @@ import pytest
 from dispatcher import BatchRecord, JobEventKind, JobStatus
 from producer import Client
 from producer.batch_files import BatchFileError
-from tests.integration.stack import Stack, running_stack, wait_for
+from tests.integration.stack import Stack, running_stack, two_vendors, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,32 +34,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def configure(stack: Stack, *, primary_headers: dict[str, str] | None = None, **env: str) -> Client:
-    def vendor(kind: str, name: str, models: list[str], extra: dict[str, str]) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "base_url": "{url}/v1",
-            "models": models,
-            "timeout_s": 5,
-            "api_key": "${OPENAI_API_KEY}",
-            "headers": {"x-vendor": name, **extra},
-        }
-
     stack.configure(
-        {
-            "vendors": {
-                "primary": vendor("openai", "primary", ["gpt-*"], primary_headers or {}),
-                "backup": vendor("openai_compatible", "backup", ["*"], {}),
-            },
-            "model_groups": {
-                "smart": [
-                    {"vendor": "primary", "model": "gpt-4o"},
-                    {"vendor": "backup", "model": "llama-3-70b"},
-                ]
-            },
-            "default_vendor": "primary",
-            "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
-            "circuit_breaker": {"failure_threshold": 5, "reset_timeout_s": 1.0},
-        },
+        two_vendors(
+            primary_headers={"x-vendor": "primary", **(primary_headers or {})},
+            backup_headers={"x-vendor": "backup"},
+            circuit_breaker={"failure_threshold": 5, "reset_timeout_s": 1.0},
+        ),
         **{
             "OPENAI_API_KEY": KEY,
             "LLMDISPATCH_VISIBILITY_TIMEOUT_S": "30",

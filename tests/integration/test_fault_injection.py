@@ -32,7 +32,7 @@ from dispatcher.errors import DispatcherError, StoreUnavailable
 from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
 from producer.cli.tools.embedded_redis import EmbeddedRedis
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, two_vendors, wait_for
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
 
@@ -64,37 +64,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def configure(
     stack: Stack, *, timeout_s: float = 5, retry_delay_s: float = 0.2, **env: str
 ) -> Client:
-    def vendor(kind: str, name: str, models: list[str]) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "base_url": "{url}/v1",
-            "models": models,
-            "timeout_s": timeout_s,
-            "api_key": "${OPENAI_API_KEY}",
-            "headers": {"x-vendor": name},
-        }
-
     stack.configure(
-        {
-            "vendors": {
-                "primary": vendor("openai", "primary", ["gpt-*"]),
-                "backup": vendor("openai_compatible", "backup", ["*"]),
-            },
-            "model_groups": {
-                "smart": [
-                    {"vendor": "primary", "model": "gpt-4o"},
-                    {"vendor": "backup", "model": "llama-3-70b"},
-                ]
-            },
-            "default_vendor": "primary",
-            "fallback_vendor": "backup",
-            "retry_policy": {
-                "max_retries": 2,
-                "backoff": "fixed",
-                "initial_delay_s": retry_delay_s,
-            },
-            "circuit_breaker": {"failure_threshold": 1000, "reset_timeout_s": 1.0},
-        },
+        two_vendors(
+            timeout_s=timeout_s,
+            primary_headers={"x-vendor": "primary"},
+            backup_headers={"x-vendor": "backup"},
+            fallback_vendor="backup",
+            retry_policy={"max_retries": 2, "backoff": "fixed", "initial_delay_s": retry_delay_s},
+            circuit_breaker={"failure_threshold": 1000, "reset_timeout_s": 1.0},
+        ),
         **{
             "OPENAI_API_KEY": KEY,
             "LLMDISPATCH_VISIBILITY_TIMEOUT_S": "8",

@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,33 +20,12 @@ from dispatcher import (
     VendorTimeout,
 )
 from producer import Client
-from tests.integration.stack import Stack, running_stack, wait_for
+from tests.integration.stack import Stack, running_stack, two_vendors, wait_for
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-queue-test-0123456789abcdef"
 PROMPT = [Message(role="user", content="hello there")]
-
-
-def vendors(**faults: str) -> dict[str, Any]:
-    """Two stand-in vendors, `primary` (OpenAI format) and `backup` (OpenAI-compatible)."""
-
-    def entry(kind: str, fault: str | None, models: list[str]) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "type": kind,
-            "base_url": "{url}/v1",
-            "models": models,
-            "timeout_s": 4,
-            "api_key": "${OPENAI_API_KEY}",
-        }
-        if fault:
-            config["headers"] = {"x-fake-fault": fault}
-        return config
-
-    return {
-        "primary": entry("openai", faults.get("primary"), ["gpt-*"]),
-        "backup": entry("openai_compatible", faults.get("backup"), ["*"]),
-    }
 
 
 @pytest.fixture
@@ -57,18 +35,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def configure(stack: Stack, env: dict[str, str] | None = None, **faults: str) -> Client:
+    headers = {name: {"x-fake-fault": fault} for name, fault in faults.items()}
     stack.configure(
-        {
-            "vendors": vendors(**faults),
-            "model_groups": {
-                "smart": [
-                    {"vendor": "primary", "model": "gpt-4o"},
-                    {"vendor": "backup", "model": "llama-3-70b"},
-                ]
-            },
-            "default_vendor": "primary",
-            "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
-        },
+        two_vendors(
+            timeout_s=4,
+            primary_headers=headers.get("primary"),
+            backup_headers=headers.get("backup"),
+        ),
         OPENAI_API_KEY=KEY,
         LLMDISPATCH_VISIBILITY_TIMEOUT_S="6",
         **(env or {}),

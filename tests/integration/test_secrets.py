@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ import redis
 
 from dispatcher import DispatcherError, JobEventKind, JobStatus, Message, Request
 from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK
+from dispatcher.models import JobError
 from dispatcher.redaction import MASK
 from producer import Client, text_of
 from producer.cli.tools.embedded_redis import EmbeddedRedis, free_port
@@ -154,14 +155,14 @@ def config(dead_port: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack whose private Redis requires a password."""
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose private Redis requires a password (one run serves every check)."""
     with (
         EmbeddedRedis(password=REDIS_PASSWORD) as server,
         ThreadedServer(FakeVendors().app) as standin,
     ):
-        running = Stack(server, standin, tmp_path)
+        running = Stack(server, standin, tmp_path_factory.mktemp("secrets"))
         running.configure(
             config(free_port()),
             OPENAI_API_KEY=KEYS["openai"],
@@ -309,7 +310,27 @@ def leaks(places: dict[str, bytes]) -> list[str]:
     ]
 
 
-def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: Stack) -> None:
+@dataclass(frozen=True)
+class Run:
+    """What one run with failures left behind, and where we looked for secrets."""
+
+    places: dict[str, bytes]
+    stored: dict[str, bytes]
+    mid_run: dict[str, bytes]
+    errors: dict[str, JobError | None]
+    fallback_events: str
+    echoed: dict[str, str]
+    worker_log: str
+    tasks: dict[str, Any]
+    flower_pages: dict[str, Any]
+    produced: list[str]
+    received: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def run(stack: Stack) -> Run:
+    """Jobs on every vendor kind, a batch, streams, a cancel, echoed 401s and 500s, a
+    fallback and a dead vendor, with a worker at DEBUG and Flower; then every place."""
     db = redis.Redis.from_url(stack.redis.url)
     with (
         producer_log() as produced,
@@ -416,30 +437,54 @@ def test_no_key_or_password_appears_anywhere_after_a_run_with_failures(stack: St
         "worker log": worker_log.encode(),
         "producer log": "\n".join(produced).encode(),
     }
-    assert leaks(places) == []
+    return Run(
+        places=places,
+        stored=stored,
+        mid_run=mid_run,
+        errors=errors,
+        fallback_events=fallback_events,
+        echoed=echoed,
+        worker_log=worker_log,
+        tasks=tasks,
+        flower_pages=flower_pages,
+        produced=produced,
+        received=stack.received(),
+    )
 
-    # Not vacuous: the echoes were stored, masked, and every place held what it should.
-    for name, error in errors.items():
+
+def test_no_key_or_password_appears_in_redis_logs_messages_or_flower(run: Run) -> None:
+    assert leaks(run.places) == []
+
+
+def test_echoed_credentials_were_stored_and_masked(run: Run) -> None:
+    for name, error in run.errors.items():
         assert error is not None, name
         assert error.kind == "auth", name
         assert "credentials received" in error.message, name
         assert MASK in error.message, name
-    assert "credentials received" in fallback_events  # the flaky vendor's echoed 500s
-    everything = b"\n".join(stored.values())
-    assert all(job_id.encode() in everything for job_id in echoed.values())
+    assert "credentials received" in run.fallback_events  # the flaky vendor's echoed 500s
+    everything = b"\n".join(run.stored.values())
+    assert all(job_id.encode() in everything for job_id in run.echoed.values())
     assert b"credentials received" in everything
     assert MASK.encode() in everything
-    assert "mid-run value of b'unacked' (hash)" in mid_run
-    assert mid_run["mid-run unacked message bodies"]
-    assert RUN_JOB_TASK in worker_log
-    assert RUN_JOBS_TASK in worker_log
-    assert RUN_QUEUED_TASK in worker_log
-    assert "DEBUG/" in worker_log
-    names = {task.get("name") for task in tasks.values()}
+
+
+def test_every_place_searched_held_what_it_should(run: Run) -> None:
+    # Not vacuous: a search of empty places would find no secret either.
+    assert "mid-run value of b'unacked' (hash)" in run.mid_run
+    assert run.mid_run["mid-run unacked message bodies"]
+    assert RUN_JOB_TASK in run.worker_log
+    assert RUN_JOBS_TASK in run.worker_log
+    assert RUN_QUEUED_TASK in run.worker_log
+    assert "DEBUG/" in run.worker_log
+    names = {task.get("name") for task in run.tasks.values()}
     assert names >= {RUN_JOB_TASK, RUN_JOBS_TASK, RUN_QUEUED_TASK}
     # Each job is a task of its own: a failed one's exception is its masked error.
-    assert any(MASK in str(task.get("exception")) for task in tasks.values())
-    assert all(flower_pages.values())
-    assert produced
+    assert any(MASK in str(task.get("exception")) for task in run.tasks.values())
+    assert all(run.flower_pages.values())
+    assert run.produced
+
+
+def test_every_vendor_received_its_key_where_its_wire_format_puts_it(run: Run) -> None:
     for vendor, (part, name) in KEY_PLACES.items():
-        assert any(KEYS[vendor] in r[part].get(name, "") for r in stack.received()), vendor
+        assert any(KEYS[vendor] in r[part].get(name, "") for r in run.received), vendor
