@@ -1,4 +1,5 @@
-"""Every vendor client against a stand-in speaking that vendor's wire format, over loopback."""
+"""Every vendor client against a stand-in speaking that vendor's wire format, over loopback,
+through the worker's own HTTP client (`workers.http_transport.vendor_http_client`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -25,6 +27,7 @@ from dispatcher import (
 from dispatcher.vendors import Vendor, build_vendor
 from tests.standins.fake_vendors import FakeVendors
 from tests.standins.server import ThreadedServer
+from workers.http_transport import vendor_http_client
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +77,7 @@ def _received(server: ThreadedServer) -> list[dict[str, Any]]:
 @pytest.fixture
 async def make_vendor(standin: ThreadedServer) -> AsyncIterator[Any]:
     made: list[Vendor] = []
+    clients: list[httpx.AsyncClient] = []
 
     def build(name: str, *, fault: str = "", key: str = KEY, **overrides: Any) -> Vendor:
         fields, _, _ = VENDORS[name]
@@ -83,13 +87,19 @@ async def make_vendor(standin: ThreadedServer) -> AsyncIterator[Any]:
         config.update(api_key=SecretStr(key), **overrides)
         if fault:
             config["headers"] = {"x-fake-fault": fault}
-        vendor = build_vendor(name, VendorConfig(**config))
+        built = VendorConfig(**config)
+        # The worker's own HTTP client (aiohttp underneath), as `workers.runtime` builds it.
+        client = vendor_http_client(built)
+        clients.append(client)
+        vendor = build_vendor(name, built, client)
         made.append(vendor)
         return vendor
 
     yield build
     for vendor in made:
         await vendor.aclose()
+    for client in clients:
+        await client.aclose()
 
 
 def _request(name: str, **fields: Any) -> Request:
