@@ -272,6 +272,8 @@ async def test_a_connection_cut_mid_answer_is_a_partial_broken_stream(
     assert caught.value.partial is True
 
 
+# Real error bodies and the typed error each must become: checked, with every other
+# format's, by tests/unit/vendors/test_wire_contract.py.
 ERRORS = [
     (
         json_response(
@@ -355,22 +357,6 @@ ERRORS = [
     (json_response(504, {"error": {"code": "504", "message": "gateway"}}), VendorTimeout),
     (httpx.Response(502, text=f"<html>Bad gateway api-key {KEY}</html>"), VendorUnavailable),
 ]
-
-
-@pytest.mark.parametrize(("response", "expected"), ERRORS, ids=lambda v: getattr(v, "__name__", ""))
-async def test_error_statuses_become_typed_errors_without_the_key(
-    recorder: Callable[..., Recorder],
-    make_request: Callable[..., Request],
-    response: httpx.Response,
-    expected: type[Exception],
-) -> None:
-    with pytest.raises(expected) as caught:
-        await vendor(recorder(response)).complete(make_request(), model=DEPLOYMENT)
-    error = caught.value
-    assert type(error) is expected
-    assert KEY not in str(error)
-    assert getattr(error, "vendor", None) == "azure"
-    assert getattr(error, "status_code", None) == response.status_code
 
 
 async def test_deployment_not_found_says_so_and_is_final(

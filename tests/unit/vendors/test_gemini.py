@@ -430,6 +430,8 @@ DAILY_QUOTA = _error(
 )
 OVERLOADED = _error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
 
+# Real error bodies and the typed error each must become: checked, with every other
+# format's, by tests/unit/vendors/test_wire_contract.py.
 ERRORS = [
     pytest.param(
         _error(400, "INVALID_ARGUMENT", "Please use a valid role: user, model."),
@@ -478,22 +480,6 @@ ERRORS = [
         httpx.Response(502, text="<html>Bad gateway</html>"), VendorUnavailable, id="502-html"
     ),
 ]
-
-
-@pytest.mark.parametrize(("response", "expected"), ERRORS)
-async def test_error_statuses_become_typed_errors_without_the_key(
-    recorder: Callable[..., Recorder],
-    make_request: Callable[..., Request],
-    response: httpx.Response,
-    expected: type[Exception],
-) -> None:
-    with pytest.raises(expected) as caught:
-        await vendor(recorder(response)).complete(gemini_request(make_request))
-    error = caught.value
-    assert type(error) is expected
-    assert KEY not in str(error)
-    assert getattr(error, "vendor", None) == "gemini"
-    assert getattr(error, "status_code", None) == response.status_code
 
 
 async def test_an_echoed_key_is_masked_even_when_it_has_no_known_shape(

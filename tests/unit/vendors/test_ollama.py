@@ -332,6 +332,8 @@ def error_body(status: int, text: str) -> httpx.Response:
     return json_response(status, {"error": text})
 
 
+# Real error bodies and the typed error each must become: checked, with every other
+# format's, by tests/unit/vendors/test_wire_contract.py.
 ERRORS = [
     (error_body(400, "invalid options: num_predict must be an integer"), InvalidRequest),
     (error_body(404, 'model "llama9" not found, try pulling it first'), InvalidRequest),
@@ -348,7 +350,7 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("response", "expected"), ERRORS, ids=lambda v: getattr(v, "__name__", ""))
-async def test_error_statuses_become_typed_errors_without_the_key(
+async def test_an_errors_own_words_survive_up_to_the_first_detail(
     recorder: Callable[..., Recorder],
     make_request: Callable[..., Request],
     response: httpx.Response,
@@ -356,13 +358,8 @@ async def test_error_statuses_become_typed_errors_without_the_key(
 ) -> None:
     with pytest.raises(expected) as caught:
         await vendor(recorder(response), api_key=SecretStr(KEY)).complete(make_request())
-    error = caught.value
-    assert type(error) is expected
-    assert KEY not in str(error)
-    # The vendor's own words survive, up to the first detail (which may hold the key).
-    assert json.loads(response.content)["error"].split(":")[0] in str(error)
-    assert getattr(error, "vendor", None) == "ollama"
-    assert getattr(error, "status_code", None) == response.status_code
+    # Ollama's errors are one string; past its first colon may come a detail with the key.
+    assert json.loads(response.content)["error"].split(":")[0] in str(caught.value)
 
 
 async def test_a_404_for_a_model_not_pulled_says_how_to_pull_it(

@@ -208,6 +208,8 @@ async def test_an_error_chunk_inside_a_200_stream_is_raised(
         _ = [d async for d in vendor(recorder(sse_response(events))).stream(make_request())]
 
 
+# Real error bodies and the typed error each must become: checked, with every other
+# format's, by tests/unit/vendors/test_wire_contract.py.
 ERRORS = [
     (
         json_response(
@@ -249,22 +251,6 @@ ERRORS = [
     (json_response(504, {"error": {"message": "upstream timed out"}}), VendorTimeout),
     (httpx.Response(502, text=f"Bad gateway; Authorization: Bearer {KEY}"), VendorUnavailable),
 ]
-
-
-@pytest.mark.parametrize(("response", "expected"), ERRORS, ids=lambda v: getattr(v, "__name__", ""))
-async def test_error_statuses_become_typed_errors_without_the_key(
-    recorder: Callable[..., Recorder],
-    make_request: Callable[..., Request],
-    response: httpx.Response,
-    expected: type[Exception],
-) -> None:
-    with pytest.raises(expected) as caught:
-        await vendor(recorder(response)).complete(make_request())
-    error = caught.value
-    assert type(error) is expected
-    assert KEY not in str(error)
-    assert getattr(error, "vendor", None) == "local"
-    assert getattr(error, "status_code", None) == response.status_code
 
 
 async def test_a_flat_vllm_error_keeps_its_message(
