@@ -1,4 +1,4 @@
-"""What callers import: the client (submit, get, wait, stream, ...) and the `llmdispatch` CLI.
+"""What callers import: the client (submit, get, wait, stream, ...); the CLI is `producer.cli`.
 
 `submit`, `get`, `wait` and `cancel` use a default `Client` built from the
 environment on first use; build a `Client` (or, in asyncio code, an

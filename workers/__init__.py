@@ -1,4 +1,4 @@
-"""Celery workers: the app, the per-vendor queues and the task that runs a job.
+"""Celery workers: the app, the per-vendor queues and the tasks that run jobs.
 
 Start one with `llmdispatch worker --vendors openai,anthropic` (or
 `celery -A workers.app worker -Q llm.openai,llm.anthropic --pool threads`).

@@ -1,4 +1,4 @@
-"""`llmdispatch demo`: the whole loop on this machine, with nothing running and no API key.
+"""The demo's stack: Redis, the mock vendor, a worker and Flower, each its own process.
 
 `DemoStack` starts what is missing, each as its own process, and stops every one
 it started when it exits (Ctrl-C and SIGTERM included):
