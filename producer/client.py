@@ -288,6 +288,7 @@ class Client:
         job_id = self.store.new_job_id()
         try:
             if idempotency_key is not None:
+                # A retry gets its job back even if routing would now refuse the request.
                 named = self.store.idempotency.named(idempotency_key)
                 if named is not None:
                     return named

@@ -36,21 +36,24 @@ async def call_vendor(
     if deadline is None:
         return await _call(vendor, request, model, on_text, max_stream_s)
     left_s = deadline - time.time()
-    after = f" ({request.timeout_s:g} s after submit)" if request.timeout_s is not None else ""
-    cut = DeadlineExceeded(
-        f"the job's deadline{after} passed during its call to {vendor.name}; the call was cut",
-        vendor=vendor.name,
-    )
     if left_s <= 0:
-        raise cut
+        raise _deadline_passed(vendor, request)
     bound = asyncio.timeout(left_s)
     try:
         async with bound:
             return await _call(vendor, request, model, on_text, max_stream_s)
     except TimeoutError:
         if bound.expired():
-            raise cut from None
+            raise _deadline_passed(vendor, request) from None
         raise
+
+
+def _deadline_passed(vendor: Vendor, request: Request) -> DeadlineExceeded:
+    after = f" ({request.timeout_s:g} s after submit)" if request.timeout_s is not None else ""
+    return DeadlineExceeded(
+        f"the job's deadline{after} passed during its call to {vendor.name}; the call was cut",
+        vendor=vendor.name,
+    )
 
 
 async def _call(

@@ -138,16 +138,14 @@ class BatchStore:
         50,000-item batch never blocks Redis for long at once; until the last step
         the batch does not exist (`get` raises `BatchNotFound`) and no message names
         its items, so no worker sees a part of it. A submit that dies midway leaves
-        only items no message will ever carry, which expire with the pending TTL.
+        only items no message will ever carry, which expire with the pending TTL; so
+        does one that loses a race for its `idempotency_key` (the producer looks the
+        key up before it reads the batch; the last step alone decides).
         `messages` maps (vendor, n) to the job ids of the vendor's n-th batch message;
         message n sends message n + `window` (0: the messages are not chained).
         """
         if not items:
             raise ValueError("a batch needs at least one item")
-        if idempotency_key is not None:
-            named = self.idempotency.named(idempotency_key)
-            if named is not None:
-                return named
         now = self.now()
         keys = self.keys.batch_keys(batch_id)
         for start in range(0, len(items), ITEMS_PER_TRANSACTION):

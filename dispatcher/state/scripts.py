@@ -44,19 +44,20 @@ def _bounds() -> str:
     return "local BOUNDS_MS = {" + ", ".join(parts) + "}\n"
 
 
-def _read(name: str) -> tuple[list[str], str]:
+@cache
+def _read(name: str) -> tuple[tuple[str, ...], str]:
     """The pieces `name.lua` uses, and its code without its opening comment."""
     text = files("dispatcher.state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     opening = 0
     while opening < len(lines) and lines[opening].startswith("--"):
         opening += 1
-    uses = [
+    uses = tuple(
         piece.strip(" .\n")
         for line in lines[:opening]
         if line.startswith(USES)
         for piece in line[len(USES) :].split(",")
-    ]
+    )
     return uses, "".join(lines[opening:])
 
 
