@@ -9,12 +9,15 @@ for this process, which is the producer.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +29,8 @@ import yaml
 from what_if_workers import NO_EVENTS
 
 from dispatcher import Settings
-from producer.client import CelerySender, Client
 from producer.cli.tools.embedded_redis import EmbeddedRedis
+from producer.client import CelerySender, Client
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -336,6 +339,51 @@ class Bench:
     def stop_all(self) -> None:
         for process in list(self.processes):
             self.stop(process)
+
+
+class ServerProcess:
+    """A stand-in server run as a subprocess (`args`): the URL it prints first, its CPU.
+
+    The server prints its base URL (`http://127.0.0.1:PORT/v1`) as its first line;
+    `get_json` and `post` reach the counters it serves beside the API.
+    """
+
+    def __init__(self, args: Sequence[str], startup_timeout_s: float = 20.0) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter and our arguments
+            list(args), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        assert self.process.stdout is not None
+        line = b""
+        deadline = time.monotonic() + startup_timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None and not line:
+            line = self.process.stdout.readline()
+        match = re.search(rb"http://[\d.]+:\d+/v1", line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"the stand-in server did not start: {line!r}")
+        self.url = match.group().decode()
+        self.root = self.url.removesuffix("/v1")
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.root}{path}", timeout=10) as answer:  # noqa: S310
+            return json.load(answer)
+
+    def post(self, path: str) -> None:
+        request = urllib.request.Request(f"{self.root}{path}", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - our loopback server
+            pass
+
+    def cpu_s(self) -> float:
+        return process_cpu_s(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
 
 
 @contextmanager

@@ -33,13 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,10 +57,10 @@ from queue_harness import (
     CpuSnapshot,
     Measurement,
     Process,
+    ServerProcess,
     machine,
     our_client,
     our_worker_app,
-    process_cpu_s,
     run_within_budget,
     running_bench,
     wait_for,
@@ -148,50 +144,19 @@ def serve_mock(latency_s: float, port: int) -> None:
     asyncio.run(main())
 
 
-class MockProcess:
+class MockProcess(ServerProcess):
     """The mock server subprocess: its URL, its in-flight counter and its CPU."""
 
     def __init__(self, latency_s: float) -> None:
         args = [sys.executable, __file__, "--serve-mock", "--latency", str(latency_s)]
-        self.process = subprocess.Popen(  # noqa: S603 - our interpreter and our arguments
-            args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-        )
-        self.url = ""
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        line = b""
-        while time.monotonic() < deadline and self.process.poll() is None:
-            line = self.process.stdout.readline()  # the first line is the URL
-            if line:
-                break
-        match = re.search(rb"http://[\d.]+:\d+/v1", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"the mock server did not start: {line!r}")
-        self.url = match.group().decode()
-        self.root = self.url.removesuffix("/v1")
+        super().__init__(args, STARTUP_TIMEOUT_S)
 
     def in_flight(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"{self.root}/__inflight", timeout=10) as answer:  # noqa: S310
-            data: dict[str, int] = json.load(answer)
-            return data
+        data: dict[str, int] = self.get_json("/__inflight")
+        return data
 
     def reset(self) -> None:
-        reset = urllib.request.Request(f"{self.root}/__inflight/reset", method="POST")  # noqa: S310
-        with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - our loopback server
-            pass
-
-    def cpu_s(self) -> float:
-        return process_cpu_s(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self.post("/__inflight/reset")
 
 
 # --- the two sides ---------------------------------------------------------------------

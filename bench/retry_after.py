@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +46,9 @@ from queue_harness import (
     Bench,
     CpuSnapshot,
     Measurement,
+    ServerProcess,
     machine,
     our_client,
-    process_cpu_s,
     run_within_budget,
     running_bench,
     wait_for,
@@ -116,7 +113,7 @@ def serve_mock(latency_s: float, rate: float, retry_after_s: float) -> None:
     asyncio.run(main())
 
 
-class MockProcess:
+class MockProcess(ServerProcess):
     """A mock server subprocess: its URL, what it answered, its CPU."""
 
     def __init__(self, latency_s: float, rate: float, retry_after_s: float) -> None:
@@ -124,41 +121,13 @@ class MockProcess:
             sys.executable, __file__, "--serve-mock", "--latency", str(latency_s),
             "--rate", str(rate), "--retry-after", str(retry_after_s),
         ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: S603 - our interpreter and our arguments
-            args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
-        )
-        assert self.process.stdout is not None
-        line = b""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None and not line:
-            line = self.process.stdout.readline()  # the first line is the URL
-        match = re.search(rb"http://[\d.]+:\d+/v1", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"the mock server did not start: {line!r}")
-        self.url = match.group().decode()
-        self.root = self.url.removesuffix("/v1")
+        super().__init__(args, STARTUP_TIMEOUT_S)
 
     def answered(self) -> Counter[int]:
-        with urllib.request.urlopen(f"{self.root}/__answered", timeout=10) as reply:  # noqa: S310
-            return Counter({int(k): v for k, v in json.load(reply).items()})
+        return Counter({int(k): v for k, v in self.get_json("/__answered").items()})
 
     def reset(self) -> None:
-        reset = urllib.request.Request(f"{self.root}/__answered/reset", method="POST")  # noqa: S310
-        with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - our loopback server
-            pass
-
-    def cpu_s(self) -> float:
-        return process_cpu_s(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self.post("/__answered/reset")
 
 
 # --- one side ---------------------------------------------------------------------------
