@@ -1,7 +1,10 @@
 """The sections of the configuration: vendors, routing rules, retry, cost and latency.
 
-`Settings` (in `config.py`) assembles them from the environment and the file.
-Every model here refuses unknown keys, so a typo fails at start-up.
+`Settings` (in `settings.py`) assembles them from the environment and the file.
+Every model here refuses unknown keys, so a typo fails at start-up. They only
+describe; whether a vendor serves a model, what it charges for one and whether
+a rule's condition holds for a request are routing's questions
+(`dispatcher.routing.matching`, `dispatcher.routing.pricing`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispatcher.models import Request, StrictModel
+from dispatcher.models import StrictModel
 
 __all__ = [
     "AuthConfig",
@@ -345,23 +348,9 @@ class VendorConfig(StrictModel):
             return tuple(self.models)
         return DEFAULT_MODEL_PATTERNS.get(VendorType(self.type), ()) if self.is_builtin else ()
 
-    def serves(self, model: str) -> bool:
-        """True when this vendor can be asked for `model`."""
-        patterns = self.model_patterns()
-        return not patterns or any(fnmatchcase(model, pattern) for pattern in patterns)
-
-    def price_for(self, model: str) -> Price | None:
-        """The configured price of `model`: an exact entry first, else the first glob match."""
-        if model in self.prices:
-            return self.prices[model]
-        return next(
-            (price for pattern, price in self.prices.items() if fnmatchcase(model, pattern)),
-            None,
-        )
-
 
 class RoutingCondition(StrictModel):
-    """When a routing rule applies; every condition given must hold."""
+    """When a routing rule applies; every condition given must hold (`condition_matches`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -373,22 +362,6 @@ class RoutingCondition(StrictModel):
         default=None, ge=0.0, le=2.0, description="Requests whose temperature is at most this."
     )
     user: str | None = Field(default=None, description="Glob on the request's user.")
-
-    def matches(self, request: Request) -> bool:
-        """True when `request` meets every condition given."""
-        if self.model_pattern is not None and not fnmatchcase(request.model, self.model_pattern):
-            return False
-        if self.max_tokens is not None and (
-            request.max_tokens is None or request.max_tokens > self.max_tokens
-        ):
-            return False
-        if self.temperature is not None and (
-            request.temperature is None or request.temperature > self.temperature
-        ):
-            return False
-        return self.user is None or (
-            request.user is not None and fnmatchcase(request.user, self.user)
-        )
 
 
 class RoutingRule(StrictModel):

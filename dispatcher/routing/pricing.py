@@ -1,12 +1,15 @@
-"""Token estimates before a call, and cost in USD from prices per million tokens.
+"""What a call costs: a vendor's price for a model, token estimates, and cost in USD.
 
-Estimates feed the router's cost optimisation and (later) the token-per-minute
+Prices are per million tokens, configured per vendor (`prices`, by model name or
+glob). Estimates feed the router's cost optimisation and the token-per-minute
 limiter; the real cost of a job is computed from the vendor's reported usage.
 """
 
 from __future__ import annotations
 
-from dispatcher.config.schema import Price
+from fnmatch import fnmatchcase
+
+from dispatcher.config.schema import Price, VendorConfig
 from dispatcher.models import Request, Usage
 
 __all__ = [
@@ -16,6 +19,7 @@ __all__ = [
     "cost_usd",
     "estimate_completion_tokens",
     "estimate_prompt_tokens",
+    "price_for",
 ]
 
 # English text averages about four characters per token in the GPT and Claude
@@ -26,6 +30,16 @@ TOKENS_PER_MESSAGE = 4
 # Reply length assumed when a request sets no max_tokens: a typical chat answer.
 DEFAULT_COMPLETION_TOKENS = 512
 TOKENS_PER_MILLION = 1_000_000
+
+
+def price_for(vendor: VendorConfig, model: str) -> Price | None:
+    """`vendor`'s configured price of `model`: an exact entry first, else the first glob match."""
+    if model in vendor.prices:
+        return vendor.prices[model]
+    return next(
+        (price for pattern, price in vendor.prices.items() if fnmatchcase(model, pattern)),
+        None,
+    )
 
 
 def estimate_prompt_tokens(request: Request) -> int:

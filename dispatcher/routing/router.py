@@ -48,7 +48,13 @@ from dispatcher.models import (
     Route,
     StrictModel,
 )
-from dispatcher.routing.pricing import Price, estimate_completion_tokens, estimate_prompt_tokens
+from dispatcher.routing.matching import condition_matches, serves
+from dispatcher.routing.pricing import (
+    Price,
+    estimate_completion_tokens,
+    estimate_prompt_tokens,
+    price_for,
+)
 
 __all__ = [
     "BATCH_LANE_SUFFIX",
@@ -243,7 +249,7 @@ def _stand_ins_allowed(
     named |= {
         rule.vendor
         for rule in settings.routing_rules
-        if rule.enabled and rule.condition.matches(request)
+        if rule.enabled and condition_matches(rule.condition, request)
     }
     return {name for name in named if name is not None}
 
@@ -251,7 +257,7 @@ def _stand_ins_allowed(
 def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) -> str | None:
     if not vendor.enabled:
         return "disabled in the configuration"
-    if not vendor.serves(deployment.model):
+    if not serves(vendor, deployment.model):
         patterns = ", ".join(vendor.model_patterns())
         return f"does not serve model {deployment.model!r} (serves {patterns})"
     if state.health is HealthStatus.UNHEALTHY:
@@ -266,7 +272,7 @@ def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) 
 def _estimate_cost_usd(
     request: Request, settings: Settings, deployment: Deployment, vendor: VendorConfig
 ) -> float | None:
-    price = vendor.price_for(deployment.model)
+    price = price_for(vendor, deployment.model)
     if price is None:
         blended = settings.cost_optimization.vendor_costs.get(deployment.vendor)
         if blended is None:
@@ -378,7 +384,7 @@ def _chosen_by_configuration(
 ) -> tuple[_Candidate, str] | None:
     """A matching routing rule, else the enabled optimisations, else the default vendor."""
     for rule in sorted(settings.routing_rules, key=lambda r: -r.priority):
-        if rule.enabled and rule.condition.matches(request) and rule.vendor in by_vendor:
+        if rule.enabled and condition_matches(rule.condition, request) and rule.vendor in by_vendor:
             label = f"rule {rule.name!r}" if rule.name else f"rule for vendor {rule.vendor!r}"
             return by_vendor[rule.vendor], label
     optimised = _optimisation_key(settings)

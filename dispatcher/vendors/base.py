@@ -44,7 +44,12 @@ from dispatcher.models import (
     utc_now,
 )
 from dispatcher.redaction import register_secret
-from dispatcher.routing.pricing import cost_usd, estimate_completion_tokens, estimate_prompt_tokens
+from dispatcher.routing.pricing import (
+    cost_usd,
+    estimate_completion_tokens,
+    estimate_prompt_tokens,
+    price_for,
+)
 
 __all__ = [
     "Capabilities",
@@ -180,7 +185,7 @@ class Vendor(ABC):
 
     def estimate_cost(self, request: Request, model: str | None = None) -> float | None:
         """The most `request` may cost in USD, or None when no price is configured."""
-        price = self.config.price_for(model or request.model)
+        price = price_for(self.config, model or request.model)
         if price is None:
             return None
         estimate = Usage(
@@ -191,7 +196,7 @@ class Vendor(ABC):
 
     def cost_of(self, usage: Usage, model: str) -> float:
         """What `usage` of `model` cost, by the configured price (0 when unpriced)."""
-        price = self.config.price_for(model)
+        price = price_for(self.config, model)
         return cost_usd(usage, price) if price is not None else 0.0
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

@@ -16,15 +16,14 @@ from dispatcher.config.schema import (
     DEFAULT_BASE_URLS,
     AuthConfig,
     RetryPolicy,
-    RoutingCondition,
     VendorConfig,
     VendorType,
 )
 from dispatcher.config.settings import DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, Settings
 from dispatcher.errors import ConfigError
-from dispatcher.models import Deployment, Message, Request, Role
+from dispatcher.models import Deployment
 from dispatcher.redaction import MASK, redact
-from dispatcher.routing.pricing import Price
+from dispatcher.routing.matching import serves
 
 WriteConfig = Callable[..., Path]
 
@@ -52,14 +51,6 @@ def load_problems(**overrides: Any) -> list[str]:
 def fresh_secret(label: str) -> str:
     """A secret no other test registered, shaped so no redaction pattern matches it alone."""
     return f"zq{label}{uuid.uuid4().hex}"
-
-
-def make_request(**overrides: Any) -> Request:
-    fields: dict[str, Any] = {
-        "model": "gpt-4o",
-        "messages": [Message(role=Role.USER, content="hello")],
-    }
-    return Request(**(fields | overrides))
 
 
 # --- environment --------------------------------------------------------------------------
@@ -647,7 +638,7 @@ def test_a_custom_factory_type_is_accepted(write_config: WriteConfig) -> None:
     assert vendor.type == "acme.llm_client:Factory"
     assert not vendor.is_builtin
     assert vendor.endpoint is None
-    assert vendor.serves("anything-at-all")
+    assert serves(vendor, "anything-at-all")
 
 
 def test_a_bad_vendor_type_is_one_clear_problem(write_config: WriteConfig) -> None:
@@ -872,82 +863,6 @@ def test_openai_default_endpoint_is_the_public_api() -> None:
 @pytest.mark.parametrize("vendor_type", ["azure", "openai_compatible", "pkg.mod:Factory"])
 def test_vendor_endpoint_is_none_for_types_without_a_public_url(vendor_type: str) -> None:
     assert VendorConfig(type=vendor_type).endpoint is None
-
-
-def test_vendor_serves_only_its_explicit_glob_patterns() -> None:
-    vendor = VendorConfig(type="openai_compatible", models=["llama3*", "mistral-7b"])
-
-    assert vendor.serves("llama3-70b")
-    assert vendor.serves("mistral-7b")
-    assert not vendor.serves("mistral-7b-instruct")
-    assert not vendor.serves("gpt-4o")
-
-
-@pytest.mark.parametrize(
-    ("vendor_type", "served", "not_served"),
-    [
-        ("anthropic", "claude-3-5-sonnet-latest", "gpt-4o"),
-        ("openai", "gpt-4o-mini", "claude-3-opus"),
-        ("openai", "o1-preview", "gemini-1.5-pro"),
-        ("gemini", "gemini-1.5-pro", "claude-3-opus"),
-        ("cohere", "command-r-plus", "gpt-4o"),
-    ],
-)
-def test_a_first_party_vendor_without_models_serves_its_default_patterns(
-    vendor_type: str, served: str, not_served: str
-) -> None:
-    vendor = VendorConfig(type=vendor_type)
-
-    assert vendor.serves(served)
-    assert not vendor.serves(not_served)
-
-
-@pytest.mark.parametrize("vendor_type", ["openai_compatible", "mock", "ollama", "azure"])
-def test_a_vendor_type_without_default_patterns_serves_any_model(vendor_type: str) -> None:
-    vendor = VendorConfig(type=vendor_type)
-
-    assert vendor.model_patterns() == ()
-    assert vendor.serves("claude-3-opus")
-    assert vendor.serves("some-local-model")
-
-
-def test_price_for_prefers_an_exact_entry_over_a_glob() -> None:
-    glob_price = Price(input_per_mtok=1.0, output_per_mtok=2.0)
-    exact_price = Price(input_per_mtok=5.0, output_per_mtok=15.0)
-    vendor = VendorConfig(type="openai", prices={"gpt-4o*": glob_price, "gpt-4o": exact_price})
-
-    assert vendor.price_for("gpt-4o") == exact_price
-    assert vendor.price_for("gpt-4o-mini") == glob_price
-    assert vendor.price_for("o1") is None
-
-
-@pytest.mark.parametrize(
-    ("condition", "request_fields", "expected"),
-    [
-        ({}, {}, True),
-        ({"model_pattern": "gpt-4*"}, {"model": "gpt-4o"}, True),
-        ({"model_pattern": "gpt-4*"}, {"model": "claude-3-opus"}, False),
-        ({"max_tokens": 100}, {"max_tokens": 100}, True),
-        ({"max_tokens": 100}, {"max_tokens": 101}, False),
-        ({"max_tokens": 100}, {}, False),
-        ({"temperature": 0.5}, {"temperature": 0.2}, True),
-        ({"temperature": 0.5}, {"temperature": 0.9}, False),
-        ({"temperature": 0.5}, {}, False),
-        ({"user": "team-*"}, {"user": "team-search"}, True),
-        ({"user": "team-*"}, {"user": "other"}, False),
-        ({"user": "team-*"}, {}, False),
-        ({"model_pattern": "gpt-*", "max_tokens": 50}, {"model": "gpt-4o", "max_tokens": 10}, True),
-        (
-            {"model_pattern": "gpt-*", "max_tokens": 50},
-            {"model": "gpt-4o", "max_tokens": 99},
-            False,
-        ),
-    ],
-)
-def test_routing_condition_matches_only_when_every_given_condition_holds(
-    condition: dict[str, Any], request_fields: dict[str, Any], expected: bool
-) -> None:
-    assert RoutingCondition(**condition).matches(make_request(**request_fields)) is expected
 
 
 def test_retry_policy_refuses_a_max_delay_below_the_initial_delay() -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from dispatcher import Settings, VendorConfig, VendorType
 from dispatcher.config.schema import DEFAULT_BASE_URLS
+from dispatcher.routing.matching import serves
 from dispatcher.state.status import vendor_status
 from dispatcher.state.store import JobStore
 from dispatcher.vendors import build_vendor
@@ -29,8 +30,8 @@ def test_type_google_is_the_gemini_wire_format_under_its_own_name() -> None:
 
     assert vendor.type == VendorType.GEMINI
     assert vendor.endpoint == DEFAULT_BASE_URLS[VendorType.GEMINI]
-    assert vendor.serves("gemini-1.5-flash")
-    assert not vendor.serves("gpt-4o")
+    assert serves(vendor, "gemini-1.5-flash")
+    assert not serves(vendor, "gpt-4o")
     assert isinstance(build_vendor("g", vendor), GeminiVendor)
 
 

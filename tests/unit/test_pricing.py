@@ -1,15 +1,16 @@
-"""Token estimates and cost."""
+"""Prices, token estimates and cost."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from dispatcher import Message, Price, Request, Usage
+from dispatcher import Message, Price, Request, Usage, VendorConfig
 from dispatcher.routing.pricing import (
     DEFAULT_COMPLETION_TOKENS,
     cost_usd,
     estimate_completion_tokens,
     estimate_prompt_tokens,
+    price_for,
 )
 
 
@@ -34,3 +35,13 @@ def test_cost_uses_prices_per_million_tokens() -> None:
     usage = Usage(prompt_tokens=1_000_000, completion_tokens=500_000)
     assert cost_usd(usage, price) == 2.5 + 5.0
     assert cost_usd(Usage(), price) == 0.0
+
+
+def test_price_for_prefers_an_exact_entry_over_a_glob() -> None:
+    glob_price = Price(input_per_mtok=1.0, output_per_mtok=2.0)
+    exact_price = Price(input_per_mtok=5.0, output_per_mtok=15.0)
+    vendor = VendorConfig(type="openai", prices={"gpt-4o*": glob_price, "gpt-4o": exact_price})
+
+    assert price_for(vendor, "gpt-4o") == exact_price
+    assert price_for(vendor, "gpt-4o-mini") == glob_price
+    assert price_for(vendor, "o1") is None

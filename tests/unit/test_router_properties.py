@@ -18,6 +18,7 @@ from dispatcher.config.schema import (
 from dispatcher.config.settings import Settings
 from dispatcher.errors import NoRoute
 from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request
+from dispatcher.routing.matching import condition_matches, serves
 from dispatcher.routing.router import LiveState, VendorState, route
 
 # A small alphabet, so generated vendors, rules, groups and live states overlap often.
@@ -108,7 +109,11 @@ def stand_ins_allowed(request: Request, config: Settings) -> set[str] | None:
     named = {config.default_vendor, config.fallback_vendor, request.vendor}
     named |= set(request.vendor_weights or ())
     named |= {d.vendor for d in group}
-    named |= {r.vendor for r in config.routing_rules if r.enabled and r.condition.matches(request)}
+    named |= {
+        r.vendor
+        for r in config.routing_rules
+        if r.enabled and condition_matches(r.condition, request)
+    }
     return {name for name in named if name is not None}
 
 
@@ -125,7 +130,7 @@ def usable_deployments(request: Request, config: Settings, state: LiveState) -> 
         if (
             vendor is not None
             and vendor.enabled
-            and vendor.serves(deployment.model)
+            and serves(vendor, deployment.model)
             and live.health is not HealthStatus.UNHEALTHY
             and live.circuit is not CircuitState.OPEN
             and (not vendor.is_stand_in or allowed is None or deployment.vendor in allowed)
