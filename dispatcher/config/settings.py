@@ -26,13 +26,13 @@ from its variables, and no other vendor appears (a file that names its vendor
 (`vendors.openai.rpm: must be greater than 0`), and never echoes a value,
 since values may be secrets. Secrets are `SecretStr` and are
 registered with `redaction` so they are masked wherever text is produced.
+
+The sections are in `schema.py`, the environment, `.env` and file sources in
+`sources.py`, and the checks that span several fields in `checks.py`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -45,22 +45,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_core import InitErrorDetails
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
-    EnvSettingsSource,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from dispatcher.config.file import Unresolved, expand_variables, read_config_file
-from dispatcher.config.problems import custom_error, describe, rebuild
+from dispatcher.config.checks import infer_vendor_types, reference_problems
+from dispatcher.config.problems import describe, rebuild
 from dispatcher.config.redis_address import redis_url_problem, redis_url_secrets
 from dispatcher.config.schema import (
-    TYPES_NEEDING_BASE_URL,
     VENDOR_TYPE_ALIASES,
     CircuitBreaker,
     CostOptimization,
@@ -71,6 +66,16 @@ from dispatcher.config.schema import (
     RoutingRule,
     VendorConfig,
     VendorType,
+)
+from dispatcher.config.sources import (
+    ENV_VENDORS,
+    ConfigFileSource,
+    DocumentedDotEnvSource,
+    DocumentedEnvSource,
+    EnvVendor,
+    env_names,
+    explain_source_errors,
+    read_variables,
 )
 from dispatcher.errors import ConfigError
 from dispatcher.models import Deployment, VendorName
@@ -118,53 +123,6 @@ Seconds = Annotated[float, Field(gt=0.0)]
 # A probe costs the vendor one cheap request; twice a minute notices an outage quickly.
 DEFAULT_HEALTH_CHECK_INTERVAL_S = 30.0
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-
-
-@dataclass(frozen=True)
-class EnvVendor:
-    """A vendor the environment can define, and the settings fields that define it."""
-
-    name: str
-    type: VendorType
-    key_field: str
-    base_url_field: str
-    timeout_field: str
-
-
-ENV_VENDORS: tuple[EnvVendor, ...] = (
-    EnvVendor("openai", VendorType.OPENAI, "openai_api_key", "openai_base_url", "openai_timeout"),
-    EnvVendor(
-        "anthropic",
-        VendorType.ANTHROPIC,
-        "anthropic_api_key",
-        "anthropic_base_url",
-        "anthropic_timeout",
-    ),
-    EnvVendor("gemini", VendorType.GEMINI, "google_api_key", "google_base_url", "google_timeout"),
-    EnvVendor(
-        "azure",
-        VendorType.AZURE,
-        "azure_openai_api_key",
-        "azure_openai_endpoint",
-        "azure_openai_timeout",
-    ),
-    EnvVendor("cohere", VendorType.COHERE, "cohere_api_key", "cohere_base_url", "cohere_timeout"),
-    EnvVendor("ollama", VendorType.OLLAMA, "ollama_api_key", "ollama_base_url", "ollama_timeout"),
-)
-
-# The keys the configuration file may hold; everything else belongs to the environment.
-FILE_FIELDS = (
-    "vendors",
-    "model_groups",
-    "routing_rules",
-    "default_vendor",
-    "fallback_vendor",
-    "retry_policy",
-    "circuit_breaker",
-    "cost_optimization",
-    "latency_optimization",
-    "least_busy",
-)
 
 
 class Settings(BaseSettings):
@@ -319,9 +277,9 @@ class Settings(BaseSettings):
         )
         return (
             init_settings,
-            _DocumentedEnvSource(settings_cls),
-            _DocumentedDotEnvSource(settings_cls, env_file=env_file),
-            _ConfigFileSource(settings_cls, init_settings, _variables(settings_cls, env_file)),
+            DocumentedEnvSource(settings_cls),
+            DocumentedDotEnvSource(settings_cls, env_file=env_file),
+            ConfigFileSource(settings_cls, init_settings, read_variables(settings_cls, env_file)),
         )
 
     @field_validator("redis_url")
@@ -349,15 +307,17 @@ class Settings(BaseSettings):
         # Field errors, dangling references and unset ${VAR}s all come out in one
         # ValidationError, so a user fixes the file in one pass.
         if isinstance(data, dict):
-            data = _infer_vendor_types(data)
-            references = _reference_problems(data)
+            data = infer_vendor_types(data)
+            references = reference_problems(data, env_names(cls))
         else:
             references = []
         try:
             settings = handler(data)
         except ValidationError as exc:
             errors = exc.errors()
-            raise rebuild(cls.__name__, errors, references, replace=_explanations(errors)) from None
+            raise rebuild(
+                cls.__name__, errors, references, replace=explain_source_errors(errors)
+            ) from None
         if references:
             raise ValidationError.from_exception_data(cls.__name__, references)
         return settings
@@ -420,11 +380,7 @@ class Settings(BaseSettings):
 
 
 # How each environment-backed field is spelled in the environment, for messages.
-ENV_NAMES: dict[str, str] = {
-    name: (field.validation_alias if isinstance(field.validation_alias, str) else name.upper())
-    for name, field in Settings.model_fields.items()
-    if name not in FILE_FIELDS
-}
+ENV_NAMES: dict[str, str] = dict(env_names(Settings))
 
 
 def key_hint(vendor: str) -> str:
@@ -451,201 +407,3 @@ def _env_vendor_values(settings: Settings, spec: EnvVendor) -> dict[str, Any]:
     if spec.type is VendorType.AZURE:
         values["api_version"] = settings.azure_openai_api_version
     return {key: value for key, value in values.items() if value is not None}
-
-
-class _DocumentedEnvSource(EnvSettingsSource):
-    """Reads only the documented variables, so an unrelated `VENDORS` is never parsed."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        if field_name in FILE_FIELDS:
-            return None, field_name, False
-        return super().get_field_value(field, field_name)
-
-
-class _DocumentedDotEnvSource(DotEnvSettingsSource):
-    """`.env`, read as the environment is: the documented variables, and nothing else."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        if field_name in FILE_FIELDS:
-            return None, field_name, False
-        return super().get_field_value(field, field_name)
-
-    def __call__(self) -> dict[str, Any]:
-        # DotEnvSettingsSource would pass every other line on as an extra field, which
-        # `extra="forbid"` refuses: compose's FLOWER_BASIC_AUTH is no setting of ours.
-        return EnvSettingsSource.__call__(self)
-
-
-def _variables(settings_cls: type[BaseSettings], env_file: Any) -> dict[str, str]:
-    """What `${VAR}` and LLMDISPATCH_CONFIG are looked up in: the environment, then `.env`."""
-    dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file, case_sensitive=True)
-    found = {name: value for name, value in dotenv.env_vars.items() if value}
-    return found | {name: value for name, value in os.environ.items() if value}
-
-
-@dataclass(frozen=True)
-class _Misplaced:
-    """Stands for an environment-only key found in the file."""
-
-    env_name: str
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """The file named by `LLMDISPATCH_CONFIG` (or `config_file=`), with `${VAR}` expanded
-    from `variables` (the environment over `.env`)."""
-
-    def __init__(
-        self,
-        settings_cls: type[BaseSettings],
-        init: PydanticBaseSettingsSource,
-        variables: Mapping[str, str],
-    ):
-        super().__init__(settings_cls)
-        kwargs = init.init_kwargs if isinstance(init, InitSettingsSource) else {}
-        self._variables = variables
-        self._path = (
-            kwargs.get("config_file")
-            or kwargs.get("LLMDISPATCH_CONFIG")
-            or variables.get("LLMDISPATCH_CONFIG")
-            or None
-        )
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # __call__ returns the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        if self._path is None:
-            return {}
-        path = Path(self._path)
-        try:
-            data = expand_variables(read_config_file(path), self._variables)
-        except RecursionError:
-            # A YAML alias used inside its own anchor (`a: &x [*x]`) is a value without end.
-            raise ConfigError(
-                [f"LLMDISPATCH_CONFIG ({path}): nested too deeply, or an alias holds itself"]
-            ) from None
-        return {
-            key: (_Misplaced(ENV_NAMES[key]) if key in ENV_NAMES else value)
-            for key, value in data.items()
-        }
-
-
-def _explanations(errors: list[Any]) -> dict[int, InitErrorDetails]:
-    """Clearer messages for unset variables, misplaced keys and unknown top-level keys."""
-    replace: dict[int, InitErrorDetails] = {}
-    for index, error in enumerate(errors):
-        value, loc = error.get("input"), error["loc"]
-        if isinstance(value, Unresolved):
-            message = (
-                f"environment variable {value.variable} is not set or empty "
-                f"(set it, or give a default with ${{{value.variable}:-default}})"
-            )
-        elif isinstance(value, _Misplaced):
-            message = "found in the configuration file; set it in the environment instead"
-        elif error["type"] == "extra_forbidden" and len(loc) == 1:
-            message = f"unknown key {loc[0]!r}; accepted keys: {', '.join(sorted(FILE_FIELDS))}"
-        else:
-            continue
-        replace[index] = custom_error("config", loc, message)
-    return replace
-
-
-def _infer_vendor_types(data: dict[str, Any]) -> dict[str, Any]:
-    """A vendor named after a built-in type (`openai:`) needs no `type:` line."""
-    vendors = data.get("vendors")
-    if not isinstance(vendors, Mapping):
-        return data
-    known = {member.value for member in VendorType} | VENDOR_TYPE_ALIASES.keys()
-    filled = {
-        name: (
-            {"type": name, **entry}
-            if isinstance(entry, Mapping) and "type" not in entry and name in known
-            else entry
-        )
-        for name, entry in vendors.items()
-    }
-    return {**data, "vendors": filled}
-
-
-def _reference_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
-    """Names that point at no vendor, and endpoints a vendor type cannot do without."""
-    vendors = data.get("vendors")
-    vendors = vendors if isinstance(vendors, Mapping) else {}
-    # Mirrors _complete_vendors_from_environment: env vendors only when the file lists none.
-    names = set(vendors) or {
-        spec.name
-        for spec in ENV_VENDORS
-        if data.get(spec.key_field) or data.get(spec.base_url_field)
-    }
-    # A YAML key such as `off:` is a boolean: show names as text, never compare types.
-    known = ", ".join(sorted(str(name) for name in names)) or "none"
-    problems: list[InitErrorDetails] = []
-
-    def check(name: Any, loc: tuple[int | str, ...]) -> None:
-        if isinstance(name, str) and name not in names:
-            problems.append(
-                custom_error(
-                    "unknown_vendor", loc, f"unknown vendor {name!r} (configured: {known})"
-                )
-            )
-
-    for key in ("default_vendor", "fallback_vendor"):
-        check(data.get(key), (key,))
-    rules = data.get("routing_rules")
-    for index, rule in enumerate(rules if isinstance(rules, list) else []):
-        if isinstance(rule, Mapping):
-            check(rule.get("vendor"), ("routing_rules", index, "vendor"))
-    groups = data.get("model_groups")
-    for group, deployments in (groups if isinstance(groups, Mapping) else {}).items():
-        for index, deployment in enumerate(deployments if isinstance(deployments, list) else []):
-            if isinstance(deployment, Mapping):
-                check(deployment.get("vendor"), ("model_groups", group, index, "vendor"))
-    for section, table in (
-        ("cost_optimization", "vendor_costs"),
-        ("latency_optimization", "latency_weights"),
-    ):
-        entry = data.get(section)
-        mapping = entry.get(table) if isinstance(entry, Mapping) else None
-        for name in mapping if isinstance(mapping, Mapping) else ():
-            check(name, (section, table, name))
-
-    problems.extend(_missing_endpoints(data, vendors))
-    return problems
-
-
-def _missing_endpoints(
-    data: Mapping[str, Any], vendors: Mapping[str, Any]
-) -> list[InitErrorDetails]:
-    """Vendor types with no public default URL must be given one, in the file or the env."""
-    problems: list[InitErrorDetails] = []
-    env_endpoints = {spec.name for spec in ENV_VENDORS if data.get(spec.base_url_field)}
-    for name, entry in vendors.items():
-        kind = entry.get("type") if isinstance(entry, Mapping) else None
-        if (
-            isinstance(kind, str)
-            and kind in TYPES_NEEDING_BASE_URL
-            and not entry.get("base_url")
-            and name not in env_endpoints
-        ):
-            problems.append(
-                custom_error(
-                    "missing_base_url",
-                    ("vendors", name, "base_url"),
-                    f"is required for type {kind!r}",
-                )
-            )
-    for spec in ENV_VENDORS:
-        if (
-            spec.type in TYPES_NEEDING_BASE_URL
-            and not vendors
-            and data.get(spec.key_field)
-            and not data.get(spec.base_url_field)
-        ):
-            problems.append(
-                custom_error(
-                    "missing_base_url",
-                    (spec.base_url_field,),
-                    f"is required when {ENV_NAMES[spec.key_field]} is set",
-                )
-            )
-    return problems

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import BatchNotFound, ConfigError, InvalidRequest, JobNotFound, Request, Settings
-from dispatcher.config.settings import ENV_NAMES, FILE_FIELDS
+from dispatcher.config.settings import ENV_NAMES
+from dispatcher.config.sources import FILE_FIELDS
 from dispatcher.models import (
     MAX_MAX_TOKENS,
     MAX_PRIORITY,
