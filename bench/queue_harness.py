@@ -29,8 +29,9 @@ import yaml
 from what_if_workers import NO_EVENTS
 
 from dispatcher import Settings
+from producer.celery_sender import CelerySender
 from producer.cli.tools.embedded_redis import EmbeddedRedis
-from producer.client import CelerySender, Client
+from producer.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"

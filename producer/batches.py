@@ -27,8 +27,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from dispatcher.broker.celery_wire import TaskMessages
 from dispatcher.broker.messages import BATCH_MESSAGE_ITEMS, RunJob, RunJobs
+from dispatcher.broker.outbox import Outbox
 from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.models import BatchItem, BatchRecord, JobStatus, Request, Route
@@ -72,7 +72,7 @@ class Batches:
         live_state: Callable[[], LiveState],
         send_jobs: SendJobs,
         rng: random.Random,
-        messages: TaskMessages | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -80,7 +80,7 @@ class Batches:
         self._send_jobs = send_jobs
         self._rng = rng
         # When set, a batch's first messages go in the MULTI/EXEC that writes it.
-        self._messages = messages
+        self._outbox = outbox
 
     # --- submitting ------------------------------------------------------------------
 
@@ -134,12 +134,12 @@ class Batches:
                 messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
                 metadata=metadata,
                 window=window,
-                also=None if self._messages is None else partial(self._enqueue, first),
+                also=None if self._outbox is None else partial(self._enqueue, first),
                 idempotency_key=idempotency_key,
             )
             if written != batch_id:
                 return written  # a racing submit with the same key made the batch
-            if self._messages is None:
+            if self._outbox is None:
                 self._send(batch_id, first, messages, window)
         except UNREACHABLE as exc:
             # The batch comes into being in its last MULTI/EXEC (with its first messages,
@@ -205,8 +205,8 @@ class Batches:
 
     def _enqueue(self, sending: Sequence[RunJobs], pipe: Any) -> None:
         """Write `sending` onto their batch lanes in `pipe`, the batch's own transaction."""
-        assert self._messages is not None
-        self.store.batches.enqueue(pipe, sending, self._messages)
+        assert self._outbox is not None
+        self.store.batches.enqueue(pipe, sending, self._outbox)
 
     def _fail_unsent(self, batch_id: str, job_ids: Iterable[str], cause: Exception) -> None:
         error = DispatcherError(f"could not queue the batch's item: {cause}")

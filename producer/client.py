@@ -20,16 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import redis
 from pydantic import ValidationError
 
-from dispatcher.broker.celery_config import celery_priority, celery_settings
-from dispatcher.broker.celery_wire import TaskMessages
-from dispatcher.broker.channel_clients import reuse_sync_clients
-from dispatcher.broker.messages import RUN_JOB_TASK, RUN_JOBS_TASK, RunJob, RunJobs, RunQueued
-from dispatcher.broker.ready_queue import Bell
+from dispatcher.broker.messages import RunJob
+from dispatcher.broker.outbox import Outbox
 from dispatcher.config.problems import describe
 from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
@@ -60,16 +57,13 @@ from producer.batches import (
     SendJobs,
     one_by_one,
 )
+from producer.celery_sender import CelerySender
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
-
-if TYPE_CHECKING:
-    import celery
 
 __all__ = [
     "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_WAIT_TIMEOUT_S",
-    "CelerySender",
     "Client",
     "Send",
     "cancel",
@@ -164,47 +158,6 @@ def response_of(record: JobRecord) -> Response:
     )
 
 
-class CelerySender:
-    """The default `Send`: a lightweight Celery app, built on first use, sending by task name."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._app: celery.Celery | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def app(self) -> celery.Celery:
-        """The Celery app messages go through (no tasks of its own; never the current app)."""
-        with self._lock:  # a publish costs far more than this lock
-            if self._app is None:
-                # Imported here so that importing the client does not pay for Celery.
-                import celery  # noqa: PLC0415
-                from kombu.transport import redis as kombu_redis  # noqa: PLC0415
-
-                reuse_sync_clients(kombu_redis.Channel)  # one client per channel, not per send
-                app = celery.Celery("llmdispatch-producer", set_as_current=False)
-                app.conf.update(celery_settings(self._settings))
-                self._app = app
-            return self._app
-
-    def __call__(self, message: RunJob, queue: str, priority: int) -> None:
-        """Send `message` to `queue` with `priority`."""
-        self.app.send_task(
-            RUN_JOB_TASK, args=message.as_args(), queue=queue, priority=celery_priority(priority)
-        )
-
-    def send_jobs(self, message: RunJobs, queue: str) -> None:
-        """Send a batch message (many items) to `queue` (a batch lane)."""
-        self.app.send_task(RUN_JOBS_TASK, args=message.as_args(), queue=queue)
-
-    def close(self) -> None:
-        """Release the broker connections, if the app was ever built."""
-        with self._lock:
-            if self._app is not None:
-                self._app.close()
-                self._app = None
-
-
 class Client:
     """Submits jobs and reads them back; thread-safe, and cheap to keep for a process's life."""
 
@@ -225,15 +178,20 @@ class Client:
             redis_client = connect_redis(settings, pool_timeout_s=options.pop("timeout"), **options)
         self.redis = redis_client
         self.store = JobStore(redis_client, settings.key_prefix, job_ttl_s=settings.job_ttl_s)
-        self._sender: CelerySender | None = None
         # The default: a submit writes the job and its message in one MULTI/EXEC
-        # (`dispatcher.broker.celery_wire`); with sent events on, Celery must send it.
-        self._messages = TaskMessages() if send is None and not settings.sent_events else None
-        batch_messages = self._messages if send_jobs is None else None
-        if send is None:
-            self._sender = send = CelerySender(settings)
-            send_jobs = send_jobs or self._sender.send_jobs
-        self._send = send
+        # (`dispatcher.broker.outbox`); with sent events on, Celery must send it.
+        self._sender = CelerySender(settings) if send is None and settings.sent_events else None
+        self.outbox = Outbox(
+            redis_client,
+            self.store.ready,
+            publish=None if self._sender is None else self._sender.publish,
+        )
+        # A caller's `send` (a test's recorder) stands in for the outbox's job messages.
+        self._send: Send = send or self.outbox.send_job
+        self._in_write = send is None and self.outbox.in_transaction
+        batch_outbox = self.outbox if self._in_write and send_jobs is None else None
+        if send_jobs is None:
+            send_jobs = self.outbox.send_jobs if send is None else one_by_one(send)
         self._rng = rng or random.Random()
         self._live: LiveState | None = None
         self._live_read_at = 0.0
@@ -242,9 +200,9 @@ class Client:
             self.store,
             settings,
             live_state=self._live_state,
-            send_jobs=send_jobs or one_by_one(send),
+            send_jobs=send_jobs,
             rng=self._rng,
-            messages=batch_messages,
+            outbox=batch_outbox,
         )
 
     @classmethod
@@ -299,12 +257,8 @@ class Client:
 
         def write(pipe: Any) -> None:
             self.store.create(job_id, checked, chosen, pipeline=pipe)
-            if self._messages is not None:  # queued too: written whole or not at all
-                priority = celery_priority(chosen.priority)
-                bell = Bell(
-                    *self._messages.run_queued(RunQueued(chosen.queue, chosen.vendor, priority))
-                )
-                self.store.ready.enqueue(pipe, job_id, chosen.queue, priority, bell)
+            if self._in_write:  # queued too: written whole or not at all
+                self.outbox.queue_job(pipe, job_id, chosen.queue, chosen.priority)
 
         try:
             if idempotency_key is None:
@@ -322,7 +276,7 @@ class Client:
             raise unavailable(
                 url, exc, left=left, job_id=job_id, may_have_been_written=True
             ) from exc
-        if self._messages is not None:
+        if self._in_write:
             return job_id
         try:
             self._send(RunJob(job_id, vendor=chosen.vendor), chosen.queue, chosen.priority)

@@ -39,12 +39,14 @@ import os
 import socket
 import uuid
 from bisect import bisect
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dispatcher.broker.messages import (
     RUN_JOB_TASK,
     RUN_JOBS_TASK,
     RUN_QUEUED_TASK,
+    RunJob,
     RunJobs,
     RunQueued,
 )
@@ -139,8 +141,25 @@ class TaskMessages:
         """A batch message, on `queue`'s list (priority 0, as `send_task` would send it)."""
         return self.encode(RUN_JOBS_TASK, message.as_args(), queue, 0)
 
+    def run_job(
+        self, message: RunJob, queue: str, celery_priority: int, delay_s: float = 0.0
+    ) -> tuple[str, str]:
+        """A job's own message, on `queue`'s list for its priority; with `delay_s`, its
+        `eta` that far ahead (as `send_task(countdown=delay_s)` sets it: the worker
+        holds the message until then)."""
+        eta = None
+        if delay_s > 0:
+            eta = (datetime.now(UTC) + timedelta(seconds=delay_s)).isoformat()
+        return self.encode(RUN_JOB_TASK, message.as_args(), queue, celery_priority, eta=eta)
+
     def encode(
-        self, task: str, args: list[Any], queue: str, celery_priority: int
+        self,
+        task: str,
+        args: list[Any],
+        queue: str,
+        celery_priority: int,
+        *,
+        eta: str | None = None,
     ) -> tuple[str, str]:
         """The list to LPUSH onto and the message, for task `task` called with `args`."""
         task_id = str(uuid.uuid4())
@@ -157,7 +176,7 @@ class TaskMessages:
                 "task": task,
                 "id": task_id,
                 "shadow": None,
-                "eta": None,
+                "eta": eta,
                 "expires": None,
                 "group": None,
                 "group_index": None,

@@ -51,7 +51,7 @@ from dispatcher.state.redis_values import text as _text
 from dispatcher.state.scripts import BATCH_ADD, BATCH_CANCEL
 
 if TYPE_CHECKING:
-    from dispatcher.broker.celery_wire import TaskMessages
+    from dispatcher.broker.outbox import Outbox
     from dispatcher.state.idempotency import IdempotencyKeys
     from dispatcher.state.keys import Keys
     from dispatcher.state.waiting_jobs import WaitingJobs
@@ -179,12 +179,12 @@ class BatchStore:
         pipe.execute()
         return batch_id
 
-    def enqueue(self, pipeline: Any, messages: Sequence[RunJobs], wire: TaskMessages) -> None:
+    def enqueue(self, pipeline: Any, messages: Sequence[RunJobs], outbox: Outbox) -> None:
         """Write `messages` onto their vendors' batch lanes in `pipeline`, their items
         waiting for them from now on (`dispatcher.state.waiting_jobs`), in the same transaction."""
         self.waiting.expect((job for m in messages for job in m.job_ids), pipeline=pipeline)
         for message in messages:
-            pipeline.lpush(*wire.run_jobs(message, batch_queue_for(message.vendor)))
+            outbox.send_jobs(message, batch_queue_for(message.vendor), pipeline)
 
     def message_items(self, batch_id: str, vendor: str, number: int) -> list[str]:
         """The job ids of the batch's `number`-th message for `vendor` ([] past the last)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import celery
@@ -111,3 +112,38 @@ def test_a_batch_message_matches_send_tasks_without_a_priority(redis_server: Emb
 
     assert name == "llm.openai.batch"
     assert without_varying(json.loads(ours)) == without_varying(json.loads(theirs))
+
+
+@pytest.mark.integration
+def test_a_delayed_job_message_matches_send_tasks_countdown(redis_server: EmbeddedRedis) -> None:
+    client = redis_server.client()
+    client.flushdb()
+    app = celery.Celery("wire-test", set_as_current=False)
+    app.conf.update(celery_settings(Settings.model_validate({"redis_url": redis_server.url})))
+    message = RunJob("a" * 32, attempt=2, retry=1, vendor="openai")
+    priority = celery_priority(7)
+    try:
+        app.send_task(
+            RUN_JOB_TASK,
+            args=message.as_args(),
+            queue="llm.openai",
+            priority=priority,
+            countdown=30,
+        )
+        [celery_list] = client.keys("llm.openai*")
+        [theirs] = client.lrange(celery_list, 0, -1)
+    finally:
+        app.close()
+        client.flushdb()
+
+    name, ours = TaskMessages().run_job(message, "llm.openai", priority, delay_s=30)
+
+    assert name.encode() == celery_list
+    mine, real = json.loads(ours), json.loads(theirs)
+    eta_mine = datetime.fromisoformat(mine["headers"].pop("eta"))
+    eta_real = datetime.fromisoformat(real["headers"].pop("eta"))
+    assert eta_mine.utcoffset() == eta_real.utcoffset() == timedelta(0)
+    assert abs(eta_mine - eta_real) < timedelta(seconds=10)  # each "now + 30 s"
+    assert without_varying(mine) == without_varying(real)
+    _, undelayed = TaskMessages().run_job(message, "llm.openai", priority)
+    assert json.loads(undelayed)["headers"]["eta"] is None

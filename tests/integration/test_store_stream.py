@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from dispatcher import FinishReason, JobStatus, Request, Response, Route, Usage, VendorUnavailable
 from dispatcher.errors import JobCancelled, error_from_dict
@@ -20,12 +21,22 @@ from dispatcher.models import JobEvent, JobEventKind, StreamEventType
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncStreamWriter
 from producer.cli.tools.embedded_redis import EmbeddedRedis
-from workers.loop import EventLoopThread
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 PREFIX = "llmd-stream-test"
 ROUTE = Route(vendor="openai", model="gpt-4o-mini", queue="llm.openai")
+
+
+@dataclass
+class Loop:
+    """Runs coroutines on an event loop of its own (anyio's portal, as the worker's)."""
+
+    portal: BlockingPortal
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return self.portal.start_task_soon(lambda: coroutine).result(timeout_s)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class Backend:
 
     store: JobStore
     writer: AsyncStreamWriter
-    loop: EventLoopThread
+    loop: Loop
 
     def append(self, job_id: str, attempt: int, delta: str) -> int:
         return self.loop.run(self.writer.append_chunk(job_id, attempt, delta, 1.5), 10)
@@ -58,10 +69,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         sync_client = embedded.client()
         async_client = redis.asyncio.Redis.from_url(embedded.url)
     sync_client.flushdb()
-    loop = EventLoopThread("stream-test-loop")
-    yield Backend(JobStore(sync_client, PREFIX), AsyncStreamWriter(async_client, PREFIX), loop)
-    loop.run(async_client.aclose(), 10)
-    loop.stop()
+    with start_blocking_portal() as portal:
+        loop = Loop(portal)
+        yield Backend(JobStore(sync_client, PREFIX), AsyncStreamWriter(async_client, PREFIX), loop)
+        loop.run(async_client.aclose(), 10)
     sync_client.flushdb()
     sync_client.close()
 

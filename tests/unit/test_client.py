@@ -40,8 +40,9 @@ from dispatcher.models import HealthStatus
 from dispatcher.state.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
+from producer.celery_sender import CelerySender
 from producer.cli.root import app
-from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S, CelerySender
+from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S
 
 PROMPT = "a very secret prompt 7c1e"
 PREFIX = "llmd"
@@ -400,6 +401,23 @@ def test_the_default_sender_sends_by_task_name_on_a_private_celery_app(
         )
     ]
     sender.close()
+
+
+def test_with_sent_events_a_submit_publishes_its_job_through_celery(
+    settings: Settings, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(CelerySender, "publish", lambda _self, *sent: published.append(sent))
+    eventful = settings.model_copy(update={"sent_events": True})
+    with Client(eventful, redis_client=fake_redis, rng=random.Random(0)) as client:
+        job_id = client.submit(request_dict(priority=2))
+        record = client.get(job_id)
+
+    queue = record.route.queue if record.route else ""
+    message = RunJob(job_id, vendor=record.route.vendor if record.route else "")
+    assert published == [("dispatch.run_job", message.as_args(), queue, 7, 0.0)]
+    assert record.status is JobStatus.QUEUED
+    assert fake_redis.keys(f"{PREFIX}:ready:*") == []  # no ready set: Celery carries it
 
 
 def test_module_level_helpers_use_one_client_built_from_the_environment(
