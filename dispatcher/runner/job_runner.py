@@ -29,8 +29,9 @@ slot. The next message is sent *before* the job's state is handed to it: if
 the worker dies between the two, the old message is redelivered (late
 acknowledgement) or the new one adopts the job, so a job is never stranded.
 
-What follows a failure (steps 3 and 5) is `dispatcher.runner.after_failure`; the
-vendor call itself is `dispatcher.runner.vendor_call`; the shapes they share are
+A claim that did not start its job (steps 2 and 3) is judged by
+`dispatcher.runner.claim_verdicts`; what follows a failure (steps 3 and 5) is
+`dispatcher.runner.after_failure`; the vendor call itself is `dispatcher.runner.vendor_call`; the shapes they share are
 `dispatcher.runner.types`.
 """
 
@@ -46,23 +47,19 @@ from dispatcher.broker.messages import RunJob
 from dispatcher.config.schema import VendorConfig
 from dispatcher.config.settings import Settings
 from dispatcher.errors import (
-    DeadlineExceeded,
     DispatcherError,
     JobNotFound,
-    VendorRateLimited,
     VendorUnavailable,
 )
 from dispatcher.models import (
-    CircuitState,
     Deployment,
-    JobEvent,
-    JobEventKind,
     JobRecord,
     JobStatus,
 )
 from dispatcher.models import Response as VendorResponse
 from dispatcher.routing.router import queue_for
 from dispatcher.runner.after_failure import AfterFailure, retry_kind
+from dispatcher.runner.claim_verdicts import ClaimVerdicts, skip_reason
 from dispatcher.runner.outage import REDIS_UNREACHABLE
 from dispatcher.runner.types import (
     BUSY,
@@ -127,6 +124,10 @@ class JobRunner:
         # What comes after a failure, a refusal or a wait: the next message, or the end.
         self.after = AfterFailure(
             settings, store, send=send, now=now, rng=self.rng, max_wait_s=self.max_wait_s
+        )
+        # What a claim that did not start its job comes to: skip, fail, move on or wait.
+        self.verdicts = ClaimVerdicts(
+            store, settings, self.after, now=now, max_wait_s=self.max_wait_s
         )
         # Told of every attempt's start and end (the worker sends Flower a task per job).
         self.watch: AttemptWatcher = watch or Unwatched()
@@ -282,33 +283,6 @@ class JobRunner:
             return None
         return CircuitCheck(self.breaker.reset_timeout_s, config.timeout)
 
-    def _cooling(self, deployments: Sequence[Deployment], first: int) -> dict[int, float]:
-        """The deployments from index `first` on that may not be called now, with until when.
-
-        A deployment may not be called while its Retry-After block stands or its
-        vendor's circuit is open.
-        """
-        indexes = range(first, len(deployments))
-        if not indexes:
-            return {}
-        blocked = self.store.blocks.until([deployments[i] for i in indexes])
-        circuits = (
-            self.store.circuits.states(
-                sorted({deployments[i].vendor for i in indexes}), self.breaker.reset_timeout_s
-            )
-            if self.breaker.enabled
-            else {}
-        )
-        cooling: dict[int, float] = {}
-        for index in indexes:
-            until = blocked.get(deployments[index], 0.0)
-            view = circuits.get(deployments[index].vendor)
-            if view is not None and view.state is CircuitState.OPEN:
-                until = max(until, view.until)
-            if until > 0.0:
-                cooling[index] = until
-        return cooling
-
     def _run_unnamed(self, message: RunJob) -> Outcome:
         """A message naming no vendor (an older version's) or one this worker lacks.
 
@@ -317,7 +291,7 @@ class JobRunner:
         """
         record = self.store.peek(message.job_id)
         deployments = record.route.deployments if record.route else []
-        skipped = _skip_reason(record, message)
+        skipped = skip_reason(record, message)
         if skipped is None and message.deployment >= len(deployments):
             skipped = f"the route has no deployment {message.deployment}"
         if skipped is not None:
@@ -348,101 +322,13 @@ class JobRunner:
 
         The watcher hears of the attempt's start, or of its outcome when it ends here.
         """
-        checked = self._check_claim(message, claim)
+        checked = self.verdicts.check(message, claim)
         if isinstance(checked, Outcome):
             self.watch.ended(message, checked, None)
         else:
             _, deployments, _ = checked
             self.watch.started(message, deployments[message.deployment].model)
         return checked
-
-    def _check_claim(self, message: RunJob, claim: Claim) -> Outcome | Ready:
-        """`_ready` without telling the watcher."""
-        record = claim.record
-        if record is None:
-            return Outcome("skipped", "no such job (expired, or never created)")
-        skipped = _skip_reason(record, message)
-        if skipped is not None:
-            return Outcome("skipped", skipped)
-        if claim.verdict == "busy":
-            return Outcome("skipped", BUSY)
-        deployments = record.route.deployments if record.route else []
-        deadline = record.deadline_at.timestamp() if record.deadline_at else None
-        refused = self._refused(record, message, claim, deployments, deadline)
-        if refused is not None:
-            return refused
-        return record, deployments, deadline
-
-    def _refused(
-        self,
-        record: JobRecord,
-        message: RunJob,
-        claim: Claim,
-        deployments: Sequence[Deployment],
-        deadline: float | None,
-    ) -> Outcome | None:
-        """What came of a claim that did not start the job; None when it did."""
-        if claim.verdict == "late":
-            late = DeadlineExceeded(
-                f"the job's deadline ({record.request.timeout_s:g} s after submit) passed "
-                "before it could run",
-                job_id=record.job_id,
-            )
-            return self.after.fail(record, message.vendor, late)
-        if (
-            message.deployment >= len(deployments)
-            or deployments[message.deployment].vendor != message.vendor
-        ):
-            # Only a message not made by us can get here: end the job rather than strand it.
-            wrong = DispatcherError(
-                f"message for deployment {message.deployment} on {message.vendor!r} does not "
-                f"match the job's route ({len(deployments)} deployments)",
-                job_id=record.job_id,
-            )
-            return self.after.fail(record, message.vendor, wrong)
-        if claim.verdict in ("blocked", "open"):
-            cooling = self._cooling(deployments, message.deployment + 1)
-            cooling[message.deployment] = claim.blocked_until or self.now()
-            here = deployments[message.deployment]
-            reason = (
-                f"{here.vendor}'s circuit is open after repeated failures"
-                if claim.verdict == "open"
-                else f"{here.model} on {here.vendor} is cooling down after a rate limit"
-            )
-            return self.after.avoid_cooling_deployments(
-                record, message, deployments, deadline, cooling, reason=reason
-            )
-        if claim.verdict == "limited":
-            return self._wait_for_capacity(record, message, claim, deadline)
-        return None
-
-    def _wait_for_capacity(
-        self, record: JobRecord, message: RunJob, claim: Claim, deadline: float | None
-    ) -> Outcome:
-        """Reschedule a job its vendor's shared rate limit holds back, for when it may run."""
-        vendor, wait_s = message.vendor, claim.wait_s
-        if not claim.reserved and deadline is not None and self.now() + wait_s >= deadline:
-            error = VendorRateLimited(
-                f"{vendor}'s shared rate limit has no capacity before the job's deadline "
-                f"(next in {wait_s:.1f} s)",
-                retry_after_s=wait_s,
-                vendor=vendor,
-                job_id=record.job_id,
-            )
-            return self.after.fail(record, vendor, error)
-        delay = min(wait_s, self.max_wait_s)
-        nxt = replace(message, attempt=message.attempt + 1)
-        event = JobEvent(
-            kind=JobEventKind.RETRY,
-            attempt=nxt.attempt,
-            vendor=vendor,
-            reason=f"waiting {wait_s:.2f} s for {vendor}'s shared rate limit",
-            delay_s=delay,
-        )
-        counters = [("t:limit_waits", 1.0), (f"v:{vendor}:limit_waits", 1.0)]
-        return self.after.reschedule(
-            record, message, nxt, vendor=vendor, delay_s=delay, event=event, counters=counters
-        )
 
     def _attempt(
         self,
@@ -512,13 +398,3 @@ class JobRunner:
             batch_id=record.batch_id,
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)
-
-
-def _skip_reason(record: JobRecord, message: RunJob) -> str | None:
-    """Why `message` must be dropped without a word to the job: it ended, or is stale."""
-    if record.status.is_terminal:
-        return f"already {record.status.value}"
-    if message.attempt < record.attempt:
-        # A redelivered old message: a newer one already owns the job.
-        return f"stale: attempt {message.attempt} < {record.attempt}"
-    return None
