@@ -7,7 +7,9 @@ environment on first use; build a `Client` (or, in asyncio code, an
 """
 
 from producer.async_client import AsyncClient
-from producer.client import Client, cancel, default_client, get, submit, text_of, wait
+from producer.client import Client
+from producer.shortcuts import cancel, default_client, get, submit, wait
+from producer.streaming import text_of
 
 __all__ = [
     "AsyncClient",

@@ -39,15 +39,10 @@ from dispatcher.state.status import VendorStatus
 from dispatcher.state.store_async import AsyncJobReader
 from dispatcher.state.vendor_detail import VendorDetail
 from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
-from producer.client import (
-    DEFAULT_WAIT_TIMEOUT_S,
-    Client,
-    Send,
-    redis_pool_options,
-    response_of,
-    streaming_request,
-    timed_out,
-)
+from producer.checks import streaming_request
+from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client, Send
+from producer.connections import redis_pool_options
+from producer.outcomes import response_of, timed_out
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
 from producer.unreachable import reaching_redis
 

@@ -1,4 +1,4 @@
-"""`Client`: submit a job, then read, wait for or cancel it; the module-level helpers.
+"""`Client`: submit a job, then read, wait for, stream or cancel it; batches; vendors.
 
 A submit validates the request and its size (nothing is written when either
 fails), asks the router for a route, and in one MULTI/EXEC writes the job
@@ -16,25 +16,21 @@ channel, replays its buffer and follows it by the rules in `producer.streaming`.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import redis
-from pydantic import ValidationError
 
 from dispatcher.broker.messages import RunJob
 from dispatcher.broker.outbox import Outbox
-from dispatcher.config.problems import describe
 from dispatcher.config.settings import Settings
-from dispatcher.errors import DispatcherError, InvalidRequest, JobCancelled, error_from_dict
+from dispatcher.errors import DispatcherError
 from dispatcher.models import (
     BatchItem,
     BatchRecord,
     CircuitState,
-    HealthStatus,
     JobRecord,
     JobStatus,
     Request,
@@ -43,12 +39,11 @@ from dispatcher.models import (
     StreamEvent,
 )
 from dispatcher.routing.request_size import check_request_size
-from dispatcher.routing.router import LiveState, VendorState, queue_for, route
-from dispatcher.state.idempotency import check_idempotency_key
+from dispatcher.routing.router import LiveState, route
+from dispatcher.state.live_state import read_live_state
 from dispatcher.state.redis_connect import redis_client as connect_redis
 from dispatcher.state.status import VendorStatus, vendor_status
 from dispatcher.state.store import JobStore
-from dispatcher.state.traffic import Load, running_since
 from dispatcher.state.vendor_detail import VendorDetail, configured_vendor, vendor_detail
 from producer.batches import (
     DEFAULT_PROGRESS_INTERVAL_S,
@@ -58,25 +53,18 @@ from producer.batches import (
     one_by_one,
 )
 from producer.celery_sender import CelerySender
-from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow, text_of
+from producer.checks import check_key, streaming_request, validated
+from producer.connections import redis_pool_options
+from producer.outcomes import response_of, timed_out
+from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
 __all__ = [
     "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_WAIT_TIMEOUT_S",
+    "LIVE_STATE_TTL_S",
     "Client",
     "Send",
-    "cancel",
-    "default_client",
-    "get",
-    "redis_pool_options",
-    "response_of",
-    "streaming_request",
-    "submit",
-    "text_of",
-    "timed_out",
-    "validated",
-    "wait",
 ]
 
 Send = Callable[[RunJob, str, int], None]
@@ -84,78 +72,8 @@ Send = Callable[[RunJob, str, int], None]
 
 # Long enough for a slow vendor call with a few retries (vendor timeouts default to 60 s).
 DEFAULT_WAIT_TIMEOUT_S = 300.0
-# Each blocked `wait` holds a connection for up to one wait slice, so a busy app needs
-# more than a handful; past this many, callers queue for a free one (see below).
-REDIS_MAX_CONNECTIONS = 256
-# How long a caller queues for a free pooled connection before a clear error.
-REDIS_POOL_WAIT_S = 10.0
-# Must exceed the store's wait slice (`WAIT_SLICE_S`), or every blocked wait would time out.
-REDIS_SOCKET_TIMEOUT_S = 5.0
 # How stale the vendors' circuit states a submit routes by may be: one read a second.
 LIVE_STATE_TTL_S = 1.0
-# A dead or unreachable Redis fails in seconds with a clear error, not a hang.
-REDIS_CONNECT_TIMEOUT_S = 3.0
-
-
-def redis_pool_options() -> dict[str, Any]:
-    """Options of the (blocking) connection pools of the sync and asyncio clients, as
-    redis-py's `BlockingConnectionPool` takes them (`timeout`: the wait for a free one)."""
-    return {
-        "max_connections": REDIS_MAX_CONNECTIONS,
-        "timeout": REDIS_POOL_WAIT_S,
-        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
-        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-    }
-
-
-def validated(request: Request | Mapping[str, Any]) -> Request:
-    """`request` as a `Request`; raises `InvalidRequest` listing every problem with its path."""
-    if isinstance(request, Request):
-        return request
-    if not isinstance(request, Mapping):
-        raise TypeError(f"a request is a Request or a dict, not {type(request).__name__}")
-    try:
-        return Request.model_validate(dict(request))
-    except ValidationError as exc:
-        problems = describe(exc)
-        count = len(problems)
-        heading = f"invalid request ({count} problem{'s' if count != 1 else ''})"
-        raise InvalidRequest("\n  ".join([heading + ":", *problems])) from None
-
-
-def check_key(idempotency_key: str) -> None:
-    """An idempotency key the dispatcher can keep; `InvalidRequest` naming what is wrong."""
-    try:
-        check_idempotency_key(idempotency_key)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
-def streaming_request(request: Request | Mapping[str, Any]) -> Request:
-    """`request` validated, with `stream=True`."""
-    if isinstance(request, Request):
-        return request.model_copy(update={"stream": True})
-    if not isinstance(request, Mapping):
-        raise TypeError(f"a request is a Request or a dict, not {type(request).__name__}")
-    return validated({**request, "stream": True})
-
-
-def response_of(record: JobRecord) -> Response:
-    """The response of an ended job, or the job's typed error raised.
-
-    Raises:
-        JobCancelled: the job was cancelled.
-        DispatcherError: the job failed; the subclass it failed with (e.g. `VendorAuthError`).
-    """
-    if record.status is JobStatus.SUCCEEDED and record.response is not None:
-        return record.response
-    if record.status is JobStatus.CANCELLED:
-        raise JobCancelled(f"job {record.job_id} was cancelled", job_id=record.job_id)
-    if record.status is JobStatus.FAILED and record.error is not None:
-        raise error_from_dict({**record.error.model_dump(), "job_id": record.job_id})
-    raise DispatcherError(
-        f"job {record.job_id} ended {record.status.value} without a result", job_id=record.job_id
-    )
 
 
 class Client:
@@ -303,39 +221,9 @@ class Client:
         """
         now = time.monotonic()
         if self._live is None or now - self._live_read_at >= self._live_ttl_s:
-            self._live = self._read_live_state()
+            self._live = read_live_state(self.store, self.settings)
             self._live_read_at = now
         return self._live
-
-    def _read_live_state(self) -> LiveState:
-        settings = self.settings
-        vendors = settings.enabled_vendors()
-        names = list(vendors)
-        breaker = settings.circuit_breaker
-        circuits = (
-            self.store.circuits.states(names, breaker.reset_timeout_s) if breaker.enabled else {}
-        )
-        health = self.store.health.latest(names)
-        loads: dict[str, Load] = {}
-        if settings.least_busy.enabled or settings.latency_optimization.enabled:
-            queues = {name: queue_for(name) for name in names}
-            now = self.store.now()
-            since = {name: running_since(vendors[name].timeout, now) for name in names}
-            loads = self.store.traffic.loads(queues, since)
-        states = {}
-        for name in names:
-            if name not in circuits and name not in health and name not in loads:
-                continue
-            load = loads.get(name)
-            states[name] = VendorState(
-                health=health[name].status if name in health else HealthStatus.UNKNOWN,
-                health_detail=health[name].detail if name in health else "",
-                circuit=circuits[name].state if name in circuits else CircuitState.CLOSED,
-                latency_ms=load.latency_ms if load else None,
-                in_flight=load.in_flight if load else 0,
-                queue_depth=load.queue_depth if load else 0,
-            )
-        return LiveState(vendors=states)
 
     @reaching_redis
     def get(self, job_id: str) -> JobRecord:
@@ -568,53 +456,3 @@ class Client:
             cause.add_note(f"job {job_id} could not be marked failed either: {exc}")
             return False
         return True
-
-
-def timed_out(job_id: str, timeout_s: float) -> TimeoutError:
-    """The error `wait` raises when the job has not ended in time; it names the job."""
-    return TimeoutError(
-        f"job {job_id} has not ended after {timeout_s:g} s; it is still queued or running: "
-        "wait again, or cancel it"
-    )
-
-
-class _DefaultClient:
-    """The process-wide client behind the module-level helpers, built on first use."""
-
-    def __init__(self) -> None:
-        self._client: Client | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Client:
-        with self._lock:
-            if self._client is None:
-                self._client = Client.from_env()
-            return self._client
-
-
-_DEFAULT = _DefaultClient()
-
-
-def default_client() -> Client:
-    """The client the module-level helpers use: `Client.from_env()`, built once."""
-    return _DEFAULT.get()
-
-
-def submit(request: Request | Mapping[str, Any], *, idempotency_key: str | None = None) -> str:
-    """Queue a job with the default client; see `Client.submit`."""
-    return default_client().submit(request, idempotency_key=idempotency_key)
-
-
-def get(job_id: str) -> JobRecord:
-    """The job's record, read with the default client; see `Client.get`."""
-    return default_client().get(job_id)
-
-
-def wait(job_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S) -> Response:
-    """Wait for the job with the default client; see `Client.wait`."""
-    return default_client().wait(job_id, timeout_s=timeout_s)
-
-
-def cancel(job_id: str) -> bool:
-    """Cancel the job with the default client; see `Client.cancel`."""
-    return default_client().cancel(job_id)

@@ -31,8 +31,8 @@ acknowledgement) or the new one adopts the job, so a job is never stranded.
 
 A claim that did not start its job (steps 2 and 3) is judged by
 `dispatcher.runner.claim_verdicts`; what follows a failure (steps 3 and 5) is
-`dispatcher.runner.after_failure`; the vendor call itself is `dispatcher.runner.vendor_call`; the shapes they share are
-`dispatcher.runner.types`.
+`dispatcher.runner.after_failure`; the vendor call itself is
+`dispatcher.runner.vendor_call`; the shapes they share are `dispatcher.runner.types`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import producer
 import producer.cli.root
 import producer.client
+import producer.shortcuts
 from dispatcher import (
     ConfigError,
     Deployment,
@@ -42,7 +43,7 @@ from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
 from producer.celery_sender import CelerySender
 from producer.cli.root import app
-from producer.client import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S
+from producer.connections import REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT_S
 
 PROMPT = "a very secret prompt 7c1e"
 PREFIX = "llmd"
@@ -424,7 +425,7 @@ def test_module_level_helpers_use_one_client_built_from_the_environment(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[Client] = []
-    monkeypatch.setattr(producer.client, "_DEFAULT", producer.client._DefaultClient())
+    monkeypatch.setattr(producer.shortcuts, "_DEFAULT", producer.shortcuts._DefaultClient())
     monkeypatch.setattr(Client, "from_env", classmethod(lambda cls: built.append(client) or client))
     job_id = producer.submit(request_dict())
     assert producer.get(job_id).status is JobStatus.QUEUED
