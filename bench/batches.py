@@ -5,7 +5,7 @@ Each part runs its baseline in the same run, through the same private Redis:
 (a) submit: `Client.submit_batch` of N prompts (default 10,000), against one
     `send_task` (Celery's apply_async) per prompt from this process, and
     against N `Client.submit` calls. Target: the batch under 2 s.
-(b) drain: an N-prompt batch against the mock OpenAI server (its own process)
+(b) drain: an N-prompt batch against the stand-in vendor server (its own process)
     with `--latency` (0.5 s), against bare Celery with one task per prompt
     making the same single httpx POST (`bench/bare_celery.py`, -c 600, as in
     `bench/queue_io.py`). Wall time from the first send to the last item's end.
@@ -58,8 +58,8 @@ from queue_io import API_KEY, MockProcess, run_bare
 
 from dispatcher import Settings
 from dispatcher.broker.celery_config import celery_settings
+from producer.cli.tools.standin import raise_open_file_limit
 from producer.client import Client
-from producer.cli.tools.mock_server import raise_open_file_limit
 
 VENDOR = "mockhttp"
 QUEUES = f"llm.{VENDOR},llm.{VENDOR}.batch"

@@ -9,7 +9,7 @@
     anyway. Microseconds per call (wall, sequential) and round trips per call.
 (2) Accuracy. 2, then 4, `celery worker` processes (threads, -c 20 each) drain a
     backlog of jobs for one vendor limited to `--rpm` (burst `--burst`), served by
-    the mock OpenAI server in this process (which records when each request
+    the stand-in vendor server in this process (which records when each request
     arrives, after `--latency`). Over a `--window` s window from the first
     arrival: requests that arrived, against the most the limit allows (rate x
     window + burst), and the rate achieved after the burst, against the limit.
@@ -39,7 +39,7 @@ from dispatcher import Message, Request, Route
 from dispatcher.state.ratelimit import RateLimiter
 from dispatcher.state.store import Bucket, JobStore
 from producer import Client
-from producer.cli.tools.mock_server import MockServerOptions, create_app
+from producer.cli.tools.standin import StandInOptions, create_app
 
 DEFAULT_BUDGET_S = 170.0
 CONCURRENCY = 20
@@ -113,11 +113,11 @@ def cost(bench: Bench, calls: int) -> None:
 
 
 class Arrivals:
-    """The mock OpenAI server in a thread of this process, noting when requests arrive."""
+    """The stand-in vendor server in a thread of this process, noting when requests arrive."""
 
     def __init__(self, latency_s: float) -> None:
         self.times: list[float] = []
-        options = MockServerOptions.model_validate(
+        options = StandInOptions.model_validate(
             {"behaviour": {"time_to_first_token_s": latency_s}}
         )
         self.app = create_app(options)

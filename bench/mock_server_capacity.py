@@ -1,4 +1,4 @@
-"""How much load the mock OpenAI server takes: requests per second, and open streams held.
+"""How much load the stand-in vendor server takes: requests per second, and open streams held.
 
 The server runs as its own process (the real `llmdispatch mock-server` console
 script), so client and server do not share one event loop or one core:
@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from producer.cli.tools.mock_server import raise_open_file_limit
+from producer.cli.tools.standin import raise_open_file_limit
 
 SCRIPT = Path(sys.executable).parent / "llmdispatch"
 PROMPT = "Say hello to the mock"

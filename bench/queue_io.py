@@ -1,7 +1,7 @@
 """I/O-bound jobs through the queue: calls to a mock vendor with 0.5 s latency, against bare Celery.
 
 (b) N jobs (default 10,000) for an `openai_compatible` vendor whose base URL is
-    the mock OpenAI server (`producer.cli.tools.mock_server`, its own process), which
+    the stand-in vendor server (`producer.cli.tools.standin`, its own process), which
     waits `--latency` (0.5 s) before answering each completion. Our worker
     (`celery -A workers.app worker --pool threads -c C`, C = 600 by default)
     runs them: each task thread hands the call to the worker's one event loop
@@ -12,7 +12,7 @@
     thread (one keep-alive connection each), and reading its JSON.
 
 Calls in flight are counted by the mock server itself: this script serves the
-mock app (`producer.cli.tools.mock_server.create_app`) with one extra middleware that
+mock app (`producer.cli.tools.standin.create_app`) with one extra middleware that
 counts completions being answered, and a `/__inflight` route to read the count
 (`--serve-mock`). The latency ideal is N x latency / C: every slot always busy.
 Each side: a fresh worker, a warm-up of C jobs (every thread and connection
@@ -69,7 +69,7 @@ from what_if_workers import VARIANTS
 
 from dispatcher import Request
 from dispatcher.vendors.openai import chat_body
-from producer.cli.tools.mock_server import MockServerOptions, create_app, raise_open_file_limit
+from producer.cli.tools.standin import StandInOptions, create_app, raise_open_file_limit
 
 API_KEY = "sk-bench-0123456789abcdef"
 VENDOR = "mockhttp"
@@ -101,7 +101,7 @@ class InFlight:
 
 
 def serve_mock(latency_s: float, port: int) -> None:
-    """The mock OpenAI server (`create_app`), plus an in-flight counter at `/__inflight`."""
+    """The stand-in vendor server (`create_app`), plus an in-flight counter at `/__inflight`."""
     counter = InFlight()
 
     @web.middleware
@@ -126,14 +126,14 @@ def serve_mock(latency_s: float, port: int) -> None:
         return web.json_response({})
 
     async def main() -> None:
-        options = MockServerOptions.model_validate(
+        options = StandInOptions.model_validate(
             {"behaviour": {"time_to_first_token_s": latency_s}, "api_key": API_KEY}
         )
         app = create_app(options)
         app.middlewares.append(count)
         app.router.add_get("/__inflight", read)
         app.router.add_post("/__inflight/reset", reset)
-        # As MockServer.start does: no access log, cancellation on hang-up, a deep backlog.
+        # As StandInServer.start does: no access log, cancellation on hang-up, a deep backlog.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()

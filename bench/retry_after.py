@@ -1,6 +1,6 @@
 """Retry-After without a stall: N jobs with and without random 429s, side by side.
 
-Two mock OpenAI servers (`producer.cli.tools.mock_server`), each its own process, answer
+Two stand-in vendor servers (`producer.cli.tools.standin`), each its own process, answer
 every completion after a fixed `--latency` (0.5 s): the "clean" one always
 succeeds; the "429" one answers a random `--rate` (8 %) of calls 429 with
 `Retry-After: --retry-after` (1 s), its failure dice seeded. One vendor, one
@@ -55,7 +55,7 @@ from queue_harness import (
 )
 
 from dispatcher.models import JobEvent, JobEventKind
-from producer.cli.tools.mock_server import MockServerOptions, create_app, raise_open_file_limit
+from producer.cli.tools.standin import StandInOptions, create_app, raise_open_file_limit
 
 API_KEY = "sk-bench-0123456789abcdef"
 VENDOR = "mockhttp"
@@ -73,7 +73,7 @@ WAIT_REASON = re.compile(r"to cool down|cooling down")
 
 
 def serve_mock(latency_s: float, rate: float, retry_after_s: float) -> None:
-    """A mock OpenAI server failing `rate` of calls with 429s; `/__answered` counts replies."""
+    """A stand-in vendor server failing `rate` of calls with 429s; `/__answered` counts replies."""
     answered: Counter[int] = Counter()
 
     @web.middleware
@@ -98,7 +98,7 @@ def serve_mock(latency_s: float, rate: float, retry_after_s: float) -> None:
                 "failure_kinds": ["rate_limited"],
                 "retry_after_s": retry_after_s,
             }
-        options = MockServerOptions.model_validate({"behaviour": behaviour, "api_key": API_KEY})
+        options = StandInOptions.model_validate({"behaviour": behaviour, "api_key": API_KEY})
         app = create_app(options)
         app.middlewares.append(count)
         app.router.add_get("/__answered", read)

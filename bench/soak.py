@@ -2,8 +2,8 @@
 
 Two of our workers, started the product's way (`celery -A workers.app worker
 --pool threads -c 500`, the `llmdispatch worker` default, as `bench/batches.py`
-starts them), consume `llm.<vendor>` and `llm.<vendor>.batch` of the mock
-OpenAI server (`producer.cli.tools.mock_server`, its own process) answering after
+starts them), consume `llm.<vendor>` and `llm.<vendor>.batch` of the stand-in
+vendor server (`producer.cli.tools.standin`, its own process) answering after
 `--latency` (0.05 s). Every process runs with LLMDISPATCH_JOB_TTL_S =
 `--job-ttl` (30 s), so ended jobs expire within the run.
 
@@ -66,8 +66,8 @@ from queue_io import MockProcess
 from dispatcher import Settings
 from dispatcher.broker.celery_config import celery_settings
 from dispatcher.models import BatchCounts
+from producer.cli.tools.standin import raise_open_file_limit
 from producer.client import Client
-from producer.cli.tools.mock_server import raise_open_file_limit
 
 DEFAULT_BUDGET_S = 1500.0
 BATCH_SIZE = 5_000

@@ -1,6 +1,6 @@
 """Streaming latency: chunk delivery under 200 concurrent streams, and time to first token.
 
-(1) Chunk delivery. The mock OpenAI server (`llmdispatch mock-server`, its own
+(1) Chunk delivery. The stand-in vendor server (`llmdispatch mock-server`, its own
     process) streams every reply as K chunks (default 60) paced D seconds apart
     (default 0.05 s) after a first-byte latency L (default 0.3 s). Our worker
     (`celery -A workers.app worker -Q llm.mock --pool threads -c C`, C >= N) runs
@@ -69,9 +69,9 @@ from dispatcher import Message, Request, Role, Settings
 from dispatcher.models import StreamEvent, StreamEventType
 from dispatcher.vendors.mock import split_into_chunks
 from producer import AsyncClient, Client
-from producer.client import REDIS_MAX_CONNECTIONS, redis_pool_options
 from producer.cli.tools.embedded_redis import EmbeddedRedis
-from producer.cli.tools.mock_server import raise_open_file_limit
+from producer.cli.tools.standin import raise_open_file_limit
+from producer.connections import REDIS_MAX_CONNECTIONS, redis_pool_options
 
 ROOT = Path(__file__).resolve().parents[1]
 LLMDISPATCH = Path(sys.executable).parent / "llmdispatch"

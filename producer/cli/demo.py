@@ -43,7 +43,7 @@ def demo_command(
     """Run the whole loop here: Redis, the mock vendor, a worker and Flower, then a batch.
 
     Uses the Redis at REDIS_URL when it answers, else starts a private redis-server
-    on a free port. Starts the mock OpenAI-format vendor, a worker for it and for
+    on a free port. Starts the stand-in (mock) vendor, a worker for it and for
     every real vendor whose API key is set, and Flower; submits a batch of
     --prompts prompts with a progress bar, streams one reply token by token, and
     prints the statistics. Every process it started is stopped, and its files

@@ -1,4 +1,4 @@
-"""`llmdispatch mock-server`: a stand-in OpenAI vendor with latency and fault injection."""
+"""`llmdispatch mock-server`: the stand-in vendor (every wire format) with latency and faults."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def mock_server(
     failure_rate: Annotated[
         float,
         typer.Option(
-            min=0.0, max=1.0, help="Share of completions that fail (requests without x-mock-fault)."
+            min=0.0, max=1.0, help="Share of completions that fail (requests without x-fake-fault)."
         ),
     ] = 0.0,
     failure_kinds: Annotated[
@@ -50,7 +50,7 @@ def mock_server(
         str | None,
         typer.Option(
             envvar="LLMDISPATCH_MOCK_API_KEY",
-            help="Bearer key callers must send (401 otherwise); default: no auth.",
+            help="Key callers must send, their vendor's way (401 otherwise); default: no auth.",
             show_default=False,
         ),
     ] = None,
@@ -58,20 +58,24 @@ def mock_server(
         bool, typer.Option("--access-log", help="Log every request (slows the server).")
     ] = False,
 ) -> None:
-    """Serve a mock OpenAI Chat Completions API for tests, demos and load tests.
+    """Serve a stand-in LLM vendor for tests, demos and load tests, in every vendor's format.
 
-    Point a vendor's base_url at the printed URL (http://HOST:PORT/v1). Replies
-    are "echo: " plus the last user message, streamed one word per chunk; usage
-    counts words. Per request, the x-mock-fault header injects a fault: a status
-    such as 429 or 500, quota, slow:<ms>, stall:<ms>, timeout, midstream-drop or
-    midstream-error (comma-separated to combine). Runs until Ctrl-C or SIGTERM.
+    Point an OpenAI or OpenAI-compatible vendor's base_url at the printed URL
+    (http://HOST:PORT/v1), any other vendor's at http://HOST:PORT: Anthropic,
+    Azure, Gemini, Ollama and Cohere answer on their own paths. Replies are
+    "echo: " plus the last user message, streamed one word per chunk; usage
+    counts words. Per request, the x-fake-fault header (or a [fault:... tag]
+    marker in the prompt) injects a fault: a status such as 429 or 500, quota,
+    retry-after:<s>, slow:<ms>, stall:<ms>, timeout, midstream-drop,
+    midstream-error or echo-headers (comma-separated to combine; a trailing @N
+    limits it to the first N requests). Runs until Ctrl-C or SIGTERM.
     """
     # Imported here so that other commands do not pay for importing aiohttp.
-    from producer.cli.tools.mock_server import MockServerOptions, run  # noqa: PLC0415
+    from producer.cli.tools.standin import StandInOptions, run  # noqa: PLC0415
 
     kinds = [kind.strip() for kind in failure_kinds.split(",") if kind.strip()]
     try:
-        options = MockServerOptions.model_validate(
+        options = StandInOptions.model_validate(
             {
                 "behaviour": {
                     "time_to_first_token_s": latency,

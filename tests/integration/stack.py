@@ -25,8 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from producer.cli.tools.embedded_redis import EmbeddedRedis, free_port
-from tests.standins.fake_vendors import FakeVendors
-from tests.standins.server import ThreadedServer
+from tests.standins.server import ThreadedServer, standin_server
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_TIMEOUT_S = 60.0
@@ -174,7 +173,7 @@ def running_stack(workdir: Path, *, redis_server: EmbeddedRedis | None = None) -
     """
     with (
         redis_server or EmbeddedRedis() as server,
-        ThreadedServer(FakeVendors().app) as standin,
+        standin_server() as standin,
     ):
         stack = Stack(server, standin, workdir)
         try:

@@ -33,8 +33,7 @@ from dispatcher.models import StreamEvent, StreamEventType
 from producer import Client, text_of
 from producer.cli.tools.embedded_redis import EmbeddedRedis
 from tests.integration.stack import Stack, two_vendors, wait_for
-from tests.standins.fake_vendors import FakeVendors
-from tests.standins.server import ThreadedServer
+from tests.standins.server import standin_server
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     """A stack whose Redis keeps its data across a restart (AOF), as in production."""
     with (
         EmbeddedRedis(appendonly=True) as server,
-        ThreadedServer(FakeVendors().app) as standin,
+        standin_server() as standin,
     ):
         running = Stack(server, standin, tmp_path)
         try:

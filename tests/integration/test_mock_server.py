@@ -1,4 +1,5 @@
-"""The mock OpenAI server over real loopback HTTP, called by our real `OpenAIVendor`."""
+"""The stand-in vendor server over real loopback HTTP in OpenAI's format, called by our real
+`OpenAIVendor`; and `llmdispatch mock-server`, which serves it."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from dispatcher.vendors.base import StreamDelta
 from dispatcher.vendors.mock import MockBehaviour
 from dispatcher.vendors.openai import OpenAIVendor
 from producer.cli.root import app
-from producer.cli.tools.mock_server import MockServer, MockServerOptions, parse_fault
+from producer.cli.tools.standin import StandInOptions, StandInServer, parse_fault
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +49,15 @@ VendorFactory = Callable[..., OpenAIVendor]
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[MockServer]:
-    """A mock server on a free port that expects KEY and answers 429s with retry-after 2.5."""
-    options = MockServerOptions(api_key=SecretStr(KEY), behaviour=MockBehaviour(retry_after_s=2.5))
-    async with MockServer(options) as running:
+async def server() -> AsyncIterator[StandInServer]:
+    """A stand-in server on a free port that expects KEY and answers 429s with retry-after 2.5."""
+    options = StandInOptions(api_key=SecretStr(KEY), behaviour=MockBehaviour(retry_after_s=2.5))
+    async with StandInServer(options) as running:
         yield running
 
 
 @pytest.fixture
-async def make_vendor(server: MockServer) -> AsyncIterator[VendorFactory]:
+async def make_vendor(server: StandInServer) -> AsyncIterator[VendorFactory]:
     """make_vendor(key=..., fault=..., timeout_s=...) -> an OpenAIVendor pointed at `server`."""
     vendors: list[OpenAIVendor] = []
 
@@ -67,7 +68,7 @@ async def make_vendor(server: MockServer) -> AsyncIterator[VendorFactory]:
             type="openai",
             base_url=server.url,
             api_key=SecretStr(key),
-            headers={"x-mock-fault": fault} if fault else {},
+            headers={"x-fake-fault": fault} if fault else {},
             timeout_s=timeout_s,
         )
         vendor = OpenAIVendor("mockserver", config)
@@ -109,7 +110,7 @@ async def test_complete_over_http_gives_the_predictable_reply(
     assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (2, 3)
     assert response.usage.total_tokens == 5
     assert response.vendor_request_id is not None
-    assert response.vendor_request_id.startswith("req_mock_")
+    assert response.vendor_request_id.startswith("req_standin_")
 
 
 async def test_stream_over_http_reassembles_the_exact_text_with_usage(
@@ -151,12 +152,12 @@ async def test_health_check_lists_models_and_reports_healthy(make_vendor: Vendor
 async def test_a_hundred_concurrent_paced_streams_each_get_their_own_reply(
     make_request: Callable[..., Request],
 ) -> None:
-    options = MockServerOptions(behaviour=MockBehaviour(chunk_delay_s=0.02))
+    options = StandInOptions(behaviour=MockBehaviour(chunk_delay_s=0.02))
     requests = [
         make_request(messages=[Message(role="user", content=f"stream number {n}")])
         for n in range(100)
     ]
-    async with MockServer(options) as paced:
+    async with StandInServer(options) as paced:
         vendor = OpenAIVendor("paced", VendorConfig(type="openai", base_url=paced.url))
         try:
             results = await asyncio.gather(*(collect(vendor, request) for request in requests))
@@ -178,7 +179,7 @@ async def test_wrong_key_is_401_auth_error(
     assert "Incorrect API key" in caught.value.message
 
 
-async def test_missing_key_is_401(server: MockServer) -> None:
+async def test_missing_key_is_401(server: StandInServer) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(
             f"{server.url}/chat/completions",
@@ -243,7 +244,7 @@ async def test_fault_midstream_error_is_an_error_inside_the_stream(
         make_vendor(fault="midstream-error"), make_request()
     )
     assert isinstance(error, VendorUnavailable)
-    assert "injected by x-mock-fault" in error.message
+    assert "injected by x-fake-fault" in error.message
     assert received == ["echo:"]
 
 
@@ -254,11 +255,11 @@ async def test_fault_timeout_hangs_past_the_client_timeout(
         await make_vendor(fault="timeout", timeout_s=0.3).complete(make_request())
 
 
-async def test_unknown_fault_is_a_400_naming_the_accepted_values(server: MockServer) -> None:
+async def test_unknown_fault_is_a_400_naming_the_accepted_values(server: StandInServer) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(
             f"{server.url}/chat/completions",
-            headers={"Authorization": f"Bearer {KEY}", "x-mock-fault": "meltdown"},
+            headers={"Authorization": f"Bearer {KEY}", "x-fake-fault": "meltdown"},
             json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
         )
     assert response.status_code == 400
@@ -278,7 +279,7 @@ async def test_server_wide_failure_rate_fails_requests_without_a_fault_header(
     make_request: Callable[..., Request],
 ) -> None:
     behaviour = MockBehaviour(failure_rate=1.0, failure_kinds=frozenset({"server_error"}))
-    async with MockServer(MockServerOptions(behaviour=behaviour)) as failing:
+    async with StandInServer(StandInOptions(behaviour=behaviour)) as failing:
         vendor = OpenAIVendor("failing", VendorConfig(type="openai", base_url=failing.url))
         try:
             with pytest.raises(VendorUnavailable):
@@ -293,7 +294,7 @@ async def test_server_wide_failure_rate_fails_requests_without_a_fault_header(
 def test_mock_server_help_explains_the_options_and_the_fault_header() -> None:
     result = CliRunner().invoke(app, ["mock-server", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for text in ("--latency", "--chunk-delay", "--failure-rate", "--api-key", "x-mock-fault"):
+    for text in ("--latency", "--chunk-delay", "--failure-rate", "--api-key", "x-fake-fault"):
         assert text in result.output
 
 

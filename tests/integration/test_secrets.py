@@ -33,8 +33,7 @@ from dispatcher.redaction import MASK
 from producer import Client, text_of
 from producer.cli.tools.embedded_redis import EmbeddedRedis, free_port
 from tests.integration.stack import Flower, Stack, running_flower, wait_for
-from tests.standins.fake_vendors import FakeVendors
-from tests.standins.server import ThreadedServer
+from tests.standins.server import standin_server
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +159,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose private Redis requires a password (one run serves every check)."""
     with (
         EmbeddedRedis(password=REDIS_PASSWORD) as server,
-        ThreadedServer(FakeVendors().app) as standin,
+        standin_server() as standin,
     ):
         running = Stack(server, standin, tmp_path_factory.mktemp("secrets"))
         running.configure(

@@ -21,12 +21,14 @@ from dispatcher import (
     Usage,
     VendorAuthError,
     VendorConfig,
+    VendorQuotaExceeded,
     VendorRateLimited,
+    VendorTimeout,
     VendorUnavailable,
 )
 from dispatcher.vendors import Vendor, build_vendor
-from tests.standins.fake_vendors import FakeVendors
-from tests.standins.server import ThreadedServer
+from producer.cli.tools.standin import StandInOptions, StandInServer
+from tests.standins.server import ThreadedServer, standin_server
 from workers.http_transport import vendor_http_client
 
 pytestmark = pytest.mark.integration
@@ -64,7 +66,7 @@ REPLY = "echo: hello there world"
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[ThreadedServer]:
-    with ThreadedServer(FakeVendors().app) as server:
+    with standin_server() as server:
         yield server
 
 
@@ -79,10 +81,14 @@ async def make_vendor(standin: ThreadedServer) -> AsyncIterator[Any]:
     made: list[Vendor] = []
     clients: list[httpx.AsyncClient] = []
 
-    def build(name: str, *, fault: str = "", key: str = KEY, **overrides: Any) -> Vendor:
+    def build(
+        name: str, *, fault: str = "", key: str = KEY, url: str = "", **overrides: Any
+    ) -> Vendor:
+        """A vendor of wire format `name` on the stand-in (or the one at `url`)."""
         fields, _, _ = VENDORS[name]
         config = {
-            k: (v.format(url=standin.url) if isinstance(v, str) else v) for k, v in fields.items()
+            k: (v.format(url=url or standin.url) if isinstance(v, str) else v)
+            for k, v in fields.items()
         }
         config.update(api_key=SecretStr(key), **overrides)
         if fault:
@@ -203,3 +209,30 @@ async def test_health_check_reaches_the_vendor(name: str, make_vendor: Any) -> N
     health = await make_vendor(name).health_check()
     assert health.status is HealthStatus.HEALTHY
     assert health.latency_ms is not None
+
+
+@pytest.mark.parametrize("name", [n for n in VENDORS if n != "ollama"])
+async def test_a_quota_fault_is_final_in_every_format(name: str, make_vendor: Any) -> None:
+    with pytest.raises(VendorQuotaExceeded) as caught:
+        await make_vendor(name, fault="quota").complete(_request(name))
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("name", VENDORS)
+async def test_a_timeout_fault_outlasts_the_client_timeout(name: str, make_vendor: Any) -> None:
+    with pytest.raises(VendorTimeout):
+        await make_vendor(name, fault="timeout", timeout_s=0.3).complete(_request(name))
+
+
+@pytest.mark.parametrize("name", [n for n in VENDORS if n != "ollama"])
+async def test_a_server_started_with_a_key_checks_it_in_every_format(
+    name: str, make_vendor: Any
+) -> None:
+    async with StandInServer(StandInOptions(api_key=SecretStr(KEY))) as keyed:
+        right = await make_vendor(name, url=keyed.root_url).complete(_request(name))
+        with pytest.raises(VendorAuthError) as caught:
+            await make_vendor(name, url=keyed.root_url, key="sk-wrong-0000").complete(
+                _request(name)
+            )
+    assert right.content == REPLY
+    assert not caught.value.retryable

@@ -1,4 +1,8 @@
-"""Serve an aiohttp application on a free loopback port from a background thread."""
+"""Serve an aiohttp application on a free loopback port from a background thread.
+
+`standin_server()` serves the one stand-in vendor (`producer.cli.tools.standin`) this way,
+recording every call for `GET /__requests`, so a synchronous test can start it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Self
 
 from aiohttp import web
 
-__all__ = ["ThreadedServer"]
+from producer.cli.tools.standin import StandInOptions, create_app
+
+__all__ = ["ThreadedServer", "standin_server"]
 
 START_TIMEOUT_S = 10.0
 # At stop, how long a handler still running (a deliberately slow reply) may take to end
@@ -65,3 +71,9 @@ class ThreadedServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def standin_server(options: StandInOptions | None = None) -> ThreadedServer:
+    """The stand-in vendor (every wire format), recording what it receives; not yet started."""
+    options = options or StandInOptions()
+    return ThreadedServer(create_app(options.model_copy(update={"record_requests": True})))

