@@ -1,7 +1,7 @@
-"""A deterministic stand-in vendor, in process or over HTTP (`producer.cli.tools.mock_server`).
+"""A deterministic stand-in vendor, in process or over HTTP (`producer.cli.tools.standin`).
 
-The reply is predictable so tests can assert exact values, the same way the
-fake server in the wire-format notes (section 10) behaves:
+The reply is predictable so tests can assert exact values; the stand-in server
+answers every wire format with these same replies:
 
 - the reply is ``"echo: "`` + the text of the last user message;
 - a stop sequence found in the reply cuts it just before the match (finish ``stop``);
