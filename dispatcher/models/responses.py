@@ -31,13 +31,25 @@ class FinishReason(StrEnum):
 
 
 class Usage(StrictModel):
-    """Token counts, as the vendor reported them."""
+    """Token counts, as the vendor reported them.
+
+    `cached_prompt_tokens` is the part of `prompt_tokens` served from the
+    vendor's prompt cache; `reasoning_tokens` is the part of
+    `completion_tokens` spent on hidden reasoning. Both are 0 when the vendor
+    does not say.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
+    cached_prompt_tokens: int = Field(
+        default=0, ge=0, description="The part of prompt_tokens served from the prompt cache."
+    )
+    reasoning_tokens: int = Field(
+        default=0, ge=0, description="The part of completion_tokens spent on reasoning."
+    )
 
     @model_validator(mode="after")
     def _total_defaults_to_sum(self) -> Self:

@@ -85,14 +85,27 @@ def chat_body(
 
 
 def parse_usage(data: Any) -> Usage:
-    """Usage from an OpenAI `usage` object (missing or null counts are 0)."""
+    """Usage from an OpenAI `usage` object (missing or null counts are 0).
+
+    The cached and reasoning parts sit in `prompt_tokens_details.cached_tokens`
+    and `completion_tokens_details.reasoning_tokens`.
+    """
     if not isinstance(data, dict):
         return Usage()
+    prompt_details = data.get("prompt_tokens_details")
+    completion_details = data.get("completion_tokens_details")
     return Usage(
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
         total_tokens=int(data.get("total_tokens") or 0),
+        cached_prompt_tokens=_detail(prompt_details, "cached_tokens"),
+        reasoning_tokens=_detail(completion_details, "reasoning_tokens"),
     )
+
+
+def _detail(details: Any, name: str) -> int:
+    """One count from a `*_tokens_details` object; absent or null is 0."""
+    return int(details.get(name) or 0) if isinstance(details, dict) else 0
 
 
 def parse_chat_completion(body: Any) -> Completion:

@@ -134,6 +134,67 @@ async def test_complete_parses_text_usage_model_and_cost(
     assert response.latency_ms > 0
 
 
+USAGE_WITH_DETAILS = {
+    "prompt_tokens": 2006,
+    "completion_tokens": 300,
+    "total_tokens": 2306,
+    "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 256,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
+
+
+async def test_cached_prompt_and_reasoning_tokens_are_read_from_the_usage_details(
+    recorder: Callable[..., Recorder], make_request: Callable[..., Request]
+) -> None:
+    rec = recorder(json_response(200, {**REPLY, "usage": USAGE_WITH_DETAILS}))
+    response = await vendor(rec).complete(make_request())
+    assert response.usage == Usage(
+        prompt_tokens=2006,
+        completion_tokens=300,
+        total_tokens=2306,
+        cached_prompt_tokens=1920,
+        reasoning_tokens=256,
+    )
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {},
+        {"prompt_tokens_details": None, "completion_tokens_details": None},
+        {"prompt_tokens_details": {}, "completion_tokens_details": {"reasoning_tokens": None}},
+    ],
+)
+async def test_missing_or_null_usage_details_count_as_zero(
+    recorder: Callable[..., Recorder],
+    make_request: Callable[..., Request],
+    details: dict[str, Any],
+) -> None:
+    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, **details}
+    response = await vendor(recorder(json_response(200, {**REPLY, "usage": usage}))).complete(
+        make_request()
+    )
+    assert response.usage.cached_prompt_tokens == 0
+    assert response.usage.reasoning_tokens == 0
+
+
+def test_the_usage_chunk_of_a_stream_carries_the_details() -> None:
+    usage_chunk = (
+        'data: {"id":"c","choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,'
+        '"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920},'
+        '"completion_tokens_details":{"reasoning_tokens":256}}}'
+    )
+    items = [ServerSentEvent(data=usage_chunk[len("data: ") :]), ServerSentEvent(data="[DONE]")]
+    final = feed_all(ChatStreamParser("openai"), items)[-1]
+    assert final.usage is not None
+    assert (final.usage.cached_prompt_tokens, final.usage.reasoning_tokens) == (1920, 256)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
