@@ -51,12 +51,17 @@ HttpUrlText = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+", max
 
 
 class Price(StrictModel):
-    """A model's list price in USD per million input and output tokens."""
+    """A model's list price in USD per million input, cached input and output tokens."""
 
     model_config = ConfigDict(frozen=True)
 
     input_per_mtok: float = Field(ge=0.0)
     output_per_mtok: float = Field(ge=0.0)
+    cached_input_per_mtok: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Prompt tokens served from the vendor's prompt cache; default the input price.",
+    )
 
 
 class VendorType(StrEnum):

@@ -28,6 +28,9 @@ class VendorStats(StrictModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_cost_usd: float = Field(default=0.0, ge=0.0)
+    unpriced_calls: int = Field(
+        default=0, ge=0, description="Successes whose model has no price: their cost is unknown."
+    )
     avg_latency_ms: float = Field(default=0.0, ge=0.0)
     p50_latency_ms: float = Field(default=0.0, ge=0.0)
     p95_latency_ms: float = Field(default=0.0, ge=0.0)
@@ -64,6 +67,11 @@ class Stats(StrictModel):
     p99_queue_wait_ms: float = Field(default=0.0, ge=0.0)
     total_cost_usd: float = Field(default=0.0, ge=0.0)
     average_cost_usd: float = Field(default=0.0, ge=0.0)
+    unpriced_calls: int = Field(
+        default=0,
+        ge=0,
+        description="Successes whose model has no price: `total_cost_usd` leaves them out.",
+    )
     vendor_stats: dict[str, VendorStats] = Field(default_factory=dict)
 
     def success_rate(self) -> float:

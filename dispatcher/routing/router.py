@@ -50,7 +50,6 @@ from dispatcher.models import (
 )
 from dispatcher.routing.matching import condition_matches, serves
 from dispatcher.routing.pricing import (
-    Price,
     estimate_completion_tokens,
     estimate_prompt_tokens,
     price_for,
@@ -272,12 +271,10 @@ def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) 
 def _estimate_cost_usd(
     request: Request, settings: Settings, deployment: Deployment, vendor: VendorConfig
 ) -> float | None:
-    price = price_for(vendor, deployment.model)
+    blended = settings.cost_optimization.vendor_costs.get(deployment.vendor)
+    price = price_for(vendor, deployment.model, fallback_per_mtok=blended)
     if price is None:
-        blended = settings.cost_optimization.vendor_costs.get(deployment.vendor)
-        if blended is None:
-            return None
-        price = Price(input_per_mtok=blended, output_per_mtok=blended)
+        return None
     prompt, completion = estimate_prompt_tokens(request), estimate_completion_tokens(request)
     return (prompt * price.input_per_mtok + completion * price.output_per_mtok) / 1_000_000
 

@@ -57,6 +57,7 @@ from dispatcher.models import (
     JobStatus,
 )
 from dispatcher.models import Response as VendorResponse
+from dispatcher.routing.pricing import priced_reply
 from dispatcher.routing.router import queue_for
 from dispatcher.runner.after_failure import AfterFailure, retry_kind
 from dispatcher.runner.claim_verdicts import ClaimVerdicts, skip_reason
@@ -383,7 +384,12 @@ class JobRunner:
                 vendor=vendor.name,
             )
             return self.after.fail(record, vendor.name, unexpected)
-        response = result
+        response, priced = priced_reply(
+            result,
+            vendor.config,
+            deployments[message.deployment].model,
+            fallback_per_mtok=self.settings.cost_optimization.vendor_costs.get(vendor.name),
+        )
         if buckets:
             self.limiter.settle(buckets, response.usage.total_tokens)
         total_ms = (self.now() - record.created_at.timestamp()) * 1000.0
@@ -396,5 +402,6 @@ class JobRunner:
             stream=record.request.stream,
             close_circuit=self.breaker.enabled,
             batch_id=record.batch_id,
+            unpriced=not priced,
         )
         return Outcome("succeeded" if ended else "skipped", response.vendor)

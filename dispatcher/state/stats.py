@@ -73,8 +73,13 @@ def finish_increments(
     latency_ms: float | None = None,
     usage: Usage | None = None,
     cost_usd: float = 0.0,
+    unpriced: bool = False,
 ) -> list[tuple[str, float]]:
-    """The counters a job's end adds to, for its final vendor and for all vendors."""
+    """The counters a job's end adds to, for its final vendor and for all vendors.
+
+    `unpriced`: the call succeeded but nothing prices its model, so its cost of 0
+    is unknown rather than free; `unpriced_calls` counts it.
+    """
     if status is JobStatus.CANCELLED:
         return [("t:cancelled", 1)]
     outcome = "successes" if status is JobStatus.SUCCEEDED else "failures"
@@ -91,6 +96,8 @@ def finish_increments(
             ]
         if cost_usd:
             pairs.append((f"{scope}:cost_usd", cost_usd))
+        if unpriced:
+            pairs.append((f"{scope}:unpriced_calls", 1))
     return pairs
 
 
@@ -121,6 +128,7 @@ def build_stats(
             prompt_tokens=int(number(f"{scope}:prompt_tokens")),
             completion_tokens=int(number(f"{scope}:completion_tokens")),
             total_cost_usd=number(f"{scope}:cost_usd"),
+            unpriced_calls=int(number(f"{scope}:unpriced_calls")),
             avg_latency_ms=mean(f"{scope}:latency_ms_sum", f"{scope}:latency_count"),
             p50_latency_ms=percentile(histogram, 0.50),
             p95_latency_ms=percentile(histogram, 0.95),
@@ -147,5 +155,6 @@ def build_stats(
         p99_queue_wait_ms=percentile(queue_wait, 0.99),
         total_cost_usd=number("t:cost_usd"),
         average_cost_usd=number("t:cost_usd") / requests if requests else 0.0,
+        unpriced_calls=int(number("t:unpriced_calls")),
         vendor_stats=per_vendor,
     )

@@ -362,12 +362,14 @@ class JobStore:
         stream: bool = False,
         close_circuit: bool = False,
         batch_id: str | None = None,
+        unpriced: bool = False,
     ) -> bool:
         """End the job, at most once; False when it had already ended (nothing written).
 
         A streaming job (`stream`) also gets its one terminal stream event here;
         `close_circuit` (a success) closes `vendor`'s circuit in the same step; the
-        job's batch (`batch_id`) counts the end, its tokens and cost in it too.
+        job's batch (`batch_id`) counts the end, its tokens and cost in it too;
+        `unpriced` (a success whose model has no price) counts in `unpriced_calls`.
         """
         if not status.is_terminal:
             raise ValueError(f"finish needs a terminal status, not {status}")
@@ -394,7 +396,9 @@ class JobStore:
             vendor=vendor,
             reason=event_reason or (error.message if error else None),
         )
-        counters = finish_increments(status, vendor, latency_ms=latency, usage=usage, cost_usd=cost)
+        counters = finish_increments(
+            status, vendor, latency_ms=latency, usage=usage, cost_usd=cost, unpriced=unpriced
+        )
         histograms: list[tuple[str, str]] = []
         if latency is not None:
             bucket = bucket_of(latency)

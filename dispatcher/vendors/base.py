@@ -184,7 +184,7 @@ class Vendor(ABC):
         """Probe the vendor cheaply and say how it is."""
 
     def estimate_cost(self, request: Request, model: str | None = None) -> float | None:
-        """The most `request` may cost in USD, or None when no price is configured."""
+        """The most `request` may cost in USD, or None when the model has no price."""
         price = price_for(self.config, model or request.model)
         if price is None:
             return None
@@ -195,7 +195,7 @@ class Vendor(ABC):
         return cost_usd(estimate, price)
 
     def cost_of(self, usage: Usage, model: str) -> float:
-        """What `usage` of `model` cost, by the configured price (0 when unpriced)."""
+        """What `usage` of `model` cost, by its configured or built-in price (0 when unpriced)."""
         price = price_for(self.config, model)
         return cost_usd(usage, price) if price is not None else 0.0
 

@@ -313,7 +313,10 @@ def _record_text(record: JobRecord) -> str:
     return "\n".join(lines)
 
 
-_STATS_HEADER = ("vendor", "jobs", "ok %", "failed", "retries", "fallbacks", "p50 ms", "p95 ms")
+_STATS_HEADER = (
+    "vendor", "jobs", "ok %", "failed", "retries", "fallbacks", "p50 ms", "p95 ms",
+    "cost $", "unpriced",
+)  # fmt: skip
 
 
 _STATUS_HEADER = (
@@ -322,11 +325,18 @@ _STATUS_HEADER = (
 )  # fmt: skip
 
 
+def _unpriced_note(calls: int) -> str:
+    if not calls:
+        return ""
+    return f" (without {calls} unpriced call{'s' if calls != 1 else ''}: configure `prices`)"
+
+
 def stats_text(stats: Stats) -> str:
     def row(name: str, jobs: int, failed: int, of: Stats | VendorStats) -> list[str]:
         numbers = [jobs, f"{of.success_rate():.1f}", failed, of.retries, of.fallbacks]
         latency = [f"{of.p50_latency_ms:.0f}", f"{of.p95_latency_ms:.0f}"]
-        return [name, *map(str, numbers), *latency]
+        cost = [f"{of.total_cost_usd:.6f}", str(of.unpriced_calls)]
+        return [name, *map(str, numbers), *latency, *cost]
 
     rows = [list(_STATS_HEADER), row("(all)", stats.total_requests, stats.failed_requests, stats)]
     rows += [row(name, v.requests, v.failures, v) for name, v in sorted(stats.vendor_stats.items())]
@@ -334,7 +344,8 @@ def stats_text(stats: Stats) -> str:
         [
             *table(rows),
             f"cancelled {stats.cancelled_requests}; tokens {stats.prompt_tokens} in, "
-            f"{stats.completion_tokens} out; cost ${stats.total_cost_usd:.6f}; queue wait "
+            f"{stats.completion_tokens} out; cost ${stats.total_cost_usd:.6f}"
+            f"{_unpriced_note(stats.unpriced_calls)}; queue wait "
             f"p50 {stats.p50_queue_wait_ms:.0f} ms, p95 {stats.p95_queue_wait_ms:.0f} ms",
         ]
     )

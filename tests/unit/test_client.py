@@ -17,6 +17,7 @@ import redis
 from typer.testing import CliRunner
 
 import producer
+import producer.cli.jobs
 import producer.cli.root
 import producer.client
 import producer.shortcuts
@@ -37,7 +38,7 @@ from dispatcher import (
 from dispatcher.broker.messages import RunJob, RunQueued
 from dispatcher.broker.ready_queue import Bell
 from dispatcher.config.schema import LeastBusy
-from dispatcher.models import HealthStatus
+from dispatcher.models import HealthStatus, Stats, VendorStats
 from dispatcher.state.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health
 from producer import AsyncClient, Client
@@ -579,6 +580,27 @@ def test_cli_cancel_and_stats(cli_client: Client, worker: JobStore) -> None:
     assert any(line.split()[:3] == ["openai", "1", "100.0"] for line in table.stdout.splitlines())
     stats = json.loads(runner.invoke(app, ["stats", "--json"]).stdout)
     assert (stats["successful_requests"], stats["cancelled_requests"]) == (1, 1)
+
+
+def test_cli_stats_show_cost_and_unpriced_calls_per_vendor() -> None:
+    stats = Stats(
+        total_requests=3,
+        successful_requests=3,
+        total_cost_usd=0.5,
+        unpriced_calls=2,
+        vendor_stats={
+            "local": VendorStats(requests=2, successes=2, unpriced_calls=2),
+            "openai": VendorStats(requests=1, successes=1, total_cost_usd=0.5),
+        },
+    )
+
+    lines = producer.cli.jobs.stats_text(stats).splitlines()
+
+    assert lines[0].split()[-3:] == ["cost", "$", "unpriced"]
+    local, openai = lines[2].split(), lines[3].split()
+    assert (local[0], local[-2:]) == ("local", ["0.000000", "2"])
+    assert (openai[0], openai[-2:]) == ("openai", ["0.500000", "0"])
+    assert "cost $0.500000 (without 2 unpriced calls: configure `prices`)" in lines[-1]
 
 
 def test_cli_exits_3_for_invalid_configuration_and_6_for_an_unreachable_redis(

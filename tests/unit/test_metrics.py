@@ -250,3 +250,18 @@ def test_a_bucket_refills_as_the_lua_level_does_and_starts_full() -> None:
     assert bucket_level("20", str(START_S - 30), rate_per_s=10.0, size=100.0, now=START_S) == 100.0
     # Charged ahead: stamped in the future, it does not refill before then.
     assert bucket_level("-40", str(START_S + 5), rate_per_s=10.0, size=100.0, now=START_S) == -40.0
+
+
+def test_unpriced_calls_are_counted_apart_from_the_cost(
+    store: JobStore, registry: CollectorRegistry, make_request: Callable[..., Request]
+) -> None:
+    job_id = queued(store, make_request, "backup")
+    assert store.claim(job_id, 0, "backup").verdict == "ok"
+    assert store.finish(
+        job_id, JobStatus.SUCCEEDED, vendor="backup", response=reply(50, 7, 3, 0.0), unpriced=True
+    )
+
+    value = scrape(registry)
+    assert value("llmdispatch_unpriced_calls_total", vendor="backup") == 1
+    assert value("llmdispatch_unpriced_calls_total", vendor="openai") == 0
+    assert value("llmdispatch_cost_usd_total", vendor="backup") == 0

@@ -51,6 +51,7 @@ from dispatcher.models import (
     StreamEventType,
     StrictModel,
 )
+from dispatcher.routing.price_table import FamilyPrices, ModelRates, PriceTable
 from dispatcher.state.vendor_detail import masked
 from dispatcher.vendors import Capabilities, Health
 from dispatcher.vendors.mock import MockBehaviour
@@ -165,7 +166,23 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         health=HealthStatus.DEGRADED, circuit=CircuitState.HALF_OPEN, latency_ms=120.0, in_flight=3
     ),
     LiveState: LiveState(vendors={"openai": VendorState(health=HealthStatus.HEALTHY)}),
-    Price: Price(input_per_mtok=2.5, output_per_mtok=10.0),
+    Price: Price(input_per_mtok=2.5, output_per_mtok=10.0, cached_input_per_mtok=1.25),
+    ModelRates: ModelRates(input=0.15, cached_input=0.075, output=0.6),
+    FamilyPrices: FamilyPrices(
+        sources=["https://example.com/pricing"],
+        note="standard tier",
+        models={"gpt-4o-mini": ModelRates(input=0.15, cached_input=0.075, output=0.6)},
+    ),
+    PriceTable: PriceTable(
+        source_date=datetime(2026, 12, 7, tzinfo=UTC).date(),
+        unit="USD per million tokens",
+        families={
+            "openai": FamilyPrices(
+                sources=["https://example.com/pricing"],
+                models={"o3": ModelRates(input=2.0, cached_input=0.5, output=8.0)},
+            )
+        },
+    ),
     AuthConfig: AuthConfig(scheme="header", header_name="X-API-Key"),
     VendorConfig: VendorConfig(
         type="openai_compatible",

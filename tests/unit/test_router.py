@@ -572,9 +572,14 @@ def test_router_prefers_an_exact_model_price_over_a_glob_price() -> None:
     assert route(make_request(), settings, rng=random.Random(0)).vendor == "openai"
 
 
+def unpriced() -> VendorConfig:
+    """A vendor whose type the built-in price table does not cover (a local server)."""
+    return vendor(type="ollama")
+
+
 def test_router_uses_configured_vendor_costs_for_vendors_without_prices() -> None:
-    vendors = {"openai": priced(3.0), "azure": vendor(), "groq": vendor()}
-    cost = CostOptimization(enabled=True, vendor_costs={"azure": 4.0, "groq": 0.2})
+    vendors = {"openai": priced(3.0), "lab": unpriced(), "local": unpriced()}
+    cost = CostOptimization(enabled=True, vendor_costs={"lab": 4.0, "local": 0.2})
 
     chosen = route(
         make_request(),
@@ -582,12 +587,12 @@ def test_router_uses_configured_vendor_costs_for_vendors_without_prices() -> Non
         rng=random.Random(0),
     )
 
-    assert chosen.vendor == "groq"
-    assert fallback_vendors(chosen) == ["openai", "azure"]
+    assert chosen.vendor == "local"
+    assert fallback_vendors(chosen) == ["openai", "lab"]
 
 
 def test_router_ranks_a_vendor_without_any_price_after_priced_ones() -> None:
-    vendors = {"openai": vendor(), "azure": priced(1000.0)}
+    vendors = {"local": unpriced(), "azure": priced(1000.0)}
     settings = make_settings(
         vendors, grouped=True, cost_optimization=CostOptimization(enabled=True)
     )
@@ -595,7 +600,23 @@ def test_router_ranks_a_vendor_without_any_price_after_priced_ones() -> None:
     chosen = route(make_request(), settings, rng=random.Random(0))
 
     assert chosen.vendor == "azure"
-    assert fallback_vendors(chosen) == ["openai"]
+    assert fallback_vendors(chosen) == ["local"]
+
+
+def test_router_prices_known_models_from_the_built_in_table() -> None:
+    # gpt-4o is $2.50 in and $10 out per million tokens in the built-in table; a
+    # configured price overrides it, and vendor_costs only prices what nothing else does.
+    vendors = {"openai": vendor(), "azure": priced(20.0), "local": unpriced()}
+    cost = CostOptimization(enabled=True, vendor_costs={"openai": 50.0, "local": 15.0})
+
+    chosen = route(
+        make_request(),
+        make_settings(vendors, grouped=True, cost_optimization=cost),
+        rng=random.Random(0),
+    )
+
+    assert chosen.vendor == "openai"
+    assert fallback_vendors(chosen) == ["local", "azure"]
 
 
 def test_router_ignores_prices_when_cost_optimisation_is_disabled() -> None:

@@ -23,6 +23,7 @@ from dispatcher.broker.messages import RunJob
 from dispatcher.config.schema import (
     BackoffStrategy,
     CircuitBreaker,
+    CostOptimization,
     RateLimit,
     RetryPolicy,
     VendorConfig,
@@ -319,6 +320,58 @@ def test_vendor_is_asked_for_the_model_its_route_names_not_the_group_name(
 
     assert world.vendors["openai"].calls == [OPENAI_MODEL]
     assert world.vendors["anthropic"].calls == []
+
+
+def test_a_reply_the_vendor_left_unpriced_is_priced_from_the_built_in_table(
+    smart_request: Request,
+) -> None:
+    answer = reply("openai", OPENAI_MODEL, prompt_tokens=1_000, completion_tokens=100, cost_usd=0)
+    world = World(make_settings(), {"openai": [answer], "anthropic": []})
+    job_id = world.submit(smart_request)
+
+    world.runner.run(RunJob(job_id))
+
+    # gpt-4o: $2.50 in, $10 out per million tokens.
+    assert world.record(job_id).cost_usd == pytest.approx((1_000 * 2.5 + 100 * 10.0) / 1e6)
+    assert world.store.stats().unpriced_calls == 0
+
+
+def local_settings(**cost: Any) -> Settings:
+    """One local vendor, whose models no built-in price covers, and its cost options."""
+    return Settings(
+        vendors={"local": VendorConfig(type="ollama")},
+        cost_optimization=CostOptimization(**cost),
+    )
+
+
+def test_vendor_costs_price_a_call_nothing_else_prices(
+    make_request: Callable[..., Request],
+) -> None:
+    answer = reply("local", "llama3", prompt_tokens=600, completion_tokens=400, cost_usd=0)
+    world = World(local_settings(vendor_costs={"local": 2.0}), {"local": [answer]})
+    job_id = world.submit(make_request(model="llama3", vendor="local"))
+
+    world.runner.run(RunJob(job_id))
+
+    assert world.record(job_id).cost_usd == pytest.approx(1_000 * 2.0 / 1e6)
+    stats = world.store.stats()
+    assert stats.total_cost_usd == pytest.approx(0.002)
+    assert stats.unpriced_calls == 0
+
+
+def test_a_call_nothing_prices_counts_as_unpriced_not_free(
+    make_request: Callable[..., Request],
+) -> None:
+    answer = reply("local", "llama3", cost_usd=0)
+    world = World(local_settings(), {"local": [answer]})
+    job_id = world.submit(make_request(model="llama3", vendor="local"))
+
+    world.runner.run(RunJob(job_id))
+
+    assert world.record(job_id).cost_usd == 0.0
+    stats = world.store.stats()
+    assert (stats.successful_requests, stats.unpriced_calls) == (1, 1)
+    assert stats.vendor_stats["local"].unpriced_calls == 1
 
 
 def test_streamed_request_is_collected_into_one_response_with_exact_text_and_usage(

@@ -186,6 +186,31 @@ def test_free_success_adds_no_cost_counter() -> None:
     assert (fields["t:successes"], fields["v:ollama:successes"]) == (1, 1)
 
 
+def test_an_unpriced_success_counts_in_unpriced_calls_for_total_and_vendor() -> None:
+    fields = dict(finish_increments(JobStatus.SUCCEEDED, "local", cost_usd=0.0, unpriced=True))
+
+    assert (fields["t:unpriced_calls"], fields["v:local:unpriced_calls"]) == (1, 1)
+    priced = dict(finish_increments(JobStatus.SUCCEEDED, "local", cost_usd=0.0))
+    assert not any(field.endswith(":unpriced_calls") for field in priced)
+
+
+def test_stats_report_unpriced_calls_in_all_and_per_vendor() -> None:
+    counters = {
+        "t:requests": "3",
+        "t:successes": "3",
+        "t:unpriced_calls": "2",
+        "v:local:requests": "2",
+        "v:local:unpriced_calls": "2",
+        "v:openai:requests": "1",
+    }
+
+    stats = build_stats(counters, {}, {})
+
+    assert stats.unpriced_calls == 2
+    assert stats.vendor_stats["local"].unpriced_calls == 2
+    assert stats.vendor_stats["openai"].unpriced_calls == 0
+
+
 # --- build_stats -------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ statistics name vendors the configuration no longer does.
 | `llmdispatch_queue_wait_seconds`              | histogram |                        |
 | `llmdispatch_tokens_total`                    | counter   | vendor, kind           |
 | `llmdispatch_cost_usd_total`                  | counter   | vendor                 |
+| `llmdispatch_unpriced_calls_total`            | counter   | vendor                 |
 | `llmdispatch_rate_limit`                      | gauge     | vendor, kind (rpm/tpm) |
 | `llmdispatch_rate_limit_remaining`            | gauge     | vendor, kind (rpm/tpm) |
 | `llmdispatch_circuit_state`                   | gauge     | vendor (0/1/2)         |
@@ -272,6 +273,13 @@ def _families(s: Snapshot) -> Iterator[Metric]:
             tokens.add_metric([vendor, kind], s.counter(f"v:{vendor}:{kind}_tokens"))
     yield tokens
     yield _counter(s, "cost_usd", "Estimated cost in US dollars.", vendors, "cost_usd")
+    yield _counter(
+        s,
+        "unpriced_calls",
+        "Successful calls whose model has no price: left out of the cost.",
+        vendors,
+        "unpriced_calls",
+    )
 
     yield _gauge(
         "rate_limit",

@@ -474,4 +474,7 @@ def test_estimate_cost_uses_the_configured_price(make_request: Callable[..., Req
     vendor_ = OpenAIVendor("openai", config, httpx.AsyncClient())
     request = make_request(messages=[Message(role="user", content="x" * 8)], max_tokens=10)
     assert vendor_.estimate_cost(request) == 2 + 4  # 8 chars / 4 + 4 per message
-    assert OpenAIVendor("o", VendorConfig(type="openai")).estimate_cost(request) is None
+    unconfigured = OpenAIVendor("o", VendorConfig(type="openai"))
+    # gpt-4o-mini has a built-in price; a model the built-in table does not name has none.
+    assert unconfigured.estimate_cost(request) == pytest.approx((6 * 0.15 + 10 * 0.6) / 1e6)
+    assert unconfigured.estimate_cost(request, "my-own-finetune") is None
