@@ -12,6 +12,7 @@ Grouped by what the caller (a worker, or a user's program) should do next::
     ├── VendorAuthError              final: fix the key or its permissions (401, 403)
     ├── VendorQuotaExceeded          final: billing or quota exhausted
     ├── ContentFiltered              final: the vendor refused the content
+    ├── InvalidVendorOutput          final: the reply is not the JSON asked for (.raw_text)
     ├── InvalidRequest (ValueError)  final: fix the request (ours, or the vendor's 400/404/422)
     ├── NoRoute                      final: no configured vendor can take the request
     ├── BudgetExceeded               final: every route costs more than the allowed maximum
@@ -43,6 +44,7 @@ __all__ = [
     "DeadlineExceeded",
     "DispatcherError",
     "InvalidRequest",
+    "InvalidVendorOutput",
     "JobCancelled",
     "JobNotFound",
     "NoRoute",
@@ -203,6 +205,33 @@ class ContentFiltered(DispatcherError):
     kind = "content_filtered"
 
 
+class InvalidVendorOutput(DispatcherError):
+    """The vendor's reply is not what the request asked for: JSON that does not parse, or
+    does not match a strict schema (of `response_format` or of a strict tool).
+
+    `raw_text` keeps the text as the vendor wrote it. Asking again rarely helps
+    (the same prompt tends to fail the same way), so it is final: change the
+    prompt, the schema or the model.
+    """
+
+    kind = "invalid_output"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str = "",
+        vendor: str | None = None,
+        status_code: int | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.raw_text = redact(raw_text)
+        super().__init__(message, vendor=vendor, status_code=status_code, job_id=job_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "raw_text": self.raw_text}
+
+
 class InvalidRequest(DispatcherError, ValueError):
     """The request is invalid, by our validation or the vendor's (400, 404, 422): fix it."""
 
@@ -341,6 +370,7 @@ _BY_KIND: dict[str, type[DispatcherError]] = {
         VendorAuthError,
         VendorQuotaExceeded,
         ContentFiltered,
+        InvalidVendorOutput,
         InvalidRequest,
         NoRoute,
         BudgetExceeded,
@@ -379,6 +409,14 @@ def error_from_dict(data: dict[str, Any]) -> DispatcherError:
         error = StreamBroken(
             message,
             partial=bool(data.get("partial")),
+            vendor=data.get("vendor"),
+            status_code=data.get("status_code"),
+            **common,
+        )
+    elif cls is InvalidVendorOutput:
+        error = InvalidVendorOutput(
+            message,
+            raw_text=str(data.get("raw_text") or ""),
             vendor=data.get("vendor"),
             status_code=data.get("status_code"),
             **common,

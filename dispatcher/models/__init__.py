@@ -4,7 +4,8 @@ All models forbid unknown fields, and an unknown field's error names it and
 lists the accepted ones, so a typo (`max_token=`) fails loudly instead of being
 dropped. Value-like models are frozen. Timestamps are timezone-aware UTC.
 
-One module per idea: `base` (StrictModel, checked text, utc_now), `requests`,
+One module per idea: `base` (StrictModel, checked text, utc_now), `requests`
+(and what messages and requests hold: `content` parts, `tools`, `formats`),
 `responses` (replies, chunks, stream events), `jobs` (routes, status, history,
 records), `batches`, `health` and `stats`. Import from here:
 `from dispatcher.models import Request`.
@@ -14,6 +15,13 @@ from __future__ import annotations
 
 from dispatcher.models.base import StrictModel, VendorName, utc_now
 from dispatcher.models.batches import BatchCounts, BatchItem, BatchRecord
+from dispatcher.models.content import ImagePart, ImageUrl, TextPart
+from dispatcher.models.formats import (
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    JsonSchemaSpec,
+    TextFormat,
+)
 from dispatcher.models.health import CircuitState, HealthStatus
 from dispatcher.models.jobs import (
     Deployment,
@@ -41,6 +49,14 @@ from dispatcher.models.responses import (
     Usage,
 )
 from dispatcher.models.stats import Stats, VendorStats
+from dispatcher.models.tools import (
+    FunctionCall,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
+    Tool,
+    ToolCall,
+)
 
 __all__ = [
     "RESERVED_BODY_FIELDS",
@@ -51,13 +67,22 @@ __all__ = [
     "CircuitState",
     "Deployment",
     "FinishReason",
+    "FunctionCall",
+    "FunctionDefinition",
     "HealthStatus",
+    "ImagePart",
+    "ImageUrl",
     "JobError",
     "JobEvent",
     "JobEventKind",
     "JobRecord",
     "JobStatus",
+    "JsonObjectFormat",
+    "JsonSchemaFormat",
+    "JsonSchemaSpec",
     "Message",
+    "NamedFunction",
+    "NamedToolChoice",
     "Request",
     "Response",
     "Role",
@@ -66,6 +91,10 @@ __all__ = [
     "StreamEvent",
     "StreamEventType",
     "StrictModel",
+    "TextFormat",
+    "TextPart",
+    "Tool",
+    "ToolCall",
     "Usage",
     "VendorName",
     "VendorStats",

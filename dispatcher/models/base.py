@@ -84,17 +84,35 @@ class StrictModel(BaseModel):
                 for index, error in enumerate(errors)
                 if error["type"] == "extra_forbidden" and len(error["loc"]) == 1
             }
-            if not unknown:
+            tidied = {
+                index: loc
+                for index, error in enumerate(errors)
+                if (loc := cls._tidy_loc(error["loc"])) != error["loc"]
+            }
+            if not unknown and not tidied:
                 raise
             accepted = ", ".join(sorted(f.alias or n for n, f in cls.model_fields.items()))
             replace = {
-                index: custom_error(
-                    "unknown_field",
-                    error["loc"],
-                    f"unknown field {error['loc'][0]!r} for {cls.__name__}; "
-                    f"accepted fields: {accepted}",
-                    error["input"],
+                index: custom_error(error["type"], tidied[index], error["msg"], error["input"])
+                for index, error in enumerate(errors)
+                if index in tidied
+            }
+            replace.update(
+                (
+                    index,
+                    custom_error(
+                        "unknown_field",
+                        error["loc"],
+                        f"unknown field {error['loc'][0]!r} for {cls.__name__}; "
+                        f"accepted fields: {accepted}",
+                        error["input"],
+                    ),
                 )
                 for index, error in unknown.items()
-            }
+            )
             raise rebuild(cls.__name__, errors, replace=replace) from None
+
+    @classmethod
+    def _tidy_loc(cls, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        """An error's path without the union branch labels pydantic adds (none here)."""
+        return loc

@@ -6,9 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from dispatcher.models.base import StrictModel, utc_now
+from dispatcher.models.requests import Message, Role
+from dispatcher.models.tools import ToolCall
 
 __all__ = [
     "Chunk",
@@ -60,11 +62,26 @@ class Usage(StrictModel):
 
 
 class Response(StrictModel):
-    """A completed reply."""
+    """A completed reply.
+
+    `tool_calls` holds the calls the model asked for (finish reason
+    `tool_calls`); `parsed` the reply's JSON when the request asked for a JSON
+    response format (None otherwise). `to_message()` is the assistant message
+    to send back in the next turn.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     content: str
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list, description="The tool calls the model asked for, in order."
+    )
+    parsed: JsonValue = Field(
+        default=None, description="The reply's JSON value, for a JSON response format."
+    )
+    vendor_state: dict[str, JsonValue] | None = Field(
+        default=None, description="Vendor data the next turn must hand back (to_message keeps it)."
+    )
     usage: Usage = Field(default_factory=Usage)
     model: str
     vendor: str
@@ -78,6 +95,15 @@ class Response(StrictModel):
     vendor_request_id: str | None = Field(
         default=None, description="The vendor's request id header, for support tickets."
     )
+
+    def to_message(self) -> Message:
+        """This reply as the assistant message of the conversation's next request."""
+        return Message(
+            role=Role.ASSISTANT,
+            content=self.content or None,
+            tool_calls=list(self.tool_calls) or None,
+            vendor_state=self.vendor_state,
+        )
 
 
 class Chunk(StrictModel):

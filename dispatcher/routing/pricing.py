@@ -62,7 +62,7 @@ def price_for(
 
 def estimate_prompt_tokens(request: Request) -> int:
     """A tokenizer-free estimate of the prompt's size in tokens."""
-    chars = sum(len(message.content) for message in request.messages)
+    chars = sum(len(message.text) for message in request.messages)
     return -(-chars // CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(request.messages)
 
 

@@ -8,6 +8,7 @@ import time
 from dispatcher.errors import DeadlineExceeded, JobCancelled, VendorTimeout, VendorUnavailable
 from dispatcher.models import FinishReason, Request, Usage
 from dispatcher.models import Response as VendorResponse
+from dispatcher.runner.reply_checks import checked_reply
 from dispatcher.runner.types import OnText
 from dispatcher.vendors.base import Vendor
 
@@ -32,20 +33,25 @@ async def call_vendor(
     (the job was cancelled, or a newer attempt owns it) the stream is dropped.
     A stream still going after `max_stream_s` is dropped as a `VendorTimeout`: the
     vendor's stall timeout bounds each wait between chunks, this bounds them all.
+
+    Whatever the vendor, a JSON response format's reply is parsed into
+    `parsed` and strict schemas are checked (`reply_checks`): a reply that
+    fails is `InvalidVendorOutput`.
     """
     if deadline is None:
-        return await _call(vendor, request, model, on_text, max_stream_s)
+        return checked_reply(request, await _call(vendor, request, model, on_text, max_stream_s))
     left_s = deadline - time.time()
     if left_s <= 0:
         raise _deadline_passed(vendor, request)
     bound = asyncio.timeout(left_s)
     try:
         async with bound:
-            return await _call(vendor, request, model, on_text, max_stream_s)
+            response = await _call(vendor, request, model, on_text, max_stream_s)
     except TimeoutError:
         if bound.expired():
             raise _deadline_passed(vendor, request) from None
         raise
+    return checked_reply(request, response)
 
 
 def _deadline_passed(vendor: Vendor, request: Request) -> DeadlineExceeded:
@@ -92,6 +98,7 @@ async def _call(
     usage = final.usage or Usage()
     return VendorResponse(
         content="".join(parts),
+        tool_calls=list(final.tool_calls),
         usage=usage,
         model=final.model or model,
         vendor=vendor.name,

@@ -110,7 +110,7 @@ def build_body(
     Raises:
         InvalidRequest: the request has only system messages.
     """
-    system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+    system = [m.text for m in request.messages if m.role is Role.SYSTEM]
     messages = [
         {"role": m.role.value, "content": m.content}
         for m in request.messages

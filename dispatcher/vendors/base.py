@@ -40,6 +40,7 @@ from dispatcher.models import (
     Response,
     Role,
     StrictModel,
+    ToolCall,
     Usage,
     utc_now,
 )
@@ -100,13 +101,15 @@ class Capabilities(StrictModel):
 
 @dataclass(frozen=True)
 class StreamDelta:
-    """A piece of a streamed reply. The last one has `finish_reason` and, when known, usage."""
+    """A piece of a streamed reply. The last one has `finish_reason` and, when known, usage,
+    and the tool calls the stream assembled from its fragments."""
 
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     vendor_finish_reason: str | None = None
     model: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
     vendor_finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class StreamParser(ABC):
@@ -318,6 +322,7 @@ class HttpVendor(Vendor):
         usage = completion.usage
         return Response(
             content=completion.text,
+            tool_calls=list(completion.tool_calls),
             usage=usage,
             model=completion.model or model,
             vendor=self.name,

@@ -100,7 +100,7 @@ def generate_content_body(request: Request) -> dict[str, Any]:
     `extra_body` is merged last; a dict in it (say `generationConfig: {topK: 40}`)
     extends ours rather than replacing it, since most Gemini knobs live in one.
     """
-    system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+    system = [m.text for m in request.messages if m.role is Role.SYSTEM]
     body: dict[str, Any] = {
         "contents": [
             {

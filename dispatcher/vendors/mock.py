@@ -116,7 +116,7 @@ def _reply_to(messages: Sequence[tuple[str, str]]) -> str:
 
 def mock_reply(request: Request) -> str:
     """The whole reply to `request` before any stop sequence or `max_tokens` applies."""
-    return _reply_to([(message.role.value, message.content) for message in request.messages])
+    return _reply_to([(message.role.value, message.text) for message in request.messages])
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def compose_answer(
 def mock_answer(request: Request) -> MockAnswer:
     """The answer to `request`, honouring its stop sequences and `max_tokens`."""
     return compose_answer(
-        [(message.role.value, message.content) for message in request.messages],
+        [(message.role.value, message.text) for message in request.messages],
         max_tokens=request.max_tokens,
         stop=request.stop or (),
     )

@@ -8,6 +8,13 @@ which usage never arrives. Reply: `choices[0].message.content`, usage in
 ending with `data: [DONE]`; the usage chunk has empty `choices`, and a
 `data: {"error": ...}` chunk is a failure after HTTP 200. Azure OpenAI and the
 generic OpenAI-compatible vendor reuse everything here but the URL and auth.
+
+Tools, content parts, tool choice, response format and seed go out as is
+(the request model is OpenAI-shaped). A reply's `message.tool_calls` become our
+`ToolCall`s; a stream's `delta.tool_calls` fragments are assembled by `index`
+into the final delta's calls. A reply with calls is a tool turn whatever its
+finish reason says (a named `tool_choice` ends with `stop`). Usage details:
+`prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`.
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ from httpx_sse import ServerSentEvent
 from dispatcher.errors import (
     ContentFiltered,
     DispatcherError,
+    InvalidVendorOutput,
     VendorQuotaExceeded,
     VendorUnavailable,
 )
-from dispatcher.models import FinishReason, Request, Usage
+from dispatcher.models import FinishReason, Message, Request, ToolCall, Usage
 from dispatcher.vendors.auth import auth_headers_and_params, request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
+from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 
 __all__ = [
     "FINISH_REASONS",
@@ -36,6 +45,8 @@ __all__ = [
     "chat_body",
     "classify_error",
     "parse_chat_completion",
+    "parse_tool_calls",
+    "wire_message",
 ]
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -63,9 +74,7 @@ def chat_body(
     include_usage: bool = True,
 ) -> dict[str, Any]:
     """The Chat Completions body for `request`; `model` None leaves the field out (Azure)."""
-    body: dict[str, Any] = {
-        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
-    }
+    body: dict[str, Any] = {"messages": [wire_message(m) for m in request.messages]}
     if model is not None:
         body["model"] = model
     if request.max_tokens is not None:
@@ -76,12 +85,75 @@ def chat_body(
             body[name] = value
     if request.stop:
         body["stop"] = list(request.stop)
+    if request.tools is not None:
+        body["tools"] = [tool.model_dump(exclude_none=True) for tool in request.tools]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+    if request.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.response_format is not None:
+        body["response_format"] = request.response_format.model_dump(
+            by_alias=True, exclude_none=True
+        )
+    if request.seed is not None:
+        body["seed"] = request.seed
     if stream:
         body["stream"] = True
         if include_usage:
             body["stream_options"] = {"include_usage": True}
     body.update(request.extra_body)
     return body
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """One message as Chat Completions takes it (`vendor_state` is ours: it stays home)."""
+    content = message.content
+    if type(content) is str and message.tool_calls is None and message.tool_call_id is None:
+        return {"role": message.role.value, "content": content}
+    wire: dict[str, Any] = {"role": message.role.value}
+    if isinstance(content, list):
+        wire["content"] = [part.model_dump(exclude_none=True) for part in content]
+    else:
+        wire["content"] = content
+    if message.tool_calls:
+        wire["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def parse_tool_calls(data: Any, vendor: str) -> tuple[ToolCall, ...]:
+    """`message.tool_calls` as our calls; a call of another type than function is refused."""
+    if not isinstance(data, list):
+        return ()
+    calls = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type") or "function"
+        if kind != "function":
+            raise InvalidVendorOutput(
+                f"{vendor} sent a tool call of type {kind!r}; we only declare function tools",
+                raw_text=json.dumps(item),
+                vendor=vendor,
+            )
+        function = item.get("function") or {}
+        calls.append(
+            tool_call(
+                item.get("id"),
+                function.get("name"),
+                function.get("arguments"),
+                vendor=vendor,
+                index=index,
+            )
+        )
+    return tuple(calls)
+
+
+def tool_turn(reason: FinishReason, calls: tuple[ToolCall, ...]) -> FinishReason:
+    """`tool_calls` when the reply has calls (a named tool_choice ends with `stop`)."""
+    return FinishReason.TOOL_CALLS if calls and reason is FinishReason.STOP else reason
 
 
 def parse_usage(data: Any) -> Usage:
@@ -108,15 +180,16 @@ def _detail(details: Any, name: str) -> int:
     return int(details.get(name) or 0) if isinstance(details, dict) else 0
 
 
-def parse_chat_completion(body: Any) -> Completion:
+def parse_chat_completion(body: Any, vendor: str = "openai") -> Completion:
     """A non-streamed Chat Completions body."""
     choices = body.get("choices") if isinstance(body, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices else {}
     message = choice.get("message") or {}
     text = message.get("content") or ""
     raw = choice.get("finish_reason")
-    reason = finish_reason(raw)
-    if not text and message.get("refusal"):
+    calls = parse_tool_calls(message.get("tool_calls"), vendor)
+    reason = tool_turn(finish_reason(raw), calls)
+    if not text and not calls and message.get("refusal"):
         text, reason = str(message["refusal"]), FinishReason.CONTENT_FILTER
     return Completion(
         text=str(text),
@@ -124,11 +197,16 @@ def parse_chat_completion(body: Any) -> Completion:
         usage=parse_usage(body.get("usage") if isinstance(body, dict) else None),
         model=body.get("model") if isinstance(body, dict) else None,
         vendor_finish_reason=raw,
+        tool_calls=calls,
     )
 
 
 class ChatStreamParser(StreamParser):
-    """`data: {chunk}` events until `data: [DONE]`; usage comes in a chunk with no choices."""
+    """`data: {chunk}` events until `data: [DONE]`; usage comes in a chunk with no choices.
+
+    `delta.tool_calls` fragments are collected by their `index` (only the first
+    of a call has its id and name) and handed over whole in the final delta.
+    """
 
     def __init__(self, vendor: str) -> None:
         super().__init__(vendor)
@@ -136,6 +214,7 @@ class ChatStreamParser(StreamParser):
         self.raw_finish: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
+        self.tool_calls = ToolCallAssembler(vendor)
 
     def feed(self, item: ServerSentEvent) -> list[StreamDelta]:
         if item.data == "[DONE]":
@@ -156,18 +235,33 @@ class ChatStreamParser(StreamParser):
             # Azure sends filter-only chunks without a delta: treat it as empty.
             delta = choice.get("delta") or {}
             deltas += self.text(delta.get("content") or "")
+            for fragment in delta.get("tool_calls") or ():
+                self._add_fragment(fragment)
             if choice.get("finish_reason"):
                 self.raw_finish = choice["finish_reason"]
         return deltas
 
+    def _add_fragment(self, fragment: Any) -> None:
+        if not isinstance(fragment, dict):
+            return
+        function = fragment.get("function") or {}
+        self.tool_calls.add(
+            fragment.get("index", 0),
+            call_id=fragment.get("id"),
+            name=function.get("name"),
+            arguments=function.get("arguments"),
+        )
+
     def finish(self) -> StreamDelta:
         if not self.done:
             raise self.broken("data: [DONE]")
+        calls = self.tool_calls.calls()
         return StreamDelta(
-            finish_reason=finish_reason(self.raw_finish),
+            finish_reason=tool_turn(finish_reason(self.raw_finish), calls),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
             model=self.model,
+            tool_calls=calls,
         )
 
 
@@ -263,7 +357,7 @@ class OpenAIVendor(HttpVendor):
         )
 
     def parse_response(self, body: Any) -> Completion:
-        return parse_chat_completion(body)
+        return parse_chat_completion(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return ChatStreamParser(self.name)

@@ -184,7 +184,7 @@ def test_ten_thousand_lines_parse_quickly() -> None:
         ),
         pytest.param(
             {"model": "m", "messages": [{"role": "bot", "content": "x"}]},
-            "messages[0].role: must be 'system', 'user' or 'assistant'",
+            "messages[0].role: must be 'system', 'user', 'assistant' or 'tool'",
             id="plain-invalid-request",
         ),
     ],
@@ -198,12 +198,12 @@ def test_each_kind_of_bad_line_is_reported_on_its_own_line_number(
 
 
 def test_a_body_field_we_do_not_support_is_named_under_body() -> None:
-    (problem,) = problems_of(jsonl(openai_line("a", body={**BODY, "n": 2, "tools": []})))
+    (problem,) = problems_of(jsonl(openai_line("a", body={**BODY, "n": 2, "functions": []})))
 
     number, reason = problem
     assert number == 1
     assert reason.startswith("body.n: unknown field 'n' for Request; accepted fields: ")
-    assert "; body.tools: unknown field 'tools' for Request" in reason
+    assert "; body.functions: unknown field 'functions' for Request" in reason
 
 
 def test_every_problem_of_one_line_is_joined_into_its_reason() -> None:

@@ -16,6 +16,7 @@ from dispatcher.errors import (
     DeadlineExceeded,
     DispatcherError,
     InvalidRequest,
+    InvalidVendorOutput,
     JobCancelled,
     JobNotFound,
     NoRoute,
@@ -45,6 +46,7 @@ FINAL = {
     VendorQuotaExceeded,
     ContentFiltered,
     InvalidRequest,
+    InvalidVendorOutput,
     NoRoute,
     BudgetExceeded,
     JobNotFound,
@@ -64,6 +66,7 @@ SAMPLES: list[DispatcherError] = [
     VendorAuthError("invalid key", vendor="openai", status_code=401),
     VendorQuotaExceeded("insufficient_quota", vendor="openai", status_code=429),
     ContentFiltered("prompt refused", vendor="azure", status_code=400),
+    InvalidVendorOutput("the reply is not JSON", raw_text="Sure! {'a': 1}", vendor="openai"),
     InvalidRequest("max_tokens too large", vendor="openai", status_code=400),
     NoRoute("no vendor can take model 'x'", reasons={"openai": "disabled", "azure": "unhealthy"}),
     BudgetExceeded("too expensive", estimated_cost_usd=0.2, max_cost_usd=0.1),
@@ -212,3 +215,11 @@ def test_the_docstrings_tree_is_the_class_tree_with_each_ones_verdict() -> None:
         assert ours == [parent], name
         assert builtins == ([extra] if extra else []), name
         assert note.startswith("final") != cls.retryable, f"{name}: {note!r}"
+
+
+def test_invalid_vendor_output_keeps_the_raw_text_through_its_dict_form() -> None:
+    error = InvalidVendorOutput("not JSON", raw_text='{"city": "Par', vendor="openai")
+    rebuilt = error_from_dict(error.to_dict())
+    assert isinstance(rebuilt, InvalidVendorOutput)
+    assert rebuilt.raw_text == '{"city": "Par'
+    assert (rebuilt.kind, rebuilt.retryable) == ("invalid_output", False)

@@ -55,6 +55,7 @@ from dispatcher.routing.price_table import FamilyPrices, ModelRates, PriceTable
 from dispatcher.state.vendor_detail import masked
 from dispatcher.vendors import Capabilities, Health
 from dispatcher.vendors.mock import MockBehaviour
+from tests.unit.chat_samples import CHAT_SAMPLES, RICH_REQUEST, RICH_RESPONSE
 
 AT = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
 REQUEST = Request(
@@ -72,7 +73,7 @@ REQUEST = Request(
     allow_fallback=False,
     priority=7,
     timeout_s=12.5,
-    extra_body={"seed": 1, "nested": {"list": [1, 2.5, None, True]}},
+    extra_body={"top_k": 1, "nested": {"list": [1, 2.5, None, True]}},
 )
 USAGE = Usage(prompt_tokens=10, completion_tokens=5)
 RESPONSE = Response(
@@ -270,6 +271,14 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         models=["gpt-*"], max_tokens=16_384, context_window=128_000, supports_vision=True
     ),
 }
+
+
+SAMPLES.update(CHAT_SAMPLES)
+
+
+@pytest.mark.parametrize("model", [RICH_REQUEST, RICH_RESPONSE], ids=lambda m: type(m).__name__)
+def test_tools_images_and_formats_round_trip_through_json(model: BaseModel) -> None:
+    assert type(model).model_validate_json(model.model_dump_json()) == model
 
 
 def _all_models() -> set[type[BaseModel]]:

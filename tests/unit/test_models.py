@@ -110,9 +110,12 @@ def test_a_request_with_every_field_set_is_accepted(make_request: Callable[..., 
         allow_fallback=False,
         priority=9,
         timeout_s=30.0,
-        extra_body={"seed": 7, "response_format": {"type": "json_object"}},
+        extra_body={"logprobs": True, "prediction": {"type": "content", "content": "x"}},
     )
-    assert request.extra_body == {"seed": 7, "response_format": {"type": "json_object"}}
+    assert request.extra_body == {
+        "logprobs": True,
+        "prediction": {"type": "content", "content": "x"},
+    }
     assert request.stop == ["###", "END"]
 
 

@@ -94,7 +94,7 @@ async def test_complete_sends_the_exact_request(
         max_tokens=256,
         stop=["###"],
         user="u-1",
-        extra_body={"k": 40, "seed": 7},
+        extra_body={"k": 40, "safety_mode": "CONTEXTUAL"},
     )
     await vendor(rec, headers={"X-Client-Name": "dispatcher"}).complete(request)
     sent = rec.last
@@ -116,7 +116,7 @@ async def test_complete_sends_the_exact_request(
         "p": 0.9,
         "stop_sequences": ["###"],
         "k": 40,
-        "seed": 7,
+        "safety_mode": "CONTEXTUAL",
     }
 
 

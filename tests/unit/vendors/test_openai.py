@@ -74,7 +74,8 @@ async def test_complete_sends_the_exact_request(
         max_tokens=256,
         stop=["###"],
         user="u-1",
-        extra_body={"seed": 7},
+        seed=7,
+        extra_body={"service_tier": "flex"},
     )
     await vendor(rec, headers={"OpenAI-Organization": "org-1"}).complete(request)
     sent = rec.last
@@ -95,6 +96,7 @@ async def test_complete_sends_the_exact_request(
         "user": "u-1",
         "stop": ["###"],
         "seed": 7,
+        "service_tier": "flex",
     }
 
 
