@@ -6,6 +6,18 @@ streamed (`data:` chunks, the `include_usage` chunk with empty `choices`, then
 `data: [DONE]`; Azure opens with a filter-only chunk); errors are
 `{"error": {"message", "type", "param", "code"}}`, and a 429 carries
 `retry-after`, `retry-after-ms` and the rate-limit headers.
+
+Tools, tool results, response formats and images (the tools page, section 1):
+`tools`, `tool_choice` (a named one must name a declared tool), `response_format`
+(json_object needs the word "json" in the messages) and `image_url` parts (https
+or `data:image/...;base64,` URLs, user messages only) are read and checked as the
+real API does; a `tool` message must answer a call of an earlier assistant
+message, and every call needs its answer before the next user or assistant
+message. The answers follow `chat_rules`: a call is a `message.tool_calls` entry
+(`content: null`, finish reason `tool_calls`, or `stop` under a named tool
+choice, as OpenAI does); streamed, it opens with a `delta.tool_calls` fragment
+holding the id, name and empty arguments, then sends the arguments in three
+fragments under the same `index`.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from producer.cli.tools.standin.chat_rules import ChatAsk
 from producer.cli.tools.standin.faults import Fault
 from producer.cli.tools.standin.replies import (
     INJECTED,
@@ -96,6 +109,7 @@ def parse_chat(body: Json, default_model: str | None = None) -> Call:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise _refuse(f"messages[{index}] must be an object with a 'role'.", "messages")
         pairs.append((message["role"], text_of(message.get("content"))))
+    ask = _chat_ask(body, messages, pairs)
     stream = body.get("stream") is True
     stream_options = body.get("stream_options")
     if stream_options is not None and not stream:
@@ -119,11 +133,157 @@ def parse_chat(body: Json, default_model: str | None = None) -> Call:
         stop=stops,
         include_usage=isinstance(stream_options, dict)
         and stream_options.get("include_usage") is True,
+        ask=ask,
     )
 
 
-def _finish(reply: Reply) -> str:
+def _images(message: Json, index: int) -> int:
+    """The image parts of a message, each checked as the API checks it."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return 0
+    count = 0
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
+            raise _refuse(
+                f"Invalid content part in messages[{index}].", f"messages.[{index}].content"
+            )
+        if part["type"] != "image_url":
+            continue
+        url = (part.get("image_url") or {}).get("url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:image/")):
+            raise _refuse("Invalid image URL.", f"messages.[{index}].content")
+        if message.get("role") != "user":
+            raise _refuse(
+                f"Image parts are only allowed in user messages (messages[{index}]).",
+                f"messages.[{index}].content",
+            )
+        count += 1
+    return count
+
+
+def _check_tool_pairs(messages: list[Any]) -> None:
+    """Tool messages answer earlier calls, and every call is answered before the next turn."""
+    open_calls: list[str] = []
+    asked: set[str] = set()
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in asked:
+                raise _refuse(
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    f"messages.[{index}].role",
+                )
+            if message["tool_call_id"] in open_calls:
+                open_calls.remove(message["tool_call_id"])
+            continue
+        if open_calls:
+            raise _refuse(
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(open_calls)}",
+                "messages",
+            )
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                asked.add(call["id"])
+                open_calls.append(call["id"])
+
+
+def _declared_tools(body: Json) -> tuple[tuple[str, Json], ...]:
+    tools = body.get("tools")
+    if tools is None:
+        return ()
+    if not isinstance(tools, list) or not tools:
+        raise _refuse("'tools' must be a non-empty array.", "tools")
+    declared = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise _refuse(f"Invalid 'tools[{index}]': a function with a name.", f"tools[{index}]")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise _refuse(f"Invalid 'tools[{index}]': a function with a name.", f"tools[{index}]")
+        declared.append((name, function.get("parameters") or {}))
+    return tuple(declared)
+
+
+def _tool_choice(body: Json, declared: tuple[tuple[str, Json], ...]) -> str | None:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if not declared:
+        raise _refuse(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+            "are specified.",
+            "tool_choice",
+        )
+    if choice in ("auto", "none", "required"):
+        return str(choice)
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if name not in dict(declared):
+        raise _refuse(f"Tool choice '{name}' not found in 'tools' parameter.", "tool_choice")
+    return str(name)
+
+
+def _chat_ask(body: Json, messages: list[Any], pairs: list[tuple[str, str]]) -> ChatAsk:
+    """What of the body shapes the answer (`chat_rules`), checked as the API checks it."""
+    declared = _declared_tools(body)
+    choice = _tool_choice(body, declared)
+    _check_tool_pairs(messages)
+    images = [_images(message, index) for index, message in enumerate(messages)]
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if fmt is not None and kind not in ("text", "json_object", "json_schema"):
+        raise _refuse("Invalid value for 'response_format.type'.", "response_format.type")
+    schema = None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _refuse("Missing required parameter: 'response_format.json_schema'.",
+                          "response_format.json_schema")  # fmt: skip
+    if kind == "json_object" and not any("json" in text.lower() for _, text in pairs):
+        raise _refuse(
+            "'messages' must contain the word 'json' in some form, to use 'response_format' "
+            "of type 'json_object'.",
+            "messages",
+        )
+    last_role, last_text = pairs[-1]
+    prompt = next((text for role, text in reversed(pairs) if role == "user"), "")
+    return ChatAsk(
+        tools=declared,
+        tool_choice=choice,
+        last_role=last_role,
+        last_text=last_text,
+        prompt=prompt,
+        images=images[-1] if last_role == "user" else 0,
+        json_schema=schema,
+        json_object=kind == "json_object",
+    )
+
+
+def _finish(call: Call, reply: Reply) -> str:
+    if reply.tool_call is not None:
+        # OpenAI says "stop" when a named tool choice forced the call.
+        named = call.ask.tool_choice not in (None, "auto", "required")
+        return "stop" if named else "tool_calls"
     return "length" if reply.truncated else "stop"
+
+
+def _tool_calls(reply: Reply) -> list[Json]:
+    call = reply.tool_call
+    if call is None:
+        return []
+    function = {"name": call.name, "arguments": call.arguments}
+    return [{"id": call.id, "type": "function", "function": function}]
+
+
+def _argument_fragments(arguments: str) -> list[str]:
+    """The arguments in three pieces (fewer when shorter), as a model streams them."""
+    size = max(1, -(-len(arguments) // 3))
+    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
 
 
 def _usage(reply: Reply) -> Json:
@@ -186,13 +346,14 @@ class OpenAIFormat(WireFormat):
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": _finish(reply),
+                    "finish_reason": _finish(call, reply),
                     "logprobs": None,
                     "message": {
                         "role": "assistant",
-                        "content": reply.text,
+                        "content": None if reply.tool_call else reply.text,
                         "refusal": None,
                         "annotations": [],
+                        **({"tool_calls": _tool_calls(reply)} if reply.tool_call else {}),
                     },
                 }
             ],
@@ -212,7 +373,7 @@ class OpenAIFormat(WireFormat):
         # With include_usage every chunk but the usage one says "usage": null.
         no_usage: Json = {"usage": None} if call.include_usage else {}
 
-        def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        def chunk(delta: Json, finish: str | None = None) -> bytes:
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta": delta,
@@ -222,10 +383,24 @@ class OpenAIFormat(WireFormat):
             return _event({**head, "choices": [choice], **no_usage})
 
         opening = chunk({"role": "assistant", "content": ""})
+        events = [chunk({"content": text}) for text in reply.chunks]
+        if reply.tool_call is not None:
+            tool_call = reply.tool_call
+            first = {
+                "index": 0,
+                "id": tool_call.id,
+                "type": "function",
+                "function": {"name": tool_call.name, "arguments": ""},
+            }
+            opening = chunk({"role": "assistant", "content": None, "tool_calls": [first]})
+            events = [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+                for fragment in _argument_fragments(tool_call.arguments)
+            ]
         if self.opens_with_filter_chunk:
             filters = {"id": "", "choices": [], "created": 0, "model": ""}
             opening = _event({**filters, "prompt_filter_results": [{"prompt_index": 0}]}) + opening
-        closing = chunk({}, _finish(reply))
+        closing = chunk({}, _finish(call, reply))
         if call.include_usage:
             closing += _event({**head, "choices": [], "usage": _usage(reply)})
         error = {
@@ -236,7 +411,7 @@ class OpenAIFormat(WireFormat):
         }
         return Stream(
             opening=opening,
-            events=[chunk({"content": text}) for text in reply.chunks],
+            events=events,
             closing=closing + _DONE,
             error=_event({"error": error}),
         )

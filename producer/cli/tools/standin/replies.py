@@ -9,7 +9,9 @@ Deterministic, so tests can assert exact values (the same rules as
 - prompt tokens are the whitespace-separated words of all input text (system
   included), completion tokens the words of the reply actually returned;
 - the vendor's max-token field truncates the reply to that many words (the
-  vendor's "length" reason); a stop sequence cuts the reply just before it.
+  vendor's "length" reason); a stop sequence cuts the reply just before it;
+- tools, tool results, JSON formats and images follow `chat_rules` (a tool
+  call, "echo: " + the tool result, JSON built from the schema, "[N image]").
 
 Each wire format (`openai`, `anthropic`, `gemini`, `ollama`, `cohere`) is a
 `WireFormat`: it reads a call, and writes a reply, a stream and errors in its
@@ -29,7 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from dispatcher.models import FinishReason
-from dispatcher.vendors.mock import REPLY_PREFIX, compose_answer, count_words, split_into_chunks
+from dispatcher.vendors.mock import (
+    REPLY_PREFIX,
+    compose_answer,
+    count_words,
+    split_into_chunks,
+    split_words,
+)
+from producer.cli.tools.standin.chat_rules import ChatAsk, PlannedCall, planned_call, planned_text
 from producer.cli.tools.standin.faults import FAULT_HEADER, Fault
 
 __all__ = [
@@ -68,6 +77,7 @@ class Call:
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     include_usage: bool = False  # OpenAI's stream_options.include_usage
+    ask: ChatAsk = field(default_factory=ChatAsk)  # tools, formats, images (chat_rules)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class Reply:
     completion_tokens: int
     truncated: bool  # by the max-token field
     stopped: bool  # by a stop sequence (and not truncated)
+    tool_call: PlannedCall | None = None  # the call made instead of text (chat_rules)
 
     @property
     def total_tokens(self) -> int:
@@ -89,6 +100,8 @@ class Reply:
 
 def reply_to(call: Call, chunk_count: int | None = None) -> Reply:
     """The deterministic reply to `call`, cut into `chunk_count` chunks (None: one per word)."""
+    if not call.ask.plain:
+        return _shaped_reply(call, chunk_count)
     answer = compose_answer(call.messages, max_tokens=call.max_tokens, stop=call.stop)
     truncated = answer.finish_reason is FinishReason.LENGTH
     stopped = False
@@ -102,6 +115,31 @@ def reply_to(call: Call, chunk_count: int | None = None) -> Reply:
         completion_tokens=answer.completion_tokens,
         truncated=truncated,
         stopped=stopped,
+    )
+
+
+def _shaped_reply(call: Call, chunk_count: int | None) -> Reply:
+    """A reply that `chat_rules` shapes: a tool call, or its text, limited as any reply is."""
+    prompt_tokens = sum(count_words(text) for _, text in call.messages)
+    planned = planned_call(call.ask)
+    if planned is not None:
+        return Reply("", [], prompt_tokens, planned.completion_tokens, False, False, planned)
+    text = planned_text(call.ask) or ""
+    cuts = [index for index in (text.find(s) for s in call.stop if s) if index >= 0]
+    stopped = bool(cuts)
+    if cuts:
+        text = text[: min(cuts)]
+    words = split_words(text)
+    truncated = call.max_tokens is not None and len(words) > call.max_tokens
+    if truncated:
+        text = "".join(words[: call.max_tokens])
+    return Reply(
+        text=text,
+        chunks=split_into_chunks(text, chunk_count),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=count_words(text),
+        truncated=truncated,
+        stopped=stopped and not truncated,
     )
 
 

@@ -1,0 +1,136 @@
+"""Tools, JSON formats and images through a real worker against the stand-in (OpenAI format).
+
+Over loopback, plain and streamed: a tool round trip (call -> tool result ->
+final text), a strict json_schema reply parsed, an image request accepted. The
+stand-in's answers follow `producer/cli/tools/standin/chat_rules.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dispatcher import FinishReason, Request
+from producer import Client
+from tests.integration.stack import Stack, running_stack, two_vendors
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-chat-test-0123456789abcdef"
+PNG = base64.b64encode(
+    base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+).decode()
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+ANSWER = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "words": {"type": "integer"}},
+            "required": ["city", "words"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    with running_stack(tmp_path_factory.mktemp("chat")) as stack:
+        yield _started(stack)
+
+
+def _started(stack: Stack) -> Client:
+    stack.configure(two_vendors(), OPENAI_API_KEY=KEY)
+    with stack.environment():
+        client = Client.from_env()
+    stack.start_worker(["llm.primary"], concurrency=4)
+    return client
+
+
+def ask(stream: bool, **fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o", "vendor": "primary", "stream": stream, **fields}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_tool_round_trip_calls_the_tool_then_answers_from_its_result(
+    client: Client, stream: bool
+) -> None:
+    question = {"role": "user", "content": "Paris"}
+    first = client.wait(
+        client.submit(ask(stream, messages=[question], tools=[WEATHER_TOOL])), timeout_s=30
+    )
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    (call,) = first.tool_calls
+    assert call.name == "get_weather"
+    assert call.id.startswith("call_")
+    assert call.parsed_arguments() == {"city": "Paris"}
+
+    result = {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c":18}'}
+    turn = [question, first.to_message(), result]
+    second = client.wait(
+        client.submit(ask(stream, messages=turn, tools=[WEATHER_TOOL])), timeout_s=30
+    )
+    assert second.content == 'echo: {"temp_c":18}'
+    assert second.tool_calls == []
+    assert second.finish_reason is FinishReason.STOP
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_named_tool_choice_is_a_tool_turn_though_openai_says_stop(
+    client: Client, stream: bool
+) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    request = ask(
+        stream,
+        messages=[{"role": "user", "content": "Rome"}],
+        tools=[{"type": "function", "function": {"name": "get_time"}}, WEATHER_TOOL],
+        tool_choice=choice,
+    )
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.finish_reason is FinishReason.TOOL_CALLS
+    assert reply.vendor_finish_reason == "stop"
+    assert [(c.name, c.parsed_arguments()) for c in reply.tool_calls] == [
+        ("get_weather", {"city": "Rome"})
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> None:
+    prompt = "The city of light"
+    request = ask(stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER)
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.parsed == {"city": prompt, "words": 4}
+    assert json.loads(reply.content) == reply.parsed
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.content == "echo: What is this? [1 image]"
