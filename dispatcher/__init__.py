@@ -4,16 +4,15 @@ Everything here can be used and tested without a broker; `workers` and
 `producer` build on it and meet only in Redis.
 """
 
-from dispatcher.config.schema import (
+from dispatcher.config.policies import (
     BackoffStrategy,
     CostOptimization,
     LatencyOptimization,
     RetryPolicy,
     RoutingCondition,
     RoutingRule,
-    VendorConfig,
-    VendorType,
 )
+from dispatcher.config.schema import VendorConfig, VendorType
 from dispatcher.config.settings import Settings
 from dispatcher.errors import (
     BatchNotFound,

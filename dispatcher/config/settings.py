@@ -53,20 +53,17 @@ from pydantic_settings import (
 )
 
 from dispatcher.config.checks import infer_vendor_types, reference_problems
-from dispatcher.config.problems import describe, rebuild
-from dispatcher.config.redis_address import redis_url_problem, redis_url_secrets
-from dispatcher.config.schema import (
-    VENDOR_TYPE_ALIASES,
+from dispatcher.config.policies import (
     CircuitBreaker,
     CostOptimization,
-    HttpUrlText,
     LatencyOptimization,
     LeastBusy,
     RetryPolicy,
     RoutingRule,
-    VendorConfig,
-    VendorType,
 )
+from dispatcher.config.problems import describe, rebuild
+from dispatcher.config.redis_address import redis_url_problem, redis_url_secrets
+from dispatcher.config.schema import VENDOR_TYPE_ALIASES, HttpUrlText, VendorConfig, VendorType
 from dispatcher.config.sources import (
     ENV_VENDORS,
     ConfigFileSource,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from dispatcher.config.schema import BackoffStrategy, RetryPolicy
+from dispatcher.config.policies import BackoffStrategy, RetryPolicy
 
 __all__ = ["JITTER_FRACTION", "backoff_delay_s", "retry_delay_s"]
 

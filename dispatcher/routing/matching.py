@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from dispatcher.config.schema import RoutingCondition, VendorConfig
+from dispatcher.config.policies import RoutingCondition
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import Request
 
 __all__ = ["condition_matches", "serves"]

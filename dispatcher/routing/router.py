@@ -48,6 +48,7 @@ from dispatcher.models import (
     Route,
     StrictModel,
 )
+from dispatcher.routing.capabilities import Capability, missing, needs
 from dispatcher.routing.matching import condition_matches, serves
 from dispatcher.routing.pricing import (
     estimate_completion_tokens,
@@ -215,12 +216,17 @@ def _candidates(
     if not settings.vendors:
         reasons["(none)"] = "no vendors are configured"
     stand_ins_allowed = _stand_ins_allowed(request, settings, group)
+    required = needs(request)
 
     candidates: list[_Candidate] = []
     for deployment in deployments:
         vendor = settings.vendors.get(deployment.vendor)
         vendor_state = state.of(deployment.vendor)
-        why = "not configured" if vendor is None else _unusable(deployment, vendor, vendor_state)
+        why = (
+            "not configured"
+            if vendor is None
+            else _unusable(deployment, vendor, vendor_state, required)
+        )
         stand_in = vendor is not None and vendor.is_stand_in
         if why is None and stand_in and deployment.vendor not in stand_ins_allowed:
             why = (
@@ -253,12 +259,30 @@ def _stand_ins_allowed(
     return {name for name in named if name is not None}
 
 
-def _unusable(deployment: Deployment, vendor: VendorConfig, state: VendorState) -> str | None:
+def _unusable(
+    deployment: Deployment,
+    vendor: VendorConfig,
+    state: VendorState,
+    required: frozenset[Capability],
+) -> str | None:
     if not vendor.enabled:
         return "disabled in the configuration"
     if not serves(vendor, deployment.model):
         patterns = ", ".join(vendor.model_patterns())
         return f"does not serve model {deployment.model!r} (serves {patterns})"
+    return _lacking(vendor, deployment.model, required) or _impaired(state)
+
+
+def _lacking(vendor: VendorConfig, model: str, required: frozenset[Capability]) -> str | None:
+    """What of `required` the vendor does not serve for `model`, said; None when nothing."""
+    lacking = missing(required, vendor, model)
+    if not lacking:
+        return None
+    return f"cannot serve {', '.join(lacking)} for model {model!r}"
+
+
+def _impaired(state: VendorState) -> str | None:
+    """Why the vendor's live state keeps requests away (unhealthy, circuit open); or None."""
     if state.health is HealthStatus.UNHEALTHY:
         if state.health_detail:
             return f"unhealthy: {state.health_detail}"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from dispatcher.broker.messages import RunJob
-from dispatcher.config.schema import CircuitBreaker
+from dispatcher.config.policies import CircuitBreaker
 from dispatcher.config.settings import Settings
 from dispatcher.errors import (
     CircuitOpen,

@@ -37,7 +37,7 @@ from dispatcher import (
 )
 from dispatcher.broker.messages import RunJob, RunQueued
 from dispatcher.broker.ready_queue import Bell
-from dispatcher.config.schema import LeastBusy
+from dispatcher.config.policies import LeastBusy
 from dispatcher.models import HealthStatus, Stats, VendorStats
 from dispatcher.state.store import WAIT_SLICE_S, JobStore
 from dispatcher.vendors.base import Health

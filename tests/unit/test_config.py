@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.config.schema import (
-    DEFAULT_BASE_URLS,
-    AuthConfig,
-    RetryPolicy,
-    VendorConfig,
-    VendorType,
-)
+from dispatcher.config.policies import RetryPolicy
+from dispatcher.config.schema import DEFAULT_BASE_URLS, AuthConfig, VendorConfig, VendorType
 from dispatcher.config.settings import DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, Settings
 from dispatcher.errors import ConfigError
 from dispatcher.models import Deployment
@@ -518,9 +513,10 @@ ACCEPTED_TOP_LEVEL_KEYS = (
     "latency_optimization, least_busy, model_groups, retry_policy, routing_rules, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
-    "api_key, api_version, auth, base_url, connect_timeout_s, enabled, headers, health_check, "
-    "health_check_model, max_tokens_field, model_limits, models, prices, priority, rpm, "
-    "rpm_burst, stall_timeout_s, stand_in, tenant_limit, timeout_s, tpm, tpm_burst, type, weight"
+    "api_key, api_version, auth, base_url, capabilities, connect_timeout_s, enabled, headers, "
+    "health_check, health_check_model, max_tokens_field, model_limits, models, prices, priority, "
+    "rpm, rpm_burst, stall_timeout_s, stand_in, tenant_limit, timeout_s, tpm, tpm_burst, type, "
+    "weight"
 )
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from dispatcher.config.schema import RoutingCondition, VendorConfig
+from dispatcher.config.policies import RoutingCondition
+from dispatcher.config.schema import VendorConfig
 from dispatcher.models import Request
 from dispatcher.routing.matching import condition_matches, serves
 

@@ -41,7 +41,8 @@ from dispatcher import (
     VendorStats,
     VendorStatus,
 )
-from dispatcher.config.schema import AuthConfig, CircuitBreaker, LeastBusy, RateLimit
+from dispatcher.config.policies import CircuitBreaker, LeastBusy
+from dispatcher.config.schema import AuthConfig, RateLimit
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     RESERVED_BODY_FIELDS,

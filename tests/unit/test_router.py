@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from dispatcher.config.schema import (
+from dispatcher.config.policies import (
     CostOptimization,
     LatencyOptimization,
     LeastBusy,
     RoutingCondition,
     RoutingRule,
-    VendorConfig,
 )
+from dispatcher.config.schema import VendorConfig
 from dispatcher.config.settings import Settings
 from dispatcher.errors import BudgetExceeded, NoRoute
 from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request, Route

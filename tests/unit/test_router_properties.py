@@ -9,12 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.config.schema import (
-    LatencyOptimization,
-    RoutingCondition,
-    RoutingRule,
-    VendorConfig,
-)
+from dispatcher.config.policies import LatencyOptimization, RoutingCondition, RoutingRule
+from dispatcher.config.schema import VendorConfig
 from dispatcher.config.settings import Settings
 from dispatcher.errors import NoRoute
 from dispatcher.models import CircuitState, Deployment, HealthStatus, Message, Request

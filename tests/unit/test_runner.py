@@ -20,14 +20,13 @@ import pytest
 import redis
 
 from dispatcher.broker.messages import RunJob
-from dispatcher.config.schema import (
+from dispatcher.config.policies import (
     BackoffStrategy,
     CircuitBreaker,
     CostOptimization,
-    RateLimit,
     RetryPolicy,
-    VendorConfig,
 )
+from dispatcher.config.schema import RateLimit, VendorConfig
 from dispatcher.config.settings import Settings
 from dispatcher.errors import (
     BudgetExceeded,
