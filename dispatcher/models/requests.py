@@ -49,7 +49,7 @@ __all__ = [
 RESERVED_NESTED_FIELDS = frozenset(
     {
         "maxOutputTokens", "temperature", "topP", "stopSequences", "candidateCount",
-        "num_predict", "top_p", "stop",
+        "num_predict", "top_p", "stop", "seed",
     }
 )  # fmt: skip
 # Body fields the dispatcher writes from the request's own fields, in some vendor's
@@ -63,6 +63,8 @@ RESERVED_BODY_FIELDS = frozenset(
         "user", "n", "candidateCount",
         # tools, tool choice, response format and seed (by their OpenAI names)
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed",
+        # the same by other vendors' names: Ollama's `format`, Cohere's `strict_tools`
+        "format", "strict_tools",
     }
 )  # fmt: skip
 

@@ -13,7 +13,10 @@ and a body that ends without `done: true` is broken. Error bodies are
 
 from __future__ import annotations
 
+import hashlib
 import json
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -24,18 +27,39 @@ from dispatcher.errors import (
     StreamBroken,
     VendorUnavailable,
 )
-from dispatcher.models import FinishReason, Request, Usage
+from dispatcher.models import (
+    FinishReason,
+    ImagePart,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    Message,
+    NamedToolChoice,
+    Request,
+    Response,
+    Role,
+    ToolCall,
+    Usage,
+)
 from dispatcher.vendors.auth import auth_headers_and_params, request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
+from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 
 __all__ = [
     "DONE_REASONS",
+    "STATE_KEY",
+    "ChatCompletion",
     "ChatNdjsonParser",
+    "ChatStreamDelta",
     "OllamaVendor",
     "chat_body",
     "classify_error",
+    "minted_id",
     "parse_chat_response",
+    "parse_tool_calls",
+    "raw_calls",
+    "thinking_state",
+    "wire_message",
 ]
 
 DONE_REASONS: dict[str, FinishReason] = {
@@ -46,6 +70,11 @@ DONE_REASONS: dict[str, FinishReason] = {
     "unload": FinishReason.STOP,
 }
 NO_GENERATION = frozenset({"load", "unload"})
+
+# The `vendor_state` key under which an assistant message keeps Ollama's thinking.
+STATE_KEY = "ollama_thinking"
+# A reply's thinking, from `parse_response` to `_complete` (a Completion has no slot for it).
+_THINKING: ContextVar[str | None] = ContextVar("ollama_thinking", default=None)
 
 # Our request fields that Ollama takes inside `options`, under its own names.
 OPTION_NAMES = (("temperature", "temperature"), ("max_tokens", "num_predict"), ("top_p", "top_p"))
@@ -62,14 +91,30 @@ def finish_reason(raw: str | None, *, tool_calls: bool = False) -> FinishReason:
 def chat_body(request: Request, model: str, *, stream: bool) -> dict[str, Any]:
     """The `/api/chat` body for `request`.
 
-    `extra_body` is merged at the top level (`keep_alive`, `format`, `think`),
-    except that its `options` are merged into ours (`num_ctx`, `seed`), and it
-    cannot change `stream`, which decides how the reply is read.
+    `extra_body` is merged at the top level (`keep_alive`, `think`), except that
+    its `options` are merged into ours (`num_ctx`), and it cannot change
+    `stream`, which decides how the reply is read.
+
+    Raises:
+        InvalidRequest: the request asks for what Ollama has no form of (a forced
+            tool choice, one call per reply, an image by URL, arguments that are
+            not a JSON object), naming the field.
     """
+    names = _call_names(request.messages)
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+        "messages": [
+            wire_message(message, index, names) for index, message in enumerate(request.messages)
+        ],
     }
+    tools = _tools(request)
+    if tools:
+        body["tools"] = tools
+    fmt = request.response_format
+    if isinstance(fmt, JsonObjectFormat):
+        body["format"] = "json"
+    elif isinstance(fmt, JsonSchemaFormat):
+        body["format"] = fmt.json_schema.schema_
     options: dict[str, Any] = {}
     for ours, theirs in OPTION_NAMES:
         value = getattr(request, ours)
@@ -77,6 +122,8 @@ def chat_body(request: Request, model: str, *, stream: bool) -> dict[str, Any]:
             options[theirs] = value
     if request.stop:
         options["stop"] = list(request.stop)
+    if request.seed is not None:
+        options["seed"] = request.seed
     extra = dict(request.extra_body)
     extra_options = extra.get("options")
     if isinstance(extra_options, dict):
@@ -89,11 +136,145 @@ def chat_body(request: Request, model: str, *, stream: bool) -> dict[str, Any]:
     return body
 
 
+def _tools(request: Request) -> list[dict[str, Any]]:
+    """The declarations to send: none for tool choice "none"; a forced choice is refused."""
+    choice = request.tool_choice
+    if not request.tools or choice == "none":
+        return []
+    if choice == "required" or isinstance(choice, NamedToolChoice):
+        shown = choice if isinstance(choice, str) else f"the named tool {choice.function.name!r}"
+        raise InvalidRequest(
+            f"tool_choice: Ollama cannot force a tool call ({shown}): its /api/chat has no "
+            "tool_choice; use 'auto' (or leave it out), or route the request to a vendor "
+            "that has one"
+        )
+    if request.parallel_tool_calls is False:
+        raise InvalidRequest(
+            "parallel_tool_calls: Ollama cannot limit a reply to one tool call; leave it out "
+            "(or true), or route the request to a vendor that can"
+        )
+    return [
+        {"type": "function", "function": tool.function.model_dump(exclude_none=True,
+                                                                   exclude={"strict"})}
+        for tool in request.tools
+    ]  # fmt: skip
+
+
+def _call_names(messages: list[Message]) -> dict[str, str]:
+    """The function name of every call in the conversation, by call id (for `tool_name`)."""
+    return {call.id: call.name for message in messages for call in message.tool_calls or ()}
+
+
+def wire_message(message: Message, index: int, call_names: dict[str, str]) -> dict[str, Any]:
+    """One message as `/api/chat` takes it: text content, `images`, `tool_calls`, `tool_name`."""
+    content = message.content
+    if (
+        type(content) is str
+        and message.tool_calls is None
+        and message.tool_call_id is None
+        and message.vendor_state is None
+    ):
+        return {"role": message.role.value, "content": content}
+    wire: dict[str, Any] = {"role": message.role.value, "content": message.text}
+    thinking = (message.vendor_state or {}).get(STATE_KEY)
+    if message.role is Role.ASSISTANT and isinstance(thinking, str):
+        wire["thinking"] = thinking
+    if isinstance(content, list) and message.image_count:
+        wire["images"] = [
+            _bare_base64(part, f"messages[{index}].content[{position}].image_url.url")
+            for position, part in enumerate(content)
+            if isinstance(part, ImagePart)
+        ]
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            _wire_call(call, position, f"messages[{index}].tool_calls[{position}]")
+            for position, call in enumerate(message.tool_calls)
+        ]
+    if message.tool_call_id is not None:
+        name = call_names.get(message.tool_call_id)
+        if name is not None:
+            wire["tool_name"] = name
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
+
+
+def _bare_base64(part: ImagePart, where: str) -> str:
+    """The base64 of a data URL image; an https URL has no form here (Ollama fetches nothing)."""
+    url = part.image_url.url
+    if url[:5].lower() != "data:":
+        raise InvalidRequest(
+            f"{where}: Ollama takes images as base64 only and fetches no URL; send the image "
+            "as a data:image/...;base64 URL, or route the request to a vendor that fetches URLs"
+        )
+    return url.partition(",")[2]
+
+
+def _wire_call(call: ToolCall, position: int, where: str) -> dict[str, Any]:
+    """A call as Ollama sends it: arguments as a JSON object, with its id and index."""
+    try:
+        arguments = call.parsed_arguments()
+    except DispatcherError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest(
+            f"{where}.function.arguments: Ollama takes a call's arguments as a JSON object; "
+            f"{call.arguments[:80]!r} is not one"
+        )
+    function = {"index": position, "name": call.name, "arguments": arguments}
+    return {"id": call.id, "function": function}
+
+
+def minted_id(position: int, name: Any, arguments: str) -> str:
+    """An id for a call that came without one: the same for the same call at the same place."""
+    digest = hashlib.sha256(f"{position}:{name}:{arguments}".encode()).hexdigest()[:12]
+    return f"call_{digest}"
+
+
+def raw_calls(data: Any, *, start: int = 0) -> list[tuple[int, str, Any, str]]:
+    """`message.tool_calls` as (position, id, name, arguments as JSON text) each.
+
+    `start` counts the calls seen before (in earlier stream lines); a call
+    without an id gets `minted_id` of its position, name and arguments.
+    """
+    if not isinstance(data, list):
+        return []
+    found: list[tuple[int, str, Any, str]] = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        position = start + len(found)
+        function = item.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        name, raw = function.get("name"), function.get("arguments")
+        if isinstance(raw, str):
+            arguments = raw
+        else:
+            arguments = json.dumps({} if raw is None else raw, ensure_ascii=False,
+                                   separators=(",", ":"))  # fmt: skip
+        found.append((position, str(item.get("id") or minted_id(position, name, arguments)),
+                      name, arguments))  # fmt: skip
+    return found
+
+
+def parse_tool_calls(data: Any, vendor: str) -> list[ToolCall]:
+    """`message.tool_calls` of a whole reply as our calls, arguments as JSON text."""
+    return [
+        tool_call(call_id, name, arguments, vendor=vendor, index=position)
+        for position, call_id, name, arguments in raw_calls(data)
+    ]
+
+
 def parse_usage(data: dict[str, Any]) -> Usage:
-    """Usage from a final line or reply; a missing count is 0, not an error."""
+    """Usage from a final line or reply; a missing count is 0, not an error.
+
+    No server documents a cached count; `prompt_eval_cached_count` is read if a build sends it.
+    """
+    prompt = int(data.get("prompt_eval_count") or 0)
     return Usage(
-        prompt_tokens=int(data.get("prompt_eval_count") or 0),
+        prompt_tokens=prompt,
         completion_tokens=int(data.get("eval_count") or 0),
+        cached_prompt_tokens=min(prompt, int(data.get("prompt_eval_cached_count") or 0)),
     )
 
 
@@ -102,18 +283,45 @@ def _message(data: dict[str, Any]) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
-def parse_chat_response(body: dict[str, Any]) -> Completion:
+@dataclass(frozen=True)
+class ChatCompletion(Completion):
+    """A whole `/api/chat` reply, with the thinking the next turn hands back."""
+
+    thinking: str = ""
+
+
+@dataclass(frozen=True)
+class ChatStreamDelta(StreamDelta):
+    """The final delta of a stream, with the thinking it gathered."""
+
+    thinking: str = ""
+
+    @property
+    def vendor_state(self) -> dict[str, Any] | None:
+        """The thinking as `vendor_state`, or None without any."""
+        return thinking_state(self.thinking)
+
+
+def thinking_state(thinking: str | None) -> dict[str, Any] | None:
+    """`vendor_state` keeping a reply's thinking; None when it has none."""
+    return {STATE_KEY: thinking} if thinking else None
+
+
+def parse_chat_response(body: dict[str, Any], vendor: str = "ollama") -> ChatCompletion:
     """A non-streamed `/api/chat` reply."""
     message = _message(body)
     done_reason = body.get("done_reason")
     raw = str(done_reason) if done_reason is not None else None
     text = "" if raw in NO_GENERATION else str(message.get("content") or "")
-    return Completion(
+    calls = tuple(parse_tool_calls(message.get("tool_calls"), vendor))
+    return ChatCompletion(
         text=text,
-        finish_reason=finish_reason(raw, tool_calls=bool(message.get("tool_calls"))),
+        finish_reason=finish_reason(raw, tool_calls=bool(calls)),
         usage=parse_usage(body),
         model=body.get("model"),
         vendor_finish_reason=raw,
+        tool_calls=calls,
+        thinking=str(message.get("thinking") or ""),
     )
 
 
@@ -125,7 +333,11 @@ def error_text(error: Any) -> str:
 
 
 class ChatNdjsonParser(StreamParser):
-    """NDJSON lines until one with `"done": true`; a line with `error` is a failure."""
+    """NDJSON lines until one with `"done": true`; a line with `error` is a failure.
+
+    Tool calls arrive whole, on `done: false` lines (several may share one): they
+    are gathered in order and handed over in the final delta.
+    """
 
     def __init__(self, vendor: str) -> None:
         super().__init__(vendor)
@@ -133,7 +345,9 @@ class ChatNdjsonParser(StreamParser):
         self.raw_finish: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
-        self.tool_calls = False
+        self.tool_calls = ToolCallAssembler(vendor)
+        self.calls_seen = 0
+        self.thinking: list[str] = []
 
     def feed(self, item: str) -> list[StreamDelta]:
         line = json_or_none(item)
@@ -151,7 +365,13 @@ class ChatNdjsonParser(StreamParser):
             return []
         self.model = line.get("model") or self.model
         message = _message(line)
-        self.tool_calls = self.tool_calls or bool(message.get("tool_calls"))
+        if message.get("thinking"):
+            self.thinking.append(str(message["thinking"]))
+        for position, call_id, name, arguments in raw_calls(
+            message.get("tool_calls"), start=self.calls_seen
+        ):
+            self.tool_calls.add(position, call_id=call_id, name=name, arguments=arguments)
+            self.calls_seen += 1
         deltas = self.text(str(message.get("content") or ""))
         if line.get("done"):
             self.done = True
@@ -163,11 +383,14 @@ class ChatNdjsonParser(StreamParser):
     def finish(self) -> StreamDelta:
         if not self.done:
             raise self.broken("a line with done: true")
-        return StreamDelta(
-            finish_reason=finish_reason(self.raw_finish, tool_calls=self.tool_calls),
+        calls = self.tool_calls.calls()
+        return ChatStreamDelta(
+            finish_reason=finish_reason(self.raw_finish, tool_calls=bool(calls)),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
             model=self.model,
+            tool_calls=calls,
+            thinking="".join(self.thinking),
         )
 
 
@@ -208,7 +431,23 @@ class OllamaVendor(HttpVendor):
         )
 
     def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
-        return self._call("POST", "/api/chat", chat_body(request, model, stream=stream))
+        try:
+            body = chat_body(request, model, stream=stream)
+        except InvalidRequest as exc:
+            exc.vendor = self.name
+            raise
+        return self._call("POST", "/api/chat", body)
+
+    async def _complete(self, request: Request, model: str) -> Response:
+        # The shared machinery builds the Response from a Completion, which has no
+        # slot for vendor state: the thinking comes through `_THINKING`.
+        token = _THINKING.set(None)
+        try:
+            response = await super()._complete(request, model)
+            state = thinking_state(_THINKING.get())
+        finally:
+            _THINKING.reset(token)
+        return response.model_copy(update={"vendor_state": state}) if state else response
 
     def parse_response(self, body: Any) -> Completion:
         if not isinstance(body, dict):
@@ -224,7 +463,9 @@ class OllamaVendor(HttpVendor):
                 vendor=self.name,
                 status_code=200,
             )
-        return parse_chat_response(body)
+        completion = parse_chat_response(body, self.name)
+        _THINKING.set(completion.thinking)
+        return completion
 
     def stream_parser(self) -> StreamParser:
         return ChatNdjsonParser(self.name)

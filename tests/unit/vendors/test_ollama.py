@@ -115,7 +115,9 @@ async def test_options_carry_the_set_knobs_and_stream_false_is_explicit(
         max_tokens=256,
         stop=["###"],
         user="u-1",
-        extra_body={"keep_alive": "5m", "format": "json"},
+        seed=7,
+        response_format={"type": "json_object"},
+        extra_body={"keep_alive": "5m"},
     )
     await vendor(rec).complete(request, model="llama3.2")
     assert rec.last_json() == {
@@ -126,9 +128,15 @@ async def test_options_carry_the_set_knobs_and_stream_false_is_explicit(
             {"role": "assistant", "content": "Hello."},
             {"role": "user", "content": "Again"},
         ],
-        "options": {"temperature": 0.2, "num_predict": 256, "top_p": 0.9, "stop": ["###"]},
-        "keep_alive": "5m",
         "format": "json",
+        "options": {
+            "temperature": 0.2,
+            "num_predict": 256,
+            "top_p": 0.9,
+            "stop": ["###"],
+            "seed": 7,
+        },
+        "keep_alive": "5m",
         "stream": False,
     }
 
@@ -150,10 +158,12 @@ async def test_extra_options_merge_with_ours(
 ) -> None:
     # (`extra_body` cannot flip `stream` any more: the request refuses it, test_models.)
     rec = recorder(json_response(200, REPLY))
-    request = make_request(temperature=0.5, extra_body={"options": {"num_ctx": 8192, "seed": 7}})
+    request = make_request(
+        temperature=0.5, extra_body={"options": {"num_ctx": 8192, "min_p": 0.05}}
+    )
     response = await vendor(rec).complete(request)
     body = rec.last_json()
-    assert body["options"] == {"temperature": 0.5, "num_ctx": 8192, "seed": 7}
+    assert body["options"] == {"temperature": 0.5, "num_ctx": 8192, "min_p": 0.05}
     assert body["stream"] is False
     assert response.content == "Hi there"
 
@@ -307,7 +317,7 @@ def test_parser_collects_tool_calls_and_reports_them_as_the_finish_reason() -> N
     assert deltas[-1].vendor_finish_reason == "stop"
 
 
-def test_parser_maps_length_and_ignores_unknown_fields() -> None:
+def test_parser_maps_length_reads_a_cached_count_and_ignores_unknown_fields() -> None:
     done = {
         **STREAM[2],
         "done_reason": "length",
@@ -317,7 +327,9 @@ def test_parser_maps_length_and_ignores_unknown_fields() -> None:
     deltas = feed_all(ChatNdjsonParser("ollama"), lines(STREAM[0], done))
     assert [d.text for d in deltas] == ["Hi", ""]
     assert deltas[-1].finish_reason is FinishReason.LENGTH
-    assert deltas[-1].usage == Usage(prompt_tokens=12, completion_tokens=3, total_tokens=15)
+    assert deltas[-1].usage == Usage(
+        prompt_tokens=12, completion_tokens=3, total_tokens=15, cached_prompt_tokens=4
+    )
 
 
 def test_parser_without_counts_on_the_done_line_reports_zero_usage() -> None:
