@@ -50,6 +50,7 @@ RESERVED_NESTED_FIELDS = frozenset(
     {
         "maxOutputTokens", "temperature", "topP", "stopSequences", "candidateCount",
         "num_predict", "top_p", "stop", "seed",
+        "format",  # in Anthropic's `output_config`: its structured output
     }
 )  # fmt: skip
 # Body fields the dispatcher writes from the request's own fields, in some vendor's
@@ -63,6 +64,7 @@ RESERVED_BODY_FIELDS = frozenset(
         "user", "n", "candidateCount",
         # tools, tool choice, response format and seed (by their OpenAI names)
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed",
+        "output_format",  # Anthropic's structured output before output_config.format
         # the same by other vendors' names: Ollama's `format`, Cohere's `strict_tools`
         "format", "strict_tools",
     }
@@ -316,7 +318,7 @@ class Request(StrictModel):
         reserved = sorted(RESERVED_BODY_FIELDS & set(value))
         reserved += [
             f"{outer}.{inner}"
-            for outer in ("generationConfig", "options")
+            for outer in ("generationConfig", "options", "output_config")
             if isinstance(value.get(outer), dict)
             for inner in sorted(RESERVED_NESTED_FIELDS & set(value[outer]))
         ]
