@@ -15,6 +15,20 @@ overwrites) and finally `message_stop`, without which the reply is incomplete.
 200. Errors: `{"type":"error","error":{"type","message"}}`. 529 means
 overloaded, and 429's wait falls back on the RFC 3339
 `anthropic-ratelimit-*-reset` headers.
+
+Tools, images, response formats and seed are mapped in `anthropic_blocks`
+(structured output: `output_config.format`, Anthropic's own mechanism, not a
+forced tool; json_object: an instruction; seed: refused). A reply's
+`tool_use` blocks become our `ToolCall`s (the `input` object as compact JSON
+text); a stream's call opens with `content_block_start` of a `tool_use` block
+and its input comes as `input_json_delta.partial_json` fragments, joined by
+block index; `stop_reason: tool_use` is the tool turn. `thinking` and
+`redacted_thinking` blocks (streamed: `thinking_delta` and `signature_delta`)
+are kept, as received, in `vendor_state` so the next turn hands them back.
+Usage: `input_tokens` excludes the cache, so the prompt is it plus
+`cache_creation_input_tokens` and `cache_read_input_tokens`; the reads are
+`cached_prompt_tokens`, `output_tokens_details.thinking_tokens` the
+reasoning tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,10 +47,12 @@ from httpx_sse import ServerSentEvent
 
 from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import DispatcherError, InvalidRequest, VendorQuotaExceeded
-from dispatcher.models import FinishReason, Request, Role, Usage
+from dispatcher.models import FinishReason, Request, Response, Role, Usage
+from dispatcher.vendors import anthropic_blocks as blocks
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
+from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -42,10 +60,13 @@ __all__ = [
     "ERROR_TYPE_STATUS",
     "FINISH_REASONS",
     "AnthropicVendor",
+    "MessagesCompletion",
+    "MessagesStreamDelta",
     "MessagesStreamParser",
     "build_body",
     "classify_error",
     "parse_message",
+    "parse_usage",
     "rate_limit_reset_s",
 ]
 
@@ -90,6 +111,30 @@ _RESET_PREFIX = "anthropic-ratelimit-"
 _RESET_SUFFIX = "-reset"
 
 
+# The thinking blocks of the reply `parse_response` last parsed in this task, for
+# `_complete` to put in the Response (the shared Completion has no slot for them).
+_THINKING: ContextVar[list[dict[str, Any]] | None] = ContextVar("anthropic_thinking", default=None)
+
+
+@dataclass(frozen=True)
+class MessagesCompletion(Completion):
+    """A whole Messages reply, with the thinking blocks the next turn must hand back."""
+
+    thinking: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class MessagesStreamDelta(StreamDelta):
+    """The final delta of a Messages stream, with the thinking blocks it assembled."""
+
+    thinking: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def vendor_state(self) -> dict[str, Any] | None:
+        """The thinking blocks as `vendor_state`, or None without any."""
+        return blocks.thinking_state(self.thinking)
+
+
 def finish_reason(raw: str | None) -> FinishReason:
     """Our finish reason for Anthropic's stop reason; absent is a plain stop, unknown an error."""
     if raw is None:
@@ -108,14 +153,17 @@ def build_body(
     """The Messages body for `request`, as `api_version` accepts it.
 
     Raises:
-        InvalidRequest: the request has only system messages.
+        InvalidRequest: the request has only system messages, asks for a seed, or
+            holds what Anthropic cannot take (a call's arguments that are no object).
     """
+    if request.seed is not None:
+        raise InvalidRequest(
+            "seed: Anthropic has no repeatable sampling; leave seed out for this vendor"
+        )
     system = [m.text for m in request.messages if m.role is Role.SYSTEM]
-    messages = [
-        {"role": m.role.value, "content": m.content}
-        for m in request.messages
-        if m.role is not Role.SYSTEM
-    ]
+    if blocks.wants_json_object(request):
+        system.append(blocks.JSON_OBJECT_INSTRUCTION)
+    messages = blocks.wire_messages(request.messages)
     if not messages:
         raise InvalidRequest("Anthropic needs at least one user or assistant message")
     body: dict[str, Any] = {
@@ -137,50 +185,88 @@ def build_body(
         body["metadata"] = {"user_id": request.user}
     if stream:
         body["stream"] = True
-    body.update(request.extra_body)
+    body.update(blocks.surface_fields(request))
+    body.update(blocks.merged_extra_body(request, body))
     return body
 
 
+# The usage counts Anthropic reports, as they come (streams update some of them).
+_USAGE_FIELDS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+
+
 def parse_usage(data: Any) -> Usage:
-    """Usage from an Anthropic `usage` object (missing or null counts are 0)."""
+    """Usage from an Anthropic `usage` object (missing or null counts are 0).
+
+    `input_tokens` excludes cache writes and reads, so the prompt is all three.
+    """
     if not isinstance(data, dict):
         return Usage()
+    counts = {name: int(data.get(name) or 0) for name in _USAGE_FIELDS}
+    details = data.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
     return Usage(
-        prompt_tokens=int(data.get("input_tokens") or 0),
-        completion_tokens=int(data.get("output_tokens") or 0),
+        prompt_tokens=counts["input_tokens"]
+        + counts["cache_creation_input_tokens"]
+        + counts["cache_read_input_tokens"],
+        completion_tokens=counts["output_tokens"],
+        cached_prompt_tokens=counts["cache_read_input_tokens"],
+        reasoning_tokens=int(thinking or 0),
     )
 
 
-def parse_message(body: Any) -> Completion:
-    """A non-streamed Messages body; only `text` blocks make the text."""
+def parse_message(body: Any, vendor: str = "anthropic") -> MessagesCompletion:
+    """A non-streamed Messages body: `text` blocks make the text, `tool_use` blocks the calls."""
     if not isinstance(body, dict):
-        return Completion(text="", finish_reason=FinishReason.ERROR)
-    blocks = body.get("content")
-    text = "".join(
-        str(block.get("text") or "")
-        for block in (blocks if isinstance(blocks, list) else [])
-        if isinstance(block, dict) and block.get("type") == "text"
+        return MessagesCompletion(text="", finish_reason=FinishReason.ERROR)
+    content = body.get("content")
+    items = [
+        block for block in (content if isinstance(content, list) else []) if isinstance(block, dict)
+    ]
+    text = "".join(str(block.get("text") or "") for block in items if block.get("type") == "text")
+    uses = [block for block in items if block.get("type") == "tool_use"]
+    calls = tuple(
+        tool_call(
+            block.get("id"),
+            block.get("name"),
+            blocks.input_text(block.get("input")),
+            vendor=vendor,
+            index=index,
+        )
+        for index, block in enumerate(uses)
     )
     raw = body.get("stop_reason")
-    return Completion(
+    return MessagesCompletion(
         text=text,
         finish_reason=finish_reason(raw),
         usage=parse_usage(body.get("usage")),
         model=body.get("model"),
         vendor_finish_reason=raw,
+        tool_calls=calls,
+        thinking=tuple(block for block in items if block.get("type") in blocks.THINKING_TYPES),
     )
 
 
 class MessagesStreamParser(StreamParser):
-    """Named SSE events from `message_start` to `message_stop`; usage is cumulative."""
+    """Named SSE events from `message_start` to `message_stop`; usage is cumulative.
+
+    A `tool_use` block's input arrives as `input_json_delta` fragments, joined
+    by block index; `thinking` blocks are rebuilt from their deltas (text and
+    signature) and handed over in the final delta, as the reply would hold them.
+    """
 
     def __init__(self, vendor: str) -> None:
         super().__init__(vendor)
         self.stopped = False
         self.raw_finish: str | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
+        self.usage: dict[str, Any] = {}
         self.model: str | None = None
+        self.tool_calls = ToolCallAssembler(vendor)
+        self.thinking: dict[Any, dict[str, Any]] = {}
 
     def feed(self, item: ServerSentEvent) -> list[StreamDelta]:
         data = json_or_none(item.data)
@@ -198,14 +284,9 @@ class MessagesStreamParser(StreamParser):
             self.model = message.get("model") or self.model
             self._take_usage(message.get("usage"))
         elif kind == "content_block_start":
-            block = _object(data.get("content_block"))
-            if block.get("type") == "text":
-                return self.text(str(block.get("text") or ""))
+            return self._start(data.get("index"), _object(data.get("content_block")))
         elif kind == "content_block_delta":
-            delta = _object(data.get("delta"))
-            # thinking, signature, input_json and citations deltas are not reply text.
-            if delta.get("type") == "text_delta":
-                return self.text(str(delta.get("text") or ""))
+            return self._delta(data.get("index"), _object(data.get("delta")))
         elif kind == "message_delta":
             self.raw_finish = _object(data.get("delta")).get("stop_reason") or self.raw_finish
             self._take_usage(data.get("usage"))
@@ -213,29 +294,53 @@ class MessagesStreamParser(StreamParser):
             self.stopped = True
         return []
 
-    def finish(self) -> StreamDelta:
+    def _start(self, index: Any, block: dict[str, Any]) -> list[StreamDelta]:
+        kind = block.get("type")
+        if kind == "text":
+            return self.text(str(block.get("text") or ""))
+        if kind == "tool_use":
+            # The start block's `input: {}` is a placeholder: the fragments make the input.
+            self.tool_calls.add(index, call_id=block.get("id"), name=block.get("name"))
+        elif kind in blocks.THINKING_TYPES:
+            self.thinking[index] = dict(block)
+        return []
+
+    def _delta(self, index: Any, delta: dict[str, Any]) -> list[StreamDelta]:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return self.text(str(delta.get("text") or ""))
+        if kind == "input_json_delta":
+            self.tool_calls.add(index, arguments=delta.get("partial_json"))
+        elif kind == "thinking_delta" and index in self.thinking:
+            block = self.thinking[index]
+            block["thinking"] = str(block.get("thinking") or "") + str(delta.get("thinking") or "")
+        elif kind == "signature_delta" and index in self.thinking:
+            self.thinking[index]["signature"] = str(delta.get("signature") or "")
+        # citations and unknown deltas are not reply text.
+        return []
+
+    def finish(self) -> MessagesStreamDelta:
         if not self.stopped:
             raise self.broken("message_stop")
-        usage = None
-        if self.input_tokens is not None or self.output_tokens is not None:
-            usage = Usage(
-                prompt_tokens=self.input_tokens or 0, completion_tokens=self.output_tokens or 0
-            )
-        return StreamDelta(
+        usage = parse_usage(self.usage) if self.usage else None
+        calls = self.tool_calls.calls()
+        return MessagesStreamDelta(
             finish_reason=finish_reason(self.raw_finish),
             usage=usage,
             vendor_finish_reason=self.raw_finish,
             model=self.model,
+            tool_calls=calls,
+            thinking=tuple(self.thinking.values()),
         )
 
     def _take_usage(self, usage: Any) -> None:
-        # Counts are running totals: the latest one replaces, never adds to, the last.
+        # Counts are running totals: the latest one replaces, never adds to, the last;
+        # a count message_delta leaves out keeps its message_start value.
         if not isinstance(usage, dict):
             return
-        if usage.get("input_tokens") is not None:
-            self.input_tokens = int(usage["input_tokens"])
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = int(usage["output_tokens"])
+        for name, value in usage.items():
+            if value is not None:
+                self.usage[name] = value
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -362,8 +467,22 @@ class AnthropicVendor(HttpVendor):
             content=json.dumps(body).encode(),
         )
 
+    async def _complete(self, request: Request, model: str) -> Response:
+        # The shared machinery builds the Response from a Completion, which has no
+        # slot for vendor state: the thinking blocks come through `_THINKING`.
+        token = _THINKING.set(None)
+        try:
+            response = await super()._complete(request, model)
+            thinking = _THINKING.get()
+        finally:
+            _THINKING.reset(token)
+        state = blocks.thinking_state(tuple(thinking or ()))
+        return response.model_copy(update={"vendor_state": state}) if state else response
+
     def parse_response(self, body: Any) -> Completion:
-        return parse_message(body)
+        completion = parse_message(body, self.name)
+        _THINKING.set(list(completion.thinking))
+        return completion
 
     def stream_parser(self) -> StreamParser:
         return MessagesStreamParser(self.name)
