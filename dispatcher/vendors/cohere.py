@@ -11,30 +11,68 @@ usage and ends the stream. A failure after HTTP 200 is a `message-end` whose
 finish reason is `ERROR` (or `TIMEOUT`). Errors: `{"id", "message"}`,
 classified by status alone, including Cohere's own 498 (bad token) and 499
 (cancelled by the client).
+
+Tools, images and formats (the tools page, section 6): `tools` go out as
+OpenAI's declarations, a `strict` one turning on the request-wide
+`strict_tools`; `tool_choice` "none" and "required" are "NONE" and
+"REQUIRED", "auto" is left out, and a named choice is sent as only that tool
+with "REQUIRED" (the model must call it, as named). Cohere has no switch for
+one call per reply, so `parallel_tool_calls: false` is refused, and no JSON
+format beside tools, so that pair is refused too, both naming the field. An
+assistant turn goes back with its `tool_calls` as is and the `tool_plan` kept
+in its `vendor_state` ("cohere_tool_plan"); a tool message is `tool_call_id`
+and content. Image parts go as OpenAI's `image_url` parts (Cohere fetches
+https URLs); `response_format` is `json_object`, with `json_schema` holding a
+schema; `seed` is `seed`. A reply's `message.tool_calls` (arguments are JSON
+text) and `tool_plan` come back as calls and `vendor_state`; a stream's
+`tool-plan-delta` and `tool-call-start` / `-delta` / `-end` events are
+gathered by index into the final delta. Usage: `usage.cached_tokens` is the
+cached part of the prompt.
 """
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent
 
-from dispatcher.errors import DispatcherError, VendorTimeout, VendorUnavailable
-from dispatcher.models import FinishReason, Request, Usage
+from dispatcher.errors import DispatcherError, InvalidRequest, VendorTimeout, VendorUnavailable
+from dispatcher.models import (
+    FinishReason,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    Message,
+    NamedToolChoice,
+    Request,
+    Response,
+    Role,
+    TextFormat,
+    ToolCall,
+    Usage,
+)
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
+from dispatcher.vendors.openai import parse_tool_calls
+from dispatcher.vendors.tool_calls import ToolCallAssembler
 
 __all__ = [
     "FINISH_REASONS",
+    "STATE_KEY",
+    "ChatCompletion",
+    "ChatStreamDelta",
     "ChatStreamParser",
     "CohereVendor",
     "chat_body",
     "classify_error",
     "finish_reason",
     "parse_chat_response",
+    "plan_state",
+    "wire_message",
 ]
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -45,6 +83,11 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "ERROR": FinishReason.ERROR,
     "TIMEOUT": FinishReason.ERROR,
 }
+
+# The `vendor_state` key under which an assistant message keeps Cohere's tool plan.
+STATE_KEY = "cohere_tool_plan"
+# A reply's tool plan, from `parse_response` to `_complete` (a Completion has no slot for it).
+_PLAN: ContextVar[str | None] = ContextVar("cohere_tool_plan", default=None)
 
 # Status 499: the request was cancelled by the client; the retry layer should not
 # resend on its own, so it is classified as final (InvalidRequest) like other 4xx.
@@ -59,11 +102,20 @@ def finish_reason(raw: str | None) -> FinishReason:
 
 
 def chat_body(request: Request, model: str, *, stream: bool) -> dict[str, Any]:
-    """The v2 Chat body for `request`; unset options are left out."""
+    """The v2 Chat body for `request`; unset options are left out.
+
+    Raises:
+        InvalidRequest: the request asks for what Cohere has no form of (one
+            call per reply, a JSON format beside tools), naming the field.
+    """
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+        "messages": [wire_message(m) for m in request.messages],
     }
+    body.update(_tools(request))
+    fmt = request.response_format
+    if fmt is not None:
+        body["response_format"] = _response_format(fmt, has_tools=bool(request.tools))
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
@@ -72,10 +124,80 @@ def chat_body(request: Request, model: str, *, stream: bool) -> dict[str, Any]:
         body["p"] = request.top_p  # Cohere's name for top_p; `k` is top-k
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
     if stream:
         body["stream"] = True
     body.update(request.extra_body)
     return body
+
+
+def _tools(request: Request) -> dict[str, Any]:
+    """`tools`, `strict_tools` and `tool_choice`, by Cohere's names; {} without tools."""
+    if not request.tools:
+        return {}
+    if request.parallel_tool_calls is False:
+        raise InvalidRequest(
+            "parallel_tool_calls: Cohere cannot limit a reply to one tool call; leave it out "
+            "(or true), or route the request to a vendor that can"
+        )
+    tools = list(request.tools)
+    choice = request.tool_choice
+    mode = None
+    if isinstance(choice, NamedToolChoice):
+        # No named form: only that tool, and a call required, is the same demand.
+        tools = [tool for tool in tools if tool.function.name == choice.function.name]
+        mode = "REQUIRED"
+    elif choice in ("none", "required"):
+        mode = choice.upper()
+    fields: dict[str, Any] = {
+        "tools": [
+            {"type": "function", "function": tool.function.model_dump(exclude_none=True,
+                                                                       exclude={"strict"})}
+            for tool in tools
+        ]
+    }  # fmt: skip
+    if any(tool.function.strict for tool in tools):
+        fields["strict_tools"] = True
+    if mode is not None:
+        fields["tool_choice"] = mode
+    return fields
+
+
+def _response_format(
+    fmt: TextFormat | JsonObjectFormat | JsonSchemaFormat, *, has_tools: bool
+) -> dict[str, Any]:
+    """Cohere's `response_format`: text, or json_object with an optional `json_schema`."""
+    if isinstance(fmt, TextFormat):
+        return {"type": "text"}
+    if has_tools:
+        raise InvalidRequest(
+            "response_format: Cohere does not take a JSON response format together with "
+            "tools; drop one of them, or route the request to a vendor that takes both"
+        )
+    if isinstance(fmt, JsonSchemaFormat):
+        return {"type": "json_object", "json_schema": fmt.json_schema.schema_}
+    return {"type": "json_object"}
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """One message as v2 Chat takes it; an assistant turn gets its kept `tool_plan` back."""
+    content = message.content
+    if type(content) is str and message.tool_calls is None and message.tool_call_id is None:
+        return {"role": message.role.value, "content": content}
+    wire: dict[str, Any] = {"role": message.role.value}
+    if isinstance(content, list):
+        wire["content"] = [part.model_dump(exclude_none=True) for part in content]
+    elif content is not None:
+        wire["content"] = content
+    if message.role is Role.ASSISTANT and message.tool_calls:
+        plan = (message.vendor_state or {}).get(STATE_KEY)
+        if isinstance(plan, str) and plan:
+            wire["tool_plan"] = plan
+        wire["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
+    return wire
 
 
 def _count(tokens: Any, billed: Any, name: str) -> int:
@@ -87,41 +209,82 @@ def _count(tokens: Any, billed: Any, name: str) -> int:
 
 
 def parse_usage(data: Any) -> Usage:
-    """Usage from a Cohere `usage` object: model-side `tokens`, else `billed_units`."""
+    """Usage from a Cohere `usage` object: model-side `tokens`, else `billed_units`;
+    `cached_tokens` (beside them) is the cached part of the prompt."""
     if not isinstance(data, dict):
         return Usage()
     tokens, billed = data.get("tokens"), data.get("billed_units")
+    prompt = _count(tokens, billed, "input_tokens")
+    cached = data.get("cached_tokens")
     return Usage(
-        prompt_tokens=_count(tokens, billed, "input_tokens"),
+        prompt_tokens=prompt,
         completion_tokens=_count(tokens, billed, "output_tokens"),
+        cached_prompt_tokens=min(prompt, int(cached)) if isinstance(cached, int | float) else 0,
     )
 
 
-def parse_chat_response(body: Any) -> Completion:
+@dataclass(frozen=True)
+class ChatCompletion(Completion):
+    """A whole v2 Chat reply, with the tool plan the next turn hands back."""
+
+    tool_plan: str = ""
+
+
+@dataclass(frozen=True)
+class ChatStreamDelta(StreamDelta):
+    """The final delta of a v2 Chat stream, with the tool plan it gathered."""
+
+    tool_plan: str = ""
+
+    @property
+    def vendor_state(self) -> dict[str, Any] | None:
+        """The tool plan as `vendor_state`, or None without one."""
+        return plan_state(self.tool_plan)
+
+
+def plan_state(tool_plan: str | None) -> dict[str, Any] | None:
+    """`vendor_state` keeping a reply's tool plan; None when it has none."""
+    return {STATE_KEY: tool_plan} if tool_plan else None
+
+
+def tool_turn(raw: str | None, calls: tuple[ToolCall, ...]) -> FinishReason:
+    """Our finish reason; a reply holding calls is a tool turn whatever it says."""
+    reason = finish_reason(raw)
+    return FinishReason.TOOL_CALLS if calls and reason is FinishReason.STOP else reason
+
+
+def parse_chat_response(body: Any, vendor: str = "cohere") -> ChatCompletion:
     """A non-streamed v2 Chat body."""
     if not isinstance(body, dict):
         body = {}
     message = body.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
+    message = message if isinstance(message, dict) else {}
+    content = message.get("content")
     text = "".join(
         str(item.get("text") or "")
         for item in content or []
         if isinstance(item, dict) and item.get("type") == "text"
     )
     raw = body.get("finish_reason")
-    return Completion(
+    calls = parse_tool_calls(message.get("tool_calls"), vendor)
+    return ChatCompletion(
         text=text,
-        finish_reason=finish_reason(raw),
+        finish_reason=tool_turn(raw, calls),
         usage=parse_usage(body.get("usage")),
         vendor_finish_reason=raw,
+        tool_calls=calls,
+        tool_plan=str(message.get("tool_plan") or ""),
     )
 
 
 class ChatStreamParser(StreamParser):
     """v2 Chat stream events, dispatched on their `type`, until `message-end`.
 
-    Only `content-delta` and `message-end` matter here; tool, citation and debug
-    events are skipped, and so is the `data: [DONE]` the SDK tolerates at the end.
+    Text comes in `content-delta`; `tool-plan-delta` pieces are joined into the
+    tool plan; `tool-call-start` (id, name) and `tool-call-delta` (argument
+    text) are gathered by their `index` (`delta.message.tool_calls` is one
+    object there, not a list). Citation and debug events are skipped, and so
+    is the `data: [DONE]` the SDK tolerates at the end.
     """
 
     def __init__(self, vendor: str) -> None:
@@ -129,6 +292,8 @@ class ChatStreamParser(StreamParser):
         self.done = False
         self.raw_finish: str | None = None
         self.usage: Usage | None = None
+        self.tool_calls = ToolCallAssembler(vendor)
+        self.tool_plan: list[str] = []
 
     def feed(self, item: ServerSentEvent) -> list[StreamDelta]:
         if item.data.strip() == "[DONE]":
@@ -143,7 +308,23 @@ class ChatStreamParser(StreamParser):
             message = delta.get("message")
             content = message.get("content") if isinstance(message, dict) else None
             return self.text(str(content.get("text") or "") if isinstance(content, dict) else "")
-        if kind == "message-end":
+        message = delta.get("message")
+        message = message if isinstance(message, dict) else {}
+        if kind == "tool-plan-delta":
+            if message.get("tool_plan"):
+                self.tool_plan.append(str(message["tool_plan"]))
+        elif kind in ("tool-call-start", "tool-call-delta"):
+            call = message.get("tool_calls")
+            call = call if isinstance(call, dict) else {}
+            function = call.get("function")
+            function = function if isinstance(function, dict) else {}
+            self.tool_calls.add(
+                event.get("index", 0),
+                call_id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments"),
+            )
+        elif kind == "message-end":
             self._end(delta)
         return []
 
@@ -168,10 +349,13 @@ class ChatStreamParser(StreamParser):
     def finish(self) -> StreamDelta:
         if not self.done:
             raise self.broken("message-end")
-        return StreamDelta(
-            finish_reason=finish_reason(self.raw_finish),
+        calls = self.tool_calls.calls()
+        return ChatStreamDelta(
+            finish_reason=tool_turn(self.raw_finish, calls),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
+            tool_calls=calls,
+            tool_plan="".join(self.tool_plan),
         )
 
 
@@ -200,15 +384,33 @@ class CohereVendor(HttpVendor):
         return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
 
     def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
+        try:
+            body = chat_body(request, model, stream=stream)
+        except InvalidRequest as exc:
+            exc.vendor = self.name
+            raise
         return httpx.Request(
             "POST",
             f"{self.base_url}/v2/chat",
             headers=request_headers(self.config, self.auth()),
-            content=json.dumps(chat_body(request, model, stream=stream)).encode(),
+            content=json.dumps(body).encode(),
         )
 
+    async def _complete(self, request: Request, model: str) -> Response:
+        # The shared machinery builds the Response from a Completion, which has no
+        # slot for vendor state: the tool plan comes through `_PLAN`.
+        token = _PLAN.set(None)
+        try:
+            response = await super()._complete(request, model)
+            state = plan_state(_PLAN.get())
+        finally:
+            _PLAN.reset(token)
+        return response.model_copy(update={"vendor_state": state}) if state else response
+
     def parse_response(self, body: Any) -> Completion:
-        return parse_chat_response(body)
+        completion = parse_chat_response(body, self.name)
+        _PLAN.set(completion.tool_plan)
+        return completion
 
     def stream_parser(self) -> StreamParser:
         return ChatStreamParser(self.name)

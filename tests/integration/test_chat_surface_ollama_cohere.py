@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 KEY = "native-chat-test-0123456789abcdef"
 # (vendor type, a model that sees images): both vendors' formats, on the stand-in.
-VENDORS = {"ollama": "llava"}
+VENDORS = {"ollama": "llava", "cohere": "command-a-vision-07-2025"}
 BOTH = [pytest.param(vendor, stream, id=f"{vendor}-{'streamed' if stream else 'plain'}")
         for vendor in VENDORS for stream in (False, True)]  # fmt: skip
 
@@ -119,3 +119,26 @@ def test_an_image_by_url_is_refused_for_ollama_naming_the_field(client: Client) 
     job_id = client.submit(ask("ollama", False, messages=[{"role": "user", "content": parts}]))
     with pytest.raises(InvalidRequest, match=r"messages\[0\]\.content\[1\]\.image_url\.url"):
         client.wait(job_id, timeout_s=30)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_cohere_keeps_its_tool_plan_and_a_named_choice_sends_only_that_tool(
+    client: Client, stream: bool
+) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    request = ask(
+        "cohere",
+        stream,
+        messages=[{"role": "user", "content": "Rome"}],
+        tools=[{"type": "function", "function": {"name": "get_time"}}, WEATHER_TOOL],
+        tool_choice=choice,
+    )
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.finish_reason is FinishReason.TOOL_CALLS
+    assert reply.vendor_finish_reason == "TOOL_CALL"
+    assert [(c.name, c.parsed_arguments()) for c in reply.tool_calls] == [
+        ("get_weather", {"city": "Rome"})
+    ]
+    assert reply.tool_calls[0].id.startswith("get_weather_")
+    assert reply.vendor_state == {"cohere_tool_plan": "I will call get_weather."}
+    assert reply.to_message().vendor_state == reply.vendor_state
