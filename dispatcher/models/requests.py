@@ -50,6 +50,9 @@ RESERVED_NESTED_FIELDS = frozenset(
     {
         "maxOutputTokens", "temperature", "topP", "stopSequences", "candidateCount",
         "num_predict", "top_p", "stop", "seed",
+        # Gemini's response format (camelCase and the snake_case REST also takes)
+        "responseMimeType", "responseSchema", "responseJsonSchema",
+        "response_mime_type", "response_schema", "response_json_schema",
         "format",  # in Anthropic's `output_config`: its structured output
     }
 )  # fmt: skip
@@ -67,6 +70,7 @@ RESERVED_BODY_FIELDS = frozenset(
         "output_format",  # Anthropic's structured output before output_config.format
         # the same by other vendors' names: Ollama's `format`, Cohere's `strict_tools`
         "format", "strict_tools",
+        "toolConfig", "tool_config",  # Gemini's tool choice
     }
 )  # fmt: skip
 

@@ -11,11 +11,20 @@ each with only the new text and the cumulative usage so far; there is no end
 marker, so a body that ends before any `finishReason` is a broken stream.
 Errors: `{"error": {"code", "message", "status", "details"}}`, where a bad key
 can come back as a 400 and the wait hint of a 429 lives in `RetryInfo`.
+
+Tools, function calls and results, images, JSON formats and the seed take
+Gemini's own forms (`gemini_chat`); `functionCall` parts become our tool calls,
+whole in a stream as in a reply, and their thought signatures come back in
+`Response.vendor_state` for the next turn. Usage: `cachedContentTokenCount` is
+the cached part of the prompt, and `thoughtsTokenCount` (not inside
+`candidatesTokenCount`) is added to the completion and is its reasoning part.
 """
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,10 +32,11 @@ from httpx_sse import ServerSentEvent
 
 from dispatcher.errors import (
     DispatcherError,
+    InvalidRequest,
     VendorAuthError,
     VendorQuotaExceeded,
 )
-from dispatcher.models import FinishReason, Request, Role, Usage
+from dispatcher.models import FinishReason, Request, Response, Role, Usage
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import (
     Completion,
@@ -42,10 +52,13 @@ from dispatcher.vendors.failures import (
     retry_after_s,
     summary,
 )
+from dispatcher.vendors.gemini_chat import PartReader, contents, format_config, tool_fields
 
 __all__ = [
     "API_VERSION",
     "FINISH_REASONS",
+    "GeminiCompletion",
+    "GeminiStreamDelta",
     "GeminiVendor",
     "GenerateContentStreamParser",
     "classify_error",
@@ -94,25 +107,40 @@ def finish_reason(raw: str | None, *, called_tool: bool = False) -> FinishReason
     return reason
 
 
+# The vendor state of the reply `parse_response` last parsed in this task, for
+# `_complete` to put in the Response (the shared Completion has no slot for it).
+_STATE: ContextVar[dict[str, Any] | None] = ContextVar("gemini_state", default=None)
+
+
+@dataclass(frozen=True)
+class GeminiCompletion(Completion):
+    """A whole reply, with the thought signatures the next turn must hand back."""
+
+    vendor_state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GeminiStreamDelta(StreamDelta):
+    """The final delta of a stream, with the thought signatures it collected."""
+
+    vendor_state: dict[str, Any] | None = None
+
+
 def generate_content_body(request: Request) -> dict[str, Any]:
     """The `generateContent` body for `request`; the model goes in the URL, not here.
 
     `extra_body` is merged last; a dict in it (say `generationConfig: {topK: 40}`)
     extends ours rather than replacing it, since most Gemini knobs live in one.
+
+    Raises:
+        InvalidRequest: an image Gemini cannot take, or tool-call arguments that are
+            not a JSON object.
     """
     system = [m.text for m in request.messages if m.role is Role.SYSTEM]
-    body: dict[str, Any] = {
-        "contents": [
-            {
-                "role": "model" if m.role is Role.ASSISTANT else "user",
-                "parts": [{"text": m.content}],
-            }
-            for m in request.messages
-            if m.role is not Role.SYSTEM
-        ],
-    }
+    body: dict[str, Any] = {"contents": contents(request)}
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    body.update(tool_fields(request))
     config: dict[str, Any] = {}
     for name, field in (
         ("temperature", "temperature"),
@@ -124,6 +152,7 @@ def generate_content_body(request: Request) -> dict[str, Any]:
             config[field] = value
     if request.stop:
         config["stopSequences"] = list(request.stop)
+    config.update(format_config(request))
     if config:
         body["generationConfig"] = config
     for key, value in request.extra_body.items():
@@ -135,16 +164,22 @@ def generate_content_body(request: Request) -> dict[str, Any]:
 
 
 def parse_usage(data: Any) -> Usage:
-    """Usage from `usageMetadata`; any count may be missing, and then it is 0."""
+    """Usage from `usageMetadata`; any count may be missing, and then it is 0.
+
+    `promptTokenCount` already includes `cachedContentTokenCount`;
+    `candidatesTokenCount` does not include `thoughtsTokenCount`.
+    """
     if not isinstance(data, dict):
         return Usage()
+    thoughts = int(data.get("thoughtsTokenCount") or 0)
     return Usage(
         prompt_tokens=int(data.get("promptTokenCount") or 0),
         # Thinking tokens are billed as output, so they count as completion tokens.
-        completion_tokens=int(data.get("candidatesTokenCount") or 0)
-        + int(data.get("thoughtsTokenCount") or 0),
+        completion_tokens=int(data.get("candidatesTokenCount") or 0) + thoughts,
         # Also counts tool-use prompt tokens, so it may exceed the sum.
         total_tokens=int(data.get("totalTokenCount") or 0),
+        cached_prompt_tokens=int(data.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
     )
 
 
@@ -165,25 +200,14 @@ def _parts(candidate: dict[str, Any]) -> list[dict[str, Any]]:
     return [part for part in parts or [] if isinstance(part, dict)]
 
 
-def _text(parts: list[dict[str, Any]]) -> str:
-    """The answer's text; thought summaries are the model's notes, not its answer."""
-    return "".join(
-        str(part["text"]) for part in parts if "text" in part and part.get("thought") is not True
-    )
-
-
-def _calls_tool(parts: list[dict[str, Any]]) -> bool:
-    return any("functionCall" in part for part in parts)
-
-
 def _block_reason(body: dict[str, Any]) -> str | None:
     feedback = body.get("promptFeedback")
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
     return str(reason) if reason else None
 
 
-def parse_generate_content(body: Any) -> Completion:
-    """A non-streamed `GenerateContentResponse`."""
+def parse_generate_content(body: Any, vendor: str = "gemini") -> GeminiCompletion:
+    """A non-streamed `GenerateContentResponse`: its text, function calls and signatures."""
     if not isinstance(body, dict):
         body = {}
     usage = parse_usage(body.get("usageMetadata"))
@@ -192,21 +216,24 @@ def parse_generate_content(body: Any) -> Completion:
     if candidate is None:
         # No candidates at all: the prompt itself was refused (or nothing came back).
         blocked = _block_reason(body)
-        return Completion(
+        return GeminiCompletion(
             text="",
             finish_reason=_CONTENT_FILTER if blocked else FinishReason.ERROR,
             usage=usage,
             model=model,
             vendor_finish_reason=blocked,
         )
-    parts = _parts(candidate)
+    reader = PartReader(vendor)
+    text = reader.add(_parts(candidate), body.get("responseId"))
     raw = candidate.get("finishReason")
-    return Completion(
-        text=_text(parts),
-        finish_reason=finish_reason(raw, called_tool=_calls_tool(parts)),
+    return GeminiCompletion(
+        text=text,
+        finish_reason=finish_reason(raw, called_tool=bool(reader.calls)),
         usage=usage,
         model=model,
         vendor_finish_reason=raw,
+        tool_calls=tuple(reader.calls),
+        vendor_state=reader.vendor_state(),
     )
 
 
@@ -215,14 +242,16 @@ class GenerateContentStreamParser(StreamParser):
 
     Each chunk holds only new text, `usageMetadata` is cumulative (the last one
     wins) and `finishReason` comes on the last chunk, so its absence at the end of
-    the body is the only sign that the stream broke off.
+    the body is the only sign that the stream broke off. A `functionCall` part
+    comes whole in one chunk; the calls, in order, and their thought signatures
+    (which may come on a later part of their own) are handed over in the final delta.
     """
 
     def __init__(self, vendor: str) -> None:
         super().__init__(vendor)
         self.raw_finish: str | None = None
         self.blocked: str | None = None
-        self.called_tool = False
+        self.reader = PartReader(vendor)
         self.usage: Usage | None = None
         self.model: str | None = None
 
@@ -239,11 +268,10 @@ class GenerateContentStreamParser(StreamParser):
         candidate = _first_candidate(chunk)
         if candidate is None:
             return []
-        parts = _parts(candidate)
-        self.called_tool = self.called_tool or _calls_tool(parts)
+        text = self.reader.add(_parts(candidate), chunk.get("responseId"))
         if candidate.get("finishReason"):
             self.raw_finish = str(candidate["finishReason"])
-        return self.text(_text(parts))
+        return self.text(text)
 
     def finish(self) -> StreamDelta:
         if self.raw_finish is None and self.blocked is None:
@@ -251,10 +279,15 @@ class GenerateContentStreamParser(StreamParser):
         if self.raw_finish is None:
             reason, raw = _CONTENT_FILTER, self.blocked
         else:
-            reason = finish_reason(self.raw_finish, called_tool=self.called_tool)
+            reason = finish_reason(self.raw_finish, called_tool=bool(self.reader.calls))
             raw = self.raw_finish
-        return StreamDelta(
-            finish_reason=reason, usage=self.usage, vendor_finish_reason=raw, model=self.model
+        return GeminiStreamDelta(
+            finish_reason=reason,
+            usage=self.usage,
+            vendor_finish_reason=raw,
+            model=self.model,
+            tool_calls=tuple(self.reader.calls),
+            vendor_state=self.reader.vendor_state(),
         )
 
 
@@ -376,17 +409,34 @@ class GeminiVendor(HttpVendor):
 
     def build_request(self, request: Request, model: str, *, stream: bool) -> httpx.Request:
         method = "streamGenerateContent" if stream else "generateContent"
+        try:
+            body = generate_content_body(request)
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, vendor=self.name) from None
         return httpx.Request(
             "POST",
             self.model_url(model, method),
             # Without alt=sse the stream is one JSON array, sent element by element.
             params={"alt": "sse"} if stream else None,
             headers=request_headers(self.config, self.auth()),
-            content=json.dumps(generate_content_body(request)).encode(),
+            content=json.dumps(body).encode(),
         )
 
+    async def _complete(self, request: Request, model: str) -> Response:
+        # The shared machinery builds the Response from a Completion, which has no
+        # slot for vendor state: the thought signatures come through `_STATE`.
+        token = _STATE.set(None)
+        try:
+            response = await super()._complete(request, model)
+            state = _STATE.get()
+        finally:
+            _STATE.reset(token)
+        return response.model_copy(update={"vendor_state": state}) if state else response
+
     def parse_response(self, body: Any) -> Completion:
-        return parse_generate_content(body)
+        completion = parse_generate_content(body, self.name)
+        _STATE.set(completion.vendor_state)
+        return completion
 
     def stream_parser(self) -> StreamParser:
         return GenerateContentStreamParser(self.name)

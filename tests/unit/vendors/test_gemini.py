@@ -179,7 +179,9 @@ async def test_complete_joins_text_parts_skipping_thoughts_and_reads_usage_and_m
         gemini_request(make_request)
     )
     assert response.content == "Hi there"
-    assert response.usage == Usage(prompt_tokens=12, completion_tokens=8, total_tokens=20)
+    assert response.usage == Usage(
+        prompt_tokens=12, completion_tokens=8, total_tokens=20, reasoning_tokens=5
+    )
     assert response.model == "gemini-2.5-flash-001"
     assert response.vendor == "gemini"
     assert response.finish_reason is FinishReason.STOP

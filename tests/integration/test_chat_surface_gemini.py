@@ -1,0 +1,146 @@
+"""Tools, JSON formats and images through a real worker against the stand-in (Gemini format).
+
+Over loopback, plain and streamed: a tool round trip (call -> tool result ->
+final text) whose thought signature travels through the job record and comes
+back on the next turn (the stand-in refuses the turn without it, as Gemini 3
+does), a strict json_schema reply parsed, an image request accepted. The
+stand-in's answers follow `producer/cli/tools/standin/chat_rules.py`; its
+Gemini side is `producer/cli/tools/standin/gemini.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dispatcher import FinishReason, InvalidRequest, JobStatus, Message, Request
+from producer import Client
+from producer.cli.tools.standin.gemini import thought_signature
+from tests.integration.stack import running_stack
+
+pytestmark = pytest.mark.integration
+
+KEY = "AIzaSy-chat-test-0123456789abcdef"
+MODEL = "gemini-3-pro-preview"
+PNG = base64.b64encode(
+    base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+).decode()
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+ANSWER = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "words": {"type": "integer"}},
+            "required": ["city", "words"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def gemini_only() -> dict[str, Any]:
+    """One Gemini vendor on the stand-in; no retries, so a refusal fails at once."""
+    vendor = {"type": "gemini", "base_url": "{url}", "models": ["gemini-*"], "timeout_s": 5}
+    return {
+        "vendors": {"gemini": {**vendor, "api_key": "${GOOGLE_API_KEY}"}},
+        "default_vendor": "gemini",
+        "retry_policy": {"max_retries": 0},
+    }
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    with running_stack(tmp_path_factory.mktemp("chat-gemini")) as stack:
+        stack.configure(gemini_only(), GOOGLE_API_KEY=KEY)
+        with stack.environment():
+            client = Client.from_env()
+        stack.start_worker(["llm.gemini"], concurrency=4)
+        yield client
+
+
+def ask(stream: bool, **fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "vendor": "gemini", "stream": stream, **fields}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_tool_round_trip_hands_the_thought_signature_back(client: Client, stream: bool) -> None:
+    question = {"role": "user", "content": "Paris"}
+    first = client.wait(
+        client.submit(ask(stream, messages=[question], tools=[WEATHER_TOOL])), timeout_s=30
+    )
+    assert first.vendor == "gemini"
+    assert first.finish_reason is FinishReason.TOOL_CALLS
+    (call,) = first.tool_calls
+    assert call.name == "get_weather"
+    assert call.id.startswith("call_")
+    assert call.parsed_arguments() == {"city": "Paris"}
+    signature = thought_signature("get_weather", {"city": "Paris"})
+    assert first.vendor_state == {"gemini": {"signatures": {call.id: signature}}}
+
+    result = {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c":18}'}
+    turn = [question, first.to_message(), result]
+    second = client.wait(
+        client.submit(ask(stream, messages=turn, tools=[WEATHER_TOOL])), timeout_s=30
+    )
+    assert second.content == 'echo: {"temp_c":18}'
+    assert second.tool_calls == []
+    assert second.finish_reason is FinishReason.STOP
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_turn_that_drops_the_signature_fails_as_an_invalid_request(
+    client: Client, stream: bool
+) -> None:
+    question = {"role": "user", "content": "Rome"}
+    first = client.wait(
+        client.submit(ask(stream, messages=[question], tools=[WEATHER_TOOL])), timeout_s=30
+    )
+    (call,) = first.tool_calls
+    stripped = Message(role="assistant", tool_calls=[call])
+    result = {"role": "tool", "tool_call_id": call.id, "content": "18"}
+    job_id = client.submit(ask(stream, messages=[question, stripped, result], tools=[WEATHER_TOOL]))
+    with pytest.raises(InvalidRequest, match="thought_signature"):
+        client.wait(job_id, timeout_s=30)
+    assert client.get(job_id).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> None:
+    prompt = "The city of light"
+    request = ask(stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER)
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.parsed == {"city": prompt, "words": 4}
+    assert json.loads(reply.content) == reply.parsed
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
+    reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.content == "echo: What is this? [1 image]"
