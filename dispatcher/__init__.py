@@ -69,6 +69,7 @@ from dispatcher.models import (
     TextPart,
     Tool,
     ToolCall,
+    ToolCallDelta,
     Usage,
     VendorStats,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "TextPart",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
     "Usage",
     "VendorAuthError",
     "VendorConfig",

@@ -27,7 +27,7 @@ import redis
 import redis.asyncio
 
 from dispatcher.errors import DispatcherError, JobCancelled, error_from_dict
-from dispatcher.models import JobRecord, JobStatus, StreamEvent, StreamEventType
+from dispatcher.models import JobRecord, JobStatus, StreamEvent, StreamEventType, ToolCall
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncJobReader
 
@@ -38,6 +38,7 @@ __all__ = [
     "follow",
     "follow_async",
     "text_of",
+    "tool_calls_of",
 ]
 
 # A job that no worker has picked up within a minute is usually queued for a vendor
@@ -59,6 +60,26 @@ def text_of(events: Iterable[StreamEvent]) -> str:
         elif event.type is StreamEventType.CHUNK and event.delta:
             parts.append(event.delta)
     return "".join(parts)
+
+
+def tool_calls_of(events: Iterable[StreamEvent]) -> list[ToolCall]:
+    """The tool calls the events' pieces spell, in call order, started over at every `reset`."""
+    calls: dict[int, dict[str, str]] = {}
+    for event in events:
+        if event.type is StreamEventType.RESET:
+            calls.clear()
+        elif event.type is StreamEventType.CHUNK and event.tool_calls:
+            for piece in event.tool_calls:
+                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                call["name"] = piece.name or call["name"]
+                call["arguments"] += piece.arguments
+    return [
+        ToolCall.model_validate(
+            {"id": call["id"], "function": {"name": call["name"], "arguments": call["arguments"]}}
+        )
+        for _, call in sorted(calls.items())
+    ]
 
 
 class StreamFollower:

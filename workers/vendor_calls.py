@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from dispatcher import Request, Response, Settings
+from dispatcher import Request, Response, Settings, ToolCallDelta
 from dispatcher.broker.messages import RunJob
 from dispatcher.runner.job_runner import VendorCall, call_vendor
 from dispatcher.state.store_async import AsyncStreamWriter
@@ -107,12 +107,16 @@ class VendorCalls:
         async def on_text(delta: str, emitted_at: float) -> bool:
             return writer.offer(job_id, attempt, delta, emitted_at)
 
+        async def on_tool_calls(pieces: Sequence[ToolCallDelta], emitted_at: float) -> bool:
+            return writer.offer(job_id, attempt, "", emitted_at, pieces)
+
         try:
             return await call_vendor(
                 vendor,
                 request,
                 model,
                 on_text,
+                on_tool_calls=on_tool_calls,
                 max_stream_s=self.settings.max_stream_s,
                 deadline=message.deadline,
             )

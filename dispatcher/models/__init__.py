@@ -56,6 +56,7 @@ from dispatcher.models.tools import (
     NamedToolChoice,
     Tool,
     ToolCall,
+    ToolCallDelta,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "TextPart",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
     "Usage",
     "VendorName",
     "VendorStats",

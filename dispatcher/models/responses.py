@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from dispatcher.models.base import StrictModel, utc_now
 from dispatcher.models.requests import Message, Role
-from dispatcher.models.tools import ToolCall
+from dispatcher.models.tools import ToolCall, ToolCallDelta
 
 __all__ = [
     "Chunk",
@@ -151,6 +151,9 @@ class StreamEvent(StrictModel):
     job_id: str
     attempt: int | None = Field(default=None, ge=0)
     delta: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(
+        default=None, description="On `chunk`: pieces of the reply's tool calls, in order."
+    )
     emitted_at: float | None = Field(
         default=None, description="Epoch seconds when the vendor's bytes arrived."
     )

@@ -24,6 +24,7 @@ __all__ = [
     "NamedToolChoice",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
     "ToolChoice",
     "ToolChoiceMode",
     "ToolName",
@@ -137,3 +138,18 @@ class ToolCall(StrictModel):
                 f"the arguments of tool call {self.id!r} ({self.name}) are not JSON: {exc}",
                 raw_text=text,
             ) from None
+
+
+class ToolCallDelta(StrictModel):
+    """A piece of a streamed tool call, as a stream event carries it (OpenAI's shape).
+
+    The first piece of call `index` has its `id` and `name`; the `arguments`
+    pieces of one index, joined in order, are its arguments' JSON text.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0, description="Which call of the reply, counted from 0.")
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from dispatcher.broker.messages import RunJob
-from dispatcher.models import Deployment, JobRecord, Request
+from dispatcher.models import Deployment, JobRecord, Request, ToolCallDelta
 from dispatcher.models import Response as VendorResponse
 from dispatcher.vendors.base import Vendor
 
@@ -22,6 +22,7 @@ __all__ = [
     "CallMany",
     "CallVendor",
     "OnText",
+    "OnToolCalls",
     "Outcome",
     "Ready",
     "SendMessage",
@@ -40,6 +41,8 @@ SendMessage = Callable[[RunJob, str, int, float], None]
 CallVendor = Callable[[Vendor, Request, str, RunJob], VendorResponse]
 # Publishes a delta of a streaming job: (text, epoch seconds it arrived) -> still wanted?
 OnText = Callable[[str, float], Awaitable[bool]]
+# Hears pieces of a stream's tool calls with when they arrived; False drops the stream.
+OnToolCalls = Callable[[Sequence[ToolCallDelta], float], Awaitable[bool]]
 # One vendor call of `call_many`: what `CallVendor` takes.
 VendorCall = tuple[Vendor, Request, str, RunJob]
 # Makes many vendor calls concurrently; yields (position in the list, reply or the

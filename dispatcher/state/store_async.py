@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from dispatcher.errors import JobNotFound
-from dispatcher.models import JobRecord, StreamEvent
+from dispatcher.models import JobRecord, StreamEvent, ToolCallDelta
 from dispatcher.state.keys import Keys, valid_job_id
 from dispatcher.state.redis_values import PENDING_TTL_S, WAIT_SLICE_S
 from dispatcher.state.redis_values import decoded as _decoded
@@ -53,6 +54,7 @@ class _Pending:
     emitted_at: float
     future: asyncio.Future[int]
     state: _StreamState = field(default_factory=_StreamState)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class AsyncStreamWriter:
@@ -76,8 +78,16 @@ class AsyncStreamWriter:
         self._streams: dict[tuple[str, int], _StreamState] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    def offer(self, job_id: str, attempt: int, delta: str, emitted_at: float) -> bool:
-        """Queue one text delta of attempt `attempt`; False once the job no longer wants it.
+    def offer(
+        self,
+        job_id: str,
+        attempt: int,
+        delta: str,
+        emitted_at: float,
+        tool_calls: Sequence[ToolCallDelta] = (),
+    ) -> bool:
+        """Queue one text delta of attempt `attempt`, with any pieces of its tool calls;
+        False once the job no longer wants it.
 
         Does not wait: `drain` waits for what was offered. Raises the error of an
         earlier append of this stream that failed.
@@ -91,10 +101,14 @@ class AsyncStreamWriter:
         pending = self._queue.get(key)
         if pending is None:
             future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            self._queue[key] = _Pending(job_id, attempt, [delta], emitted_at, future, state)
+            pending = self._queue[key] = _Pending(
+                job_id, attempt, [delta], emitted_at, future, state
+            )
             state.last = future
         else:
             pending.parts.append(delta)
+        if tool_calls:
+            pending.tool_calls += [piece.model_dump(exclude_none=True) for piece in tool_calls]
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
@@ -147,15 +161,16 @@ class AsyncStreamWriter:
         async with self.redis.pipeline(transaction=False) as pipe:
             for pending in batch:
                 job_id, attempt = pending.job_id, pending.attempt
-                body = stream_event_body(
-                    {
-                        "type": "chunk",
-                        "job_id": job_id,
-                        "attempt": attempt,
-                        "delta": "".join(pending.parts),
-                        "emitted_at": pending.emitted_at,
-                    }
-                )
+                fields: dict[str, Any] = {
+                    "type": "chunk",
+                    "job_id": job_id,
+                    "attempt": attempt,
+                    "delta": "".join(pending.parts),
+                    "emitted_at": pending.emitted_at,
+                }
+                if pending.tool_calls:
+                    fields["tool_calls"] = pending.tool_calls
+                body = stream_event_body(fields)
                 pipe.evalsha(
                     self._sha or "",
                     2,

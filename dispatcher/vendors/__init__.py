@@ -1,7 +1,6 @@
 """Vendor clients: one module per wire format, all behind the `Vendor` interface."""
 
 from dispatcher.vendors.base import (
-    Capabilities,
     Completion,
     Health,
     HttpVendor,
@@ -17,7 +16,6 @@ from dispatcher.vendors.registry import (
 )
 
 __all__ = [
-    "Capabilities",
     "Completion",
     "Health",
     "HttpVendor",

@@ -41,6 +41,7 @@ from dispatcher.models import (
     Role,
     StrictModel,
     ToolCall,
+    ToolCallDelta,
     Usage,
     utc_now,
 )
@@ -51,9 +52,9 @@ from dispatcher.routing.pricing import (
     estimate_prompt_tokens,
     price_for,
 )
+from dispatcher.vendors.tool_calls import ToolCallAssembler
 
 __all__ = [
-    "Capabilities",
     "Completion",
     "Health",
     "HttpVendor",
@@ -87,18 +88,6 @@ class Health(StrictModel):
     checked_at: datetime = Field(default_factory=utc_now)
 
 
-class Capabilities(StrictModel):
-    """What a vendor can do, as far as routing and validation need to know."""
-
-    model_config = ConfigDict(frozen=True)
-
-    models: list[str] = Field(default_factory=list, description="Glob patterns; empty: any.")
-    max_tokens: int | None = Field(default=None, gt=0, description="Longest reply, in tokens.")
-    context_window: int | None = Field(default=None, gt=0)
-    supports_streaming: bool = True
-    supports_vision: bool = False
-
-
 @dataclass(frozen=True)
 class StreamDelta:
     """A piece of a streamed reply. The last one has `finish_reason` and, when known, usage,
@@ -110,6 +99,8 @@ class StreamDelta:
     vendor_finish_reason: str | None = None
     model: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    # Pieces of tool calls as they arrive, for the job's stream events.
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +143,12 @@ class StreamParser(ABC):
             vendor=self.vendor,
         )
 
+    def tool_call_pieces(self) -> tuple[ToolCallDelta, ...]:
+        """Tool-call fragments the last `feed` added to the parser's `tool_calls`
+        assembler, if it keeps one (`dispatcher.vendors.tool_calls`)."""
+        assembler = getattr(self, "tool_calls", None)
+        return assembler.take_pieces() if isinstance(assembler, ToolCallAssembler) else ()
+
     def text(self, text: str) -> list[StreamDelta]:
         """A text delta, or nothing for empty text."""
         if not text:
@@ -169,11 +166,6 @@ class Vendor(ABC):
         # A vendor may be built without Settings.load(); its secrets must be masked all the same.
         for secret in config.secret_values():
             register_secret(secret)
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What this vendor serves and supports."""
-        return Capabilities(models=list(self.config.model_patterns()))
 
     @abstractmethod
     async def complete(self, request: Request, model: str | None = None) -> Response:
@@ -357,6 +349,9 @@ class HttpVendor(Vendor):
                     raise _as_broken(exc, parser) from exc
                 for delta in deltas:
                     yield delta
+                pieces = parser.tool_call_pieces()
+                if pieces:
+                    yield StreamDelta(tool_call_deltas=pieces)
             yield parser.finish()
         except httpx.TimeoutException as exc:
             raise StreamBroken(

@@ -46,7 +46,7 @@ from dispatcher.models import (
     StrictModel,
     Usage,
 )
-from dispatcher.vendors.base import Capabilities, Health, StreamDelta, Vendor
+from dispatcher.vendors.base import Health, StreamDelta, Vendor
 
 __all__ = [
     "FAILURE_KINDS",
@@ -222,10 +222,6 @@ class MockVendor(Vendor):
         seed = self.behaviour.seed
         # A string seed is hashed the same way in every process, unlike hash(name).
         self._random = random.Random(name if seed is None else seed)
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(models=list(self.config.model_patterns()), supports_streaming=True)
 
     async def complete(self, request: Request, model: str | None = None) -> Response:
         model = model or request.model

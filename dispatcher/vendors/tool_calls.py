@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.errors import InvalidVendorOutput
-from dispatcher.models import FunctionCall, ToolCall
+from dispatcher.models import FunctionCall, ToolCall, ToolCallDelta
 
 __all__ = ["ToolCallAssembler", "tool_call"]
 
@@ -55,6 +55,7 @@ class ToolCallAssembler:
     def __init__(self, vendor: str) -> None:
         self.vendor = vendor
         self._pending: dict[Any, _Pending] = {}
+        self._pieces: list[ToolCallDelta] = []
 
     def __bool__(self) -> bool:
         return bool(self._pending)
@@ -63,13 +64,31 @@ class ToolCallAssembler:
         self, key: Any, *, call_id: Any = None, name: Any = None, arguments: Any = None
     ) -> None:
         """One fragment: id and name when the call starts, argument text at any time."""
-        pending = self._pending.setdefault(key, _Pending())
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
+        index = list(self._pending).index(key) if len(self._pending) > 1 else 0
         if call_id:
             pending.call_id = call_id
         if name:
             pending.name = name
-        if isinstance(arguments, str) and arguments:
-            pending.arguments.append(arguments)
+        text = arguments if isinstance(arguments, str) else ""
+        if text:
+            pending.arguments.append(text)
+        if call_id or name or text:
+            self._pieces.append(
+                ToolCallDelta(
+                    index=index,
+                    id=str(call_id) if call_id else None,
+                    name=name if isinstance(name, str) and name else None,
+                    arguments=text,
+                )
+            )
+
+    def take_pieces(self) -> tuple[ToolCallDelta, ...]:
+        """The fragments added since the last take, as stream events carry them."""
+        pieces, self._pieces = tuple(self._pieces), []
+        return pieces
 
     def calls(self) -> tuple[ToolCall, ...]:
         """The assembled calls, in the order they started."""

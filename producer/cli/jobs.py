@@ -21,6 +21,7 @@ from dispatcher.state.status import VendorStatus
 from producer.cli.exit_codes import exit_codes
 from producer.cli.table import table
 from producer.client import DEFAULT_START_TIMEOUT_S, DEFAULT_WAIT_TIMEOUT_S, Client
+from producer.streaming import tool_calls_of
 
 __all__ = [
     "cancel_command",
@@ -209,11 +210,15 @@ def _print_stream(events: Iterable[StreamEvent], *, as_json: bool) -> None:
 
     A reset (a new attempt starts the reply over) is noted on stderr, and the text
     restarts on a new line. Text ends with a newline, even when the job fails midway.
+    The reply's tool calls follow it, one line each, once the reply has ended.
     """
     line_open = False  # the last text printed did not end its line
     printed = False
+    seen: list[StreamEvent] = []  # the events with tool-call pieces, since the last reset
     try:
         for event in events:
+            if event.tool_calls or event.type is StreamEventType.RESET:
+                seen = [] if event.type is StreamEventType.RESET else [*seen, event]
             if as_json:
                 typer.echo(event.model_dump_json(exclude_none=True))
             elif event.type is StreamEventType.CHUNK and event.delta:
@@ -228,8 +233,13 @@ def _print_stream(events: Iterable[StreamEvent], *, as_json: bool) -> None:
         if line_open:
             typer.echo()  # the error message then starts on a line of its own
         raise
-    if not as_json and (line_open or not printed):
+    if as_json:
+        return
+    calls = tool_calls_of(seen)
+    if line_open or not (printed or calls):
         typer.echo()
+    for call in calls:
+        typer.echo(f"[tool call {call.id}: {call.name} {call.arguments}]")
 
 
 def _request(

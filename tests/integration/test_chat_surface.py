@@ -134,3 +134,28 @@ def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
     request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.content == "echo: What is this? [1 image]"
+
+
+def test_a_streamed_tool_call_goes_out_in_pieces_that_add_up_to_the_final_call(
+    client: Client,
+) -> None:
+    question = {"role": "user", "content": "Paris"}
+    events = list(client.send_streaming(ask(True, messages=[question], tools=[WEATHER_TOOL])))
+
+    done = events[-1]
+    assert done.type == "done"
+    assert done.finish_reason is FinishReason.TOOL_CALLS
+    pieces = [
+        piece for event in events if event.type == "chunk" for piece in event.tool_calls or ()
+    ]
+    assert len(pieces) >= 2  # the id and name first, then the arguments, as the vendor sent them
+    assert {piece.index for piece in pieces} == {0}
+    assert (pieces[0].name, pieces[0].id) == ("get_weather", pieces[0].id)
+    assert pieces[0].id is not None
+    assert all(piece.id is None for piece in pieces[1:])
+    arguments = "".join(piece.arguments for piece in pieces)
+    assert json.loads(arguments) == {"city": "Paris"}
+    record = client.get(done.job_id)
+    assert record.response is not None
+    (call,) = record.response.tool_calls
+    assert (call.id, call.name, call.arguments) == (pieces[0].id, "get_weather", arguments)

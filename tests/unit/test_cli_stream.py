@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import fakeredis
 import pytest
@@ -56,12 +57,24 @@ class Worker:
         self.store = JobStore(fakeredis.FakeRedis(server=server), PREFIX)
         self._append = self.store.redis.register_script(APPEND)
 
-    def chunk(self, job_id: str, delta: str, attempt: int = 0) -> None:
+    def chunk(
+        self,
+        job_id: str,
+        delta: str,
+        attempt: int = 0,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> None:
         if self.store.get(job_id).status is JobStatus.QUEUED:
             assert self.store.start(job_id, attempt, "openai") == "ok"
-        body = stream_event_body(
-            {"type": "chunk", "job_id": job_id, "attempt": attempt, "delta": delta}
-        )
+        fields: dict[str, Any] = {
+            "type": "chunk",
+            "job_id": job_id,
+            "attempt": attempt,
+            "delta": delta,
+        }
+        if tool_calls:
+            fields["tool_calls"] = tool_calls
+        body = stream_event_body(fields)
         keys = [self.store.keys.job(job_id), self.store.keys.stream(job_id)]
         channel = self.store.keys.channel(job_id)
         assert self._append(keys=keys, args=[attempt, channel, job_id, body, TERMINAL, 60]) > 0
@@ -109,6 +122,19 @@ def test_stream_prints_the_text_notes_a_reset_on_stderr_and_ends_the_line(
     assert result.exit_code == 0, result.output
     assert result.stdout == "Hel\nHello\n"
     assert result.stderr == "[attempt 1 restarts the reply]\n"
+
+
+def test_stream_prints_the_tool_calls_once_the_reply_has_ended(
+    client: Client, worker: Worker
+) -> None:
+    job_id = client.submit(REQUEST)
+    worker.chunk(job_id, "", tool_calls=[{"index": 0, "id": "call_1", "name": "get_weather"}])
+    worker.chunk(job_id, "", tool_calls=[{"index": 0, "arguments": '{"city":'}])
+    worker.chunk(job_id, "", tool_calls=[{"index": 0, "arguments": '"Paris"}'}])
+    worker.succeed(job_id)
+    result = runner.invoke(stream_app(), ["stream", job_id])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == '[tool call call_1: get_weather {"city":"Paris"}]\n'
 
 
 def test_stream_json_prints_each_event_after_the_seq_given_as_one_line(

@@ -31,11 +31,11 @@ from dispatcher import (
     VendorAuthError,
 )
 from dispatcher.broker.messages import RunJob
-from dispatcher.models import JobEvent, JobEventKind, StreamEvent, StreamEventType
+from dispatcher.models import JobEvent, JobEventKind, StreamEvent, StreamEventType, ToolCallDelta
 from dispatcher.state.scripts import APPEND
 from dispatcher.state.store import PENDING_TTL_S, TERMINAL, JobStore, stream_event_body
 from dispatcher.state.store_async import AsyncStreamWriter
-from producer import AsyncClient, Client, text_of
+from producer import AsyncClient, Client, text_of, tool_calls_of
 
 PREFIX = "llmd"
 # Generous bounds: a stream that works delivers in milliseconds.
@@ -205,6 +205,31 @@ def test_text_of_joins_the_chunks_and_starts_over_at_every_reset() -> None:
     ]
     assert text_of(events) == "Hello"
     assert text_of([]) == ""
+
+
+def test_tool_calls_of_joins_the_pieces_by_index_and_starts_over_at_every_reset() -> None:
+    def chunk(seq: int, *pieces: ToolCallDelta) -> StreamEvent:
+        return StreamEvent(
+            seq=seq, type=StreamEventType.CHUNK, job_id="a" * 32, delta="", tool_calls=list(pieces)
+        )
+
+    events = [
+        chunk(1, ToolCallDelta(index=0, id="call_old", name="f", arguments="{")),
+        StreamEvent(seq=2, type=StreamEventType.RESET, job_id="a" * 32),
+        chunk(
+            3,
+            ToolCallDelta(index=0, id="call_a", name="f"),
+            ToolCallDelta(index=0, arguments='{"x":'),
+        ),
+        chunk(4, ToolCallDelta(index=1, id="call_b", name="g", arguments="{}")),
+        chunk(5, ToolCallDelta(index=0, arguments="1}")),
+        StreamEvent(seq=6, type=StreamEventType.DONE, job_id="a" * 32),
+    ]
+    assert [(c.id, c.name, c.arguments) for c in tool_calls_of(events)] == [
+        ("call_a", "f", '{"x":1}'),
+        ("call_b", "g", "{}"),
+    ]
+    assert tool_calls_of(events[:2]) == []  # what came before the reset is dropped
 
 
 # --- replay ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from dispatcher import (
     RoutingCondition,
     RoutingRule,
     Stats,
+    ToolCallDelta,
     Usage,
     VendorConfig,
     VendorDetail,
@@ -54,7 +55,7 @@ from dispatcher.models import (
 )
 from dispatcher.routing.price_table import FamilyPrices, ModelRates, PriceTable
 from dispatcher.state.vendor_detail import masked
-from dispatcher.vendors import Capabilities, Health
+from dispatcher.vendors import Health
 from dispatcher.vendors.mock import MockBehaviour
 from tests.unit.chat_samples import CHAT_SAMPLES, RICH_REQUEST, RICH_RESPONSE
 
@@ -268,9 +269,7 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         retry_after_s=2.0,
         seed=7,
     ),
-    Capabilities: Capabilities(
-        models=["gpt-*"], max_tokens=16_384, context_window=128_000, supports_vision=True
-    ),
+    ToolCallDelta: ToolCallDelta(index=1, id="call_9", name="lookup", arguments='{"q": '),
 }
 
 

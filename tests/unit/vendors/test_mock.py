@@ -374,12 +374,6 @@ async def test_health_is_always_healthy_at_zero_latency() -> None:
     assert health.latency_ms == 0.0
 
 
-def test_capabilities_are_any_model_with_streaming() -> None:
-    capabilities = MockVendor("mock", CONFIG).capabilities
-    assert capabilities.models == []
-    assert capabilities.supports_streaming
-
-
 def test_registry_style_construction_gives_a_quiet_vendor() -> None:
     vendor = MockVendor("mock", CONFIG, None)
     assert isinstance(vendor, Vendor)
