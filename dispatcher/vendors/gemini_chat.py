@@ -11,8 +11,8 @@ and holding `{"output": <the result parsed as JSON, else its text>}`. Tools
 are one `functionDeclarations` entry (schemas passed through as
 `parametersJsonSchema`), the tool choice is `toolConfig.functionCallingConfig`,
 a JSON format is `responseMimeType` plus `responseJsonSchema`, and the seed
-goes to `generationConfig.seed`. Gemini has no switch for
-`parallel_tool_calls`: it is not sent.
+goes to `generationConfig.seed`. Gemini has no switch for one call per
+reply, so `parallel_tool_calls: false` is refused rather than ignored.
 
 Reply side (`PartReader`): text parts (thoughts skipped) make the text,
 `functionCall` parts our `ToolCall`s. Gemini rarely gives a call an id, so one
@@ -196,8 +196,17 @@ def contents(request: Request) -> list[dict[str, Any]]:
 
 
 def tool_fields(request: Request) -> dict[str, Any]:
-    """`tools` (one entry of `functionDeclarations`) and `toolConfig`, when the request has them."""
+    """`tools` (one entry of `functionDeclarations`) and `toolConfig`, when the request has them.
+
+    Raises:
+        InvalidRequest: `parallel_tool_calls` is false, which Gemini cannot promise.
+    """
     fields: dict[str, Any] = {}
+    if request.parallel_tool_calls is False:
+        raise InvalidRequest(
+            "gemini has no switch for one tool call per reply (parallel_tool_calls: false); "
+            "leave parallel_tool_calls out, or route to a vendor that has one"
+        )
     if request.tools:
         declarations = []
         for tool in request.tools:

@@ -116,6 +116,16 @@ def test_tool_choice_modes_map_to_function_calling_modes(choice: str, mode: str)
     assert generate_content_body(request)["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
 
 
+def test_one_call_per_reply_has_no_gemini_form_and_is_refused() -> None:
+    request = request_of(
+        messages=[{"role": "user", "content": "hi"}], tools=[WEATHER], parallel_tool_calls=False
+    )
+    with pytest.raises(InvalidRequest, match="parallel_tool_calls"):
+        generate_content_body(request)
+    allowed = request.model_copy(update={"parallel_tool_calls": True})
+    assert "toolConfig" not in generate_content_body(allowed)
+
+
 def test_no_tools_and_no_choice_send_no_tool_fields() -> None:
     body = generate_content_body(request_of(messages=[{"role": "user", "content": "hi"}]))
     assert "tools" not in body
