@@ -406,8 +406,21 @@ def requests_as_lines(
 
 
 def _completion(job_id: str, response: Response) -> dict[str, Any]:
-    """`response` as an OpenAI chat.completion object."""
+    """`response` as an OpenAI chat.completion object (tool calls and token details included)."""
     usage = response.usage
+    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+    if response.tool_calls:
+        message["content"] = response.content or None
+        message["tool_calls"] = [call.model_dump() for call in response.tool_calls]
+    counts: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_prompt_tokens:
+        counts["prompt_tokens_details"] = {"cached_tokens": usage.cached_prompt_tokens}
+    if usage.reasoning_tokens:
+        counts["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return {
         "id": f"chatcmpl-{job_id}",
         "object": "chat.completion",
@@ -416,19 +429,17 @@ def _completion(job_id: str, response: Response) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": response.content},
+                "message": message,
                 "finish_reason": _OPENAI_FINISH_REASONS.get(response.finish_reason, "stop"),
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": counts,
         "x_llmdispatch": {
             "vendor": response.vendor,
             "cost_usd": response.cost_usd,
             "latency_ms": response.latency_ms,
+            # What the next turn's assistant message must carry back (a thought signature).
+            **({"vendor_state": response.vendor_state} if response.vendor_state else {}),
         },
     }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher import InvalidRequest, Message, Request
+from dispatcher import InvalidRequest, Message, Request, ToolCall
 from dispatcher.models import BatchItem, FinishReason, JobError, JobStatus, Response, Usage
 from producer.batch_files import (
     MAX_REPORTED,
@@ -453,6 +453,45 @@ def test_a_success_is_written_as_an_openai_chat_completion() -> None:
         },
         "error": None,
     }
+
+
+def test_a_tool_turn_is_written_with_its_calls_token_details_and_vendor_state() -> None:
+    call = ToolCall(id="call_1", function={"name": "get_weather", "arguments": '{"city":"Paris"}'})
+    response = reply(
+        content="",
+        tool_calls=[call],
+        finish_reason=FinishReason.TOOL_CALLS,
+        usage=Usage(
+            prompt_tokens=12, completion_tokens=3, cached_prompt_tokens=8, reasoning_tokens=2
+        ),
+        vendor_state={"signature": "abc"},
+    )
+
+    body = output_record(item(status=JobStatus.SUCCEEDED, response=response))["response"]["body"]
+
+    assert body["choices"][0] == {
+        "index": 0,
+        "message": {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        "finish_reason": "tool_calls",
+    }
+    assert body["usage"] == {
+        "prompt_tokens": 12,
+        "completion_tokens": 3,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 8},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    assert body["x_llmdispatch"]["vendor_state"] == {"signature": "abc"}
 
 
 def test_a_success_without_a_vendor_request_id_uses_the_job_id() -> None:
