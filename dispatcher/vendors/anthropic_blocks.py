@@ -24,6 +24,10 @@ Per the wire-format notes (tools page, section 3 and the table in 8.1):
   runner parses the reply (a reply that is not JSON is `InvalidVendorOutput`).
 - **seed**: Anthropic has no repeatable sampling; a request asking for it is
   refused (`InvalidRequest` naming `seed`) rather than silently sampled anew.
+
+The way back is small: `input_text` writes a `tool_use` input as our
+arguments text, and `thinking_state` keeps a reply's thinking blocks as the
+`vendor_state` that `wire_messages` puts first in the next assistant turn.
 """
 
 from __future__ import annotations

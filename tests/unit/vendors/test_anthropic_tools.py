@@ -166,6 +166,9 @@ THINKING_STREAM = [
     sse("content_block_stop", {"index": 0}),
     sse("content_block_start", {"index": 1, "content_block": REDACTED}),
     sse("content_block_stop", {"index": 1}),
+    sse("content_block_start", {"index": 2, "content_block": {"type": "text", "text": ""}}),
+    sse("content_block_delta", {"index": 2, "delta": {"type": "text_delta", "text": "Hi"}}),
+    sse("content_block_stop", {"index": 2}),
     sse(
         "message_delta",
         {
@@ -604,3 +607,26 @@ def test_a_cut_off_stream_still_needs_message_stop() -> None:
         parser.feed(item)
     with pytest.raises(Exception, match="message_stop"):
         parser.finish()
+
+
+async def test_streamed_thinking_reaches_the_response_and_its_next_turn(
+    recorder: Callable[..., Recorder],
+) -> None:
+    rec = recorder(sse_response(THINKING_STREAM))
+    reply = await call_vendor(vendor(rec), request(messages=[USER], stream=True), MODEL)
+    assert reply.vendor_state == {
+        "anthropic_thinking": [
+            {
+                "type": "thinking",
+                "thinking": "Both cities, one call each.",
+                "signature": "EqQBCkgI",
+            },
+            REDACTED,
+        ]
+    }
+    body = build_body(request(messages=[USER, reply.to_message()]), MODEL, stream=False)
+    assert [block["type"] for block in body["messages"][1]["content"]] == [
+        "thinking",
+        "redacted_thinking",
+        "text",
+    ]
