@@ -36,7 +36,7 @@ from dispatcher.errors import (
     VendorAuthError,
     VendorQuotaExceeded,
 )
-from dispatcher.models import FinishReason, Request, Response, Role, Usage
+from dispatcher.models import FinishReason, Request, Response, Role, ToolCallDelta, Usage
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import (
     Completion,
@@ -243,8 +243,9 @@ class GenerateContentStreamParser(StreamParser):
     Each chunk holds only new text, `usageMetadata` is cumulative (the last one
     wins) and `finishReason` comes on the last chunk, so its absence at the end of
     the body is the only sign that the stream broke off. A `functionCall` part
-    comes whole in one chunk; the calls, in order, and their thought signatures
-    (which may come on a later part of their own) are handed over in the final delta.
+    comes whole in one chunk, and goes out as one piece when it does; the calls, in
+    order, and their thought signatures (which may come on a later part of their
+    own) are handed over in the final delta.
     """
 
     def __init__(self, vendor: str) -> None:
@@ -252,6 +253,7 @@ class GenerateContentStreamParser(StreamParser):
         self.raw_finish: str | None = None
         self.blocked: str | None = None
         self.reader = PartReader(vendor)
+        self.calls_told = 0  # how many of the reader's calls went out as pieces
         self.usage: Usage | None = None
         self.model: str | None = None
 
@@ -272,6 +274,16 @@ class GenerateContentStreamParser(StreamParser):
         if candidate.get("finishReason"):
             self.raw_finish = str(candidate["finishReason"])
         return self.text(text)
+
+    def tool_call_pieces(self) -> tuple[ToolCallDelta, ...]:
+        """The calls the last chunk brought, one whole piece each (Gemini sends no fragments)."""
+        calls = self.reader.calls
+        pieces = tuple(
+            ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
+            for index, call in enumerate(calls[self.calls_told :], start=self.calls_told)
+        )
+        self.calls_told = len(calls)
+        return pieces
 
     def finish(self) -> StreamDelta:
         if self.raw_finish is None and self.blocked is None:

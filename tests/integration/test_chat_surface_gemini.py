@@ -144,3 +144,24 @@ def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
     request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.content == "echo: What is this? [1 image]"
+
+
+def test_a_streamed_call_goes_out_whole_as_one_piece_matching_the_final_call(
+    client: Client,
+) -> None:
+    question = {"role": "user", "content": "Oslo"}
+    events = list(client.send_streaming(ask(True, messages=[question], tools=[WEATHER_TOOL])))
+
+    done = events[-1]
+    assert done.type == "done"
+    assert done.finish_reason is FinishReason.TOOL_CALLS
+    (piece,) = [p for event in events if event.type == "chunk" for p in event.tool_calls or ()]
+    assert (piece.index, piece.name) == (0, "get_weather")
+    assert json.loads(piece.arguments) == {"city": "Oslo"}
+    record = client.get(done.job_id)
+    assert record.response is not None
+    (call,) = record.response.tool_calls
+    assert (call.id, call.arguments) == (piece.id, piece.arguments)
+    assert record.response.vendor_state == {
+        "gemini": {"signatures": {call.id: thought_signature("get_weather", {"city": "Oslo"})}}
+    }

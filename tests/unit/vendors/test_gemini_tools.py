@@ -445,13 +445,17 @@ async def test_a_streamed_call_reaches_the_final_delta_over_the_wire(
     request = request_of(
         messages=[{"role": "user", "content": "Paris and Rome"}], tools=[WEATHER], stream=True
     )
-    received: list[str] = []
-    deltas = vendor(rec).stream(request)
+    pieces: list[tuple[int, str | None, str | None, str]] = []
     final = None
-    async for delta in deltas:
-        received.append(delta.text)
+    async for delta in vendor(rec).stream(request):
+        pieces += [(p.index, p.id, p.name, p.arguments) for p in delta.tool_call_deltas]
         if delta.finish_reason is not None:
             final = delta
+    # Each call goes out whole, as one piece, when its chunk arrives.
+    assert pieces == [
+        (0, "call_q1Zr_0", "get_weather", '{"city":"Paris"}'),
+        (1, "call_q1Zr_1", "get_weather", '{"city":"Rome"}'),
+    ]
     assert final is not None
     assert [c.id for c in final.tool_calls] == ["call_q1Zr_0", "call_q1Zr_1"]
     assert final.vendor_state == {"gemini": {"signatures": {"call_q1Zr_0": SIGNATURE}}}  # type: ignore[attr-defined]
