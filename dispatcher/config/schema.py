@@ -66,6 +66,10 @@ class Capability(StrEnum):
     VISION = "vision"
     JSON_SCHEMA = "json_schema"
     STREAMED_TOOLS = "streamed_tools"
+    # tool_choice "required" or a named tool: the model must call one
+    FORCED_TOOLS = "forced_tools"
+    # parallel_tool_calls false: at most one call per reply
+    NO_PARALLEL_TOOLS = "no_parallel_tools"
 
 
 class VendorType(StrEnum):

@@ -1,10 +1,12 @@
 """What a request needs beyond text, and which vendors (and models) serve it.
 
 A request needs `tools` when it declares tools or its conversation holds tool
-calls or tool results, `streamed_tools` when it also streams, `vision` when a
-message holds an image, and `json_schema` for a `json_object` or `json_schema`
-response format. The router sends it only to a deployment that serves all it
-needs (`missing`), and a `NoRoute` names what each vendor lacks.
+calls or tool results, `streamed_tools` when it also streams, `forced_tools`
+when its tool choice is "required" or names a tool, `no_parallel_tools` when
+`parallel_tool_calls` is false, `vision` when a message holds an image, and
+`json_schema` for a `json_object` or `json_schema` response format. The router
+sends it only to a deployment that serves all it needs (`missing`), and a
+`NoRoute` names what each vendor lacks.
 
 What a deployment serves: its vendor's configured `capabilities` (a list for
 every model, or model name or glob -> list: an exact entry first, then the
@@ -26,6 +28,10 @@ __all__ = ["BUILTIN_CAPABILITIES", "Capability", "missing", "needs", "served"]
 ALL = frozenset(Capability)
 TEXT_ONLY: frozenset[Capability] = frozenset()
 NO_VISION = ALL - {Capability.VISION}
+# Gemini and Cohere have no switch for one call per reply; Ollama cannot force a call either.
+GEMINI = ALL - {Capability.NO_PARALLEL_TOOLS}
+OLLAMA = ALL - {Capability.FORCED_TOOLS, Capability.NO_PARALLEL_TOOLS}
+COHERE = ALL - {Capability.NO_PARALLEL_TOOLS}
 
 # Ollama's library models that see images.
 OLLAMA_VISION_MODELS = (
@@ -39,14 +45,21 @@ BUILTIN_CAPABILITIES: Mapping[str, Sequence[tuple[str, frozenset[Capability]]]] 
     "openai": [("*", ALL)],
     "azure": [("*", ALL)],
     "anthropic": [("*", ALL)],
-    "gemini": [("*", ALL)],
+    "gemini": [("*", GEMINI)],
     # An OpenAI-compatible server's models vary: images only when configured.
     "openai_compatible": [("*", NO_VISION)],
     # Ollama: tools, `format` and streamed tool calls in /api/chat; images for the
     # vision models of its library.
-    "ollama": [*((pattern, ALL) for pattern in OLLAMA_VISION_MODELS), ("*", NO_VISION)],
+    "ollama": [
+        *((pattern, OLLAMA) for pattern in OLLAMA_VISION_MODELS),
+        ("*", OLLAMA - {Capability.VISION}),
+    ],
     # Cohere: images for its vision models only.
-    "cohere": [("command-a-vision*", ALL), ("*aya-vision*", ALL), ("*", NO_VISION)],
+    "cohere": [
+        ("command-a-vision*", COHERE),
+        ("*aya-vision*", COHERE),
+        ("*", COHERE - {Capability.VISION}),
+    ],
     # The stand-in answers every format's tools, JSON and images.
     "mock": [("*", ALL)],
 }
@@ -66,6 +79,10 @@ def needs(request: Request) -> frozenset[Capability]:
         found.add(Capability.TOOLS)
         if request.stream:
             found.add(Capability.STREAMED_TOOLS)
+        if request.tool_choice is not None and request.tool_choice not in ("auto", "none"):
+            found.add(Capability.FORCED_TOOLS)
+        if request.parallel_tool_calls is False:
+            found.add(Capability.NO_PARALLEL_TOOLS)
     if vision:
         found.add(Capability.VISION)
     if request.response_format is not None and request.response_format.type != "text":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fakeredis
 import pytest
 
 from dispatcher.config.schema import Capability, VendorConfig
@@ -12,8 +13,10 @@ from dispatcher.errors import ConfigError, NoRoute
 from dispatcher.models import Deployment, Request
 from dispatcher.routing.capabilities import missing, needs, served
 from dispatcher.routing.router import route
+from producer import Client
 
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+TOOL_NAME = "get_weather"
 TOOL = {
     "type": "function",
     "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
@@ -58,6 +61,23 @@ def test_a_plain_text_chat_needs_nothing_more() -> None:
     [
         ({"tools": [TOOL]}, {Capability.TOOLS}),
         ({"tools": [TOOL], "stream": True}, {Capability.TOOLS, Capability.STREAMED_TOOLS}),
+        (
+            {"tools": [TOOL], "tool_choice": "required"},
+            {Capability.TOOLS, Capability.FORCED_TOOLS},
+        ),
+        (
+            {
+                "tools": [TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            },
+            {Capability.TOOLS, Capability.FORCED_TOOLS},
+        ),
+        ({"tools": [TOOL], "tool_choice": "none"}, {Capability.TOOLS}),
+        (
+            {"tools": [TOOL], "parallel_tool_calls": False},
+            {Capability.TOOLS, Capability.NO_PARALLEL_TOOLS},
+        ),
+        ({"tools": [TOOL], "parallel_tool_calls": True}, {Capability.TOOLS}),
         ({"response_format": {"type": "json_object"}}, {Capability.JSON_SCHEMA}),
         ({"response_format": SCHEMA_FORMAT}, {Capability.JSON_SCHEMA}),
     ],
@@ -109,6 +129,24 @@ def test_the_built_in_table_gives_vision_only_to_models_that_see(
     assert {Capability.TOOLS, Capability.JSON_SCHEMA} <= got
 
 
+@pytest.mark.parametrize(
+    ("kind", "forced", "one_at_a_time"),
+    [
+        ("openai", True, True),
+        ("anthropic", True, True),
+        ("gemini", True, False),
+        ("cohere", True, False),
+        ("ollama", False, False),
+    ],
+)
+def test_forcing_a_call_or_one_call_per_reply_only_where_the_wire_format_can(
+    kind: str, forced: bool, one_at_a_time: bool
+) -> None:
+    got = served(vendor(kind), "m")
+    assert (Capability.FORCED_TOOLS in got) is forced
+    assert (Capability.NO_PARALLEL_TOOLS in got) is one_at_a_time
+
+
 def test_a_custom_vendor_type_serves_text_only_unless_configured() -> None:
     custom = VendorConfig(type="acme.vendors:Acme", base_url="http://127.0.0.1:9")
     assert served(custom, "anything") == frozenset()
@@ -148,8 +186,8 @@ def test_an_unknown_capability_in_the_configuration_is_named() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.load(vendors={"local": {"type": "ollama", "capabilities": ["tools", "smell"]}})
     assert str(caught.value).splitlines()[1:] == [
-        "  vendors.local.capabilities.*[1]: must be 'tools', 'vision', 'json_schema' or "
-        "'streamed_tools'"
+        "  vendors.local.capabilities.*[1]: must be 'tools', 'vision', 'json_schema', "
+        "'streamed_tools', 'forced_tools' or 'no_parallel_tools'"
     ]
 
 
@@ -167,6 +205,22 @@ def test_an_image_request_is_refused_naming_vision_when_only_text_vendors_are_co
     }
     assert "vision" in str(caught.value)
     assert route(request(), settings).vendor in {"local", "vllm"}  # text still goes
+
+
+def test_submit_refuses_an_image_naming_vision_and_writes_nothing() -> None:
+    settings = Settings(vendors={"local": vendor("ollama", models=["llama3.1"])})
+    redis = fakeredis.FakeRedis()
+    request = {
+        "model": "llama3.1",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE]}],
+    }
+    with Client(settings, redis_client=redis) as client, pytest.raises(NoRoute) as caught:
+        client.submit(request)
+
+    assert str(caught.value) == (
+        "no vendor can take model 'llama3.1': local: cannot serve vision for model 'llama3.1'"
+    )
+    assert redis.keys("*") == []
 
 
 def test_a_request_goes_only_to_vendors_that_serve_what_it_needs_fallbacks_included() -> None:
