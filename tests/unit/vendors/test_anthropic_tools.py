@@ -630,3 +630,22 @@ async def test_streamed_thinking_reaches_the_response_and_its_next_turn(
         "redacted_thinking",
         "text",
     ]
+
+
+async def test_streamed_call_pieces_are_numbered_over_calls_only_not_blocks(
+    recorder: Callable[..., Recorder],
+) -> None:
+    rec = recorder(sse_response(TOOL_STREAM))
+    ask = request(messages=[USER], tools=[WEATHER_TOOL, TIME_TOOL], stream=True)
+    pieces = [
+        (piece.index, piece.id, piece.name, piece.arguments)
+        async for delta in vendor(rec).stream(ask)
+        for piece in delta.tool_call_deltas
+    ]
+    # Block indexes 1 and 2 (after the text block) are calls 0 and 1 (§0.7).
+    assert pieces == [
+        (0, "toolu_01A9", "get_weather", ""),
+        (0, None, None, '{"city": "Pa'),
+        (0, None, None, 'ris"}'),
+        (1, "toolu_01C0", "get_time", ""),
+    ]
