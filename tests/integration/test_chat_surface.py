@@ -62,25 +62,45 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 
 def _started(stack: Stack) -> Client:
-    stack.configure(two_vendors(), OPENAI_API_KEY=KEY)
+    config = two_vendors()
+    # Every OpenAI-family wire format: OpenAI (primary), OpenAI-compatible (backup), Azure.
+    config["vendors"]["azure"] = {
+        "type": "azure",
+        "base_url": "{url}",
+        "models": ["*"],
+        "timeout_s": 5,
+        "api_key": "${OPENAI_API_KEY}",
+    }
+    stack.configure(config, OPENAI_API_KEY=KEY)
     with stack.environment():
         client = Client.from_env()
-    stack.start_worker(["llm.primary"], concurrency=4)
+    stack.start_worker(["llm.primary", "llm.backup", "llm.azure"], concurrency=4)
     return client
 
 
-def ask(stream: bool, **fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o", "vendor": "primary", "stream": stream, **fields}
+# Each OpenAI-family wire format, with the model it is asked for.
+FAMILY = {"primary": "gpt-4o", "backup": "llama-3-70b", "azure": "my-gpt4o-deployment"}
+FAMILY_STREAMS = [
+    pytest.param(vendor, stream, id=f"{vendor}-{'streamed' if stream else 'plain'}")
+    for vendor in FAMILY
+    for stream in (False, True)
+]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def ask(stream: bool, vendor: str = "primary", **fields: Any) -> dict[str, Any]:
+    return {"model": FAMILY[vendor], "vendor": vendor, "stream": stream, **fields}
+
+
+@pytest.mark.parametrize(("vendor", "stream"), FAMILY_STREAMS)
 def test_a_tool_round_trip_calls_the_tool_then_answers_from_its_result(
-    client: Client, stream: bool
+    client: Client, vendor: str, stream: bool
 ) -> None:
     question = {"role": "user", "content": "Paris"}
     first = client.wait(
-        client.submit(ask(stream, messages=[question], tools=[WEATHER_TOOL])), timeout_s=30
+        client.submit(ask(stream, vendor, messages=[question], tools=[WEATHER_TOOL])),
+        timeout_s=30,
     )
+    assert first.vendor == vendor
     assert first.finish_reason is FinishReason.TOOL_CALLS
     (call,) = first.tool_calls
     assert call.name == "get_weather"
@@ -90,7 +110,7 @@ def test_a_tool_round_trip_calls_the_tool_then_answers_from_its_result(
     result = {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c":18}'}
     turn = [question, first.to_message(), result]
     second = client.wait(
-        client.submit(ask(stream, messages=turn, tools=[WEATHER_TOOL])), timeout_s=30
+        client.submit(ask(stream, vendor, messages=turn, tools=[WEATHER_TOOL])), timeout_s=30
     )
     assert second.content == 'echo: {"temp_c":18}'
     assert second.tool_calls == []
@@ -116,23 +136,31 @@ def test_a_named_tool_choice_is_a_tool_turn_though_openai_says_stop(
     ]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> None:
+@pytest.mark.parametrize(("vendor", "stream"), FAMILY_STREAMS)
+def test_a_strict_json_schema_reply_is_parsed(client: Client, vendor: str, stream: bool) -> None:
     prompt = "The city of light"
-    request = ask(stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER)
+    request = ask(
+        stream, vendor, messages=[{"role": "user", "content": prompt}], response_format=ANSWER
+    )
     reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.vendor == vendor
     assert reply.parsed == {"city": prompt, "words": 4}
     assert json.loads(reply.content) == reply.parsed
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("vendor", "stream"), [p for p in FAMILY_STREAMS if p.values[0] != "backup"]
+)
+def test_an_image_request_is_accepted(client: Client, vendor: str, stream: bool) -> None:
     parts = [
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
     ]
-    request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
+    request = Request.model_validate(
+        ask(stream, vendor, messages=[{"role": "user", "content": parts}])
+    )
     reply = client.wait(client.submit(request), timeout_s=30)
+    assert reply.vendor == vendor
     assert reply.content == "echo: What is this? [1 image]"
 
 
