@@ -81,6 +81,7 @@ class VendorType(StrEnum):
     GEMINI = "gemini"
     OLLAMA = "ollama"
     COHERE = "cohere"
+    BEDROCK = "bedrock"
     OPENAI_COMPATIBLE = "openai_compatible"
     MOCK = "mock"
 
@@ -236,6 +237,10 @@ class VendorConfig(StrictModel):
     auth: AuthConfig | None = None
     api_version: str | None = Field(
         default=None, description="Azure's api-version, or Anthropic's anthropic-version."
+    )
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")] | None = Field(
+        default=None,
+        description="Bedrock's AWS region; default AWS_REGION, then AWS_DEFAULT_REGION.",
     )
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = Field(
         default=None, description="How OpenAI-style bodies name max_tokens; None: the default."

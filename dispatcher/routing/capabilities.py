@@ -33,6 +33,13 @@ GEMINI = ALL - {Capability.NO_PARALLEL_TOOLS}
 OLLAMA = ALL - {Capability.FORCED_TOOLS, Capability.NO_PARALLEL_TOOLS}
 COHERE = ALL - {Capability.NO_PARALLEL_TOOLS}
 
+BEDROCK = ALL - {Capability.NO_PARALLEL_TOOLS}
+# Bedrock models with structured output (outputConfig), by model id or inference profile.
+BEDROCK_STRUCTURED_MODELS = (
+    "*anthropic.claude-*-4-5*", "*anthropic.claude-*-4-6*", "*anthropic.claude-*-4-7*",
+    "*anthropic.claude-*-4-8*", "*anthropic.claude-opus-5*", "*anthropic.claude-sonnet-5*",
+)  # fmt: skip
+
 # Ollama's library models that see images.
 OLLAMA_VISION_MODELS = (
     "llava*", "bakllava*", "*vision*", "gemma3*", "qwen2.5vl*", "qwen2.5-vl*",
@@ -59,6 +66,16 @@ BUILTIN_CAPABILITIES: Mapping[str, Sequence[tuple[str, frozenset[Capability]]]] 
         ("command-a-vision*", COHERE),
         ("*aya-vision*", COHERE),
         ("*", COHERE - {Capability.VISION}),
+    ],
+    # Bedrock Converse: no switch for one call per reply; structured output
+    # (outputConfig.textFormat) on the Claude 4.5 generation and later only; images
+    # for the Claude and Nova models that see; other models as configured.
+    "bedrock": [
+        *((pattern, BEDROCK) for pattern in BEDROCK_STRUCTURED_MODELS),
+        ("*anthropic.claude-*", BEDROCK - {Capability.JSON_SCHEMA}),
+        ("*amazon.nova-micro*", BEDROCK - {Capability.JSON_SCHEMA, Capability.VISION}),
+        ("*amazon.nova-*", BEDROCK - {Capability.JSON_SCHEMA}),
+        ("*", TEXT_ONLY),
     ],
     # The stand-in answers every format's tools, JSON and images.
     "mock": [("*", ALL)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dispatcher.vendors.anthropic import AnthropicVendor
 from dispatcher.vendors.azure import AzureOpenAIVendor
+from dispatcher.vendors.bedrock import BedrockVendor
 from dispatcher.vendors.cohere import CohereVendor
 from dispatcher.vendors.gemini import GeminiVendor
 from dispatcher.vendors.mock import MockVendor
@@ -16,6 +17,7 @@ __all__ = ["BUILTIN_FACTORIES"]
 BUILTIN_FACTORIES = {
     "anthropic": AnthropicVendor,
     "azure": AzureOpenAIVendor,
+    "bedrock": BedrockVendor,
     "cohere": CohereVendor,
     "gemini": GeminiVendor,
     "mock": MockVendor,

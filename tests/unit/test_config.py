@@ -515,8 +515,8 @@ ACCEPTED_TOP_LEVEL_KEYS = (
 ACCEPTED_VENDOR_FIELDS = (
     "api_key, api_version, auth, base_url, capabilities, connect_timeout_s, enabled, headers, "
     "health_check, health_check_model, max_tokens_field, model_limits, models, prices, priority, "
-    "rpm, rpm_burst, stall_timeout_s, stand_in, tenant_limit, timeout_s, tpm, tpm_burst, type, "
-    "weight"
+    "region, rpm, rpm_burst, stall_timeout_s, stand_in, tenant_limit, timeout_s, tpm, tpm_burst, "
+    "type, weight"
 )
 
 
@@ -641,8 +641,9 @@ def test_a_bad_vendor_type_is_one_clear_problem(write_config: WriteConfig) -> No
     write_config("vendors:\n  openai:\n    type: opneai\n")
 
     assert load_problems() == [
-        "vendors.openai.type: must be one of anthropic, azure, cohere, gemini, google, mock, "
-        "ollama, openai, openai_compatible, or a custom factory written 'package.module:Factory'"
+        "vendors.openai.type: must be one of anthropic, azure, bedrock, cohere, gemini, google, "
+        "mock, ollama, openai, openai_compatible, or a custom factory written "
+        "'package.module:Factory'"
     ]
 
 

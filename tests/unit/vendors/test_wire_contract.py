@@ -22,6 +22,7 @@ from dispatcher.models import Request
 from tests.unit.vendors import (
     test_anthropic,
     test_azure,
+    test_bedrock,
     test_cohere,
     test_gemini,
     test_ollama,
@@ -54,6 +55,7 @@ FORMATS = [
     WireFormat(test_gemini, "gemini", ask=test_gemini.gemini_request),
     WireFormat(test_cohere, "cohere", ask=test_cohere.cohere_request),
     WireFormat(test_ollama, "ollama", config={"api_key": SecretStr(test_ollama.KEY)}),
+    WireFormat(test_bedrock, "bedrock", ask=test_bedrock.ask),
 ]
 
 
