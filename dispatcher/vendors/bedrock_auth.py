@@ -74,9 +74,9 @@ class SigV4Auth(BedrockAuth):
             data=request.content,
         )
         self._auth.SigV4Auth(frozen, SIGNING_SERVICE, self.region).add_auth(aws)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            value = aws.headers.get(name)
-            if value is not None:
+        # Authorization, X-Amz-Date and (temporary credentials) X-Amz-Security-Token.
+        for name, value in aws.headers.items():
+            if request.headers.get(name) != value:
                 request.headers[name] = value
         return request
 

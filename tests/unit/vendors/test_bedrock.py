@@ -545,3 +545,82 @@ def test_the_request_body_is_json_bytes_signed_as_sent(
     assert json.loads(sent.content) == {
         "messages": [{"role": "user", "content": [{"text": "Say hello."}]}]
     }
+
+
+# --- SigV4 (the `bedrock` extra) --------------------------------------------------
+
+ACCESS_KEY = "AKIDEXAMPLE7QUX4Z2B"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKENvalue0123456789abcdef"
+
+
+def test_sigv4_signs_what_is_sent_as_botocore_does_for_a_fixed_clock(
+    monkeypatch: pytest.MonkeyPatch, make_request: Callable[..., Request]
+) -> None:
+    pytest.importorskip("botocore")
+    import datetime  # noqa: PLC0415
+
+    import botocore.auth  # noqa: PLC0415
+    import botocore.session  # noqa: PLC0415
+    from botocore.awsrequest import AWSRequest  # noqa: PLC0415
+    from botocore.credentials import Credentials  # noqa: PLC0415
+
+    credentials = Credentials(ACCESS_KEY, SECRET_KEY, SESSION_TOKEN)
+    fixed = datetime.datetime(2026, 12, 7, 14, 5, 9)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
+
+    class Session:
+        def get_credentials(self) -> Credentials:
+            return credentials
+
+    monkeypatch.setattr(botocore.session, "get_session", Session)
+    built = _build({}, region=REGION, headers={"X-Client-Name": "batch-7"})
+    sent = built.build_request(ask(make_request), MODEL, stream=False)
+
+    assert str(sent.url) == f"{BASE}/model/{MODEL_IN_URL}/converse"
+    assert sent.headers["x-amz-date"] == "20261207T140509Z"
+    assert sent.headers["x-amz-security-token"] == SESSION_TOKEN
+    authorization = sent.headers["authorization"]
+    assert authorization.startswith(
+        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20261207/{REGION}/bedrock/aws4_request, "
+        "SignedHeaders=accept;content-length;content-type;host;x-amz-date;"
+        "x-amz-security-token;x-client-name, Signature="
+    )
+    # botocore's own signer over exactly the URL, headers and body that go out.
+    unsigned = {
+        name: value
+        for name, value in sent.headers.items()
+        if name not in ("authorization", "x-amz-date", "x-amz-security-token")
+    }
+    expected = AWSRequest(method="POST", url=str(sent.url), headers=unsigned, data=sent.content)
+    botocore.auth.SigV4Auth(credentials, "bedrock", REGION).add_auth(expected)
+    assert authorization == expected.headers["Authorization"]
+    for secret in (SECRET_KEY, SESSION_TOKEN):
+        assert secret not in redact(f"echoed {secret}")
+
+
+def test_sigv4_without_a_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("botocore")
+    import botocore.session  # noqa: PLC0415
+    from botocore.credentials import Credentials  # noqa: PLC0415
+
+    class Session:
+        def get_credentials(self) -> Credentials:
+            return Credentials(ACCESS_KEY, SECRET_KEY)
+
+    monkeypatch.setattr(botocore.session, "get_session", Session)
+    with pytest.raises(ConfigError, match="SigV4 signing needs the region"):
+        _build({}, base_url="https://vpce.example.com")
+
+
+def test_no_aws_credentials_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("botocore")
+    import botocore.session  # noqa: PLC0415
+
+    class Session:
+        def get_credentials(self) -> None:
+            return None
+
+    monkeypatch.setattr(botocore.session, "get_session", Session)
+    with pytest.raises(ConfigError, match="no AWS credentials found"):
+        _build({}, region=REGION)
