@@ -444,9 +444,8 @@ class BedrockVendor(HttpVendor):
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, vendor=self.name) from None
         action = "converse-stream" if stream else "converse"
-        headers = httpx.Headers({"Content-Type": "application/json", "Accept": "application/json"})
-        if stream:
-            headers["Accept"] = "application/vnd.amazon.eventstream"
+        # No Accept header, as AWS's SDKs send none: the action decides JSON or event stream.
+        headers = httpx.Headers({"Content-Type": "application/json"})
         headers.update(self.config.headers)
         http_request = httpx.Request(
             "POST",
