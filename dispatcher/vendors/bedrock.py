@@ -23,8 +23,7 @@ name), `contentBlockDelta` (`text`, `toolUse.input` fragments joined by block
 index, `reasoningContent`), `contentBlockStop`, `messageStop` (the stop
 reason, without which the reply is incomplete) and `metadata` (usage). An
 `exception` message is classified as the same error's HTTP reply would be.
-Errors: the type is `x-amzn-ErrorType` (`Name:namespace`), else the body's
-`__type` (`namespace#Name`); the text is the body's `message`.
+Errors: by AWS's error type (`bedrock_errors`).
 """
 
 from __future__ import annotations
@@ -39,18 +38,8 @@ from typing import Any
 import httpx
 
 from dispatcher.config.schema import VendorConfig
-from dispatcher.errors import (
-    ConfigError,
-    DispatcherError,
-    InvalidRequest,
-    StreamBroken,
-    VendorAuthError,
-    VendorRateLimited,
-    VendorTimeout,
-    VendorUnavailable,
-)
+from dispatcher.errors import ConfigError, DispatcherError, InvalidRequest, StreamBroken
 from dispatcher.models import FinishReason, Request, Response, Usage
-from dispatcher.redaction import redact
 from dispatcher.vendors import bedrock_blocks as blocks
 from dispatcher.vendors.base import (
     Completion,
@@ -60,18 +49,12 @@ from dispatcher.vendors.base import (
     path_segment,
 )
 from dispatcher.vendors.bedrock_auth import BedrockAuth, SigV4Auth, bedrock_auth
+from dispatcher.vendors.bedrock_errors import classified, classify_error, message_of
 from dispatcher.vendors.event_stream import EventMessage, EventStreamDecoder
-from dispatcher.vendors.failures import (
-    MAX_MESSAGE_CHARS,
-    error_for_status,
-    json_or_none,
-    retry_after_s,
-    summary,
-)
+from dispatcher.vendors.failures import json_or_none
 from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 
 __all__ = [
-    "ERROR_TYPES",
     "FINISH_REASONS",
     "BedrockVendor",
     "ConverseCompletion",
@@ -97,32 +80,6 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "content_filtered": FinishReason.CONTENT_FILTER,
     "malformed_model_output": FinishReason.ERROR,
     "malformed_tool_use": FinishReason.ERROR,
-}
-
-# An error type (the exception's name) as the class of error it is.
-ERROR_TYPES: dict[str, type[DispatcherError]] = {
-    "ThrottlingException": VendorRateLimited,
-    "ServiceQuotaExceededException": VendorRateLimited,
-    "ServiceUnavailableException": VendorUnavailable,
-    "ModelNotReadyException": VendorUnavailable,
-    "InternalServerException": VendorUnavailable,
-    "ModelErrorException": VendorUnavailable,
-    "ModelStreamErrorException": VendorUnavailable,
-    "ModelTimeoutException": VendorTimeout,
-    "ValidationException": InvalidRequest,
-    "ResourceNotFoundException": InvalidRequest,
-    "AccessDeniedException": VendorAuthError,
-    "UnrecognizedClientException": VendorAuthError,
-    "MissingAuthenticationTokenException": VendorAuthError,
-    "InvalidSignatureException": VendorAuthError,
-    "ExpiredTokenException": VendorAuthError,
-    "IncompleteSignatureException": VendorAuthError,
-}
-
-# What to try next, by class, for the message.
-_ADVICE: dict[type[DispatcherError], str] = {
-    VendorAuthError: " (check the key or the AWS credentials, and the model's access)",
-    VendorRateLimited: " (retry later, or ask AWS for a higher quota)",
 }
 
 # The reasoning blocks of the reply `parse_response` last parsed in this task, for
@@ -336,13 +293,13 @@ class ConverseStreamParser(StreamParser):
 
     def _exception(self, message: EventMessage) -> DispatcherError:
         data = json_or_none(message.payload.decode("utf-8", errors="replace"))
-        text = _message_of(data) or str(message.headers.get(":error-message") or "")
+        text = message_of(data) or str(message.headers.get(":error-message") or "")
         name = message.event_type
         # Event-stream exception names start lower case (`throttlingException`).
         kind = name[:1].upper() + name[1:]
         if self.text_seen:
             text += "; the reply so far is incomplete"
-        return _classified(kind, 200, f"error inside the stream: {text}", self.vendor, None)
+        return classified(kind, 200, f"error inside the stream: {text}", self.vendor, None)
 
     def finish(self) -> ConverseStreamDelta:
         try:
@@ -364,52 +321,6 @@ class ConverseStreamParser(StreamParser):
 def _object(value: Any) -> dict[str, Any]:
     """`value` when it is a JSON object, else an empty one: vendors add and change fields."""
     return value if isinstance(value, dict) else {}
-
-
-def _message_of(data: Any) -> str:
-    if not isinstance(data, dict):
-        return ""
-    return str(data.get("message") or data.get("Message") or "")
-
-
-def _error_type(headers: httpx.Headers, data: Any) -> str:
-    """`x-amzn-ErrorType` (`Name:namespace`), else `__type` (`namespace#Name`)."""
-    raw = headers.get("x-amzn-errortype") or (
-        str(data.get("__type") or "") if isinstance(data, dict) else ""
-    )
-    return raw.partition(":")[0].rpartition("#")[2]
-
-
-def _classified(
-    kind: str, status: int, text: str, vendor: str, retry_after: float | None
-) -> DispatcherError:
-    cls = ERROR_TYPES.get(kind)
-    shown = redact(text)[:MAX_MESSAGE_CHARS]
-    if cls is None:
-        return error_for_status(
-            status if status >= 400 else 500,
-            f"{shown} ({kind})" if kind else shown,
-            vendor=vendor,
-            retry_after=retry_after,
-        )
-    status_code = status if status >= 400 else None
-    message = f"{vendor} answered {kind}"
-    message += f" (HTTP {status})" if status_code else ""
-    message += f": {shown or '(no message)'}{_ADVICE.get(cls, '')}"
-    if kind == "ResourceNotFoundException":
-        message += " (the model is not found in this region, or not enabled for the account)"
-    if cls is VendorRateLimited:
-        return VendorRateLimited(
-            message, retry_after_s=retry_after, vendor=vendor, status_code=status_code
-        )
-    return cls(message, vendor=vendor, status_code=status_code)
-
-
-def classify_error(status: int, headers: httpx.Headers, body: str, vendor: str) -> DispatcherError:
-    """A Converse failure, by its error type (header or body), else by status."""
-    data = json_or_none(body)
-    text = _message_of(data) or ("" if isinstance(data, dict) else summary(body))
-    return _classified(_error_type(headers, data), status, text, vendor, retry_after_s(headers))
 
 
 class BedrockVendor(HttpVendor):

@@ -25,6 +25,7 @@ from dispatcher import (
 )
 from dispatcher.models import ToolCall
 from dispatcher.redaction import redact
+from dispatcher.routing.capabilities import Capability, served
 from dispatcher.vendors import bedrock_auth
 from dispatcher.vendors.bedrock import BedrockVendor, parse_converse
 from dispatcher.vendors.registry import build_vendor
@@ -624,3 +625,27 @@ def test_no_aws_credentials_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(botocore.session, "get_session", Session)
     with pytest.raises(ConfigError, match="no AWS credentials found"):
         _build({}, region=REGION)
+
+
+@pytest.mark.parametrize(
+    ("model", "lacking"),
+    [
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", {Capability.NO_PARALLEL_TOOLS}),
+        ("us.anthropic.claude-opus-4-6-v1:0", {Capability.NO_PARALLEL_TOOLS}),
+        (
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            {Capability.NO_PARALLEL_TOOLS, Capability.JSON_SCHEMA},
+        ),
+        ("us.amazon.nova-pro-v1:0", {Capability.NO_PARALLEL_TOOLS, Capability.JSON_SCHEMA}),
+        (
+            "amazon.nova-micro-v1:0",
+            {Capability.NO_PARALLEL_TOOLS, Capability.JSON_SCHEMA, Capability.VISION},
+        ),
+        ("amazon.titan-text-express-v1", set(Capability)),
+    ],
+)
+def test_the_capability_table_serves_what_each_bedrock_model_has(
+    model: str, lacking: set[Capability]
+) -> None:
+    config = VendorConfig(type="bedrock", region=REGION)
+    assert set(Capability) - served(config, model) == lacking
