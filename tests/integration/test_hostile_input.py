@@ -44,6 +44,8 @@ PREFIX = "llmd"
 ENV = "LLMDISPATCH_MAX_REQUEST_BYTES"
 # Small enough that generated requests fall on both sides of it.
 SMALL_MAX_BYTES = 2_000
+# The reader's bounds for that client: a line past `max_line_bytes` is skipped unread.
+SMALL_LIMITS = BatchLimits(max_request_bytes=SMALL_MAX_BYTES)
 # The mock vendor serves every model, so every valid request has a route.
 MOCK_VENDORS = {"mock": {"type": "mock"}}
 # Every test here uses a function-scoped fixture on purpose (one Redis for all its
@@ -448,8 +450,12 @@ def batch_files(draw: st.DrawFn) -> tuple[list[bytes], set[int]]:
         custom_id = draw(st.sampled_from(ids)) if duplicate else f"c{number}"
         if not shape:
             custom_id = f"line-{number}"  # the default of a plain line without one
-        lines.append(_shaped(shape, custom_id, request))
-        ids.append(custom_id)
+        line = _shaped(shape, custom_id, request)
+        lines.append(line)
+        # A line too long to be one request is skipped unread: its custom id stays
+        # unknown, so a later line with the same id is no duplicate of it.
+        if len(line) <= SMALL_LIMITS.max_line_bytes:
+            ids.append(custom_id)
         if malformed or duplicate or size_of(request) > SMALL_MAX_BYTES:
             bad.add(number)
     if all(_is_blank(line) for line in lines):
