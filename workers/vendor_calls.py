@@ -126,8 +126,3 @@ class VendorCalls:
     def start(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Future[None]:
         """Run `function(*args)` on the loop in the background; its future."""
         return self.portal.start_task_soon(function, *args)
-
-    def stop(self) -> None:
-        """Cancel what still runs on the loop, stop it, and wait for its thread."""
-        self.portal.call(self.portal.stop, True)
-        self._thread.join(START_TIMEOUT_S)
