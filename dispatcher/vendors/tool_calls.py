@@ -44,6 +44,7 @@ def tool_call(call_id: Any, name: Any, arguments: Any, *, vendor: str, index: in
 
 @dataclass
 class _Pending:
+    index: int  # the call's place in the reply, in the order calls started
     call_id: Any = None
     name: Any = None
     arguments: list[str] = field(default_factory=list)
@@ -66,8 +67,7 @@ class ToolCallAssembler:
         """One fragment: id and name when the call starts, argument text at any time."""
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = _Pending()
-        index = list(self._pending).index(key) if len(self._pending) > 1 else 0
+            pending = self._pending[key] = _Pending(index=len(self._pending))
         if call_id:
             pending.call_id = call_id
         if name:
@@ -78,7 +78,7 @@ class ToolCallAssembler:
         if call_id or name or text:
             self._pieces.append(
                 ToolCallDelta(
-                    index=index,
+                    index=pending.index,
                     id=str(call_id) if call_id else None,
                     name=name if isinstance(name, str) and name else None,
                     arguments=text,
