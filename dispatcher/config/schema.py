@@ -131,6 +131,21 @@ DEFAULT_BASE_URLS: dict[VendorType, str] = {
 # Types whose endpoint is the user's own, so there is no default to fall back on.
 TYPES_NEEDING_BASE_URL = frozenset({VendorType.AZURE, VendorType.OPENAI_COMPATIBLE})
 
+# The first part of a Bedrock model id: its provider, or a cross-region profile's region.
+_BEDROCK_PROVIDERS = [
+    "anthropic",
+    "amazon",
+    "meta",
+    "mistral",
+    "cohere",
+    "ai21",
+    "deepseek",
+    "qwen",
+    "openai",
+    "writer",
+]
+_BEDROCK_PROFILE_REGIONS = ["us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"]
+
 # Models a first-party vendor serves when its `models` list is left empty, so a
 # "claude-*" request is never sent to OpenAI. Other types serve any model name.
 DEFAULT_MODEL_PATTERNS: dict[VendorType, tuple[str, ...]] = {
@@ -138,6 +153,11 @@ DEFAULT_MODEL_PATTERNS: dict[VendorType, tuple[str, ...]] = {
     VendorType.ANTHROPIC: ("claude-*",),
     VendorType.GEMINI: ("gemini-*", "gemma-*"),
     VendorType.COHERE: ("command*", "c4ai-*"),
+    # Bedrock's model ids: provider-prefixed, a cross-region profile's region first, or ARNs.
+    VendorType.BEDROCK: (
+        *(f"{prefix}.*" for prefix in (*_BEDROCK_PROVIDERS, *_BEDROCK_PROFILE_REGIONS)),
+        "arn:aws:bedrock:*",
+    ),
 }
 
 

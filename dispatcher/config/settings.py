@@ -236,6 +236,10 @@ class Settings(BaseSettings):
     ollama_api_key: SecretStr | None = None
     ollama_base_url: HttpUrlText | None = None
     ollama_timeout: Seconds | None = None
+    # AWS's own names, as its SDKs read them: a Bedrock API key and the endpoint override.
+    aws_bearer_token_bedrock: SecretStr | None = None
+    aws_endpoint_url_bedrock_runtime: HttpUrlText | None = None
+    bedrock_timeout: Seconds | None = None
 
     # --- from the configuration file ---------------------------------------------
     vendors: dict[VendorName, VendorConfig] = Field(default_factory=dict)

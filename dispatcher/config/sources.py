@@ -74,6 +74,13 @@ ENV_VENDORS: tuple[EnvVendor, ...] = (
     ),
     EnvVendor("cohere", VendorType.COHERE, "cohere_api_key", "cohere_base_url", "cohere_timeout"),
     EnvVendor("ollama", VendorType.OLLAMA, "ollama_api_key", "ollama_base_url", "ollama_timeout"),
+    EnvVendor(
+        "bedrock",
+        VendorType.BEDROCK,
+        "aws_bearer_token_bedrock",
+        "aws_endpoint_url_bedrock_runtime",
+        "bedrock_timeout",
+    ),
 )
 
 # The keys the configuration file may hold; everything else belongs to the environment.

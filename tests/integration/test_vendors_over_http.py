@@ -56,7 +56,14 @@ VENDORS: dict[str, tuple[dict[str, Any], str, str]] = {
         "qwen2.5",
         "authorization",
     ),
+    "bedrock": (
+        {"type": "bedrock", "base_url": "{url}", "region": "us-east-1"},
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "authorization",
+    ),
 }
+# Vendors that send no wait with a 429 (AWS's SDKs back off on their own).
+NO_WAIT_HINT = ("ollama", "bedrock")
 PROMPT = [
     Message(role="system", content="Be brief."),
     Message(role="user", content="hello there world"),
@@ -154,7 +161,7 @@ async def test_max_tokens_truncates_with_the_length_reason(name: str, make_vendo
 async def test_rate_limits_carry_the_vendors_wait(name: str, make_vendor: Any) -> None:
     with pytest.raises(VendorRateLimited) as caught:
         await make_vendor(name, fault="429").complete(_request(name))
-    if name != "ollama":  # Ollama sends no wait hint
+    if name not in NO_WAIT_HINT:
         assert caught.value.retry_after_s == 1.0
     assert KEY not in str(caught.value)
 
@@ -197,7 +204,7 @@ async def test_an_error_inside_a_stream_is_raised_as_retryable(name: str, make_v
     assert caught.value.retryable
 
 
-@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "ollama"])
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "ollama", "bedrock"])
 async def test_a_stalled_stream_times_out_as_a_broken_stream(name: str, make_vendor: Any) -> None:
     vendor = make_vendor(name, fault="stall:2000", timeout_s=0.5)
     with pytest.raises(StreamBroken, match="stall"):
@@ -211,11 +218,20 @@ async def test_health_check_reaches_the_vendor(name: str, make_vendor: Any) -> N
     assert health.latency_ms is not None
 
 
-@pytest.mark.parametrize("name", [n for n in VENDORS if n != "ollama"])
+@pytest.mark.parametrize("name", [n for n in VENDORS if n not in ("ollama", "bedrock")])
 async def test_a_quota_fault_is_final_in_every_format(name: str, make_vendor: Any) -> None:
     with pytest.raises(VendorQuotaExceeded) as caught:
         await make_vendor(name, fault="quota").complete(_request(name))
     assert not caught.value.retryable
+
+
+async def test_bedrock_service_quota_exceeded_is_a_rate_limit_though_aws_sends_400(
+    make_vendor: Any,
+) -> None:
+    # ServiceQuotaExceededException: a per-minute quota of the account, retried later.
+    with pytest.raises(VendorRateLimited, match="ServiceQuotaExceededException") as caught:
+        await make_vendor("bedrock", fault="quota").complete(_request("bedrock"))
+    assert caught.value.retryable
 
 
 @pytest.mark.parametrize("name", VENDORS)

@@ -155,8 +155,9 @@ def test_every_worker_command_starts_celery_on_its_vendors_queues(
     # With every real vendor enabled, as a user of its profile would set it in .env.
     deploy_environment.setenv("OPENAI_ENABLED", "true")
     deploy_environment.setenv("ANTHROPIC_ENABLED", "true")
+    deploy_environment.setenv("BEDROCK_ENABLED", "true")
     workers = _worker_services()
-    assert {"worker-mock", "worker-openai", "worker-anthropic"} <= set(workers)
+    assert {"worker-mock", "worker-openai", "worker-anthropic", "worker-bedrock"} <= set(workers)
     for name, service in workers.items():
         result = runner.invoke(app, [*shlex.split(service["command"]), "--print"])
         assert result.exit_code == 0, f"{name}: {result.output}"
@@ -264,6 +265,7 @@ def test_worker_services_can_be_scaled() -> None:
         assert "hostname" not in service, name
     assert workers["worker-openai"]["profiles"] == ["openai"]
     assert workers["worker-anthropic"]["profiles"] == ["anthropic"]
+    assert workers["worker-bedrock"]["profiles"] == ["bedrock"]
     assert workers["worker-mock"]["profiles"] == ["mock"]
 
 
@@ -271,7 +273,7 @@ def test_deploy_config_loads_with_only_the_mock_vendors_enabled(
     deploy_environment: pytest.MonkeyPatch,
 ) -> None:
     settings = Settings.load()
-    assert set(settings.vendors) == {"mock", "mockhttp", "openai", "anthropic"}
+    assert set(settings.vendors) == {"mock", "mockhttp", "openai", "anthropic", "bedrock"}
     assert set(settings.enabled_vendors()) == {"mock", "mockhttp"}
     mockhttp = settings.vendors["mockhttp"]
     assert mockhttp.endpoint == "http://mock-vendor:8900/v1"

@@ -14,6 +14,7 @@ from dispatcher import Price, VendorConfig
 from dispatcher.routing.price_table import (
     FAMILY_OF_TYPE,
     PRICES_FILE,
+    bedrock_model_key,
     builtin_price,
     load_price_table,
     snapshot_base,
@@ -77,6 +78,13 @@ def test_every_family_of_the_table_is_used_by_a_vendor_type_and_the_reverse() ->
         ("cohere", "command-a-03-2025"),
         ("cohere", "command-r-08-2024"),
         ("cohere", "command-r-plus-08-2024"),
+        ("bedrock", "amazon.nova-micro"),
+        ("bedrock", "amazon.nova-lite"),
+        ("bedrock", "amazon.nova-pro"),
+        ("bedrock", "amazon.nova-premier"),
+        ("bedrock", "meta.llama3-3-70b-instruct"),
+        ("bedrock", "meta.llama3-1-70b-instruct"),
+        ("bedrock", "meta.llama3-1-8b-instruct"),
     ],
 )
 def test_the_table_prices_the_current_models(family: str, model: str) -> None:
@@ -148,3 +156,94 @@ def test_type_google_uses_the_google_family() -> None:
     assert price_for(VendorConfig(type="google"), "gemini-2.5-flash") == Price(
         input_per_mtok=0.3, cached_input_per_mtok=0.03, output_per_mtok=2.5
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ("amazon.nova-pro-v1:0", ("bedrock", "amazon.nova-pro")),
+        ("meta.llama3-3-70b-instruct-v1:0", ("bedrock", "meta.llama3-3-70b-instruct")),
+        ("amazon.titan-text-express-v1", ("bedrock", "amazon.titan-text-express")),
+        ("amazon.nova-pro-v1:0:300k", ("bedrock", "amazon.nova-pro")),
+        ("amazon.nova-pro", ("bedrock", "amazon.nova-pro")),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", ("anthropic", "claude-sonnet-4-5")),
+        ("anthropic.claude-3-sonnet-20240229-v1:0:200k", ("anthropic", "claude-3-sonnet")),
+        ("anthropic.claude-sonnet-4-6", ("anthropic", "claude-sonnet-4-6")),
+        ("us.amazon.nova-pro-v1:0", ("bedrock", "amazon.nova-pro")),
+        ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", ("anthropic", "claude-sonnet-4-5")),
+        ("apac.amazon.nova-lite-v1:0", ("bedrock", "amazon.nova-lite")),
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", ("anthropic", "claude-haiku-4-5")),
+        ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", ("anthropic", "claude-sonnet-4-5")),
+        ("au.amazon.nova-micro-v1:0", ("bedrock", "amazon.nova-micro")),
+        ("ca.amazon.nova-lite-v1:0", ("bedrock", "amazon.nova-lite")),
+        ("us-gov.meta.llama3-1-8b-instruct-v1:0", ("bedrock", "meta.llama3-1-8b-instruct")),
+        (
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0",
+            ("bedrock", "amazon.nova-pro"),
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ("anthropic", "claude-sonnet-4-5"),
+        ),
+        ("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123", None),
+        ("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123", None),
+        ("arn:aws:bedrock:us-east-1", None),  # an ARN that names no resource
+        ("", None),
+    ],
+)
+def test_a_bedrock_model_id_is_normalised_to_its_family_and_table_key(
+    model: str, key: tuple[str, str] | None
+) -> None:
+    assert bedrock_model_key(model) == key
+
+
+@pytest.mark.parametrize(
+    ("model", "price"),
+    [
+        (
+            "us.amazon.nova-pro-v1:0",
+            Price(input_per_mtok=0.8, cached_input_per_mtok=0.2, output_per_mtok=3.2),
+        ),
+        (
+            "amazon.nova-micro-v1:0",
+            Price(input_per_mtok=0.035, cached_input_per_mtok=0.00875, output_per_mtok=0.14),
+        ),
+        (
+            "meta.llama3-3-70b-instruct-v1:0",
+            Price(input_per_mtok=0.72, cached_input_per_mtok=0.72, output_per_mtok=0.72),
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            Price(input_per_mtok=3.0, cached_input_per_mtok=0.3, output_per_mtok=15.0),
+        ),
+        (
+            "anthropic.claude-haiku-4-5-20251001-v1:0",
+            Price(input_per_mtok=1.0, cached_input_per_mtok=0.1, output_per_mtok=5.0),
+        ),
+    ],
+)
+def test_bedrock_prices_nova_and_llama_by_its_family_and_claude_by_anthropics(
+    model: str, price: Price
+) -> None:
+    assert builtin_price("bedrock", model) == price
+    assert price_for(VendorConfig(type="bedrock"), model) == price
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "amazon.nova-canvas-v1:0",  # a model the table does not name
+        "cohere.command-r-plus-v1:0",  # Cohere on Bedrock is not Cohere's own price list
+        "anthropic.claude-v2:1",  # an old Claude the anthropic family does not name
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123",
+    ],
+)
+def test_no_price_is_guessed_for_a_bedrock_model_the_table_does_not_name(model: str) -> None:
+    assert builtin_price("bedrock", model) is None
+
+
+def test_a_bedrock_id_is_normalised_only_on_a_bedrock_vendor() -> None:
+    assert builtin_price("anthropic", "anthropic.claude-sonnet-4-5-20250929-v1:0") is None
+    assert builtin_price("openai", "amazon.nova-pro-v1:0") is None

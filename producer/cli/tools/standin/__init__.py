@@ -4,7 +4,7 @@ Used by `llmdispatch demo`, `llmdispatch mock-server`, the benchmarks and the
 tests. `server` serves it (one asyncio loop) with `options`, `api` handles its requests,
 `replies` makes its deterministic answers, `faults` reads the one fault
 vocabulary (the `x-fake-fault` header and `[fault:...]` prompt markers), and
-`openai`, `anthropic`, `gemini`, `ollama`, `cohere` speak one wire format each.
+`openai`, `anthropic`, `gemini`, `ollama`, `cohere`, `bedrock` speak one wire format each.
 """
 
 from producer.cli.tools.standin.faults import FAULT_HEADER, Fault, parse_fault

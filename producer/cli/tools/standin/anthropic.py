@@ -47,8 +47,10 @@ from producer.cli.tools.standin.replies import (
     Reply,
     Stream,
     WireFormat,
+    argument_pieces,
     as_list,
     dumps,
+    ending,
     text_of,
 )
 
@@ -361,11 +363,8 @@ class AnthropicFormat(WireFormat):
 
     @staticmethod
     def _reason(reply: Reply) -> str:
-        if reply.tool_call is not None:
-            return "tool_use"
-        if reply.truncated:
-            return "max_tokens"
-        return "stop_sequence" if reply.stopped else "end_turn"
+        return ending(reply, tool="tool_use", length="max_tokens", stop="stop_sequence",
+                      end="end_turn")  # fmt: skip
 
     def whole(self, call: Call, reply: Reply, request_id: str) -> Json:
         return {
@@ -411,7 +410,7 @@ class AnthropicFormat(WireFormat):
             }
             pieces = [
                 {"type": "input_json_delta", "partial_json": fragment}
-                for fragment in ["", *_fragments(planned.arguments)]
+                for fragment in ["", *argument_pieces(planned.arguments)]
             ]
         opening += _event("content_block_start", {"index": index, "content_block": start})
         opening += _event("ping", {})
@@ -475,9 +474,3 @@ def _main_block(reply: Reply) -> Json:
         "name": planned.name,
         "input": json.loads(planned.arguments),
     }
-
-
-def _fragments(arguments: str) -> list[str]:
-    """The input JSON in three pieces (fewer when shorter), split anywhere, as models stream."""
-    size = max(1, -(-len(arguments) // 3))
-    return [arguments[start : start + size] for start in range(0, len(arguments), size)]

@@ -241,14 +241,9 @@ class StandInApi:
 
     async def list_models(self, request: web.Request) -> web.Response:
         """The served models, in the OpenAI (`data`) and Gemini/Ollama (`models`) shapes."""
-        targeted = self.models_status_for in (None, request.headers.get("x-vendor"))
-        if self.models_status != HTTPStatus.OK and targeted:
-            problem = {"error": {"message": "down for the test", "type": "server_error"}}
-            return web.json_response(problem, status=self.models_status)
-        if self._key is not None:
-            sent = _key_sent(request)
-            if sent is None or not hmac.compare_digest(sent.encode(), self._key):
-                return openai_error(401, "Incorrect API key provided.")
+        refused = self._models_refusal(request)
+        if refused is not None:
+            return refused
         created = int(time.time())
         models = self.options.models
         data = [
@@ -258,6 +253,38 @@ class StandInApi:
         return web.json_response(
             {"object": "list", "data": data, "models": [{"name": model} for model in models]}
         )
+
+    async def foundation_models(self, request: web.Request) -> web.Response:
+        """The served models as Bedrock's ListFoundationModels lists them."""
+        refused = self._models_refusal(request)
+        if refused is not None:
+            return refused
+        summaries = [
+            {
+                "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{model}",
+                "modelId": model,
+                "providerName": model.partition(".")[0] or "standin",
+                "inputModalities": ["TEXT"],
+                "outputModalities": ["TEXT"],
+                "responseStreamingSupported": True,
+                "inferenceTypesSupported": ["ON_DEMAND"],
+                "modelLifecycle": {"status": "ACTIVE"},
+            }
+            for model in self.options.models
+        ]
+        return web.json_response({"modelSummaries": summaries})
+
+    def _models_refusal(self, request: web.Request) -> web.Response | None:
+        """The error a model list answers with (a test's status, or a bad key); None: list."""
+        targeted = self.models_status_for in (None, request.headers.get("x-vendor"))
+        if self.models_status != HTTPStatus.OK and targeted:
+            problem = {"error": {"message": "down for the test", "type": "server_error"}}
+            return web.json_response(problem, status=self.models_status)
+        if self._key is not None:
+            sent = _key_sent(request)
+            if sent is None or not hmac.compare_digest(sent.encode(), self._key):
+                return openai_error(401, "Incorrect API key provided.")
+        return None
 
     # --- test controls --------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from producer.cli.tools.standin.replies import (
     WireFormat,
     as_list,
     dumps,
+    ending,
     text_of,
 )
 
@@ -179,11 +180,8 @@ class CohereFormat(WireFormat):
 
     @staticmethod
     def _finish(reply: Reply) -> str:
-        if reply.tool_call is not None:
-            return "TOOL_CALL"
-        if reply.truncated:
-            return "MAX_TOKENS"
-        return "STOP_SEQUENCE" if reply.stopped else "COMPLETE"
+        return ending(reply, tool="TOOL_CALL", length="MAX_TOKENS", stop="STOP_SEQUENCE",
+                      end="COMPLETE")  # fmt: skip
 
     @staticmethod
     def _usage(reply: Reply) -> Json:

@@ -37,6 +37,7 @@ from producer.cli.tools.standin.replies import (
     Reply,
     Stream,
     WireFormat,
+    argument_pieces,
     dumps,
     text_of,
 )
@@ -280,12 +281,6 @@ def _tool_calls(reply: Reply) -> list[Json]:
     return [{"id": call.id, "type": "function", "function": function}]
 
 
-def _argument_fragments(arguments: str) -> list[str]:
-    """The arguments in three pieces (fewer when shorter), as a model streams them."""
-    size = max(1, -(-len(arguments) // 3))
-    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
-
-
 def _usage(reply: Reply) -> Json:
     return {
         "prompt_tokens": reply.prompt_tokens,
@@ -395,7 +390,7 @@ class OpenAIFormat(WireFormat):
             opening = chunk({"role": "assistant", "content": None, "tool_calls": [first]})
             events = [
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-                for fragment in _argument_fragments(tool_call.arguments)
+                for fragment in argument_pieces(tool_call.arguments)
             ]
         if self.opens_with_filter_chunk:
             filters = {"id": "", "choices": [], "created": 0, "model": ""}

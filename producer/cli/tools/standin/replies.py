@@ -49,11 +49,13 @@ __all__ = [
     "Reply",
     "Stream",
     "WireFormat",
+    "argument_pieces",
     "as_list",
     "cumulative_words",
     "drop_connection",
     "dumps",
     "echoed_request",
+    "ending",
     "reply_to",
     "send_stream",
     "send_whole",
@@ -306,3 +308,19 @@ def cumulative_words(chunks: list[str]) -> list[int]:
         total += count_words(chunk)
         counts.append(total)
     return counts
+
+
+def argument_pieces(arguments: str) -> list[str]:
+    """A call's JSON in three pieces (fewer when shorter), split anywhere, as models stream it."""
+    size = max(1, -(-len(arguments) // 3))
+    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
+
+
+def ending(reply: Reply, *, tool: str, length: str, stop: str, end: str) -> str:
+    """Why `reply` ended, in a vendor's words: a tool call, the token limit, a stop
+    sequence, or the natural end."""
+    if reply.tool_call is not None:
+        return tool
+    if reply.truncated:
+        return length
+    return stop if reply.stopped else end

@@ -5,10 +5,11 @@ them all: OpenAI and OpenAI-compatible (`POST /v1/chat/completions`), Azure
 (`/openai/deployments/{d}/chat/completions?api-version=...` and
 `/openai/v1/chat/completions`), Anthropic (`/v1/messages`), Gemini
 (`/v1beta/models/{model}:generateContent` and `:streamGenerateContent`), Ollama
-(`/api/chat`) and Cohere (`/v2/chat`); the model lists health checks call
-(`/v1/models`, `/openai/models`, `/openai/v1/models`, `/v1beta/models`,
-`/api/tags`); `GET /health` (never needs a key); and the test controls of
-`api.StandInApi`.
+(`/api/chat`), Cohere (`/v2/chat`) and Bedrock (`/model/{modelId}/converse` and
+`/converse-stream`); the model lists health checks call (`/v1/models`,
+`/openai/models`, `/openai/v1/models`, `/v1beta/models`, `/api/tags` and
+Bedrock's `/foundation-models`); `GET /health` (never needs a key); and the
+test controls of `api.StandInApi`.
 
 With an expected API key set, a missing or wrong key is a 401 in the vendor's
 shape. Server-wide, `MockBehaviour` paces replies and fails a share of them;
@@ -31,6 +32,7 @@ from aiohttp import web
 
 from producer.cli.tools.standin.anthropic import AnthropicFormat
 from producer.cli.tools.standin.api import StandInApi
+from producer.cli.tools.standin.bedrock import BedrockFormat
 from producer.cli.tools.standin.cohere import CohereFormat
 from producer.cli.tools.standin.gemini import GeminiFormat
 from producer.cli.tools.standin.ollama import OllamaFormat
@@ -76,6 +78,7 @@ def create_app(options: StandInOptions | None = None) -> web.Application:
         "/v1beta/models/{target}": GeminiFormat(),
         "/api/chat": OllamaFormat(),
         "/v2/chat": CohereFormat(),
+        "/model/{model}/{action}": BedrockFormat(),
     }
     for path, wire in chat_routes.items():
         app.router.add_post(path, api.chat(wire))
@@ -87,6 +90,7 @@ def create_app(options: StandInOptions | None = None) -> web.Application:
         "/api/tags",
     ):
         app.router.add_get(path, api.list_models)
+    app.router.add_get("/foundation-models", api.foundation_models)
     app.router.add_get("/health", api.health)
     app.router.add_get("/__requests", api.dump_requests)
     app.router.add_post("/__reset", api.reset)
