@@ -6,8 +6,9 @@ it: `bedrock` with a Bedrock API key (Bearer), and `bedrock-iam` signing with
 AWS SigV4 from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the worker's
 environment (botocore's signer). Shown: text, a stream, a tool round trip
 (plain and streamed), throttling retried, access denied at once (one call),
-a signed request whose secret reaches no log, Redis key or record, and the
-health probe on ListFoundationModels.
+a signed request whose secret reaches no log, Redis key or record, a circuit
+opened by failures, a shared rate limit, and the health probe on
+ListFoundationModels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher import FinishReason, HealthStatus, VendorAuthError
+from dispatcher import CircuitState, FinishReason, HealthStatus, VendorAuthError
 from producer import Client
 from tests.integration.stack import Stack, running_stack, wait_for
 from tests.integration.test_chat_surface import WEATHER_TOOL
@@ -31,6 +32,15 @@ ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 BOTH = pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+
+
+BEARER: dict[str, Any] = {
+    "type": "bedrock",
+    "base_url": "{url}",
+    "region": "us-east-1",
+    "timeout_s": 5,
+    "api_key": "${BEDROCK_KEY}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +62,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "timeout_s": 5,
                 "headers": {"x-vendor": "bedrock-iam"},
             },
+            # Its first three calls fail with a ServiceUnavailableException.
+            "bedrock-flaky": {
+                **BEARER,
+                "headers": {"x-vendor": "bedrock-flaky", "x-fake-fault": "503@3"},
+            },
+            # Two calls a second, one at a time: a limit every worker shares.
+            "bedrock-limited": {
+                **BEARER,
+                "headers": {"x-vendor": "bedrock-limited"},
+                "rpm": 120,
+                "rpm_burst": 1,
+            },
+        },
+        "model_groups": {
+            "claude": [
+                {"vendor": "bedrock-flaky", "model": MODEL},
+                {"vendor": "bedrock", "model": MODEL},
+            ]
         },
         "default_vendor": "bedrock",
         "retry_policy": {"max_retries": 2, "backoff": "fixed", "initial_delay_s": 0.2},
+        "circuit_breaker": {"failure_threshold": 3, "reset_timeout_s": 600},
     }
     with running_stack(tmp_path_factory.mktemp("bedrock")) as running:
         running.configure(
@@ -64,7 +93,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             AWS_SECRET_ACCESS_KEY=SECRET_KEY,
             LLMDISPATCH_HEALTH_CHECK_INTERVAL_S="0.5",
         )
-        running.start_worker(["llm.bedrock", "llm.bedrock-iam"], concurrency=4)
+        queues = ["llm.bedrock", "llm.bedrock-iam", "llm.bedrock-flaky", "llm.bedrock-limited"]
+        running.start_worker(queues, concurrency=4)
         yield running
 
 
@@ -202,6 +232,45 @@ def test_sigv4_signs_with_botocore_and_the_secret_reaches_no_log_or_redis(
         assert SECRET_KEY.encode() not in (value or b""), key
     for worker in stack.workers:
         assert SECRET_KEY not in worker.log_text()
+
+
+def test_failures_open_the_circuit_and_jobs_go_to_the_fallback_without_a_call(
+    client: Client, stack: Stack
+) -> None:
+    def ask_group(tag: str) -> dict[str, Any]:
+        # bedrock-flaky first, then the group's other deployment as the fallback.
+        return {"model": "claude", "vendor": "bedrock-flaky",
+                "messages": [{"role": "user", "content": f"group {tag}"}]}  # fmt: skip
+
+    # The first job's three calls to bedrock-flaky fail (503, retried), which opens its
+    # circuit; the job falls back to bedrock.
+    first = client.wait(client.submit(ask_group("first")), timeout_s=60)
+    assert (first.vendor, first.content) == ("bedrock", "echo: group first")
+    assert len(calls_to(stack, "bedrock-flaky", "group first")) == 3
+
+    # While it is open, a job goes straight to the fallback: not one call to bedrock-flaky.
+    second = client.wait(client.submit(ask_group("second")), timeout_s=60)
+    assert second.vendor == "bedrock"
+    assert calls_to(stack, "bedrock-flaky", "group second") == []
+    (status,) = [v for v in client.vendor_status() if v.name == "bedrock-flaky"]
+    assert status.circuit is CircuitState.OPEN
+
+
+def test_a_rate_limit_spaces_the_calls_out(client: Client, stack: Stack) -> None:
+    tag = "limited"
+    job_ids = [
+        client.submit(ask(False, vendor="bedrock-limited",
+                          messages=[{"role": "user", "content": f"{tag} {i}"}]))
+        for i in range(4)
+    ]  # fmt: skip
+    for job_id in job_ids:
+        assert client.wait(job_id, timeout_s=60).vendor == "bedrock-limited"
+    arrivals = sorted(r["at"] for r in calls_to(stack, "bedrock-limited", tag))
+    assert len(arrivals) == 4
+    # 120 a minute with a burst of one: at least half a second between calls, however
+    # fast the worker is (a slow machine only spaces them further). The bucket counts a
+    # call when it is claimed, so allow a little for each call's way to the vendor.
+    assert arrivals[-1] - arrivals[0] >= 3 * 0.5 - 0.3
 
 
 def test_both_vendors_are_probed_healthy_on_list_foundation_models(client: Client) -> None:

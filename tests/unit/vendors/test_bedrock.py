@@ -600,6 +600,74 @@ def test_sigv4_signs_what_is_sent_as_botocore_does_for_a_fixed_clock(
         assert secret not in redact(f"echoed {secret}")
 
 
+def test_expiring_credentials_are_refreshed_before_a_request_is_signed(
+    monkeypatch: pytest.MonkeyPatch, make_request: Callable[..., Request]
+) -> None:
+    pytest.importorskip("botocore")
+    import datetime  # noqa: PLC0415
+
+    import botocore.session  # noqa: PLC0415
+    from botocore.credentials import RefreshableCredentials  # noqa: PLC0415
+
+    issued: list[str] = []
+
+    def metadata(access_key: str, minutes: int) -> dict[str, str]:
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes)
+        return {
+            "access_key": access_key,
+            "secret_key": f"{SECRET_KEY}{access_key[-1]}",
+            "token": f"{SESSION_TOKEN}{access_key[-1]}",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    def refresh() -> dict[str, str]:
+        issued.append(f"ASIAREFRESHED0000{len(issued) + 1}")
+        return metadata(issued[-1], 60)
+
+    # A role's credentials, five minutes from expiry: inside botocore's refresh window.
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata("ASIAABOUTTOEXPIRE0", 5), refresh, "assume-role"
+    )
+
+    class Session:
+        def get_credentials(self) -> RefreshableCredentials:
+            return credentials
+
+    monkeypatch.setattr(botocore.session, "get_session", Session)
+    built = _build({}, region=REGION)
+    first = built.build_request(ask(make_request), MODEL, stream=False)
+    second = built.build_request(ask(make_request), MODEL, stream=False)
+
+    assert issued == ["ASIAREFRESHED00001"]  # refreshed once, then good for an hour
+    for sent in (first, second):
+        assert f"Credential={issued[0]}/" in sent.headers["authorization"]
+        assert sent.headers["x-amz-security-token"] == f"{SESSION_TOKEN}1"
+    # The new secrets are known to the redactor before they are used.
+    assert f"{SECRET_KEY}1" not in redact(f"echoed {SECRET_KEY}1")
+    assert f"{SESSION_TOKEN}1" not in redact(f"echoed {SESSION_TOKEN}1")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "listed_at"),
+    [
+        (None, f"https://bedrock.{REGION}.amazonaws.com"),
+        (
+            "https://bedrock-runtime-fips.us-east-1.amazonaws.com",
+            "https://bedrock-fips.us-east-1.amazonaws.com",
+        ),
+        ("https://llm-proxy.internal:8443/aws", "https://llm-proxy.internal:8443/aws"),
+    ],
+)
+def test_the_health_probe_lists_foundation_models_beside_the_runtime_host(
+    runtime: str | None, listed_at: str
+) -> None:
+    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": runtime} if runtime else {}
+    probe = _build(env, region=REGION, api_key=SecretStr(KEY)).health_request()
+    assert probe.method == "GET"
+    assert str(probe.url) == f"{listed_at}/foundation-models?byOutputModality=TEXT"
+    assert probe.headers["authorization"] == f"Bearer {KEY}"
+
+
 def test_sigv4_without_a_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("botocore")
     import botocore.session  # noqa: PLC0415
