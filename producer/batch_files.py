@@ -30,9 +30,10 @@ from pydantic import ValidationError
 
 from dispatcher.config.problems import describe
 from dispatcher.errors import InvalidRequest
-from dispatcher.models import BatchItem, FinishReason, JobError, JobStatus, Request, Response
+from dispatcher.models import BatchItem, JobError, JobStatus, Request
 from dispatcher.redaction import redact
 from dispatcher.routing.request_size import request_size_problem
+from producer.openai_shapes import chat_completion
 
 __all__ = [
     "CHAT_COMPLETIONS_URL",
@@ -63,12 +64,6 @@ _JSON_TYPES: dict[type, str] = {
     float: "a number",
     bool: "a boolean",
     type(None): "null",
-}
-_OPENAI_FINISH_REASONS = {
-    FinishReason.STOP: "stop",
-    FinishReason.LENGTH: "length",
-    FinishReason.CONTENT_FILTER: "content_filter",
-    FinishReason.TOOL_CALLS: "tool_calls",
 }
 
 
@@ -405,45 +400,6 @@ def requests_as_lines(
     return _collect(_items(requests), "item", limits or BatchLimits())
 
 
-def _completion(job_id: str, response: Response) -> dict[str, Any]:
-    """`response` as an OpenAI chat.completion object (tool calls and token details included)."""
-    usage = response.usage
-    message: dict[str, Any] = {"role": "assistant", "content": response.content}
-    if response.tool_calls:
-        message["content"] = response.content or None
-        message["tool_calls"] = [call.model_dump() for call in response.tool_calls]
-    counts: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    if usage.cached_prompt_tokens:
-        counts["prompt_tokens_details"] = {"cached_tokens": usage.cached_prompt_tokens}
-    if usage.reasoning_tokens:
-        counts["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    return {
-        "id": f"chatcmpl-{job_id}",
-        "object": "chat.completion",
-        "created": int(response.created_at.timestamp()),
-        "model": response.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": _OPENAI_FINISH_REASONS.get(response.finish_reason, "stop"),
-            }
-        ],
-        "usage": counts,
-        "x_llmdispatch": {
-            "vendor": response.vendor,
-            "cost_usd": response.cost_usd,
-            "latency_ms": response.latency_ms,
-            # What the next turn's assistant message must carry back (a thought signature).
-            **({"vendor_state": response.vendor_state} if response.vendor_state else {}),
-        },
-    }
-
-
 def _failure(item: BatchItem) -> tuple[str, str]:
     """The error code and message of an item without a response."""
     error: JobError | None = item.error
@@ -465,7 +421,7 @@ def output_record(item: BatchItem) -> dict[str, Any]:
         record["response"] = {
             "status_code": 200,
             "request_id": item.response.vendor_request_id or item.job_id,
-            "body": _completion(item.job_id, item.response),
+            "body": chat_completion(item.job_id, item.response),
         }
         record["error"] = None
         return record

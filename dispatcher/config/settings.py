@@ -64,6 +64,7 @@ from dispatcher.config.policies import (
 from dispatcher.config.problems import describe, rebuild
 from dispatcher.config.redis_address import redis_url_problem, redis_url_secrets
 from dispatcher.config.schema import VENDOR_TYPE_ALIASES, HttpUrlText, VendorConfig, VendorType
+from dispatcher.config.server import ServerConfig, parse_key_list
 from dispatcher.config.sources import (
     ENV_VENDORS,
     ConfigFileSource,
@@ -237,6 +238,11 @@ class Settings(BaseSettings):
     ollama_base_url: HttpUrlText | None = None
     ollama_timeout: Seconds | None = None
     # AWS's own names, as its SDKs read them: a Bedrock API key and the endpoint override.
+    server_api_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias="LLMDISPATCH_SERVER_API_KEYS",
+        description="The HTTP front's keys as key:tenant,key:tenant (beside server.api_keys).",
+    )
     aws_bearer_token_bedrock: SecretStr | None = None
     aws_endpoint_url_bedrock_runtime: HttpUrlText | None = None
     bedrock_timeout: Seconds | None = None
@@ -254,6 +260,7 @@ class Settings(BaseSettings):
     cost_optimization: CostOptimization = Field(default_factory=CostOptimization)
     latency_optimization: LatencyOptimization = Field(default_factory=LatencyOptimization)
     least_busy: LeastBusy = Field(default_factory=LeastBusy)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -355,8 +362,23 @@ class Settings(BaseSettings):
                 merged[spec.name] = VendorConfig(type=spec.type, **from_env)
         # Frozen model: set the resolved view once, while it is being built.
         object.__setattr__(self, "vendors", merged)
+        self._add_server_keys_from_environment()
         self._register_secrets()
         return self
+
+    def _add_server_keys_from_environment(self) -> None:
+        if self.server_api_keys is None:
+            return
+        try:
+            extra = parse_key_list(self.server_api_keys.get_secret_value())
+        except (ValueError, ValidationError) as exc:
+            problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            problem = problem.removeprefix("Value error, ")
+            raise ValueError(f"LLMDISPATCH_SERVER_API_KEYS: {problem}") from None
+        merged = ServerConfig.model_validate(
+            {**self.server.model_dump(), "api_keys": [*self.server.api_keys, *extra]}
+        )
+        object.__setattr__(self, "server", merged)
 
     def _register_secrets(self) -> None:
         for secret in redis_url_secrets(self.redis_url.get_secret_value()):
@@ -364,6 +386,8 @@ class Settings(BaseSettings):
         for vendor in self.vendors.values():
             for secret in vendor.secret_values():
                 register_secret(secret)
+        for entry in self.server.api_keys:
+            register_secret(entry.key.get_secret_value())
 
     @property
     def max_stream_s(self) -> float:

@@ -95,6 +95,7 @@ FILE_FIELDS = (
     "cost_optimization",
     "latency_optimization",
     "least_busy",
+    "server",
 )
 
 

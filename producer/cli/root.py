@@ -44,6 +44,7 @@ from producer.cli.jobs import (
 )
 from producer.cli.metrics import metrics_command
 from producer.cli.mock_server import mock_server
+from producer.cli.serve import serve_command
 from producer.cli.vendors import circuit_app, vendor_command
 from producer.client import Client
 
@@ -116,6 +117,7 @@ app.command("vendor")(vendor_command)
 app.command("worker")(worker_command)
 app.command("flower")(flower_command)
 app.command("metrics")(metrics_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -68,6 +68,13 @@ class Worker:
         stop_process(self.process)
 
 
+@dataclass
+class Front(Worker):
+    """A `llmdispatch serve` subprocess, its log and its base URL (`/v1` is the API's)."""
+
+    url: str = ""
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM and wait for the process to end; SIGKILL if it has not within 30 s."""
     if process.poll() is None:
@@ -88,6 +95,7 @@ class Stack:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
+    fronts: list[Front] = field(default_factory=list)
 
     def configure(self, config: dict[str, Any], **env: str) -> None:
         """Write the configuration file (URLs may use {url}) and set the environment."""
@@ -149,6 +157,31 @@ class Stack:
         wait_for(ready, WORKER_READY_TIMEOUT_S, f"worker {name} to be ready")
         return worker
 
+    def start_front(self, *, name: str = "front") -> Front:
+        """Start `llmdispatch serve` on a free port and wait until it says Redis answers."""
+        port = free_port()
+        log = self.workdir / f"{name}.log"
+        args = [sys.executable, "-c", "from producer.cli import main; main()",
+                "serve", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                args, env=self.env, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT
+            )
+        front = Front(process, log, name, f"http://127.0.0.1:{port}")
+        self.fronts.append(front)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {front.log_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{front.url}/readyz", timeout=5) as answer:  # noqa: S310
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, WORKER_READY_TIMEOUT_S, f"{name} to answer /readyz")
+        return front
+
     def received(self) -> list[dict[str, Any]]:
         """What the stand-in vendors received, oldest first."""
         with urllib.request.urlopen(f"{self.standin.url}/__requests", timeout=10) as answer:  # noqa: S310
@@ -157,6 +190,8 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every worker: all are told at once, so their warm shutdowns overlap."""
+        for front in self.fronts:
+            front.stop()
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.terminate()

@@ -448,7 +448,12 @@ def test_a_success_is_written_as_an_openai_chat_completion() -> None:
                     }
                 ],
                 "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
-                "x_llmdispatch": {"vendor": "openai", "cost_usd": 0.00042, "latency_ms": 321.5},
+                "x_llmdispatch": {
+                    "job_id": "j1",
+                    "vendor": "openai",
+                    "cost_usd": 0.00042,
+                    "latency_ms": 321.5,
+                },
             },
         },
         "error": None,

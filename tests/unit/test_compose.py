@@ -317,3 +317,16 @@ def test_with_no_real_vendor_enabled_the_mocks_answer_any_model(
 ) -> None:
     chosen = route(Request(model="llama-3", messages=HI), Settings.load(), rng=random.Random(0))
     assert chosen.vendor in {"mock", "mockhttp"}
+
+
+def test_the_api_service_serves_the_front_on_loopback_with_keys_from_env() -> None:
+    api = _compose()["services"]["api"]
+    assert api["profiles"] == ["api"]
+    command = shlex.split(api["command"])
+    assert command[0] == "serve"
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - inside the container
+    assert api["ports"] == ["${API_HOST:-127.0.0.1}:8000:8000"], "this machine only"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    # No key in the file: .env carries them, and without any `serve` exits, saying why.
+    assert "LLMDISPATCH_SERVER_API_KEYS" not in api["environment"]
+    assert re.search(r"^# LLMDISPATCH_SERVER_API_KEYS=$", ENV_EXAMPLE.read_text(), re.MULTILINE)

@@ -510,7 +510,7 @@ def test_an_environment_value_with_yaml_syntax_stays_one_string(
 
 ACCEPTED_TOP_LEVEL_KEYS = (
     "circuit_breaker, cost_optimization, default_vendor, fallback_vendor, "
-    "latency_optimization, least_busy, model_groups, retry_policy, routing_rules, vendors"
+    "latency_optimization, least_busy, model_groups, retry_policy, routing_rules, server, vendors"
 )
 ACCEPTED_VENDOR_FIELDS = (
     "api_key, api_version, auth, base_url, capabilities, connect_timeout_s, enabled, headers, "

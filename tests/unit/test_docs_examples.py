@@ -6,6 +6,8 @@ fence, invisible when the page is rendered:
     <!-- doctest: prints: text | other text -->     runs here; its output holds each text
     <!-- doctest: worker; prints: text -->           runs in the integration suite, against
                                                      a real worker (the demo's configuration)
+    <!-- doctest: front; prints: text -->            the same, with `llmdispatch serve` in front,
+                                                     OPENAI_BASE_URL and OPENAI_API_KEY set for it
 
 A block with no marker runs here and must print something. The examples that
 need a worker run in tests/integration/test_docs_examples_with_worker.py.
@@ -38,6 +40,7 @@ class Example:
     code: str
     needs_worker: bool
     prints: tuple[str, ...]
+    needs_front: bool = False
 
     @property
     def name(self) -> str:
@@ -45,13 +48,14 @@ class Example:
 
 
 def parse_marker(text: str) -> tuple[bool, tuple[str, ...]]:
-    """`worker; prints: a | b` -> (True, ("a", "b")); any other word is an error."""
+    """`worker; prints: a | b` -> (True, ("a", "b")); `front` needs a worker too; any other
+    word is an error."""
     needs_worker = False
     prints: tuple[str, ...] = ()
     for part in (p.strip() for p in text.split(";")):
         if not part:
             continue
-        if part == "worker":
+        if part in ("worker", "front"):
             needs_worker = True
         elif part.startswith("prints:"):
             prints = tuple(t.strip() for t in part.removeprefix("prints:").split(" | "))
@@ -69,7 +73,8 @@ def examples_in(page: Path) -> list[Example]:
     for match in BLOCK.finditer(text):
         needs_worker, prints = parse_marker(match["marker"] or "")
         line = text.count("\n", 0, match.start("code"))
-        found.append(Example(page, line, match["code"], needs_worker, prints))
+        needs_front = "front" in [p.strip() for p in (match["marker"] or "").split(";")]
+        found.append(Example(page, line, match["code"], needs_worker, prints, needs_front))
     return found
 
 

@@ -44,6 +44,7 @@ from dispatcher import (
 )
 from dispatcher.config.policies import CircuitBreaker, LeastBusy
 from dispatcher.config.schema import AuthConfig, RateLimit
+from dispatcher.config.server import ApiKey, ServerConfig
 from dispatcher.errors import VendorRateLimited
 from dispatcher.models import (
     RESERVED_BODY_FIELDS,
@@ -205,6 +206,13 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     RateLimit: RateLimit(rpm=120, tpm=40_000, rpm_burst=10, tpm_burst=8_000),
     CircuitBreaker: CircuitBreaker(enabled=True, failure_threshold=3, reset_timeout_s=12.5),
+    ApiKey: ApiKey(key=SecretStr("acme-key-0123456789abcdef"), tenant="acme"),
+    # Its keys are masked in JSON, on purpose: see the secret test below.
+    ServerConfig: ServerConfig(
+        max_body_bytes=1024,
+        max_file_bytes=2048,
+        file_ttl_s=60,
+    ),
     LeastBusy: LeastBusy(enabled=True),
     VendorStatus: VendorStatus(
         name="openai",
@@ -298,7 +306,15 @@ def test_every_model_has_a_round_trip_sample() -> None:
     assert not missing, f"add a sample for: {missing}"
 
 
-@pytest.mark.parametrize("model", list(SAMPLES.values()), ids=lambda m: type(m).__name__)
+# Models whose every field is a secret or needs one: JSON masks them, so they cannot come back.
+SECRET_ONLY = (ApiKey,)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [m for m in SAMPLES.values() if not isinstance(m, SECRET_ONLY)],
+    ids=lambda m: type(m).__name__,
+)
 def test_model_round_trips_through_json(model: BaseModel) -> None:
     text = model.model_dump_json()
     assert type(model).model_validate_json(text) == model
@@ -308,6 +324,9 @@ def test_a_secret_never_survives_serialisation() -> None:
     vendor = VendorConfig(type="openai", api_key=SecretStr("sk-live-0123456789abcdef"))
     assert "sk-live-0123456789abcdef" not in vendor.model_dump_json()
     assert "sk-live-0123456789abcdef" not in repr(vendor)
+    key = SAMPLES[ApiKey]
+    assert "acme-key-0123456789abcdef" not in key.model_dump_json()
+    assert "acme-key-0123456789abcdef" not in repr(key)
 
 
 _text = st.text(min_size=1, max_size=40)
