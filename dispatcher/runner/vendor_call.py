@@ -141,7 +141,6 @@ async def _call(
         latency_ms=(time.perf_counter() - started) * 1000.0,
         cost_usd=vendor.cost_of(usage, model),
         vendor_finish_reason=final.vendor_finish_reason,
-        # A format's final delta may carry what the next turn hands back (thought
-        # signatures, thinking blocks); the shared StreamDelta has no slot for it.
-        vendor_state=getattr(final, "vendor_state", None),
+        # What the next turn hands back (thought signatures, thinking blocks), if any.
+        vendor_state=final.vendor_state,
     )

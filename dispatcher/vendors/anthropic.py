@@ -37,8 +37,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +45,7 @@ from httpx_sse import ServerSentEvent
 
 from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import DispatcherError, InvalidRequest, VendorQuotaExceeded
-from dispatcher.models import FinishReason, Request, Response, Role, Usage
+from dispatcher.models import FinishReason, Request, Role, Usage
 from dispatcher.vendors import anthropic_blocks as blocks
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
@@ -60,8 +58,6 @@ __all__ = [
     "ERROR_TYPE_STATUS",
     "FINISH_REASONS",
     "AnthropicVendor",
-    "MessagesCompletion",
-    "MessagesStreamDelta",
     "MessagesStreamParser",
     "build_body",
     "classify_error",
@@ -109,30 +105,6 @@ ERROR_TYPE_STATUS: dict[str, int] = {
 
 _RESET_PREFIX = "anthropic-ratelimit-"
 _RESET_SUFFIX = "-reset"
-
-
-# The thinking blocks of the reply `parse_response` last parsed in this task, for
-# `_complete` to put in the Response (the shared Completion has no slot for them).
-_THINKING: ContextVar[list[dict[str, Any]] | None] = ContextVar("anthropic_thinking", default=None)
-
-
-@dataclass(frozen=True)
-class MessagesCompletion(Completion):
-    """A whole Messages reply, with the thinking blocks the next turn must hand back."""
-
-    thinking: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class MessagesStreamDelta(StreamDelta):
-    """The final delta of a Messages stream, with the thinking blocks it assembled."""
-
-    thinking: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def vendor_state(self) -> dict[str, Any] | None:
-        """The thinking blocks as `vendor_state`, or None without any."""
-        return blocks.thinking_state(self.thinking)
 
 
 def finish_reason(raw: str | None) -> FinishReason:
@@ -219,10 +191,11 @@ def parse_usage(data: Any) -> Usage:
     )
 
 
-def parse_message(body: Any, vendor: str = "anthropic") -> MessagesCompletion:
-    """A non-streamed Messages body: `text` blocks make the text, `tool_use` blocks the calls."""
+def parse_message(body: Any, vendor: str = "anthropic") -> Completion:
+    """A non-streamed Messages body: `text` blocks make the text, `tool_use` blocks the
+    calls, and `thinking` blocks (as received) the vendor state."""
     if not isinstance(body, dict):
-        return MessagesCompletion(text="", finish_reason=FinishReason.ERROR)
+        return Completion(text="", finish_reason=FinishReason.ERROR)
     content = body.get("content")
     items = [
         block for block in (content if isinstance(content, list) else []) if isinstance(block, dict)
@@ -240,14 +213,16 @@ def parse_message(body: Any, vendor: str = "anthropic") -> MessagesCompletion:
         for index, block in enumerate(uses)
     )
     raw = body.get("stop_reason")
-    return MessagesCompletion(
+    return Completion(
         text=text,
         finish_reason=finish_reason(raw),
         usage=parse_usage(body.get("usage")),
         model=body.get("model"),
         vendor_finish_reason=raw,
         tool_calls=calls,
-        thinking=tuple(block for block in items if block.get("type") in blocks.THINKING_TYPES),
+        vendor_state=blocks.thinking_state(
+            tuple(block for block in items if block.get("type") in blocks.THINKING_TYPES)
+        ),
     )
 
 
@@ -319,18 +294,18 @@ class MessagesStreamParser(StreamParser):
         # citations and unknown deltas are not reply text.
         return []
 
-    def finish(self) -> MessagesStreamDelta:
+    def finish(self) -> StreamDelta:
         if not self.stopped:
             raise self.broken("message_stop")
         usage = parse_usage(self.usage) if self.usage else None
         calls = self.tool_calls.calls()
-        return MessagesStreamDelta(
+        return StreamDelta(
             finish_reason=finish_reason(self.raw_finish),
             usage=usage,
             vendor_finish_reason=self.raw_finish,
             model=self.model,
             tool_calls=calls,
-            thinking=tuple(self.thinking.values()),
+            vendor_state=blocks.thinking_state(tuple(self.thinking.values())),
         )
 
     def _take_usage(self, usage: Any) -> None:
@@ -467,22 +442,8 @@ class AnthropicVendor(HttpVendor):
             content=json.dumps(body).encode(),
         )
 
-    async def _complete(self, request: Request, model: str) -> Response:
-        # The shared machinery builds the Response from a Completion, which has no
-        # slot for vendor state: the thinking blocks come through `_THINKING`.
-        token = _THINKING.set(None)
-        try:
-            response = await super()._complete(request, model)
-            thinking = _THINKING.get()
-        finally:
-            _THINKING.reset(token)
-        state = blocks.thinking_state(tuple(thinking or ()))
-        return response.model_copy(update={"vendor_state": state}) if state else response
-
     def parse_response(self, body: Any) -> Completion:
-        completion = parse_message(body, self.name)
-        _THINKING.set(list(completion.thinking))
-        return completion
+        return parse_message(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return MessagesStreamParser(self.name)

@@ -3,7 +3,9 @@
 A wire-format module (`openai.py`, `anthropic.py`, ...) supplies pure pieces:
 `build_request` (our `Request` -> `httpx.Request`), `parse_response` (a JSON
 body -> `Completion`), a `StreamParser` (vendor events or lines -> deltas) and
-`classify_error` (status, headers, body -> one of our errors). `HttpVendor`
+`classify_error` (status, headers, body -> one of our errors). What a next turn
+must hand back (thinking blocks, thought signatures, a tool plan) is the
+`vendor_state` of the `Completion` or of the stream's final delta. `HttpVendor`
 sends, times, reads the stream framing (SSE via httpx-sse, or NDJSON), turns
 transport failures into typed errors, and never reports a stream that broke
 off as a finished answer.
@@ -91,7 +93,7 @@ class Health(StrictModel):
 @dataclass(frozen=True)
 class StreamDelta:
     """A piece of a streamed reply. The last one has `finish_reason` and, when known, usage,
-    and the tool calls the stream assembled from its fragments."""
+    the tool calls the stream assembled from its fragments, and the vendor state."""
 
     text: str = ""
     finish_reason: FinishReason | None = None
@@ -101,6 +103,9 @@ class StreamDelta:
     tool_calls: tuple[ToolCall, ...] = ()
     # Pieces of tool calls as they arrive, for the job's stream events.
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
+    # On the final delta: what the next turn's assistant message must carry back
+    # (thinking blocks, thought signatures, a tool plan); None when the vendor keeps none.
+    vendor_state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,9 @@ class Completion:
     model: str | None = None
     vendor_finish_reason: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    # What the next turn's assistant message must carry back (thinking blocks, thought
+    # signatures, a tool plan); None when the vendor keeps none.
+    vendor_state: dict[str, Any] | None = None
 
 
 class StreamParser(ABC):
@@ -323,6 +331,7 @@ class HttpVendor(Vendor):
             cost_usd=self.cost_of(usage, model),
             vendor_finish_reason=completion.vendor_finish_reason,
             vendor_request_id=response.headers.get(self.request_id_header),
+            vendor_state=completion.vendor_state,
         )
 
     async def stream(

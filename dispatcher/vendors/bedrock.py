@@ -20,22 +20,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import httpx
 
 from dispatcher.config.schema import VendorConfig
 from dispatcher.errors import ConfigError, DispatcherError, InvalidRequest
-from dispatcher.models import Request, Response
+from dispatcher.models import Request
 from dispatcher.vendors import bedrock_blocks as blocks
 from dispatcher.vendors.base import Completion, HttpVendor, StreamParser, path_segment
 from dispatcher.vendors.bedrock_auth import BedrockAuth, SigV4Auth, bedrock_auth
 from dispatcher.vendors.bedrock_errors import classify_error
 from dispatcher.vendors.bedrock_replies import (
     FINISH_REASONS,
-    ConverseCompletion,
-    ConverseStreamDelta,
     ConverseStreamParser,
     parse_converse,
     parse_usage,
@@ -44,8 +41,6 @@ from dispatcher.vendors.bedrock_replies import (
 __all__ = [
     "FINISH_REASONS",
     "BedrockVendor",
-    "ConverseCompletion",
-    "ConverseStreamDelta",
     "ConverseStreamParser",
     "classify_error",
     "control_plane_url",
@@ -57,10 +52,6 @@ __all__ = [
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
 REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
-
-# The reasoning blocks of the reply `parse_response` last parsed in this task, for
-# `_complete` to put in the Response (the shared Completion has no slot for them).
-_REASONING: ContextVar[tuple[dict[str, Any], ...]] = ContextVar("bedrock_reasoning", default=())
 
 
 def endpoint_and_region(
@@ -181,21 +172,8 @@ class BedrockVendor(HttpVendor):
         )
         return self.auth.sign(http_request)
 
-    async def _complete(self, request: Request, model: str) -> Response:
-        # The shared machinery builds the Response from a Completion, which has no
-        # slot for vendor state: the reasoning blocks come through `_REASONING`.
-        token = _REASONING.set(())
-        try:
-            response = await super()._complete(request, model)
-            state = blocks.reasoning_state(_REASONING.get())
-        finally:
-            _REASONING.reset(token)
-        return response.model_copy(update={"vendor_state": state}) if state else response
-
     def parse_response(self, body: Any) -> Completion:
-        completion = parse_converse(body, self.name)
-        _REASONING.set(completion.reasoning)
-        return completion
+        return parse_converse(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return ConverseStreamParser(self.name)

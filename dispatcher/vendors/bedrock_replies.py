@@ -16,7 +16,6 @@ server or model failure is a broken stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import DispatcherError, StreamBroken, VendorUnavailable
@@ -30,8 +29,6 @@ from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 
 __all__ = [
     "FINISH_REASONS",
-    "ConverseCompletion",
-    "ConverseStreamDelta",
     "ConverseStreamParser",
     "finish_reason",
     "parse_converse",
@@ -49,25 +46,6 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "malformed_model_output": FinishReason.ERROR,
     "malformed_tool_use": FinishReason.ERROR,
 }
-
-
-@dataclass(frozen=True)
-class ConverseCompletion(Completion):
-    """A whole Converse reply, with the reasoning blocks the next turn must hand back."""
-
-    reasoning: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class ConverseStreamDelta(StreamDelta):
-    """The final delta of a ConverseStream, with the reasoning blocks it assembled."""
-
-    reasoning: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def vendor_state(self) -> dict[str, Any] | None:
-        """The reasoning blocks as `vendor_state`, or None without any."""
-        return blocks.reasoning_state(self.reasoning)
 
 
 def finish_reason(raw: str | None, calls: tuple[Any, ...] = ()) -> FinishReason:
@@ -96,10 +74,11 @@ def parse_usage(data: Any) -> Usage:
     )
 
 
-def parse_converse(body: Any, vendor: str = "bedrock") -> ConverseCompletion:
-    """A Converse reply: `text` blocks make the text, `toolUse` blocks the calls."""
+def parse_converse(body: Any, vendor: str = "bedrock") -> Completion:
+    """A Converse reply: `text` blocks make the text, `toolUse` blocks the calls, and
+    `reasoningContent` blocks (as received) the vendor state."""
     if not isinstance(body, dict):
-        return ConverseCompletion(text="", finish_reason=FinishReason.ERROR)
+        return Completion(text="", finish_reason=FinishReason.ERROR)
     message = _object(_object(body.get("output")).get("message"))
     content = message.get("content")
     items = [b for b in (content if isinstance(content, list) else []) if isinstance(b, dict)]
@@ -116,13 +95,13 @@ def parse_converse(body: Any, vendor: str = "bedrock") -> ConverseCompletion:
         for index, use in enumerate(uses)
     )
     raw = body.get("stopReason")
-    return ConverseCompletion(
+    return Completion(
         text=text,
         finish_reason=finish_reason(raw, calls),
         usage=parse_usage(body.get("usage")),
         vendor_finish_reason=raw,
         tool_calls=calls,
-        reasoning=tuple(b for b in items if "reasoningContent" in b),
+        vendor_state=blocks.reasoning_state(tuple(b for b in items if "reasoningContent" in b)),
     )
 
 
@@ -210,7 +189,7 @@ class ConverseStreamParser(StreamParser):
             return StreamBroken(error.message, partial=self.text_seen, vendor=self.vendor)
         return error
 
-    def finish(self) -> ConverseStreamDelta:
+    def finish(self) -> StreamDelta:
         try:
             self.decoder.close()
         except StreamBroken as exc:
@@ -218,12 +197,14 @@ class ConverseStreamParser(StreamParser):
         if not self.stopped:
             raise self.broken("messageStop")
         calls = self.tool_calls.calls()
-        return ConverseStreamDelta(
+        return StreamDelta(
             finish_reason=finish_reason(self.raw_finish, calls),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
             tool_calls=calls,
-            reasoning=tuple({"reasoningContent": b} for b in self.reasoning.values()),
+            vendor_state=blocks.reasoning_state(
+                tuple({"reasoningContent": b} for b in self.reasoning.values())
+            ),
         )
 
 

@@ -33,8 +33,6 @@ cached part of the prompt.
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -48,7 +46,6 @@ from dispatcher.models import (
     Message,
     NamedToolChoice,
     Request,
-    Response,
     Role,
     TextFormat,
     ToolCall,
@@ -63,8 +60,6 @@ from dispatcher.vendors.tool_calls import ToolCallAssembler
 __all__ = [
     "FINISH_REASONS",
     "STATE_KEY",
-    "ChatCompletion",
-    "ChatStreamDelta",
     "ChatStreamParser",
     "CohereVendor",
     "chat_body",
@@ -86,8 +81,6 @@ FINISH_REASONS: dict[str, FinishReason] = {
 
 # The `vendor_state` key under which an assistant message keeps Cohere's tool plan.
 STATE_KEY = "cohere_tool_plan"
-# A reply's tool plan, from `parse_response` to `_complete` (a Completion has no slot for it).
-_PLAN: ContextVar[str | None] = ContextVar("cohere_tool_plan", default=None)
 
 # Status 499: the request was cancelled by the client; the retry layer should not
 # resend on its own, so it is classified as final (InvalidRequest) like other 4xx.
@@ -223,25 +216,6 @@ def parse_usage(data: Any) -> Usage:
     )
 
 
-@dataclass(frozen=True)
-class ChatCompletion(Completion):
-    """A whole v2 Chat reply, with the tool plan the next turn hands back."""
-
-    tool_plan: str = ""
-
-
-@dataclass(frozen=True)
-class ChatStreamDelta(StreamDelta):
-    """The final delta of a v2 Chat stream, with the tool plan it gathered."""
-
-    tool_plan: str = ""
-
-    @property
-    def vendor_state(self) -> dict[str, Any] | None:
-        """The tool plan as `vendor_state`, or None without one."""
-        return plan_state(self.tool_plan)
-
-
 def plan_state(tool_plan: str | None) -> dict[str, Any] | None:
     """`vendor_state` keeping a reply's tool plan; None when it has none."""
     return {STATE_KEY: tool_plan} if tool_plan else None
@@ -253,8 +227,8 @@ def tool_turn(raw: str | None, calls: tuple[ToolCall, ...]) -> FinishReason:
     return FinishReason.TOOL_CALLS if calls and reason is FinishReason.STOP else reason
 
 
-def parse_chat_response(body: Any, vendor: str = "cohere") -> ChatCompletion:
-    """A non-streamed v2 Chat body."""
+def parse_chat_response(body: Any, vendor: str = "cohere") -> Completion:
+    """A non-streamed v2 Chat body; its `tool_plan` is kept as the vendor state."""
     if not isinstance(body, dict):
         body = {}
     message = body.get("message")
@@ -267,13 +241,13 @@ def parse_chat_response(body: Any, vendor: str = "cohere") -> ChatCompletion:
     )
     raw = body.get("finish_reason")
     calls = parse_tool_calls(message.get("tool_calls"), vendor)
-    return ChatCompletion(
+    return Completion(
         text=text,
         finish_reason=tool_turn(raw, calls),
         usage=parse_usage(body.get("usage")),
         vendor_finish_reason=raw,
         tool_calls=calls,
-        tool_plan=str(message.get("tool_plan") or ""),
+        vendor_state=plan_state(str(message.get("tool_plan") or "")),
     )
 
 
@@ -350,12 +324,12 @@ class ChatStreamParser(StreamParser):
         if not self.done:
             raise self.broken("message-end")
         calls = self.tool_calls.calls()
-        return ChatStreamDelta(
+        return StreamDelta(
             finish_reason=tool_turn(self.raw_finish, calls),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
             tool_calls=calls,
-            tool_plan="".join(self.tool_plan),
+            vendor_state=plan_state("".join(self.tool_plan)),
         )
 
 
@@ -396,21 +370,8 @@ class CohereVendor(HttpVendor):
             content=json.dumps(body).encode(),
         )
 
-    async def _complete(self, request: Request, model: str) -> Response:
-        # The shared machinery builds the Response from a Completion, which has no
-        # slot for vendor state: the tool plan comes through `_PLAN`.
-        token = _PLAN.set(None)
-        try:
-            response = await super()._complete(request, model)
-            state = plan_state(_PLAN.get())
-        finally:
-            _PLAN.reset(token)
-        return response.model_copy(update={"vendor_state": state}) if state else response
-
     def parse_response(self, body: Any) -> Completion:
-        completion = parse_chat_response(body, self.name)
-        _PLAN.set(completion.tool_plan)
-        return completion
+        return parse_chat_response(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return ChatStreamParser(self.name)

@@ -23,8 +23,6 @@ the cached part of the prompt, and `thoughtsTokenCount` (not inside
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,7 +34,7 @@ from dispatcher.errors import (
     VendorAuthError,
     VendorQuotaExceeded,
 )
-from dispatcher.models import FinishReason, Request, Response, Role, ToolCallDelta, Usage
+from dispatcher.models import FinishReason, Request, Role, ToolCallDelta, Usage
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import (
     Completion,
@@ -57,8 +55,6 @@ from dispatcher.vendors.gemini_chat import PartReader, contents, format_config, 
 __all__ = [
     "API_VERSION",
     "FINISH_REASONS",
-    "GeminiCompletion",
-    "GeminiStreamDelta",
     "GeminiVendor",
     "GenerateContentStreamParser",
     "classify_error",
@@ -105,25 +101,6 @@ def finish_reason(raw: str | None, *, called_tool: bool = False) -> FinishReason
     if reason is FinishReason.STOP and called_tool:
         return FinishReason.TOOL_CALLS
     return reason
-
-
-# The vendor state of the reply `parse_response` last parsed in this task, for
-# `_complete` to put in the Response (the shared Completion has no slot for it).
-_STATE: ContextVar[dict[str, Any] | None] = ContextVar("gemini_state", default=None)
-
-
-@dataclass(frozen=True)
-class GeminiCompletion(Completion):
-    """A whole reply, with the thought signatures the next turn must hand back."""
-
-    vendor_state: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class GeminiStreamDelta(StreamDelta):
-    """The final delta of a stream, with the thought signatures it collected."""
-
-    vendor_state: dict[str, Any] | None = None
 
 
 def generate_content_body(request: Request) -> dict[str, Any]:
@@ -206,7 +183,7 @@ def _block_reason(body: dict[str, Any]) -> str | None:
     return str(reason) if reason else None
 
 
-def parse_generate_content(body: Any, vendor: str = "gemini") -> GeminiCompletion:
+def parse_generate_content(body: Any, vendor: str = "gemini") -> Completion:
     """A non-streamed `GenerateContentResponse`: its text, function calls and signatures."""
     if not isinstance(body, dict):
         body = {}
@@ -216,7 +193,7 @@ def parse_generate_content(body: Any, vendor: str = "gemini") -> GeminiCompletio
     if candidate is None:
         # No candidates at all: the prompt itself was refused (or nothing came back).
         blocked = _block_reason(body)
-        return GeminiCompletion(
+        return Completion(
             text="",
             finish_reason=_CONTENT_FILTER if blocked else FinishReason.ERROR,
             usage=usage,
@@ -226,7 +203,7 @@ def parse_generate_content(body: Any, vendor: str = "gemini") -> GeminiCompletio
     reader = PartReader(vendor)
     text = reader.add(_parts(candidate), body.get("responseId"))
     raw = candidate.get("finishReason")
-    return GeminiCompletion(
+    return Completion(
         text=text,
         finish_reason=finish_reason(raw, called_tool=bool(reader.calls)),
         usage=usage,
@@ -293,7 +270,7 @@ class GenerateContentStreamParser(StreamParser):
         else:
             reason = finish_reason(self.raw_finish, called_tool=bool(self.reader.calls))
             raw = self.raw_finish
-        return GeminiStreamDelta(
+        return StreamDelta(
             finish_reason=reason,
             usage=self.usage,
             vendor_finish_reason=raw,
@@ -434,21 +411,8 @@ class GeminiVendor(HttpVendor):
             content=json.dumps(body).encode(),
         )
 
-    async def _complete(self, request: Request, model: str) -> Response:
-        # The shared machinery builds the Response from a Completion, which has no
-        # slot for vendor state: the thought signatures come through `_STATE`.
-        token = _STATE.set(None)
-        try:
-            response = await super()._complete(request, model)
-            state = _STATE.get()
-        finally:
-            _STATE.reset(token)
-        return response.model_copy(update={"vendor_state": state}) if state else response
-
     def parse_response(self, body: Any) -> Completion:
-        completion = parse_generate_content(body, self.name)
-        _STATE.set(completion.vendor_state)
-        return completion
+        return parse_generate_content(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return GenerateContentStreamParser(self.name)

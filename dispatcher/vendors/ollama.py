@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -35,7 +33,6 @@ from dispatcher.models import (
     Message,
     NamedToolChoice,
     Request,
-    Response,
     Role,
     ToolCall,
     Usage,
@@ -48,9 +45,7 @@ from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
 __all__ = [
     "DONE_REASONS",
     "STATE_KEY",
-    "ChatCompletion",
     "ChatNdjsonParser",
-    "ChatStreamDelta",
     "OllamaVendor",
     "chat_body",
     "classify_error",
@@ -73,8 +68,6 @@ NO_GENERATION = frozenset({"load", "unload"})
 
 # The `vendor_state` key under which an assistant message keeps Ollama's thinking.
 STATE_KEY = "ollama_thinking"
-# A reply's thinking, from `parse_response` to `_complete` (a Completion has no slot for it).
-_THINKING: ContextVar[str | None] = ContextVar("ollama_thinking", default=None)
 
 # Our request fields that Ollama takes inside `options`, under its own names.
 OPTION_NAMES = (("temperature", "temperature"), ("max_tokens", "num_predict"), ("top_p", "top_p"))
@@ -283,45 +276,26 @@ def _message(data: dict[str, Any]) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
-@dataclass(frozen=True)
-class ChatCompletion(Completion):
-    """A whole `/api/chat` reply, with the thinking the next turn hands back."""
-
-    thinking: str = ""
-
-
-@dataclass(frozen=True)
-class ChatStreamDelta(StreamDelta):
-    """The final delta of a stream, with the thinking it gathered."""
-
-    thinking: str = ""
-
-    @property
-    def vendor_state(self) -> dict[str, Any] | None:
-        """The thinking as `vendor_state`, or None without any."""
-        return thinking_state(self.thinking)
-
-
 def thinking_state(thinking: str | None) -> dict[str, Any] | None:
     """`vendor_state` keeping a reply's thinking; None when it has none."""
     return {STATE_KEY: thinking} if thinking else None
 
 
-def parse_chat_response(body: dict[str, Any], vendor: str = "ollama") -> ChatCompletion:
-    """A non-streamed `/api/chat` reply."""
+def parse_chat_response(body: dict[str, Any], vendor: str = "ollama") -> Completion:
+    """A non-streamed `/api/chat` reply; its `message.thinking` is kept as the vendor state."""
     message = _message(body)
     done_reason = body.get("done_reason")
     raw = str(done_reason) if done_reason is not None else None
     text = "" if raw in NO_GENERATION else str(message.get("content") or "")
     calls = tuple(parse_tool_calls(message.get("tool_calls"), vendor))
-    return ChatCompletion(
+    return Completion(
         text=text,
         finish_reason=finish_reason(raw, tool_calls=bool(calls)),
         usage=parse_usage(body),
         model=body.get("model"),
         vendor_finish_reason=raw,
         tool_calls=calls,
-        thinking=str(message.get("thinking") or ""),
+        vendor_state=thinking_state(str(message.get("thinking") or "")),
     )
 
 
@@ -384,13 +358,13 @@ class ChatNdjsonParser(StreamParser):
         if not self.done:
             raise self.broken("a line with done: true")
         calls = self.tool_calls.calls()
-        return ChatStreamDelta(
+        return StreamDelta(
             finish_reason=finish_reason(self.raw_finish, tool_calls=bool(calls)),
             usage=self.usage,
             vendor_finish_reason=self.raw_finish,
             model=self.model,
             tool_calls=calls,
-            thinking="".join(self.thinking),
+            vendor_state=thinking_state("".join(self.thinking)),
         )
 
 
@@ -438,17 +412,6 @@ class OllamaVendor(HttpVendor):
             raise
         return self._call("POST", "/api/chat", body)
 
-    async def _complete(self, request: Request, model: str) -> Response:
-        # The shared machinery builds the Response from a Completion, which has no
-        # slot for vendor state: the thinking comes through `_THINKING`.
-        token = _THINKING.set(None)
-        try:
-            response = await super()._complete(request, model)
-            state = thinking_state(_THINKING.get())
-        finally:
-            _THINKING.reset(token)
-        return response.model_copy(update={"vendor_state": state}) if state else response
-
     def parse_response(self, body: Any) -> Completion:
         if not isinstance(body, dict):
             raise VendorUnavailable(
@@ -463,9 +426,7 @@ class OllamaVendor(HttpVendor):
                 vendor=self.name,
                 status_code=200,
             )
-        completion = parse_chat_response(body, self.name)
-        _THINKING.set(completion.thinking)
-        return completion
+        return parse_chat_response(body, self.name)
 
     def stream_parser(self) -> StreamParser:
         return ChatNdjsonParser(self.name)

@@ -230,13 +230,13 @@ def test_with_thinking_on_a_signed_reasoning_block_opens_the_reply_and_must_come
     reasoning, use = body["output"]["message"]["content"]
     assert reasoning["reasoningContent"]["reasoningText"]["text"] == "The user asks: Rome"
     completion = parse_converse(body)
-    assert completion.reasoning == (reasoning,)
+    assert completion.vendor_state == {"bedrock_reasoning": [reasoning]}
 
     _, final = read_stream(streamed(parse(converse_body(Request.model_validate(
         {"model": MODEL, "messages": [{"role": "user", "content": "Rome"}],
          "tools": [WEATHER_TOOL], "extra_body": thinking}
     )), "converse-stream")))  # fmt: skip
-    assert final.reasoning == (reasoning,)
+    assert final.vendor_state == {"bedrock_reasoning": [reasoning]}
 
     tampered = json.loads(json.dumps(reasoning))
     tampered["reasoningContent"]["reasoningText"]["text"] = "Something else"

@@ -15,7 +15,7 @@ import pytest
 from dispatcher import FinishReason, InvalidRequest, Request, StreamBroken, Usage, VendorRateLimited
 from dispatcher.models import ToolCallDelta
 from dispatcher.vendors.base import StreamDelta, feed_all
-from dispatcher.vendors.bedrock import ConverseStreamDelta, ConverseStreamParser
+from dispatcher.vendors.bedrock import ConverseStreamParser
 from dispatcher.vendors.event_stream import EventStreamDecoder, encode_message
 from tests.unit.vendors.conftest import Recorder, cut_off_response
 from tests.unit.vendors.test_bedrock import ask, vendor
@@ -102,7 +102,6 @@ async def read(
 
 
 def _check_final(final: StreamDelta) -> None:
-    assert isinstance(final, ConverseStreamDelta)
     assert final.finish_reason is FinishReason.TOOL_CALLS
     assert final.vendor_finish_reason == "tool_use"
     assert final.usage == Usage(prompt_tokens=412, completion_tokens=61, total_tokens=473)

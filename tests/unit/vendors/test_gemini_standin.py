@@ -80,7 +80,7 @@ async def answer(vendor: GeminiVendor, request: Request) -> Response:
     return Response(
         content="".join(text),
         tool_calls=list(final.tool_calls),
-        vendor_state=getattr(final, "vendor_state", None),
+        vendor_state=final.vendor_state,
         model="gemini-3-pro",
         vendor="gemini",
         finish_reason=final.finish_reason,

@@ -433,7 +433,7 @@ def test_streamed_calls_are_assembled_in_order_with_a_signature_on_a_later_part(
         ("call_s9_0", '{"city":"Paris"}'),
         ("call_s9_1", '{"city":"Rome"}'),
     ]
-    assert final.vendor_state == {"gemini": {"text_signature": "c2ln"}}  # type: ignore[attr-defined]
+    assert final.vendor_state == {"gemini": {"text_signature": "c2ln"}}
     assert final.usage is not None
     assert final.usage.reasoning_tokens == 140
 
@@ -458,5 +458,5 @@ async def test_a_streamed_call_reaches_the_final_delta_over_the_wire(
     ]
     assert final is not None
     assert [c.id for c in final.tool_calls] == ["call_q1Zr_0", "call_q1Zr_1"]
-    assert final.vendor_state == {"gemini": {"signatures": {"call_q1Zr_0": SIGNATURE}}}  # type: ignore[attr-defined]
+    assert final.vendor_state == {"gemini": {"signatures": {"call_q1Zr_0": SIGNATURE}}}
     assert str(rec.last.url).endswith(":streamGenerateContent?alt=sse")

@@ -17,7 +17,7 @@ import pytest
 
 from dispatcher import FinishReason, InvalidRequest, Request, ToolCall, VendorConfig
 from dispatcher.vendors.base import feed_all
-from dispatcher.vendors.ollama import ChatNdjsonParser, ChatStreamDelta, OllamaVendor, minted_id
+from dispatcher.vendors.ollama import ChatNdjsonParser, OllamaVendor, minted_id
 from producer.checks import validated
 from tests.unit.chat_samples import ANSWER_SCHEMA, PNG_URL, WEATHER_SCHEMA, WEATHER_TOOL
 from tests.unit.vendors.conftest import Recorder, json_response, ndjson_response
@@ -304,7 +304,6 @@ async def test_a_streamed_reply_gathers_whole_calls_from_its_lines(
     rec = recorder(ndjson_response([json.loads(line) for line in TOOL_STREAM]))
     deltas = [delta async for delta in ollama(rec).stream(make_request(stream=True))]
     final = deltas[-1]
-    assert isinstance(final, ChatStreamDelta)
     assert final.vendor_state is None
     assert "".join(d.text for d in deltas) == ""
     assert list(final.tool_calls) == PARIS_AND_ROME
@@ -332,6 +331,5 @@ def test_streamed_thinking_is_joined_into_the_final_deltas_vendor_state() -> Non
     done = {"model": "m", "message": {"role": "assistant", "content": "ok"}, "done": True}
     deltas = feed_all(ChatNdjsonParser("ollama"), [json.dumps(x) for x in (*think, done)])
     final = deltas[-1]
-    assert isinstance(final, ChatStreamDelta)
     assert final.vendor_state == {"ollama_thinking": "Two cities."}
     assert "".join(d.text for d in deltas) == "ok"
