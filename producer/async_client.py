@@ -34,6 +34,7 @@ from dispatcher.models import (
     Stats,
     StreamEvent,
 )
+from dispatcher.routing.router import LiveState, route
 from dispatcher.state.redis_connect import async_redis_client
 from dispatcher.state.status import VendorStatus
 from dispatcher.state.store_async import AsyncJobReader
@@ -44,7 +45,7 @@ from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client, Send
 from producer.connections import redis_pool_options
 from producer.outcomes import response_of, timed_out
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
-from producer.unreachable import reaching_redis
+from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
 __all__ = ["AsyncClient"]
 
@@ -80,6 +81,7 @@ class AsyncClient:
         self.redis = redis_client
         self.reader = AsyncJobReader(redis_client, settings.key_prefix)
         self.sync = Client(settings, redis_client=sync_redis_client, send=send, rng=rng)
+        self._live_lock = asyncio.Lock()
 
     @classmethod
     def from_env(cls) -> AsyncClient:
@@ -94,10 +96,43 @@ class AsyncClient:
     async def submit(
         self, request: Request | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> str:
-        """Queue a job for `request` and return its id; see `Client.submit`."""
-        return await asyncio.to_thread(
-            partial(self.sync.submit, request, idempotency_key=idempotency_key)
-        )
+        """Queue a job for `request` and return its id; see `Client.submit`.
+
+        The usual submit (one MULTI/EXEC) is written through the asyncio client, on
+        the loop; one with an idempotency key, or that sends a message of its own
+        after the write, is `Client.submit` in a worker thread.
+        """
+        sync = self.sync
+        if idempotency_key is not None or not sync.submits_in_one_write:
+            return await asyncio.to_thread(
+                partial(sync.submit, request, idempotency_key=idempotency_key)
+            )
+        checked, job_id = sync._new_job(request)
+        url = self.settings.redis_url.get_secret_value()
+        try:
+            chosen = route(checked, self.settings, await self._live_state(), sync._rng)
+        except UNREACHABLE as exc:  # nothing was written yet
+            raise unavailable(url, exc, left="nothing was written", job_id=job_id) from exc
+        try:
+            # One round trip, and MULTI/EXEC so a job is never half-written.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                sync._write_job(pipe, job_id, checked, chosen)
+                await pipe.execute()
+        except UNREACHABLE as exc:  # EXEC may have run before the reply was lost
+            left = "the job may have been queued all the same: get() it once Redis answers"
+            raise unavailable(
+                url, exc, left=left, job_id=job_id, may_have_been_written=True
+            ) from exc
+        return job_id
+
+    async def _live_state(self) -> LiveState:
+        """`Client`'s live state, read in a worker thread when stale (at most once a second,
+        by one caller while the others wait for it)."""
+        if not self.sync._live_state_is_fresh():
+            async with self._live_lock:
+                if not self.sync._live_state_is_fresh():
+                    return await asyncio.to_thread(self.sync._live_state)
+        return self.sync._live_state()
 
     @reaching_redis
     async def get(self, job_id: str) -> JobRecord:

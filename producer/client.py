@@ -35,6 +35,7 @@ from dispatcher.models import (
     JobStatus,
     Request,
     Response,
+    Route,
     Stats,
     StreamEvent,
 )
@@ -159,9 +160,7 @@ class Client:
         """
         if idempotency_key is not None:
             check_key(idempotency_key)
-        checked = validated(request)
-        check_request_size(checked, self.settings.max_request_bytes)
-        job_id = self.store.new_job_id()
+        checked, job_id = self._new_job(request)
         try:
             if idempotency_key is not None:
                 # A retry gets its job back even if routing would now refuse the request.
@@ -174,9 +173,7 @@ class Client:
             raise unavailable(url, exc, left="nothing was written", job_id=job_id) from exc
 
         def write(pipe: Any) -> None:
-            self.store.create(job_id, checked, chosen, pipeline=pipe)
-            if self._in_write:  # queued too: written whole or not at all
-                self.outbox.queue_job(pipe, job_id, chosen.queue, chosen.priority)
+            self._write_job(pipe, job_id, checked, chosen)
 
         try:
             if idempotency_key is None:
@@ -212,6 +209,26 @@ class Client:
                 ) from exc
             raise
         return job_id
+
+    @property
+    def submits_in_one_write(self) -> bool:
+        """True when a submit is one MULTI/EXEC (no message of its own sent after it)."""
+        return self._in_write
+
+    def _new_job(self, request: Request | Mapping[str, Any]) -> tuple[Request, str]:
+        """The request, validated and within the size limit, and a new job id for it."""
+        checked = validated(request)
+        check_request_size(checked, self.settings.max_request_bytes)
+        return checked, self.store.new_job_id()
+
+    def _write_job(self, pipe: Any, job_id: str, request: Request, chosen: Route) -> None:
+        """The job's writes into `pipe`, its queueing too when that is part of the write."""
+        self.store.create(job_id, request, chosen, pipeline=pipe)
+        if self._in_write:  # queued too: written whole or not at all
+            self.outbox.queue_job(pipe, job_id, chosen.queue, chosen.priority)
+
+    def _live_state_is_fresh(self) -> bool:
+        return self._live is not None and time.monotonic() - self._live_read_at < self._live_ttl_s
 
     def _live_state(self) -> LiveState:
         """Every vendor's circuit, health and (when routing uses them) load and latency.

@@ -22,6 +22,11 @@ Every key starts with the configured prefix (`llmd` by default):
 | `{p}:batch:{id}:custom_ids`       | list   | the items' custom ids, in the same order     |
 | `{p}:batch:{id}:done`             | list   | one entry once every item ended; waiters block |
 | `{p}:batch:{id}:messages`         | hash   | `<vendor>:<n>`: job ids of its n-th message  |
+| `{p}:batch:{id}:api`              | hash   | the HTTP front's: tenant, input file, window |
+| `{p}:file:{id}`                   | hash   | a file of the HTTP front: name, purpose, tenant |
+| `{p}:file:{id}:content`           | string | that file's bytes                            |
+| `{p}:tenant:{t}:files`            | zset   | a tenant's files -> when they were created   |
+| `{p}:tenant:{t}:batches`          | zset   | a tenant's front batches -> when created     |
 | `{p}:waiting`                     | zset   | queued jobs -> when their message is due     |
 | `{p}:sweep:turn`                  | string | held by the worker sweeping this interval    |
 | `{p}:sweep:suspects`              | hash   | jobs whose message the last sweep missed     |
@@ -34,6 +39,7 @@ A circuit holds `state` (open, half_open), `failures` (in a row), `opened_at`
 and `probe_until` (while its one half-open probe is under way).
 A bucket's kind is `rpm` or `tpm`; its scope `all` (the vendor), `model:{digest}`
 (a model pattern's limit) or `tenant:{digest}` (one tenant's), digests of the text.
+A front's tenant `{t}` is likewise a digest, `-` for no tenant (a front without keys).
 
 Ids that become part of a key are checked first (`valid_job_id`), and free text
 (a tenant, a model pattern) enters a key only as a digest, so no input can
@@ -48,9 +54,11 @@ import re
 from dispatcher.errors import JobNotFound
 from dispatcher.state.stats import ALL_VENDORS, QUEUE_WAIT
 
-__all__ = ["Keys", "valid_job_id"]
+__all__ = ["Keys", "valid_file_id", "valid_job_id"]
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+# A file of the HTTP front: uploaded (`file-<32 hex>`), or a batch's output or error file.
+_FILE_ID = re.compile(r"file-[0-9a-f]{32}(-output|-errors)?")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # A worker's id: its Celery node name and process id, e.g. "openai@host-1:4242".
 _WORKER_ID = re.compile(r"[A-Za-z0-9._@%+:-]{1,200}")
@@ -59,6 +67,11 @@ _WORKER_ID = re.compile(r"[A-Za-z0-9._@%+:-]{1,200}")
 def valid_job_id(job_id: str) -> bool:
     """True for ids of the form we issue (32 hex digits), so no id can address another key."""
     return isinstance(job_id, str) and bool(_JOB_ID.fullmatch(job_id))
+
+
+def valid_file_id(file_id: str) -> bool:
+    """True for file ids the HTTP front issues, so no id can address another key."""
+    return isinstance(file_id, str) and bool(_FILE_ID.fullmatch(file_id))
 
 
 class Keys:
@@ -163,6 +176,26 @@ class Keys:
         """The list that holds one entry once every item of the batch has ended."""
         return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:done"
 
+    def batch_api(self, batch_id: str) -> str:
+        """What the HTTP front keeps of a batch it made: tenant, input file, endpoint, window."""
+        return f"{self.prefix}:batch:{_checked(batch_id, 'batch')}:api"
+
+    def file(self, file_id: str) -> str:
+        """A file of the HTTP front: its name, purpose, size, times and tenant."""
+        return f"{self.prefix}:file:{_checked_file(file_id)}"
+
+    def file_content(self, file_id: str) -> str:
+        """The bytes of a file of the HTTP front."""
+        return f"{self.prefix}:file:{_checked_file(file_id)}:content"
+
+    def tenant_files(self, tenant: str | None) -> str:
+        """A tenant's files (None: a front without keys), scored by when they were created."""
+        return f"{self.prefix}:tenant:{_tenant(tenant)}:files"
+
+    def tenant_batches(self, tenant: str | None) -> str:
+        """The batches a tenant made through the HTTP front, scored by when they were made."""
+        return f"{self.prefix}:tenant:{_tenant(tenant)}:batches"
+
     def waiting(self) -> str:
         """Queued jobs whose message is out, scored by when it is due (the sweeper's)."""
         return f"{self.prefix}:waiting"
@@ -213,6 +246,18 @@ def _checked(job_id: str, what: str = "job") -> str:
     if not valid_job_id(job_id):
         raise JobNotFound(f"{job_id!r} is not a {what} id (32 hex digits)", job_id=None)
     return job_id
+
+
+def _checked_file(file_id: str) -> str:
+    """`file_id` when it is one the HTTP front issues; no other string may become a key."""
+    if not valid_file_id(file_id):
+        raise ValueError(f"not a file id: {file_id[:80]!r}")
+    return file_id
+
+
+def _tenant(tenant: str | None) -> str:
+    """A tenant as a key part: a digest (any text is safe), `-` for none."""
+    return "-" if tenant is None else _digest(tenant)
 
 
 def _digest(text: str) -> str:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError
 from producer.async_client import AsyncClient
+from producer.http_api import batches_api, files
 from producer.http_api.auth import Caller, NotAuthenticated, caller_of
 from producer.http_api.chat import answer_chat, completion_of_job
 from producer.http_api.chat_request import BadChatRequest, chat_call
@@ -71,6 +72,8 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Any:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.include_router(files.router)
+    app.include_router(batches_api.router)
 
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(request: HttpRequest, exc: NotAuthenticated) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 A body over the cap is answered 413 in OpenAI's error shape before the route
 reads it whole: a declared Content-Length over the cap at once, a chunked
-body as soon as its bytes pass the cap. Nothing is submitted or written.
+body as soon as its bytes pass the cap (the app is then told its client has
+gone, and what it would answer is dropped). Nothing is submitted or written.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ __all__ = ["BodyLimit"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class BodyLimit:
@@ -39,26 +36,32 @@ class BodyLimit:
             return
         received = 0
         started = False
+        refused = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message: Message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    # Answer now, and tell the app its client has gone: whatever it
+                    # answers (its error handlers included) is dropped below.
+                    refused = True
+                    if not started:
+                        await _refuse(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await _refuse(send, limit)
+        await self.app(scope, counted, watched)
 
 
 async def _refuse(send: Any, limit: int) -> None:

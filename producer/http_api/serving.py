@@ -17,6 +17,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "app_from_env", "exposure_problem", "
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+KEEP_ALIVE_S = 75
 
 
 def is_loopback(host: str) -> bool:
@@ -69,5 +70,8 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, workers: int = 
         # The access log shows method, path and status, never bodies or headers (no keys).
         access_log=True,
         proxy_headers=False,
+        # Longer than a load balancer's idle timeout (60 s on AWS's), and than a pooled
+        # client's pause between bursts: uvicorn's 5 s closes connections clients reuse.
+        timeout_keep_alive=KEEP_ALIVE_S,
         log_level="info",
     )

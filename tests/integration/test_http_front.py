@@ -233,3 +233,23 @@ def test_operations_endpoints_answer(front: Front, sdk: openai.OpenAI) -> None:
     assert ACME_KEY not in log
     assert "Hello front" not in log
     assert '"POST /v1/chat/completions HTTP/1.1" 200' in log
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_too(front: Front, stack: Stack) -> None:
+    received = len(stack.received())
+    body = json.dumps({"model": "gpt-4o-mini", "messages": user("y" * 70_000)}).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    answer = httpx.post(
+        f"{front.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {ACME_KEY}", "content-type": "application/json"},
+        content=chunks(),
+        timeout=30,
+    )
+    assert "content-length" not in answer.request.headers
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "request_too_large"
+    assert len(stack.received()) == received

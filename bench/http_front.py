@@ -1,0 +1,297 @@
+"""The HTTP front's added latency and CPU: OpenAI's SDK straight to the mock, and through
+`llmdispatch serve` -> queue -> worker -> the same mock, side by side in one run.
+
+The client is OpenAI's own async SDK on its aiohttp backend (`openai[aiohttp]`,
+`DefaultAioHttpClient`: its default httpx client collapses near 45 requests/s at
+this concurrency on these machines and would measure itself). The stand-in
+vendor (`llmdispatch mock-server`, its own process) answers after --latency
+seconds (0.5 by default).
+
+(1) Chats: C concurrent clients (200) send N requests (2,000) in rounds that
+    alternate between the two sides: straight to the mock, and to the front
+    (`llmdispatch serve`, one uvicorn process) whose worker (`celery -A
+    workers.app worker --pool threads -c W`) calls the mock. Added latency is
+    the front's percentile minus the direct one. CPU per request of the whole
+    path is the front's, the worker's and Redis's CPU over the requests; the
+    same path without the front (`AsyncClient.submit` + `wait` from this
+    process at the same concurrency: today's per-job cost of submit + worker)
+    is measured in the same run for the ratio.
+(2) Streams: S concurrent streams (200), each a reply of --chunks words paced
+    --chunk-delay apart: time to first token and the gap between chunks, both
+    sides.
+
+Targets (issue 23): added p50 <= 10 ms and p99 <= 50 ms for chats; time to
+first token at most +25 ms at p99 for streams; CPU per request of the whole
+path no more than 2x submit + worker.
+
+    .venv/bin/python bench/http_front.py                      # the defaults above
+    .venv/bin/python bench/http_front.py --requests 400 --streams 50   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+from openai import DefaultAioHttpClient
+from queue_harness import Bench, Process, ServerProcess, percentile, process_cpu_s, running_bench
+
+from dispatcher import Request
+from producer import AsyncClient
+from producer.cli.tools.embedded_redis import free_port
+from producer.cli.tools.standin import raise_open_file_limit
+
+LLMDISPATCH = Path(sys.executable).parent / "llmdispatch"
+KEY = "bench-front-key-0123456789abcdef"
+MODEL = "mock-echo"
+PROMPT = "one two three four five six seven eight"  # the stream's reply: 10 words
+STARTUP_TIMEOUT_S = 60.0
+TARGETS = {"p50": 10.0, "p99": 50.0, "ttft_p99": 25.0, "cpu_ratio": 2.0}
+
+
+@dataclass
+class Side:
+    """One side's latencies (seconds) and the CPU of the processes on its path."""
+
+    name: str
+    latencies: list[float]
+    cpu_s: float
+    count: int
+
+    def ms(self, fraction: float) -> float:
+        return percentile(self.latencies, fraction) * 1000
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.count * 1e6
+
+
+def start_front(bench: Bench, port: int) -> Process:
+    log = bench.workdir / "front.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - our console script and our arguments
+            [str(LLMDISPATCH), "serve", "--port", str(port)],
+            env=bench.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    front = Process("front", process, log)
+    bench.processes.append(front)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        front.check_running()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return front
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the front did not answer /readyz: {front.log_tail()}")
+
+
+async def run_at(concurrency: int, count: int, one: Callable[[int], Awaitable[Any]]) -> None:
+    """`count` calls of `one`, `concurrency` at a time."""
+    next_index = iter(range(count))
+
+    async def lane() -> None:
+        for index in next_index:
+            await one(index)
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
+async def chats(client: openai.AsyncOpenAI, n: int, c: int) -> list[float]:
+    latencies: list[float] = []
+
+    async def one(index: int) -> None:
+        started = time.perf_counter()
+        reply = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"hello {index}"}]
+        )
+        latencies.append(time.perf_counter() - started)
+        assert reply.choices[0].message.content == f"echo: hello {index}"
+
+    await run_at(c, n, one)
+    return latencies
+
+
+async def library(client: AsyncClient, n: int, c: int) -> list[float]:
+    latencies: list[float] = []
+
+    async def one(index: int) -> None:
+        started = time.perf_counter()
+        request = Request(model=MODEL, messages=[{"role": "user", "content": f"hello {index}"}])
+        reply = await client.wait(await client.submit(request), timeout_s=120)
+        latencies.append(time.perf_counter() - started)
+        assert reply.content == f"echo: hello {index}"
+
+    await run_at(c, n, one)
+    return latencies
+
+
+async def streams(client: openai.AsyncOpenAI, s: int) -> tuple[list[float], list[float]]:
+    """Time to first token of each stream, and every gap between two chunks."""
+    firsts: list[float] = []
+    gaps: list[float] = []
+
+    async def one(index: int) -> None:
+        started = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": PROMPT}], stream=True
+        )
+        last = None
+        text = ""
+        async for chunk in stream:
+            if not chunk.choices or not chunk.choices[0].delta.content:
+                continue
+            now = time.perf_counter()
+            if last is None:
+                firsts.append(now - started)
+            else:
+                gaps.append(now - last)
+            last = now
+            text += chunk.choices[0].delta.content
+        assert text == f"echo: {PROMPT}", text
+
+    await asyncio.gather(*(one(i) for i in range(s)))
+    return firsts, gaps
+
+
+class CpuOf:
+    """CPU seconds of a set of processes (by pid; 0 for this process) between two reads."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start = self.read()
+
+    def read(self) -> float:
+        return sum(time.process_time() if p == 0 else process_cpu_s(p) for p in self.pids)
+
+    def spent(self) -> float:
+        return self.read() - self.start
+
+
+async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str, path: list[int],
+                  library_path: list[int]) -> str:  # fmt: skip
+    direct = openai.AsyncOpenAI(base_url=mock.url, api_key="unused", max_retries=0,
+                                http_client=DefaultAioHttpClient(), timeout=120)  # fmt: skip
+    via = openai.AsyncOpenAI(base_url=f"{front_url}/v1", api_key=KEY, max_retries=0,
+                             http_client=DefaultAioHttpClient(), timeout=120)  # fmt: skip
+    ours = AsyncClient.from_env()
+    n, c = args.requests, args.concurrency
+    rounds = max(1, args.rounds)
+    per_round = max(c, n // rounds)
+    try:
+        # Warm-up: connections, threads, the worker's pools, on both sides.
+        await chats(direct, c, c)
+        await chats(via, c, c)
+        await library(ours, c, c)
+        sides = {"direct": Side("direct", [], 0.0, 0), "front": Side("front", [], 0.0, 0),
+                 "library": Side("library", [], 0.0, 0)}  # fmt: skip
+        for _ in range(rounds):
+            sides["direct"].latencies += await chats(direct, per_round, c)
+            sides["direct"].count += per_round
+            cpu = CpuOf(path)
+            sides["front"].latencies += await chats(via, per_round, c)
+            sides["front"].cpu_s += cpu.spent()
+            sides["front"].count += per_round
+            cpu = CpuOf(library_path)
+            sides["library"].latencies += await library(ours, per_round, c)
+            sides["library"].cpu_s += cpu.spent()
+            sides["library"].count += per_round
+        s = args.streams
+        await streams(direct, min(s, 20))
+        await streams(via, min(s, 20))
+        direct_first, direct_gaps = await streams(direct, s)
+        via_first, via_gaps = await streams(via, s)
+    finally:
+        await direct.close()
+        await via.close()
+        await ours.aclose()
+
+    d, f, lib = sides["direct"], sides["front"], sides["library"]
+    added50, added99 = f.ms(0.5) - d.ms(0.5), f.ms(0.99) - d.ms(0.99)
+    ttft = [percentile(x, q) * 1000 for x in (direct_first, via_first) for q in (0.5, 0.99)]
+    gap = [percentile(x, q) * 1000 for x in (direct_gaps, via_gaps) for q in (0.5, 0.99)]
+    ratio = f.cpu_us / lib.cpu_us
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return "\n".join(
+        [
+            f"chats: {rounds} rounds of {per_round} per side, {c} concurrent, "
+            f"mock latency {args.latency} s",
+            f"  direct to the mock: p50 {d.ms(0.5):.1f} ms, p99 {d.ms(0.99):.1f} ms",
+            f"  through the front:  p50 {f.ms(0.5):.1f} ms, p99 {f.ms(0.99):.1f} ms",
+            f"  added: p50 {added50:+.1f} ms (target <= {TARGETS['p50']:.0f}: "
+            f"{verdict(added50 <= TARGETS['p50'])}), p99 {added99:+.1f} ms (target <= "
+            f"{TARGETS['p99']:.0f}: {verdict(added99 <= TARGETS['p99'])})",
+            f"  library (AsyncClient submit + wait): p50 {lib.ms(0.5):.1f} ms, "
+            f"p99 {lib.ms(0.99):.1f} ms",
+            f"  CPU per request: front path (front + worker + redis) {f.cpu_us:,.0f} us; "
+            f"library path (this process + worker + redis) {lib.cpu_us:,.0f} us; ratio "
+            f"{ratio:.2f} (target <= {TARGETS['cpu_ratio']:.0f}: "
+            f"{verdict(ratio <= TARGETS['cpu_ratio'])})",
+            f"streams: {args.streams} concurrent, {len(PROMPT.split()) + 2} chunks "
+            f"{args.chunk_delay} s apart",
+            f"  time to first token: direct p50 {ttft[0]:.1f} / p99 {ttft[1]:.1f} ms; front p50 "
+            f"{ttft[2]:.1f} / p99 {ttft[3]:.1f} ms; added p99 {ttft[3] - ttft[1]:+.1f} ms "
+            f"(target <= {TARGETS['ttft_p99']:.0f}: "
+            f"{verdict(ttft[3] - ttft[1] <= TARGETS['ttft_p99'])})",
+            f"  gap between chunks: direct p50 {gap[0]:.1f} / p99 {gap[1]:.1f} ms; front p50 "
+            f"{gap[2]:.1f} / p99 {gap[3]:.1f} ms",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="chats per side")
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
+    parser.add_argument("--latency", type=float, default=0.5, help="mock seconds to first byte")
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--chunk-delay", type=float, default=0.05)
+    parser.add_argument("--worker-concurrency", type=int, default=400)
+    args = parser.parse_args()
+    raise_open_file_limit()
+    with tempfile.TemporaryDirectory() as tmp, running_bench(Path(tmp)) as bench:
+        mock = ServerProcess(
+            [str(LLMDISPATCH), "mock-server", "--port", "0", "--latency", str(args.latency),
+             "--chunk-delay", str(args.chunk_delay)],
+            STARTUP_TIMEOUT_S,
+        )  # fmt: skip
+        try:
+            config = {
+                "vendors": {"mock": {"type": "openai_compatible", "stand_in": True,
+                                     "base_url": mock.url, "models": ["*"], "timeout_s": 60}},
+                "default_vendor": "mock",
+            }  # fmt: skip
+            bench.configure(config, LLMDISPATCH_SERVER_API_KEYS=f"{KEY}:bench")
+            worker = bench.start_worker(
+                "workers.app", "llm.mock", concurrency=args.worker_concurrency, name="w1"
+            )
+            port = free_port()
+            front = start_front(bench, port)
+            path = [front.pid, worker.pid, bench.redis_pid]
+            library_path = [0, worker.pid, bench.redis_pid]
+            print(f"python {sys.version.split()[0]}, openai {openai.__version__}, "
+                  f"worker -c {args.worker_concurrency}, one front process")  # fmt: skip
+            print(asyncio.run(measure(args, mock, f"http://127.0.0.1:{port}", path, library_path)))
+        finally:
+            mock.stop()
+
+
+if __name__ == "__main__":
+    main()
