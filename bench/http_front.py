@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,10 @@ class Side:
     latencies: list[float]
     cpu_s: float
     count: int
+    parts: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+    def part_us(self, index: int) -> float:
+        return self.parts[index] / self.count * 1e6
 
     def ms(self, fraction: float) -> float:
         return percentile(self.latencies, fraction) * 1000
@@ -172,13 +176,19 @@ class CpuOf:
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
-        self.start = self.read()
+        self.start = self.each()
 
-    def read(self) -> float:
-        return sum(time.process_time() if p == 0 else process_cpu_s(p) for p in self.pids)
+    def each(self) -> list[float]:
+        return [time.process_time() if p == 0 else process_cpu_s(p) for p in self.pids]
 
-    def spent(self) -> float:
-        return self.read() - self.start
+    def spent(self, parts: list[float] | None = None) -> float:
+        """The CPU spent since the start; `parts` gets each process's share added."""
+        now = self.each()
+        shares = [after - before for before, after in zip(self.start, now, strict=True)]
+        if parts is not None:
+            for index, share in enumerate(shares):
+                parts[index] += share
+        return sum(shares)
 
 
 async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str, path: list[int],
@@ -203,11 +213,11 @@ async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str,
             sides["direct"].count += per_round
             cpu = CpuOf(path)
             sides["front"].latencies += await chats(via, per_round, c)
-            sides["front"].cpu_s += cpu.spent()
+            sides["front"].cpu_s += cpu.spent(sides["front"].parts)
             sides["front"].count += per_round
             cpu = CpuOf(library_path)
             sides["library"].latencies += await library(ours, per_round, c)
-            sides["library"].cpu_s += cpu.spent()
+            sides["library"].cpu_s += cpu.spent(sides["library"].parts)
             sides["library"].count += per_round
         s = args.streams
         await streams(direct, min(s, 20))
@@ -239,8 +249,10 @@ async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str,
             f"{TARGETS['p99']:.0f}: {verdict(added99 <= TARGETS['p99'])})",
             f"  library (AsyncClient submit + wait): p50 {lib.ms(0.5):.1f} ms, "
             f"p99 {lib.ms(0.99):.1f} ms",
-            f"  CPU per request: front path (front + worker + redis) {f.cpu_us:,.0f} us; "
-            f"library path (this process + worker + redis) {lib.cpu_us:,.0f} us; ratio "
+            f"  CPU per request: front path {f.cpu_us:,.0f} us (front {f.part_us(0):,.0f}, "
+            f"worker {f.part_us(1):,.0f}, redis {f.part_us(2):,.0f}); library path "
+            f"{lib.cpu_us:,.0f} us (submit + wait {lib.part_us(0):,.0f}, worker "
+            f"{lib.part_us(1):,.0f}, redis {lib.part_us(2):,.0f}); ratio "
             f"{ratio:.2f} (target <= {TARGETS['cpu_ratio']:.0f}: "
             f"{verdict(ratio <= TARGETS['cpu_ratio'])})",
             f"streams: {args.streams} concurrent, {len(PROMPT.split()) + 2} chunks "
