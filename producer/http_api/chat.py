@@ -25,6 +25,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -122,7 +123,8 @@ async def _chunks(
     finally:
         if cancel and not ended:
             # The client went away (the response was closed early): cancel as it asked.
-            with contextlib.suppress(DispatcherError):
+            # Shielded: Starlette cancels this generator's scope when the client goes.
+            with anyio.CancelScope(shield=True), contextlib.suppress(DispatcherError):
                 await client.cancel(job_id)
 
 

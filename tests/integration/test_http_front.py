@@ -19,8 +19,9 @@ import httpx
 import openai
 import pytest
 
+from dispatcher import JobStatus
 from producer import Client
-from tests.integration.stack import Front, Stack, running_stack
+from tests.integration.stack import Front, Stack, running_stack, wait_for
 from tests.integration.test_chat_surface import WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
@@ -253,3 +254,66 @@ def test_a_chunked_body_over_the_limit_is_a_413_too(front: Front, stack: Stack) 
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "request_too_large"
     assert len(stack.received()) == received
+
+
+def _stream_lines(front: Front, prompt: str, **headers: str) -> tuple[str, list[str]]:
+    body = {"model": "gpt-4o-mini", "messages": user(prompt), "stream": True}
+    with httpx.stream(
+        "POST",
+        f"{front.url}/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {ACME_KEY}", **headers},
+        timeout=60,
+    ) as answer:
+        assert answer.status_code == 200
+        return answer.headers[JOB_ID_HEADER], [line for line in answer.iter_lines() if line]
+
+
+def test_a_retry_after_text_went_out_ends_the_stream_with_an_error_not_bad_text(
+    front: Front, jobs: Client
+) -> None:
+    # The first attempt breaks off halfway; the worker retries, and the reply starts over.
+    prompt = "one two three four five six [fault:midstream-drop@1 reset]"
+    job_id, lines = _stream_lines(front, prompt)
+    events = [json.loads(line.removeprefix("data: ")) for line in lines if line != "data: [DONE]"]
+    assert events[-1]["error"]["code"] == "stream_reset"
+    assert f"chatcmpl-{job_id}" in events[-1]["error"]["message"]
+    sent = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e.get("choices"))
+    assert sent  # part of the first attempt went out, and nothing after the reset
+    assert f"echo: {prompt}".startswith(sent)
+
+    # The job went on; its whole result is there once it ends.
+    jobs.wait(job_id, timeout_s=60)
+    answer = httpx.get(
+        f"{front.url}/v1/chat/completions/chatcmpl-{job_id}",
+        headers={"authorization": f"Bearer {ACME_KEY}"},
+        timeout=30,
+    )
+    assert answer.json()["choices"][0]["message"]["content"] == f"echo: {prompt}"
+    # Another tenant cannot read it.
+    other = httpx.get(
+        f"{front.url}/v1/chat/completions/chatcmpl-{job_id}",
+        headers={"authorization": f"Bearer {GLOBEX_KEY}"},
+        timeout=30,
+    )
+    assert other.status_code == 404
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["kept", "cancelled"])
+def test_a_client_that_hangs_up_cancels_its_job_only_when_it_asked(
+    front: Front, jobs: Client, cancel: bool
+) -> None:
+    # 300 ms between chunks: the client is gone long before the reply ends.
+    prompt = f"a b c d e f [fault:stall:300 hangup-{cancel}]"
+    headers = {"authorization": f"Bearer {ACME_KEY}"}
+    if cancel:
+        headers["x-llmdispatch-cancel-on-disconnect"] = "true"
+    body = {"model": "gpt-4o-mini", "messages": user(prompt), "stream": True}
+    with httpx.stream(
+        "POST", f"{front.url}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as answer:
+        job_id = answer.headers[JOB_ID_HEADER]
+        next(line for line in answer.iter_lines() if '"content"' in line)
+    # Leaving the block closed the connection mid-stream.
+    expected = JobStatus.CANCELLED if cancel else JobStatus.SUCCEEDED
+    wait_for(lambda: jobs.get(job_id).status is expected, 60, f"the job to be {expected.value}")
