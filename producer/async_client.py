@@ -44,6 +44,7 @@ from producer.checks import streaming_request
 from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client, Send
 from producer.connections import redis_pool_options
 from producer.outcomes import response_of, timed_out
+from producer.pubsub_pool import PubSubPool
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
 
@@ -82,6 +83,7 @@ class AsyncClient:
         self.reader = AsyncJobReader(redis_client, settings.key_prefix)
         self.sync = Client(settings, redis_client=sync_redis_client, send=send, rng=rng)
         self._live_lock = asyncio.Lock()
+        self._pubsubs = PubSubPool(redis_client)
 
     @classmethod
     def from_env(cls) -> AsyncClient:
@@ -175,7 +177,7 @@ class AsyncClient:
             now=time.monotonic(),
         )
         # aclosing: leaving this iterator early closes the inner one, and its PubSub, now.
-        async with aclosing(follow_async(self.reader, follower)) as events:
+        async with aclosing(follow_async(self.reader, follower, self._pubsubs)) as events:
             async for event in events:
                 yield event
 
@@ -283,6 +285,7 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Release the connections this client opened."""
+        await self._pubsubs.aclose()
         await asyncio.to_thread(self.sync.close)
         if self._owns_redis:
             await self.redis.aclose()

@@ -30,6 +30,7 @@ from dispatcher.errors import DispatcherError, JobCancelled, error_from_dict
 from dispatcher.models import JobRecord, JobStatus, StreamEvent, StreamEventType, ToolCall
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncJobReader
+from producer.pubsub_pool import PubSubPool
 
 __all__ = [
     "DEFAULT_START_TIMEOUT_S",
@@ -205,20 +206,28 @@ def follow(store: JobStore, follower: StreamFollower) -> Generator[StreamEvent, 
 
 
 async def follow_async(
-    reader: AsyncJobReader, follower: StreamFollower
+    reader: AsyncJobReader, follower: StreamFollower, pubsubs: PubSubPool | None = None
 ) -> AsyncGenerator[StreamEvent, None]:
-    """Follow a job's stream through an asyncio Redis client; see the module docstring."""
-    pubsub = reader.redis.pubsub()
+    """Follow a job's stream through an asyncio Redis client; see the module docstring.
+
+    `pubsubs`: where the pub/sub connection comes from and goes back to (default:
+    a connection of its own, closed at the end).
+    """
+    pubsub = pubsubs.take() if pubsubs is not None else reader.redis.pubsub()
+    channel = reader.keys.channel(follower.job_id)
     try:
-        await _subscribe_async(pubsub, reader.keys.channel(follower.job_id))
+        await _subscribe_async(pubsub, channel)
         replayed = await reader.stream_events(follower.job_id)
         for event in follower.deliver(replayed):
             yield event
         while not follower.finished:
-            for event in await _turn_async(reader, pubsub, follower):
+            for event in await _turn_async(reader, pubsub, follower, channel):
                 yield event
     finally:
-        await _close_async(pubsub)
+        if pubsubs is not None:
+            await pubsubs.give_back(pubsub)
+        else:
+            await _close_async(pubsub)
 
 
 def _turn(
@@ -248,7 +257,10 @@ def _turn(
 
 
 async def _turn_async(
-    reader: AsyncJobReader, pubsub: redis.asyncio.client.PubSub, follower: StreamFollower
+    reader: AsyncJobReader,
+    pubsub: redis.asyncio.client.PubSub,
+    follower: StreamFollower,
+    channel: str,
 ) -> Iterator[StreamEvent]:
     """`_turn` for an asyncio client."""
     job_id = follower.job_id
@@ -265,7 +277,7 @@ async def _turn_async(
         message = await pubsub.get_message(
             ignore_subscribe_messages=True, timeout=follower.wait_s(now)
         )
-        live = _event_in(message)
+        live = _event_in(message, channel)
         if live is not None:
             follower.heard(time.monotonic())
             missed = []
@@ -311,11 +323,18 @@ async def _close_async(pubsub: redis.asyncio.client.PubSub) -> None:
         await pubsub.aclose()
 
 
-def _event_in(message: dict[str, Any] | None) -> StreamEvent | None:
-    """The stream event a pub/sub message carries; None for no message or another kind."""
+def _event_in(message: dict[str, Any] | None, channel: str | None = None) -> StreamEvent | None:
+    """The stream event a pub/sub message carries; None for no message, another kind, or
+    (given `channel`) another channel's: a reused connection may still hold one."""
     if message is None or message["type"] != "message":
         return None
+    if channel is not None and _text_of(message["channel"]) != channel:
+        return None
     return StreamEvent.model_validate_json(message["data"])
+
+
+def _text_of(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def stream_error(event: StreamEvent) -> DispatcherError:

@@ -615,3 +615,41 @@ async def test_async_send_streaming_submits_with_stream_and_closing_early_unsubs
     assert fake_redis.pubsub_numsub(channel) == [(channel.encode(), 1)]
     await events.aclose()
     assert fake_redis.pubsub_numsub(channel) == [(channel.encode(), 0)]
+
+
+async def test_a_second_stream_reuses_the_first_ones_connection_and_ignores_its_channel(
+    async_client: AsyncClient,
+    worker: Worker,
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    first, second = [await async_client.submit(request_dict()) for _ in range(2)]
+    worker.start(first)
+    worker.chunk(first, "one")
+    worker.succeed(first)
+    assert shape([e async for e in async_client.stream(first)]) == [
+        (1, "chunk", "one"),
+        (2, "done", None),
+    ]
+    pool = async_client._pubsubs
+    (kept,) = pool._idle  # unsubscribed and kept, not closed
+    assert pool.take() is kept
+
+    # The connection still holds an unread message of the first job's channel when it
+    # goes back (published before the unsubscribe, as a finished stream can leave one):
+    # it comes before the next subscription's confirmation, and is never delivered.
+    old_channel = async_client.reader.keys.channel(first)
+    await kept.subscribe(old_channel)
+    # The first stream's unsubscribe confirmation comes first, then this subscribe's.
+    kinds = [(await kept.get_message(timeout=1) or {}).get("type") for _ in range(2)]
+    assert kinds == ["unsubscribe", "subscribe"]
+    stale = worker.store.stream_events(first)[0]
+    fake_redis.publish(old_channel, stale.model_dump_json())
+    await pool.give_back(kept)
+
+    worker.start(second)
+    worker.chunk(second, "two")
+    worker.succeed(second)
+    events = [e async for e in async_client.stream(second)]
+    assert shape(events) == [(1, "chunk", "two"), (2, "done", None)]
+    assert {e.job_id for e in events} == {second}
+    assert pool._idle == [kept]
