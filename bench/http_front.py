@@ -80,11 +80,11 @@ class Side:
         return self.cpu_s / self.count * 1e6
 
 
-def start_front(bench: Bench, port: int) -> Process:
+def start_front(bench: Bench, port: int, workers: int = 1) -> Process:
     log = bench.workdir / "front.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our console script and our arguments
-            [str(LLMDISPATCH), "serve", "--port", str(port)],
+            [str(LLMDISPATCH), "serve", "--port", str(port), "--workers", str(workers)],
             env=bench.env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -171,6 +171,13 @@ async def streams(client: openai.AsyncOpenAI, s: int) -> tuple[list[float], list
     return firsts, gaps
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid` and its living children (uvicorn's worker processes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(k) for k in children.read_text().split()] if children.exists() else []
+    return process_cpu_s(pid) + sum(tree_cpu_s(kid) for kid in kids)
+
+
 class CpuOf:
     """CPU seconds of a set of processes (by pid; 0 for this process) between two reads."""
 
@@ -179,7 +186,7 @@ class CpuOf:
         self.start = self.each()
 
     def each(self) -> list[float]:
-        return [time.process_time() if p == 0 else process_cpu_s(p) for p in self.pids]
+        return [time.process_time() if p == 0 else tree_cpu_s(p) for p in self.pids]
 
     def spent(self, parts: list[float] | None = None) -> float:
         """The CPU spent since the start; `parts` gets each process's share added."""
@@ -276,6 +283,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--chunk-delay", type=float, default=0.05)
     parser.add_argument("--worker-concurrency", type=int, default=400)
+    parser.add_argument("--front-workers", type=int, default=1, help="serve --workers")
     args = parser.parse_args()
     raise_open_file_limit()
     with tempfile.TemporaryDirectory() as tmp, running_bench(Path(tmp)) as bench:
@@ -295,11 +303,13 @@ def main() -> None:
                 "workers.app", "llm.mock", concurrency=args.worker_concurrency, name="w1"
             )
             port = free_port()
-            front = start_front(bench, port)
+            front = start_front(bench, port, args.front_workers)
             path = [front.pid, worker.pid, bench.redis_pid]
             library_path = [0, worker.pid, bench.redis_pid]
-            print(f"python {sys.version.split()[0]}, openai {openai.__version__}, "
-                  f"worker -c {args.worker_concurrency}, one front process")  # fmt: skip
+            print(
+                f"python {sys.version.split()[0]}, openai {openai.__version__}, "
+                f"worker -c {args.worker_concurrency}, serve --workers {args.front_workers}"
+            )
             print(asyncio.run(measure(args, mock, f"http://127.0.0.1:{port}", path, library_path)))
         finally:
             mock.stop()
