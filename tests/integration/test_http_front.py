@@ -12,7 +12,10 @@ job id header, the body limit, and /healthz, /readyz, /metrics and /docs.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +24,8 @@ import pytest
 
 from dispatcher import JobStatus
 from producer import Client
-from tests.integration.stack import Front, Stack, running_stack, wait_for
+from producer.cli.tools.embedded_redis import free_port
+from tests.integration.stack import Front, Stack, running_stack, stop_process, wait_for
 from tests.integration.test_chat_surface import WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
@@ -317,3 +321,37 @@ def test_a_client_that_hangs_up_cancels_its_job_only_when_it_asked(
     # Leaving the block closed the connection mid-stream.
     expected = JobStatus.CANCELLED if cancel else JobStatus.SUCCEEDED
     wait_for(lambda: jobs.get(job_id).status is expected, 60, f"the job to be {expected.value}")
+
+
+def test_without_redis_the_front_is_alive_not_ready_and_answers_503(
+    tmp_path: Path, stack: Stack
+) -> None:
+    # The same configuration, but a Redis address where nothing listens.
+    env = {**stack.env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    port = free_port()
+    log = tmp_path / "front.log"
+    args = [sys.executable, "-c", "from producer.cli import main; main()",
+            "serve", "--port", str(port)]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def alive() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(alive, 60, "the front to answer /healthz")
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "store_unavailable"
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=ACME_KEY, max_retries=0)
+        with sdk, pytest.raises(openai.InternalServerError) as caught:
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
+        assert caught.value.status_code == 503
+        assert "Redis" in str(caught.value)
+    finally:
+        stop_process(process)
