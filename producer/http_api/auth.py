@@ -38,6 +38,13 @@ def caller_of(request: HttpRequest, server: ServerConfig) -> Caller:
     """
     if not server.api_keys:
         return Caller(None)
+    caller = Caller(_tenant(request, server))
+    # For the metrics: the ASGI scope's state outlives the route (Starlette's `request.state`).
+    request.state.tenant = caller.tenant
+    return caller
+
+
+def _tenant(request: HttpRequest, server: ServerConfig) -> str:
     header = request.headers.get("authorization", "")
     presented = (
         header[len(_BEARER) :].strip()
@@ -55,4 +62,4 @@ def caller_of(request: HttpRequest, server: ServerConfig) -> Caller:
             "Incorrect API key provided. Use a key from server.api_keys or "
             "LLMDISPATCH_SERVER_API_KEYS."
         )
-    return Caller(tenant)
+    return tenant

@@ -30,11 +30,12 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dispatcher.errors import DispatcherError, JobNotFound
-from dispatcher.models import JobStatus, StreamEventType
+from dispatcher.models import JobStatus, StreamEventType, Usage
 from producer.async_client import AsyncClient
 from producer.client import DEFAULT_WAIT_TIMEOUT_S
 from producer.http_api.chat_request import ChatCall
 from producer.http_api.errors import JOB_ID_HEADER, api_error, error_response, status_of
+from producer.http_api.metrics import FrontMetrics
 from producer.openai_shapes import ChunkWriter, chat_completion
 from producer.outcomes import response_of
 from producer.streaming import stream_error
@@ -82,7 +83,14 @@ async def answer_chat(
     finally:
         if not waiting.done():
             waiting.cancel()
+    _count(http, call, response.usage, response.cost_usd)
     return JSONResponse(chat_completion(job_id, response), headers={JOB_ID_HEADER: job_id})
+
+
+def _count(http: HttpRequest, call: ChatCall, usage: Usage | None, cost_usd: float | None) -> None:
+    """Add an answered completion's tokens and cost to its tenant's metrics."""
+    metrics: FrontMetrics = http.app.state.metrics
+    metrics.answered(call.request.user if call.tenant_bound else None, usage, cost_usd)
 
 
 async def _until_done_or_gone(waiting: asyncio.Future[Any], http: HttpRequest) -> None:
@@ -116,6 +124,7 @@ async def _chunks(
                 yield _sse(chunk)
             if event.type is StreamEventType.DONE:
                 ended = True
+                _count(http, call, event.usage, event.cost_usd)
         yield _DONE
     except (DispatcherError, TimeoutError) as exc:
         ended = True

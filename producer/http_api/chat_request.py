@@ -37,6 +37,7 @@ class ChatCall:
 
     request: Request
     include_usage: bool = False
+    tenant_bound: bool = False  # the request's `user` is the caller's tenant
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -93,4 +94,4 @@ def chat_call(body: Any, tenant: str | None) -> ChatCall:
         if others:
             message += f" (and {others} more problem{'s' if others > 1 else ''})"
         raise BadChatRequest(message, param or None) from None
-    return ChatCall(request, include_usage)
+    return ChatCall(request, include_usage, tenant_bound=tenant is not None)

@@ -229,9 +229,26 @@ def test_operations_endpoints_answer(front: Front, sdk: openai.OpenAI) -> None:
     schema = httpx.get(f"{front.url}/openapi.json", timeout=10).json()
     assert "/v1/chat/completions" in schema["paths"]
     sdk.models.list()
+
+    def tokens() -> dict[str, float]:
+        text = httpx.get(f"{front.url}/metrics", timeout=10).text
+        return {
+            line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("llmdispatch_http_tokens_total{")
+        }
+
+    before = tokens()
+    sdk.chat.completions.create(model="gpt-4o-mini", messages=user("count me"))
+    after = tokens()
+    # Per tenant: "count me" is 2 prompt words, "echo: count me" 3 completion words.
+    for kind, words in (("prompt", 2), ("completion", 3)):
+        label = f'kind="{kind}",tenant="acme"'
+        assert after[label] - before.get(label, 0.0) == words
     metrics = httpx.get(f"{front.url}/metrics", timeout=10).text
-    assert 'llmdispatch_http_requests_total{method="GET",route="/v1/models",status="200"}' in (
-        metrics
+    assert (
+        'llmdispatch_http_requests_total{method="GET",route="/v1/models",status="200",'
+        'tenant="acme"}' in metrics
     )
     # Neither keys nor prompts reach the front's log.
     log = front.log_text()

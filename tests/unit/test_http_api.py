@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -183,6 +184,7 @@ def test_tool_call_pieces_that_arrive_together_are_one_entry_per_call() -> None:
 class FakeRequest:
     def __init__(self, headers: dict[str, str]) -> None:
         self.headers = headers
+        self.state = SimpleNamespace()
 
 
 @pytest.mark.parametrize(
@@ -194,7 +196,9 @@ class FakeRequest:
     ],
 )
 def test_a_key_names_its_tenant(headers: dict[str, str], tenant: str) -> None:
-    assert caller_of(FakeRequest(headers), SERVER).tenant == tenant  # type: ignore[arg-type]
+    request = FakeRequest(headers)
+    assert caller_of(request, SERVER).tenant == tenant  # type: ignore[arg-type]
+    assert request.state.tenant == tenant  # for the per-tenant metrics
 
 
 @pytest.mark.parametrize(
