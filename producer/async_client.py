@@ -43,7 +43,7 @@ from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
 from producer.checks import streaming_request
 from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client, Send
 from producer.connections import redis_pool_options
-from producer.outcomes import response_of, timed_out
+from producer.outcomes import outcome_response, timed_out
 from producer.pubsub_pool import PubSubPool
 from producer.streaming import DEFAULT_START_TIMEOUT_S, StreamFollower, follow_async
 from producer.unreachable import UNREACHABLE, reaching_redis, unavailable
@@ -146,12 +146,13 @@ class AsyncClient:
         """Wait until the job ends and return its response; raises as `Client.wait` does."""
         if not timeout_s >= 0:  # NaN too: Redis would refuse it as a blocking timeout
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
-        record = await self.reader.get(job_id)
-        if not record.status.is_terminal:
+        # Only the outcome is read, never the whole record: a long prompt costs nothing here.
+        outcome = await self.reader.outcome(job_id)
+        if not outcome[0].is_terminal:
             if not await self.reader.wait_until_ended(job_id, timeout_s):
                 raise timed_out(job_id, timeout_s)
-            record = await self.reader.get(job_id)
-        return response_of(record)
+            outcome = await self.reader.outcome(job_id)
+        return outcome_response(job_id, *outcome)
 
     @reaching_redis
     async def send(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dispatcher.errors import DispatcherError, JobCancelled, error_from_dict
-from dispatcher.models import JobRecord, JobStatus, Response
+from dispatcher.models import JobError, JobRecord, JobStatus, Response
 
-__all__ = ["response_of", "timed_out"]
+__all__ = ["outcome_response", "response_of", "timed_out"]
 
 
 def response_of(record: JobRecord) -> Response:
@@ -15,15 +15,20 @@ def response_of(record: JobRecord) -> Response:
         JobCancelled: the job was cancelled.
         DispatcherError: the job failed; the subclass it failed with (e.g. `VendorAuthError`).
     """
-    if record.status is JobStatus.SUCCEEDED and record.response is not None:
-        return record.response
-    if record.status is JobStatus.CANCELLED:
-        raise JobCancelled(f"job {record.job_id} was cancelled", job_id=record.job_id)
-    if record.status is JobStatus.FAILED and record.error is not None:
-        raise error_from_dict({**record.error.model_dump(), "job_id": record.job_id})
-    raise DispatcherError(
-        f"job {record.job_id} ended {record.status.value} without a result", job_id=record.job_id
-    )
+    return outcome_response(record.job_id, record.status, record.response, record.error)
+
+
+def outcome_response(
+    job_id: str, status: JobStatus, response: Response | None, error: JobError | None
+) -> Response:
+    """`response_of` from an ended job's status, response and error alone."""
+    if status is JobStatus.SUCCEEDED and response is not None:
+        return response
+    if status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job_id} was cancelled", job_id=job_id)
+    if status is JobStatus.FAILED and error is not None:
+        raise error_from_dict({**error.model_dump(), "job_id": job_id})
+    raise DispatcherError(f"job {job_id} ended {status.value} without a result", job_id=job_id)
 
 
 def timed_out(job_id: str, timeout_s: float) -> TimeoutError:

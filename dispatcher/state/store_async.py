@@ -19,7 +19,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from dispatcher.errors import JobNotFound
-from dispatcher.models import JobRecord, StreamEvent, ToolCallDelta
+from dispatcher.models import JobError, JobRecord, JobStatus, Response, StreamEvent, ToolCallDelta
 from dispatcher.state.keys import Keys, valid_job_id
 from dispatcher.state.redis_values import PENDING_TTL_S, WAIT_SLICE_S
 from dispatcher.state.redis_values import decoded as _decoded
@@ -221,6 +221,26 @@ class AsyncJobReader:
         if not fields:
             raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
         return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
+
+    async def outcome(self, job_id: str) -> tuple[JobStatus, Response | None, JobError | None]:
+        """The job's status, and its response or error once it has ended (one round trip;
+        nothing else of the record is read or parsed, the request least of all).
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        status, response, error = await self.redis.hmget(
+            self.keys.job(job_id), ["status", "response", "error"]
+        )
+        if status is None:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        return (
+            JobStatus(_text(status)),
+            Response.model_validate_json(response) if response else None,
+            JobError.model_validate_json(error) if error else None,
+        )
 
     async def stream_events(self, job_id: str, after_seq: int = 0) -> list[StreamEvent]:
         """The job's buffered stream events with seq above `after_seq`, in order."""

@@ -35,6 +35,8 @@ from dispatcher import (
     StoreUnavailable,
     VendorAuthError,
 )
+from dispatcher.broker.celery_config import celery_priority
+from dispatcher.broker.celery_wire import queue_list
 from dispatcher.broker.messages import RunJob, RunQueued
 from dispatcher.broker.ready_queue import Bell
 from dispatcher.config.policies import LeastBusy
@@ -486,6 +488,34 @@ async def test_async_client_raises_as_the_sync_client_does(
         await async_client.wait(cancelled, timeout_s=PROMPTLY_S)
     with pytest.raises(TimeoutError, match=running):
         await async_client.wait(running, timeout_s=0.05)
+    with pytest.raises(JobNotFound, match="not a job id"):
+        await async_client.wait("not-a-job-id", timeout_s=PROMPTLY_S)
+    with pytest.raises(JobNotFound, match="never existed"):
+        await async_client.wait("0" * 32, timeout_s=PROMPTLY_S)
+
+
+async def test_async_submit_writes_the_job_and_its_ready_entry_in_one_transaction(
+    settings: Settings, server: fakeredis.FakeServer, fake_redis: fakeredis.FakeRedis
+) -> None:
+    # No custom send: the job, its lane's ready entry and the bell go in one MULTI/EXEC,
+    # through the asyncio client, as Client.submit writes them through the blocking one.
+    async_redis = fakeredis.FakeAsyncRedis(server=server)
+    async with AsyncClient(
+        settings, redis_client=async_redis, sync_redis_client=fake_redis
+    ) as ours:
+        assert ours.sync.submits_in_one_write
+        job_id = await ours.submit(request_dict())
+        record = await ours.get(job_id)
+        assert (record.status, record.route.vendor) == (JobStatus.QUEUED, "openai")
+        ready = ours.sync.outbox.ready.keys.ready("llm.openai")
+        bells = queue_list("llm.openai", celery_priority(5))
+        assert fake_redis.zrange(ready, 0, -1) == [job_id.encode()]
+        assert fake_redis.llen(bells) == 1  # the lane's bell
+        # A second submit while the bell is pending rings no second one.
+        second = await ours.submit(request_dict())
+        assert fake_redis.zrange(ready, 0, -1) == [job_id.encode(), second.encode()]
+        assert fake_redis.llen(bells) == 1
+    await async_redis.aclose()
 
 
 # --- the job commands ---------------------------------------------------------------------
