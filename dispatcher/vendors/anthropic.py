@@ -50,7 +50,7 @@ from dispatcher.vendors import anthropic_blocks as blocks
 from dispatcher.vendors.auth import request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
-from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
+from dispatcher.vendors.tool_calls import ToolCallAssembler, arguments_text, tool_call
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -206,7 +206,7 @@ def parse_message(body: Any, vendor: str = "anthropic") -> Completion:
         tool_call(
             block.get("id"),
             block.get("name"),
-            blocks.input_text(block.get("input")),
+            arguments_text(block.get("input")),
             vendor=vendor,
             index=index,
         )

@@ -25,7 +25,7 @@ Per the wire-format notes (tools page, section 3 and the table in 8.1):
 - **seed**: Anthropic has no repeatable sampling; a request asking for it is
   refused (`InvalidRequest` naming `seed`) rather than silently sampled anew.
 
-The way back is small: `input_text` writes a `tool_use` input as our
+The way back is small: `tool_calls.arguments_text` writes a `tool_use` input as our
 arguments text, and `thinking_state` keeps a reply's thinking blocks as the
 `vendor_state` that `wire_messages` puts first in the next assistant turn.
 """
@@ -54,7 +54,6 @@ __all__ = [
     "THINKING_TYPES",
     "closed_schema",
     "image_block",
-    "input_text",
     "merged_extra_body",
     "output_config",
     "surface_fields",
@@ -268,8 +267,3 @@ def closed_schema(schema: Any) -> Any:
 def thinking_state(thinking: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
     """`vendor_state` keeping a reply's thinking blocks; None when it has none."""
     return {THINKING_STATE_KEY: list(thinking)} if thinking else None
-
-
-def input_text(value: Any) -> str:
-    """A `tool_use` block's input object as compact JSON text (no input: `{}`)."""
-    return json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)

@@ -44,7 +44,6 @@ from dispatcher.vendors.anthropic_blocks import JSON_OBJECT_INSTRUCTION
 
 __all__ = [
     "REASONING_STATE_KEY",
-    "input_text",
     "output_config",
     "reasoning_state",
     "system_blocks",
@@ -214,8 +213,3 @@ def output_config(request: Request) -> dict[str, Any] | None:
 def reasoning_state(blocks: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
     """`vendor_state` keeping a reply's reasoning blocks; None when it has none."""
     return {REASONING_STATE_KEY: list(blocks)} if blocks else None
-
-
-def input_text(value: Any) -> str:
-    """A `toolUse` block's input object as compact JSON text (no input: `{}`)."""
-    return json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)

@@ -25,7 +25,7 @@ from dispatcher.vendors.base import Completion, StreamDelta, StreamParser
 from dispatcher.vendors.bedrock_errors import classified, message_of
 from dispatcher.vendors.event_stream import EventMessage, EventStreamDecoder
 from dispatcher.vendors.failures import json_or_none
-from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
+from dispatcher.vendors.tool_calls import ToolCallAssembler, arguments_text, tool_call
 
 __all__ = [
     "FINISH_REASONS",
@@ -88,7 +88,7 @@ def parse_converse(body: Any, vendor: str = "bedrock") -> Completion:
         tool_call(
             use.get("toolUseId"),
             use.get("name"),
-            blocks.input_text(use.get("input")),
+            arguments_text(use.get("input")),
             vendor=vendor,
             index=index,
         )

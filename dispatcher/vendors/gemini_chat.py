@@ -44,7 +44,7 @@ from dispatcher.models import (
     Role,
     ToolCall,
 )
-from dispatcher.vendors.tool_calls import tool_call
+from dispatcher.vendors.tool_calls import arguments_text, tool_call
 
 __all__ = [
     "GEMINI_IMAGE_TYPES",
@@ -280,14 +280,14 @@ class PartReader:
         index = len(self.calls)
         args = function.get("args")
         if args is None:
-            args = {}
+            args = {}  # the minted id is of the arguments as sent: `{}` when none came
         native = function.get("id")
         call_id = (
             str(native) if native else _minted_id(response_id, index, function.get("name"), args)
         )
         if native:
             self.native_ids.append(call_id)
-        arguments = json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+        arguments = arguments_text(args)
         return tool_call(call_id, function.get("name"), arguments, vendor=self.vendor, index=index)
 
     def vendor_state(self) -> dict[str, Any] | None:

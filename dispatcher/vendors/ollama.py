@@ -40,7 +40,7 @@ from dispatcher.models import (
 from dispatcher.vendors.auth import auth_headers_and_params, request_headers
 from dispatcher.vendors.base import Completion, HttpVendor, StreamDelta, StreamParser
 from dispatcher.vendors.failures import error_for_status, json_or_none, retry_after_s, summary
-from dispatcher.vendors.tool_calls import ToolCallAssembler, tool_call
+from dispatcher.vendors.tool_calls import ToolCallAssembler, arguments_text, tool_call
 
 __all__ = [
     "DONE_REASONS",
@@ -240,11 +240,7 @@ def raw_calls(data: Any, *, start: int = 0) -> list[tuple[int, str, Any, str]]:
         if not isinstance(function, dict):
             function = {}
         name, raw = function.get("name"), function.get("arguments")
-        if isinstance(raw, str):
-            arguments = raw
-        else:
-            arguments = json.dumps({} if raw is None else raw, ensure_ascii=False,
-                                   separators=(",", ":"))  # fmt: skip
+        arguments = raw if isinstance(raw, str) else arguments_text(raw)
         found.append((position, str(item.get("id") or minted_id(position, name, arguments)),
                       name, arguments))  # fmt: skip
     return found

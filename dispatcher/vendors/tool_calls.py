@@ -11,6 +11,7 @@ schemas the runner's (`dispatcher.runner.reply_checks`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,13 @@ from pydantic import ValidationError
 from dispatcher.errors import InvalidVendorOutput
 from dispatcher.models import FunctionCall, ToolCall, ToolCallDelta
 
-__all__ = ["ToolCallAssembler", "tool_call"]
+__all__ = ["ToolCallAssembler", "arguments_text", "tool_call"]
+
+
+def arguments_text(value: Any) -> str:
+    """A call's arguments sent as a JSON value (Anthropic's and Bedrock's `input`, Gemini's
+    `args`, Ollama's `arguments`) as the compact JSON text `ToolCall` keeps; none is `{}`."""
+    return json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)
 
 
 def tool_call(call_id: Any, name: Any, arguments: Any, *, vendor: str, index: int) -> ToolCall:
