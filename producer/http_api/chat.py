@@ -30,11 +30,11 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dispatcher.errors import DispatcherError, JobNotFound
-from dispatcher.models import JobStatus, StreamEventType, Usage
+from dispatcher.models import StreamEventType, Usage
 from producer.async_client import AsyncClient
 from producer.client import DEFAULT_WAIT_TIMEOUT_S
 from producer.http_api.chat_request import ChatCall
-from producer.http_api.errors import JOB_ID_HEADER, api_error, error_response, status_of
+from producer.http_api.errors import JOB_ID_HEADER, api_error, error_object, error_response
 from producer.http_api.metrics import FrontMetrics
 from producer.openai_shapes import ChunkWriter, chat_completion
 from producer.outcomes import response_of
@@ -138,10 +138,9 @@ async def _chunks(
 
 
 def _error_body(error: BaseException) -> dict[str, Any]:
-    status, kind, code = status_of(error)
-    message = error.message if isinstance(error, DispatcherError) else str(error)
-    return {"error": {"message": message, "type": kind, "param": None, "code": code,
-                      "status": status}}  # fmt: skip
+    """An error event's body: OpenAI's error object, with the status it would have had."""
+    status, body = error_object(error)
+    return {"error": {**body, "status": status}}
 
 
 def _reset_error(job_id: str) -> dict[str, Any]:
@@ -171,9 +170,7 @@ async def completion_of_job(
         if not record.status.is_terminal:
             message = f"completion {completion_id!r} has not ended yet ({record.status.value})"
             return api_error(409, message, code="not_finished", headers={JOB_ID_HEADER: job_id})
-        if record.status is not JobStatus.SUCCEEDED:
-            response_of(record)  # raises the job's own error
-        body = chat_completion(job_id, response_of(record))
+        body = chat_completion(job_id, response_of(record))  # raises the job's own error
     except (DispatcherError, TimeoutError) as exc:
         return error_response(exc, job_id=job_id)
     return JSONResponse(body, headers={JOB_ID_HEADER: job_id})

@@ -47,7 +47,7 @@ from dispatcher.errors import (
 )
 from dispatcher.redaction import redact
 
-__all__ = ["JOB_ID_HEADER", "api_error", "error_response", "status_of"]
+__all__ = ["JOB_ID_HEADER", "api_error", "error_object", "error_response", "status_of"]
 
 # Every answer about a job names it here.
 JOB_ID_HEADER = "x-llmdispatch-job-id"
@@ -96,19 +96,26 @@ def status_of(error: BaseException) -> tuple[int, str, str | None]:
     return 500, "server_error", getattr(error, "kind", "internal_error")
 
 
-def error_response(error: BaseException, *, job_id: str | None = None) -> JSONResponse:
-    """`error` as OpenAI's error answer, with Retry-After on a 429 and the job's id."""
+def error_object(error: BaseException) -> tuple[int, dict[str, Any]]:
+    """The HTTP status of `error`, and its OpenAI error object (`message`, `type`, `param`,
+    `code`; the message redacted, and no internals for an error not ours)."""
     status, kind, code = status_of(error)
-    headers: dict[str, str] = {}
-    if job_id:
-        headers[JOB_ID_HEADER] = job_id
-    if status == 429:
-        wait = getattr(error, "retry_after_s", None)
-        headers["retry-after"] = str(max(1, math.ceil(wait))) if wait else "1"
     if isinstance(error, DispatcherError):
         message = error.message
     elif isinstance(error, TimeoutError):
         message = str(error) or "timed out"
     else:
         message = "internal error (the server's log says more)"
-    return api_error(status, message, kind=kind, code=code, headers=headers)
+    return status, {"message": redact(message), "type": kind, "param": None, "code": code}
+
+
+def error_response(error: BaseException, *, job_id: str | None = None) -> JSONResponse:
+    """`error` as OpenAI's error answer, with Retry-After on a 429 and the job's id."""
+    status, body = error_object(error)
+    headers: dict[str, str] = {}
+    if job_id:
+        headers[JOB_ID_HEADER] = job_id
+    if status == 429:
+        wait = getattr(error, "retry_after_s", None)
+        headers["retry-after"] = str(max(1, math.ceil(wait))) if wait else "1"
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
