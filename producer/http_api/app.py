@@ -31,9 +31,10 @@ from dispatcher.config.settings import Settings
 from dispatcher.errors import DispatcherError
 from producer.async_client import AsyncClient
 from producer.http_api import batches_api, files
-from producer.http_api.auth import Caller, NotAuthenticated, caller_of
+from producer.http_api.auth import NotAuthenticated
 from producer.http_api.chat import answer_chat, completion_of_job
 from producer.http_api.chat_request import BadChatRequest, chat_call
+from producer.http_api.context import client_of, tenant_of
 from producer.http_api.errors import api_error, error_response
 from producer.http_api.limits import BodyLimit
 from producer.http_api.metrics import FrontMetrics
@@ -98,18 +99,15 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Any:
     async def _ours(request: HttpRequest, exc: DispatcherError) -> JSONResponse:
         return error_response(exc, job_id=exc.job_id)
 
-    def caller(request: HttpRequest) -> Caller:
-        return caller_of(request, settings.server)
-
     @app.post("/v1/chat/completions", summary="Create a chat completion (a job)")
     async def create_chat_completion(request: HttpRequest) -> Response:
-        who = caller(request)
+        tenant = tenant_of(request)
         try:
             body = json.loads(await request.body())
         except ValueError:
             raise BadChatRequest("the request body is not valid JSON") from None
-        call = chat_call(body, who.tenant)
-        client: AsyncClient = request.app.state.client
+        call = chat_call(body, tenant)
+        client = client_of(request)
         job_id = await client.submit(call.request)
         return await answer_chat(client, request, call, job_id)
 
@@ -117,12 +115,11 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Any:
         "/v1/chat/completions/{completion_id}", summary="A chat completion, once its job ended"
     )
     async def get_chat_completion(request: HttpRequest, completion_id: str) -> Response:
-        who = caller(request)
-        return await completion_of_job(request.app.state.client, completion_id, who.tenant)
+        return await completion_of_job(client_of(request), completion_id, tenant_of(request))
 
     @app.get("/v1/models", summary="The models and model groups this dispatcher serves")
     async def list_models(request: HttpRequest) -> dict[str, Any]:
-        caller(request)
+        tenant_of(request)  # the caller must hold a key
         return {"object": "list", "data": served_models(settings)}
 
     @app.get("/healthz", summary="The process answers")
@@ -131,9 +128,8 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Any:
 
     @app.get("/readyz", summary="Redis answers")
     async def readyz(request: HttpRequest) -> JSONResponse:
-        client: AsyncClient = request.app.state.client
         try:
-            await client.redis.ping()
+            await client_of(request).redis.ping()
         except Exception as exc:
             problem = f"Redis does not answer ({type(exc).__name__})"
             return api_error(503, problem, kind="server_error", code="store_unavailable")

@@ -32,11 +32,8 @@ from fastapi import Request as HttpRequest
 from dispatcher.config.settings import Settings
 from dispatcher.errors import BatchNotFound
 from dispatcher.models import BatchRecord
-from dispatcher.state.keys import Keys
-from dispatcher.state.redis_values import PENDING_TTL_S
 from producer.async_client import AsyncClient
 from producer.batch_files import BatchFileError, BatchLimits, bounded_lines, parse_batch_lines
-from producer.http_api.auth import caller_of
 from producer.http_api.batch_shapes import (
     BATCH_PREFIX,
     BadRequest,
@@ -49,9 +46,10 @@ from producer.http_api.batch_shapes import (
     output_files,
     parse_limit,
 )
+from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.front_store import FrontBatch, FrontStore
 
-__all__ = ["batch_limits", "ensure_outputs", "router", "store_of", "tenant_of"]
+__all__ = ["batch_limits", "ensure_outputs", "router"]
 
 log = logging.getLogger("llmdispatch.http")
 
@@ -66,33 +64,6 @@ OUTPUT_PURPOSE = "batch_output"
 
 # Cancels under way in the background, kept so they are not collected before they end.
 _cancelling: dict[str, asyncio.Task[int]] = {}
-
-
-def settings_of(request: HttpRequest) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def client_of(request: HttpRequest) -> AsyncClient:
-    client: AsyncClient = request.app.state.client
-    return client
-
-
-def tenant_of(request: HttpRequest) -> str | None:
-    """The caller's tenant (None on a front without keys); raises NotAuthenticated."""
-    return caller_of(request, settings_of(request).server).tenant
-
-
-def store_of(request: HttpRequest) -> FrontStore:
-    """The front's files and batch records, over the app's Redis client."""
-    settings = settings_of(request)
-    return FrontStore(
-        client_of(request).redis,
-        Keys(settings.key_prefix),
-        file_ttl_s=settings.server.file_ttl_s,
-        # A batch lives up to the pending TTL unfinished, then the job TTL once it ends.
-        batch_ttl_s=PENDING_TTL_S + settings.job_ttl_s,
-    )
 
 
 def batch_limits(settings: Settings) -> BatchLimits:

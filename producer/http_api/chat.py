@@ -34,8 +34,8 @@ from dispatcher.models import StreamEventType, Usage
 from producer.async_client import AsyncClient
 from producer.client import DEFAULT_WAIT_TIMEOUT_S
 from producer.http_api.chat_request import ChatCall
+from producer.http_api.context import metrics_of
 from producer.http_api.errors import JOB_ID_HEADER, api_error, error_object, error_response
-from producer.http_api.metrics import FrontMetrics
 from producer.openai_shapes import ChunkWriter, chat_completion
 from producer.outcomes import response_of
 from producer.streaming import stream_error
@@ -89,8 +89,7 @@ async def answer_chat(
 
 def _count(http: HttpRequest, call: ChatCall, usage: Usage | None, cost_usd: float | None) -> None:
     """Add an answered completion's tokens and cost to its tenant's metrics."""
-    metrics: FrontMetrics = http.app.state.metrics
-    metrics.answered(call.request.user if call.tenant_bound else None, usage, cost_usd)
+    metrics_of(http).answered(call.request.user if call.tenant_bound else None, usage, cost_usd)
 
 
 async def _until_done_or_gone(waiting: asyncio.Future[Any], http: HttpRequest) -> None:

@@ -31,14 +31,8 @@ from dispatcher.errors import BatchNotFound
 from dispatcher.state.keys import valid_job_id
 from producer.batch_files import BatchFileError, BatchLimits, bounded_lines, parse_batch_lines
 from producer.http_api.batch_shapes import BadRequest, after_index, list_object, parse_limit
-from producer.http_api.batches_api import (
-    batch_limits,
-    client_of,
-    ensure_outputs,
-    settings_of,
-    store_of,
-    tenant_of,
-)
+from producer.http_api.batches_api import batch_limits, ensure_outputs
+from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.errors import api_error
 from producer.http_api.front_store import FrontStore, StoredFile
 
