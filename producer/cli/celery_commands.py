@@ -8,7 +8,6 @@ so signals (Ctrl-C, SIGTERM from a supervisor) reach Celery directly. With
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
 import sys
@@ -19,8 +18,9 @@ import typer
 from dispatcher.routing.router import vendor_queues
 from producer.cli.config import fail_unless_buildable
 from producer.cli.exit_codes import EXIT_CONFIG_INVALID, EXIT_USAGE, fail, load_settings
+from producer.loopback import is_loopback
 
-__all__ = ["flower_command", "is_loopback", "worker_command"]
+__all__ = ["flower_command", "worker_command"]
 
 # The variable naming the vendors a worker holds; workers/runtime.py reads it
 # (WORKER_VENDORS_ENV there, spelled out here because producer never imports workers).
@@ -237,13 +237,3 @@ def flower_command(
             err=True,
         )
     _replace_process(argv, env, print_only=print_only, shown_env=shown)
-
-
-def is_loopback(address: str) -> bool:
-    """Whether `address` (an IP address or `localhost`) reaches this machine only."""
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to any interface

@@ -7,27 +7,17 @@ app from the environment (`app_from_env`), as any number of replicas would.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from dispatcher.config.settings import Settings
 from dispatcher.errors import ConfigError
+from producer.loopback import is_loopback
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "app_from_env", "exposure_problem", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 KEEP_ALIVE_S = 75
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address only this machine reaches (`localhost`, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_problem(settings: Settings, host: str) -> str | None:

@@ -33,7 +33,8 @@ from producer.http_api.auth import NotAuthenticated, caller_of
 from producer.http_api.chat_request import BadChatRequest, chat_call
 from producer.http_api.errors import error_response, status_of
 from producer.http_api.limits import BodyLimit
-from producer.http_api.serving import exposure_problem, is_loopback
+from producer.http_api.serving import exposure_problem
+from producer.loopback import is_loopback
 from producer.openai_shapes import ChunkWriter
 
 ACME = "acme-key-0123456789abcdef"
@@ -284,8 +285,8 @@ def test_a_body_within_the_cap_goes_through() -> None:
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("localhost", True), ("::1", True), (EVERYWHERE, False),
-     ("10.1.2.3", False), ("api.example.com", False)],
+    [("127.0.0.1", True), ("localhost", True), ("LOCALHOST", True), ("::1", True),
+     ("[::1]", True), (EVERYWHERE, False), ("10.1.2.3", False), ("api.example.com", False)],
 )  # fmt: skip
 def test_loopback_is_told_apart(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
