@@ -22,7 +22,7 @@ import hashlib
 import hmac
 from typing import Annotated, Self
 
-from pydantic import ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StringConstraints, model_validator
 
 from dispatcher.models import StrictModel
 
@@ -77,21 +77,25 @@ class ServerConfig(StrictModel):
         default=7 * 86_400, gt=0, description="How long an uploaded or output file is kept."
     )
 
+    # Each key's digest and tenant, computed once: what every request is compared with.
+    _digests: list[tuple[bytes, str]] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _keys_are_unique(self) -> Self:
-        digests = [key_digest(k.key.get_secret_value()) for k in self.api_keys]
-        if len(set(digests)) != len(digests):
+        digests = [(key_digest(k.key.get_secret_value()), k.tenant) for k in self.api_keys]
+        if len({digest for digest, _ in digests}) != len(digests):
             raise ValueError("api_keys: the same key is listed twice")
+        self._digests = digests
         return self
 
     def tenant_of(self, presented: str) -> str | None:
         """The tenant of `presented`, compared in constant time with every key; None: unknown."""
         digest = key_digest(presented)
         found = None
-        for entry in self.api_keys:
+        for known, tenant in self._digests:
             # Every key is compared, so the time taken says nothing of which one matched.
-            if hmac.compare_digest(digest, key_digest(entry.key.get_secret_value())):
-                found = entry.tenant
+            if hmac.compare_digest(digest, known):
+                found = tenant
         return found
 
 
