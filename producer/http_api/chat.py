@@ -30,6 +30,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dispatcher.errors import DispatcherError, JobNotFound
+from dispatcher.models import Response as ChatResponse
 from dispatcher.models import StreamEventType, Usage
 from producer.async_client import AsyncClient
 from producer.client import DEFAULT_WAIT_TIMEOUT_S
@@ -69,20 +70,15 @@ async def answer_chat(
             media_type="text/event-stream",
             headers={JOB_ID_HEADER: job_id, "cache-control": "no-cache"},
         )
-    waiting = asyncio.ensure_future(client.wait(job_id, timeout_s=wait_timeout_s(call)))
     try:
         if cancel:
-            await _until_done_or_gone(waiting, http)
-            if not waiting.done():
-                waiting.cancel()
-                await client.cancel(job_id)
+            response = await _wait_unless_gone(client, http, job_id, wait_timeout_s(call))
+            if response is None:
                 return Response(status_code=499, headers={JOB_ID_HEADER: job_id})
-        response = await waiting
+        else:
+            response = await client.wait(job_id, timeout_s=wait_timeout_s(call))
     except (DispatcherError, TimeoutError) as exc:
         return error_response(exc, job_id=job_id)
-    finally:
-        if not waiting.done():
-            waiting.cancel()
     _count(http, call, response.usage, response.cost_usd)
     return JSONResponse(chat_completion(job_id, response), headers={JOB_ID_HEADER: job_id})
 
@@ -92,12 +88,23 @@ def _count(http: HttpRequest, call: ChatCall, usage: Usage | None, cost_usd: flo
     metrics_of(http).answered(call.request.user if call.tenant_bound else None, usage, cost_usd)
 
 
-async def _until_done_or_gone(waiting: asyncio.Future[Any], http: HttpRequest) -> None:
-    while not waiting.done():
-        if await http.is_disconnected():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiting), _DISCONNECT_POLL_S)
+async def _wait_unless_gone(
+    client: AsyncClient, http: HttpRequest, job_id: str, timeout_s: float
+) -> ChatResponse | None:
+    """The job's response, or None when the client went away first (the job is cancelled)."""
+    waiting = asyncio.ensure_future(client.wait(job_id, timeout_s=timeout_s))
+    try:
+        while not waiting.done():
+            if await http.is_disconnected():
+                waiting.cancel()
+                await client.cancel(job_id)
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiting), _DISCONNECT_POLL_S)
+        return await waiting
+    finally:
+        if not waiting.done():
+            waiting.cancel()
 
 
 async def _chunks(

@@ -372,3 +372,35 @@ def test_without_redis_the_front_is_alive_not_ready_and_answers_503(
         assert "Redis" in str(caught.value)
     finally:
         stop_process(process)
+
+
+def _job_with_prompt(jobs: Client, prompt: str) -> str | None:
+    """The id of the job whose request holds `prompt` (the client never heard it)."""
+    for key in jobs.store.redis.scan_iter(match="itest:job:*", count=1000):
+        name = key.decode() if isinstance(key, bytes) else key
+        parts = name.split(":")
+        if len(parts) != 3:
+            continue
+        request = jobs.store.redis.hget(name, "request")
+        if request is not None and prompt in (
+            request if isinstance(request, str) else request.decode()
+        ):
+            return parts[2]
+    return None
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["kept", "cancelled"])
+def test_a_whole_answers_client_that_hangs_up_cancels_the_job_only_when_it_asked(
+    front: Front, jobs: Client, cancel: bool
+) -> None:
+    # The vendor answers after 5 s; the client gives up after 1.
+    prompt = f"slow reply [fault:slow:5000 plain-hangup-{cancel}]"
+    headers = {"authorization": f"Bearer {ACME_KEY}"}
+    if cancel:
+        headers["x-llmdispatch-cancel-on-disconnect"] = "true"
+    body = {"model": "gpt-4o-mini", "messages": user(prompt)}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{front.url}/v1/chat/completions", json=body, headers=headers, timeout=1.0)
+    job_id = wait_for(lambda: _job_with_prompt(jobs, prompt), 30, "the job to be found")
+    expected = JobStatus.CANCELLED if cancel else JobStatus.SUCCEEDED
+    wait_for(lambda: jobs.get(job_id).status is expected, 60, f"the job to be {expected.value}")
