@@ -393,14 +393,14 @@ def _job_with_prompt(jobs: Client, prompt: str) -> str | None:
 def test_a_whole_answers_client_that_hangs_up_cancels_the_job_only_when_it_asked(
     front: Front, jobs: Client, cancel: bool
 ) -> None:
-    # The vendor answers after 5 s; the client gives up after 1.
-    prompt = f"slow reply [fault:slow:5000 plain-hangup-{cancel}]"
+    # The vendor answers after 3 s (its timeout is 5); the client gives up after 0.5.
+    prompt = f"slow reply [fault:slow:3000 plain-hangup-{cancel}]"
     headers = {"authorization": f"Bearer {ACME_KEY}"}
     if cancel:
         headers["x-llmdispatch-cancel-on-disconnect"] = "true"
     body = {"model": "gpt-4o-mini", "messages": user(prompt)}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{front.url}/v1/chat/completions", json=body, headers=headers, timeout=1.0)
+        httpx.post(f"{front.url}/v1/chat/completions", json=body, headers=headers, timeout=0.5)
     job_id = wait_for(lambda: _job_with_prompt(jobs, prompt), 30, "the job to be found")
     expected = JobStatus.CANCELLED if cancel else JobStatus.SUCCEEDED
     wait_for(lambda: jobs.get(job_id).status is expected, 60, f"the job to be {expected.value}")
