@@ -39,7 +39,7 @@ from dispatcher.state.redis_connect import async_redis_client
 from dispatcher.state.status import VendorStatus
 from dispatcher.state.store_async import AsyncJobReader
 from dispatcher.state.vendor_detail import VendorDetail
-from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, BatchSource, WaitPace
+from producer.batches import DEFAULT_PROGRESS_INTERVAL_S, AlsoWrite, BatchSource, WaitPace
 from producer.checks import streaming_request
 from producer.client import DEFAULT_WAIT_TIMEOUT_S, Client, Send
 from producer.connections import redis_pool_options
@@ -233,11 +233,19 @@ class AsyncClient:
         *,
         metadata: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        also_write: AlsoWrite | None = None,
     ) -> str:
-        """Queue a batch (a JSONL file's path, or a list of requests); see `Client.submit_batch`."""
+        """Queue a batch (a JSONL file's path, or a list of requests); see `Client.submit_batch`.
+
+        `also_write` runs in a worker thread, on the blocking client's pipeline.
+        """
         return await asyncio.to_thread(
             partial(
-                self.sync.submit_batch, source, metadata=metadata, idempotency_key=idempotency_key
+                self.sync.submit_batch,
+                source,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                also_write=also_write,
             )
         )
 

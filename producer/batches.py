@@ -60,6 +60,9 @@ SendJobs = Callable[[RunJobs, str], None]
 BatchSource = str | os.PathLike[str] | Sequence[Request | Mapping[str, Any]]
 """A JSONL file's path, or a list of requests (dicts may carry a `custom_id`)."""
 
+AlsoWrite = Callable[[Any, str], None]
+"""Queues a caller's commands (given the pipeline and the batch id) into a batch's last write."""
+
 
 class Batches:
     """The batch operations of a `Client` (which hands them its store, router state and sender)."""
@@ -90,11 +93,14 @@ class Batches:
         *,
         metadata: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        also_write: AlsoWrite | None = None,
     ) -> str:
         """Queue every request of `source` as one batch; returns the batch id at once.
 
         `idempotency_key`: a key that already names a batch returns that batch's id,
-        and nothing is written (see `Client.submit`).
+        and nothing is written (see `Client.submit`). `also_write(pipeline, batch_id)`
+        queues the caller's own commands into the MULTI/EXEC that makes the batch
+        exist, so they land with it or not at all.
 
         Raises:
             BatchFileError: a line or item is invalid (bad JSON, not UTF-8, missing or
@@ -134,7 +140,7 @@ class Batches:
                 messages={(m.vendor, n): m.job_ids for (n, m) in _numbered(messages)},
                 metadata=metadata,
                 window=window,
-                also=None if self._outbox is None else partial(self._enqueue, first),
+                also=partial(self._publishing, first, also_write, batch_id),
                 idempotency_key=idempotency_key,
             )
             if written != batch_id:
@@ -203,10 +209,15 @@ class Batches:
                 self._fail_unsent(batch_id, unsent, exc)
                 raise
 
-    def _enqueue(self, sending: Sequence[RunJobs], pipe: Any) -> None:
-        """Write `sending` onto their batch lanes in `pipe`, the batch's own transaction."""
-        assert self._outbox is not None
-        self.store.batches.enqueue(pipe, sending, self._outbox)
+    def _publishing(
+        self, sending: Sequence[RunJobs], also_write: AlsoWrite | None, batch_id: str, pipe: Any
+    ) -> None:
+        """What goes in the batch's last transaction beside its head: with an outbox, its
+        first messages onto their batch lanes; then the caller's `also_write`."""
+        if self._outbox is not None:
+            self.store.batches.enqueue(pipe, sending, self._outbox)
+        if also_write is not None:
+            also_write(pipe, batch_id)
 
     def _fail_unsent(self, batch_id: str, job_ids: Iterable[str], cause: Exception) -> None:
         error = DispatcherError(f"could not queue the batch's item: {cause}")

@@ -48,6 +48,7 @@ from dispatcher.state.store import JobStore
 from dispatcher.state.vendor_detail import VendorDetail, configured_vendor, vendor_detail
 from producer.batches import (
     DEFAULT_PROGRESS_INTERVAL_S,
+    AlsoWrite,
     Batches,
     BatchSource,
     SendJobs,
@@ -328,6 +329,7 @@ class Client:
         *,
         metadata: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        also_write: AlsoWrite | None = None,
     ) -> str:
         """Queue a batch: a JSONL file's path, or a list of requests; returns its id at once.
 
@@ -335,13 +337,17 @@ class Client:
         (`custom_id`, `method`, `url`, `body`) or as plain request objects
         (optionally with a `custom_id`). All or nothing: see `producer.batches`.
         `idempotency_key` as for `submit`: the same key, the same batch.
+        `also_write(pipeline, batch_id)` queues your own Redis commands into the
+        MULTI/EXEC that makes the batch exist: they land with it or not at all.
 
         Raises:
             BatchFileError: every bad line or item, with its number; nothing was written.
         """
         if idempotency_key is not None:
             check_key(idempotency_key)
-        return self._batches.submit(source, metadata=metadata, idempotency_key=idempotency_key)
+        return self._batches.submit(
+            source, metadata=metadata, idempotency_key=idempotency_key, also_write=also_write
+        )
 
     @reaching_redis
     def batch_status(self, batch_id: str) -> BatchRecord:

@@ -109,22 +109,29 @@ async def create_batch(request: HttpRequest) -> dict[str, Any]:
         )
     settings = settings_of(request)
     client = client_of(request)
+    made_at = int(store.now())
+
+    def front_of(batch_id: str) -> FrontBatch:
+        return FrontBatch(
+            batch_id=batch_id,
+            tenant=tenant,
+            input_file_id=file_id,
+            endpoint=body["endpoint"],
+            completion_window=window,
+            created_at=made_at,
+        )
+
     try:
         source = await asyncio.to_thread(_source, content, batch_limits(settings), tenant)
-        batch_id = await client.submit_batch(source, metadata=metadata or None)
+        # The front's record goes in the batch's own last MULTI/EXEC: both or neither.
+        batch_id = await client.submit_batch(
+            source,
+            metadata=metadata or None,
+            also_write=lambda pipe, batch_id: store.queue_batch(pipe, front_of(batch_id)),
+        )
     except BatchFileError as exc:
         raise BadRequest(str(exc), "input_file_id") from None
-    record = await client.batch_status(batch_id)
-    front = FrontBatch(
-        batch_id=batch_id,
-        tenant=tenant,
-        input_file_id=file_id,
-        endpoint=body["endpoint"],
-        completion_window=window,
-        created_at=int(record.created_at.timestamp()),
-    )
-    await store.add_batch(front)
-    return batch_object(record, front)
+    return batch_object(await client.batch_status(batch_id), front_of(batch_id))
 
 
 async def _found(

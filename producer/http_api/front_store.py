@@ -208,8 +208,10 @@ class FrontStore:
 
     # --- batches ---------------------------------------------------------------------
 
-    async def add_batch(self, batch: FrontBatch) -> None:
-        """Record a batch the front made, and list it under its tenant."""
+    def queue_batch(self, pipe: Any, batch: FrontBatch) -> None:
+        """Queue the record of a batch the front made, and its place in its tenant's
+        listing, onto `pipe` (blocking or asyncio): the batch's own last transaction,
+        so the front never holds a batch it cannot show."""
         head: dict[str, Any] = {
             "tenant": _tenant_field(batch.tenant),
             "input_file_id": batch.input_file_id,
@@ -219,13 +221,17 @@ class FrontStore:
         }
         key = self.keys.batch_api(batch.batch_id)
         index = self.keys.tenant_batches(batch.tenant)
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=cast("Mapping[Any, Any]", head))
         pipe.expire(key, self.batch_ttl_s)
         moment = self.now()  # the listing's order: finer than the object's whole seconds
         pipe.zadd(index, {batch.batch_id: moment})
         pipe.zremrangebyscore(index, "-inf", moment - self.batch_ttl_s)
         pipe.expire(index, self.batch_ttl_s)
+
+    async def add_batch(self, batch: FrontBatch) -> None:
+        """Record a batch the front made, and list it under its tenant, on its own."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.queue_batch(pipe, batch)
         await pipe.execute()
 
     async def batch(self, batch_id: str, tenant: str | None) -> FrontBatch | None:

@@ -327,3 +327,20 @@ def test_cancel_batch_cancels_what_is_pending_and_nothing_more(
     record = client.batch_status(batch_id)
     assert record.cancelled_at is not None
     assert (record.counts.succeeded, record.counts.cancelled, record.done) == (1, 2, True)
+
+
+def test_also_write_lands_in_the_batchs_last_write_once_per_batch(
+    client: Client, fake_redis: fakeredis.FakeRedis
+) -> None:
+    seen: list[str] = []
+
+    def note(pipe: Any, batch_id: str) -> None:
+        seen.append(batch_id)
+        pipe.incr(f"made:{batch_id}")
+
+    batch_id = client.submit_batch(prompts(3), idempotency_key="nightly", also_write=note)
+    again = client.submit_batch(prompts(3), idempotency_key="nightly", also_write=note)
+    assert again == batch_id
+    assert seen == [batch_id]  # the second submit wrote nothing
+    assert fake_redis.get(f"made:{batch_id}") == b"1"
+    assert client.batch_status(batch_id).counts.total == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,9 +16,10 @@ import fakeredis
 import httpx
 import openai.types
 import pytest
+import redis
 
 from dispatcher import Settings
-from dispatcher.errors import DispatcherError, JobNotFound
+from dispatcher.errors import BatchNotFound, DispatcherError, JobNotFound
 from dispatcher.models import (
     BatchCounts,
     BatchItem,
@@ -41,6 +43,7 @@ from producer.http_api.batch_shapes import (
     parse_limit,
 )
 from producer.http_api.front_store import FrontBatch, FrontStore
+from producer.unreachable import unavailable
 from tests.unit.chat_samples import RICH_REQUEST, TOOL_TURN
 
 ACME = "acme-key-0123456789abcdef"
@@ -566,3 +569,51 @@ async def test_a_batch_needs_a_batch_file_of_the_callers_own(app_front: Front) -
             answer = await http.post("/v1/batches", json=body)
             assert (answer.status_code, answer.json()["error"]["param"]) == (400, param)
         assert (await acme.get("/v1/batches/batch_nope")).status_code == 404
+
+
+async def test_a_batch_and_the_fronts_record_of_it_are_written_together(
+    app_front: Front, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost right after the batch was written (the front's next read fails): the
+    batch is already listed for its tenant, since its record went in the same MULTI/EXEC."""
+    real_status = app_front.client.batch_status
+
+    async def redis_gone(batch_id: str) -> BatchRecord:
+        raise unavailable("redis://cache:6379/0", redis.ConnectionError("Connection refused"))
+
+    async with app_front.http(ACME) as acme:
+        uploaded = (await upload(acme, batch_lines(2))).json()
+        monkeypatch.setattr(app_front.client, "batch_status", redis_gone)
+        failed = await acme.post("/v1/batches", json=batch_body(input_file_id=uploaded["id"]))
+        assert failed.status_code == 503
+        monkeypatch.setattr(app_front.client, "batch_status", real_status)
+        (listed,) = (await acme.get("/v1/batches")).json()["data"]
+        assert (listed["input_file_id"], listed["status"]) == (uploaded["id"], "in_progress")
+        assert listed["request_counts"]["total"] == 2
+        shown = (await acme.get(f"/v1/batches/{listed['id']}")).json()
+        assert shown == listed
+
+
+async def test_a_batch_whose_last_write_fails_leaves_no_record_of_it(
+    app_front: Front, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's last MULTI/EXEC carries the front's record: when it fails, neither is kept."""
+    real_queue = FrontStore.queue_batch
+
+    def queue_then_fail(self: FrontStore, pipe: Any, batch: FrontBatch) -> None:
+        real_queue(self, pipe, batch)
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(FrontStore, "queue_batch", queue_then_fail)
+    async with app_front.http(ACME) as acme:
+        uploaded = (await upload(acme, batch_lines(2))).json()
+        failed = await acme.post("/v1/batches", json=batch_body(input_file_id=uploaded["id"]))
+        assert failed.status_code == 503
+        assert (await acme.get("/v1/batches")).json()["data"] == []
+    # Only the items written before the last step are left, for their pending TTL.
+    keys = [key.decode() for key in app_front.client.sync.store.redis.keys("*")]
+    (batch_id,) = {m[1] for key in keys if (m := re.fullmatch(r".*:batch:([0-9a-f]{32}).*", key))}
+    with pytest.raises(BatchNotFound):
+        await app_front.client.batch_status(batch_id)
+    assert not [key for key in keys if key.endswith(":api")]
+    assert not [key for key in keys if ":tenant:" in key and key.endswith(":batches")]
