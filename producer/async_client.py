@@ -169,12 +169,11 @@ class AsyncClient:
 
         Raises as `Client.stream` does, but at the first event (`JobNotFound` too).
         """
-        record = await self.reader.get(job_id)
         follower = StreamFollower(
             job_id,
             after=after,
             start_timeout_s=start_timeout_s,
-            streams=record.request.stream,
+            streams=await self.reader.streams(job_id),
             now=time.monotonic(),
         )
         # aclosing: leaving this iterator early closes the inner one, and its PubSub, now.

@@ -28,6 +28,7 @@ import redis.asyncio
 
 from dispatcher.errors import DispatcherError, JobCancelled, error_from_dict
 from dispatcher.models import JobRecord, JobStatus, StreamEvent, StreamEventType, ToolCall
+from dispatcher.state.records import JobGlance
 from dispatcher.state.store import JobStore
 from dispatcher.state.store_async import AsyncJobReader
 from producer.pubsub_pool import PubSubPool
@@ -153,21 +154,21 @@ class StreamFollower:
         """How long to wait for the next message before looking at the job again."""
         return min(STATUS_CHECK_S, max(0.0, self._next_check - now))
 
-    def has_ended(self, record: JobRecord, now: float) -> bool:
-        """Note a look at the job's record: True once the job has ended.
+    def has_ended(self, glance: JobGlance, now: float) -> bool:
+        """Note a look at the job (its status, whether it started): True once it has ended.
 
         Raises:
             TimeoutError: the job is still queued, never started, after the start timeout.
         """
-        if record.status.is_terminal:
+        if glance.status.is_terminal:
             return True
         # A job queued again for a retry has started; only one no worker took counts.
-        never_started = record.status is JobStatus.QUEUED and record.started_at is None
+        never_started = glance.status is JobStatus.QUEUED and not glance.started
         if never_started and now >= self._start_deadline:
             raise TimeoutError(
                 f"job {self.job_id} never started: still queued after "
                 f"{self.start_timeout_s:g} s; is a worker consuming its queue"
-                f"{f' {record.route.queue}' if record.route else ''}? It stays queued: "
+                f"{f' {glance.queue}' if glance.queue else ''}? It stays queued: "
                 "stream again, or cancel it"
             )
         self._next_check = now + STATUS_CHECK_S
@@ -238,7 +239,7 @@ def _turn(
     now = time.monotonic()
     if follower.check_due(now):
         record = store.get(job_id)
-        if follower.has_ended(record, now):
+        if follower.has_ended(JobGlance.of(record), now):
             # The terminal event is written with the end: the buffer holds it now.
             buffered = store.stream_events(job_id)
             return chain(follower.deliver(buffered), follower.ending_of(record))
@@ -266,8 +267,9 @@ async def _turn_async(
     job_id = follower.job_id
     now = time.monotonic()
     if follower.check_due(now):
-        record = await reader.get(job_id)
-        if follower.has_ended(record, now):
+        # A glance while it runs; the whole record only once it has ended.
+        if follower.has_ended(await reader.glance(job_id), now):
+            record = await reader.get(job_id)
             buffered = await reader.stream_events(job_id)
             return chain(follower.deliver(buffered), follower.ending_of(record))
     elif not follower.streams:

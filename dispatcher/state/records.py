@@ -1,6 +1,7 @@
 """Jobs and stream events as Redis holds them, read back into our models.
 
 `record_from_hash` builds a `JobRecord` from a job's hash and event list;
+`JobGlance` is the little of it a stream's follower looks at while the job runs;
 `parse_stream_entry` and `stream_event_body` read and write the entries of a
 job's stream buffer; `terminal_stream_body` is the `done` or `error` event the
 FINISH script emits when a streamed job ends.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +31,38 @@ from dispatcher.models import (
 from dispatcher.state.redis_values import at as _at
 from dispatcher.state.redis_values import decoded as _decoded
 
-__all__ = ["parse_stream_entry", "record_from_hash", "stream_event_body", "terminal_stream_body"]
+__all__ = [
+    "GLANCE_FIELDS",
+    "JobGlance",
+    "parse_stream_entry",
+    "record_from_hash",
+    "stream_event_body",
+    "terminal_stream_body",
+]
+
+GLANCE_FIELDS = ("status", "started_at", "route")
+"""The job hash's fields a glance reads (`JobGlance.from_fields`)."""
+
+
+@dataclass(frozen=True)
+class JobGlance:
+    """A job's status, whether it ever started, and its queue: what following its stream
+    checks while it runs, read without parsing its request, reply or history."""
+
+    status: JobStatus
+    started: bool
+    queue: str | None = None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobGlance:
+        queue = record.route.queue if record.route else None
+        return cls(record.status, record.started_at is not None, queue)
+
+    @classmethod
+    def from_fields(cls, status: str, started_at: str | None, route: str | None) -> JobGlance:
+        """From the `GLANCE_FIELDS` of the job's hash, in that order."""
+        queue = json.loads(route).get("queue") if route else None
+        return cls(JobStatus(status), started_at not in (None, ""), queue)
 
 
 def record_from_hash(job_id: str, fields: Mapping[str, str], events: list[str]) -> JobRecord:

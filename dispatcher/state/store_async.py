@@ -10,6 +10,7 @@ with the same script, many in one round trip.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from redis.exceptions import NoScriptError
 from dispatcher.errors import JobNotFound
 from dispatcher.models import JobError, JobRecord, JobStatus, Response, StreamEvent, ToolCallDelta
 from dispatcher.state.keys import Keys, valid_job_id
+from dispatcher.state.records import GLANCE_FIELDS, JobGlance
 from dispatcher.state.redis_values import PENDING_TTL_S, WAIT_SLICE_S
 from dispatcher.state.redis_values import decoded as _decoded
 from dispatcher.state.redis_values import text as _text
@@ -221,6 +223,35 @@ class AsyncJobReader:
         if not fields:
             raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
         return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
+
+    async def glance(self, job_id: str) -> JobGlance:
+        """The job's status, whether it started, and its queue (one HMGET, nothing parsed
+        but its route).
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        values = await self.redis.hmget(self.keys.job(job_id), GLANCE_FIELDS)
+        if values[0] is None:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        status, started_at, route = (None if v is None else _text(v) for v in values)
+        assert status is not None
+        return JobGlance.from_fields(status, started_at, route)
+
+    async def streams(self, job_id: str) -> bool:
+        """Whether the job's request asked for a stream (its request read as plain JSON).
+
+        Raises:
+            JobNotFound: no such job (never created, or expired), or not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        request = await self.redis.hget(self.keys.job(job_id), "request")
+        if request is None:
+            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+        return json.loads(request).get("stream") is True
 
     async def outcome(self, job_id: str) -> tuple[JobStatus, Response | None, JobError | None]:
         """The job's status, and its response or error once it has ended (one round trip;

@@ -653,3 +653,33 @@ async def test_a_second_stream_reuses_the_first_ones_connection_and_ignores_its_
     assert shape(events) == [(1, "chunk", "two"), (2, "done", None)]
     assert {e.job_id for e in events} == {second}
     assert pool._idle == [kept]
+
+
+async def test_following_a_running_job_glances_and_never_reads_its_whole_record(
+    async_client: AsyncClient, worker: Worker, listening: Listening, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream start and the looks while it runs read a few fields (a long prompt is
+    never parsed for them); the never-started error still names the job's queue."""
+    whole_reads: list[str] = []
+    real_get = async_client.reader.get
+
+    async def counted_get(job_id: str) -> Any:
+        whole_reads.append(job_id)
+        return await real_get(job_id)
+
+    monkeypatch.setattr(async_client.reader, "get", counted_get)
+    job_id = await async_client.submit(request_dict())
+    worker.start(job_id)
+    listening.then(lambda: worker.chunk(job_id, "Hel"), lambda: worker.succeed(job_id))
+    events = [event async for event in async_client.stream(job_id)]
+    assert shape(events) == [(1, "chunk", "Hel"), (2, "done", None)]
+    assert whole_reads == []
+
+    queued = await async_client.submit(request_dict())
+    glance = await async_client.reader.glance(queued)
+    assert (glance.status, glance.started, glance.queue) == (JobStatus.QUEUED, False, "llm.openai")
+    with pytest.raises(TimeoutError, match=r"consuming its queue llm\.openai"):
+        [event async for event in async_client.stream(queued, start_timeout_s=0.05)]
+    assert await async_client.reader.streams(queued) is True
+    with pytest.raises(JobNotFound):
+        await async_client.reader.glance("0" * 32)
