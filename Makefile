@@ -7,6 +7,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := dispatcher workers producer
 PYTEST_ARGS ?=
+# The suite runs in PYTEST_PROCS processes, each taking a whole test file at a time
+# (pytest-xdist): most integration time is waiting on real processes, so three keep two
+# cores busy. PYTEST_PROCS=0 runs everything in one process.
+PYTEST_PROCS ?= 3
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_PROCS) --dist loadfile
 # Keep equal to the `uv==` pin in pyproject.toml's test group (a unit test compares them).
 UV_VERSION := 0.13.9
 TOOLS  := .tools
@@ -56,13 +61,13 @@ typecheck: sync-dev  ## mypy --strict over the three packages
 	$(BIN)/mypy
 
 test: sync-dev  ## the whole suite: unit and integration tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: sync-dev  ## tests that need nothing running
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PYTEST) -m "not integration" $(PYTEST_ARGS)
 
 test-integration: sync-dev  ## tests with a private redis-server and real processes
-	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+	$(PYTEST) -m integration $(PYTEST_ARGS)
 
 test-pythons: $(UV_STAMP)  ## the unit suite under python3.12 and python3.13 too, each in its own venv
 	@bash .ci/other-pythons $(UV) 3.12 3.13
