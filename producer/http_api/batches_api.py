@@ -49,7 +49,7 @@ from producer.http_api.batch_shapes import (
 from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.front_store import FrontBatch, FrontStore
 
-__all__ = ["batch_limits", "ensure_outputs", "router"]
+__all__ = ["batch_limits", "ensure_outputs", "outputs_due", "router"]
 
 log = logging.getLogger("llmdispatch.http")
 
@@ -154,11 +154,27 @@ async def _found(
     return front, record
 
 
+def _end_of(record: BatchRecord) -> str:
+    """The batch's end as the front notes it: its finished_at, or "" while it runs."""
+    return repr(record.finished_at.timestamp()) if record.done and record.finished_at else ""
+
+
+def outputs_due(front: FrontBatch, record: BatchRecord) -> bool:
+    """True when the batch has ended and its files are missing or from an earlier end."""
+    ended = _end_of(record)
+    return bool(ended) and (front.outputs_at is None or front.outputs_for != ended)
+
+
 async def ensure_outputs(
     request: HttpRequest, store: FrontStore, front: FrontBatch, record: BatchRecord
 ) -> FrontBatch:
-    """`front` with its output and error files, written now if the batch has just ended."""
-    if not record.done or front.outputs_at is not None:
+    """`front` with the output and error files of the batch's latest end: written now if
+    it has just ended, again if it ended anew after its failed items were retried
+    (`llmdispatch batch retry-failed`), and none while such a retry runs."""
+    ended = _end_of(record)
+    if not ended:
+        return replace(front, output_file_id=None, error_file_id=None)
+    if not outputs_due(front, record):
         return front
     batch_id = front.batch_id
     items = await client_of(request).batch_results(batch_id)
@@ -178,12 +194,15 @@ async def ensure_outputs(
                 file_id=file_id,
                 batch_id=batch_id,
             )
+        elif (stale := await store.file(file_id, front.tenant)) is not None:
+            await store.delete_file(stale)  # an earlier end's, which had such items
     # The batch's own keys expire `job_ttl_s` after its end: its front record goes with them.
     ttl_s = settings_of(request).job_ttl_s
-    await store.outputs_written(batch_id, written["output"], written["error"], ttl_s)
+    await store.outputs_written(batch_id, written["output"], written["error"], ttl_s, ended=ended)
     return replace(
         front,
         outputs_at=int(time.time()),
+        outputs_for=ended,
         output_file_id=written["output"],
         error_file_id=written["error"],
     )

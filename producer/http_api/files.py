@@ -31,7 +31,7 @@ from dispatcher.errors import BatchNotFound
 from dispatcher.state.keys import valid_job_id
 from producer.batch_files import BatchFileError, BatchLimits, bounded_lines, parse_batch_lines
 from producer.http_api.batch_shapes import BadRequest, after_index, list_object, parse_limit
-from producer.http_api.batches_api import batch_limits, ensure_outputs
+from producer.http_api.batches_api import batch_limits, ensure_outputs, outputs_due
 from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.errors import api_error
 from producer.http_api.front_store import FrontStore, StoredFile
@@ -146,19 +146,20 @@ async def upload_file(request: HttpRequest) -> Response:
 async def _file(request: HttpRequest, store: FrontStore, file_id: str) -> StoredFile | Response:
     """The caller's file `file_id`, or the 404 that answers for it.
 
-    An ended batch's output or error file not yet written is written first.
+    An ended batch's output or error file not yet written, or written for an earlier
+    end (before its failed items were retried), is written first.
     """
     tenant = tenant_of(request)
     stored = await store.file(file_id, tenant)
-    if stored is None and file_id.endswith(("-output", "-errors")):
+    if file_id.endswith(("-output", "-errors")):
         batch_id = file_id.removeprefix("file-").rpartition("-")[0]
         front = await store.batch(batch_id, tenant) if valid_job_id(batch_id) else None
-        if front is not None and front.outputs_at is None:
+        if front is not None:
             try:
                 record = await client_of(request).batch_status(batch_id)
             except BatchNotFound:
                 record = None
-            if record is not None and record.done:
+            if record is not None and outputs_due(front, record):
                 await ensure_outputs(request, store, front, record)
                 stored = await store.file(file_id, tenant)
     if stored is None:

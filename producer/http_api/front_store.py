@@ -70,6 +70,7 @@ class FrontBatch:
     created_at: int
     cancel_asked_at: int | None = None
     outputs_at: int | None = None  # when its output and error files were written
+    outputs_for: str = ""  # the end they were written for: the batch's finished_at, as kept
     output_file_id: str | None = None
     error_file_id: str | None = None
 
@@ -250,6 +251,7 @@ class FrontStore:
             created_at=int(fields.get("created_at", "0")),
             cancel_asked_at=_optional_int(fields, "cancel_asked_at"),
             outputs_at=_optional_int(fields, "outputs_at"),
+            outputs_for=fields.get("outputs_for", ""),
             output_file_id=fields.get("output_file_id") or None,
             error_file_id=fields.get("error_file_id") or None,
         )
@@ -261,12 +263,20 @@ class FrontStore:
         return int(text(await self.redis.hget(key, "cancel_asked_at") or b"0"))
 
     async def outputs_written(
-        self, batch_id: str, output_file_id: str | None, error_file_id: str | None, ttl_s: int
+        self,
+        batch_id: str,
+        output_file_id: str | None,
+        error_file_id: str | None,
+        ttl_s: int,
+        *,
+        ended: str = "",
     ) -> None:
-        """Note the batch's output and error files (None: empty), keeping the record `ttl_s`."""
+        """Note the batch's output and error files (None: empty), written for its end
+        `ended`, keeping the record `ttl_s`."""
         key = self.keys.batch_api(batch_id)
         fields = {
             "outputs_at": int(self.now()),
+            "outputs_for": ended,
             "output_file_id": output_file_id or "",
             "error_file_id": error_file_id or "",
         }

@@ -617,3 +617,38 @@ async def test_a_batch_whose_last_write_fails_leaves_no_record_of_it(
         await app_front.client.batch_status(batch_id)
     assert not [key for key in keys if key.endswith(":api")]
     assert not [key for key in keys if ":tenant:" in key and key.endswith(":batches")]
+
+
+async def test_the_output_files_follow_the_batchs_latest_end_after_a_retry(
+    app_front: Front,
+) -> None:
+    """`llmdispatch batch retry-failed` puts the failed items back: while they run the batch shows
+    no files; once it ends again its files are written anew (reading one first included),
+    and an error file that no longer has items is gone."""
+    async with app_front.http(ACME) as acme:
+        uploaded = (await upload(acme, batch_lines(3))).json()
+        batch = (await acme.post("/v1/batches", json=batch_body(
+            input_file_id=uploaded["id"]))).json()  # fmt: skip
+        app_front.end(batch["id"], 0, JobStatus.SUCCEEDED, "echo: p0")
+        app_front.end(batch["id"], 1, JobStatus.FAILED)
+        app_front.end(batch["id"], 2, JobStatus.SUCCEEDED, "echo: p2")
+        first = (await acme.get(f"/v1/batches/{batch['id']}")).json()
+        assert first["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        old_output, old_errors = first["output_file_id"], first["error_file_id"]
+        assert old_errors is not None
+
+        assert await app_front.client.retry_failed(batch["id"].removeprefix("batch_")) == 1
+        running = (await acme.get(f"/v1/batches/{batch['id']}")).json()
+        assert running["status"] == "in_progress"
+        assert (running["output_file_id"], running["error_file_id"]) == (None, None)
+
+        app_front.end(batch["id"], 1, JobStatus.SUCCEEDED, "echo: p1")
+        output = await acme.get(f"/v1/files/{old_output}/content")  # before the batch is read
+        lines = [json.loads(line) for line in output.text.splitlines()]
+        assert [line["custom_id"] for line in lines] == ["r0", "r1", "r2"]
+        assert lines[1]["response"]["body"]["choices"][0]["message"]["content"] == "echo: p1"
+        again = (await acme.get(f"/v1/batches/{batch['id']}")).json()
+        assert again["status"] == "completed"
+        assert again["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+        assert (again["output_file_id"], again["error_file_id"]) == (old_output, None)
+        assert (await acme.get(f"/v1/files/{old_errors}")).status_code == 404
