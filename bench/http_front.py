@@ -16,9 +16,14 @@ seconds (0.5 by default).
     same path without the front (`AsyncClient.submit` + `wait` from this
     process at the same concurrency: today's per-job cost of submit + worker)
     is measured in the same run for the ratio.
-(2) Streams: S concurrent streams (200), each a reply of --chunks words paced
-    --chunk-delay apart: time to first token and the gap between chunks, both
-    sides.
+(2) Streams: S concurrent streams (200), each a reply of 10 chunks paced
+    --chunk-delay apart: time to first token and the gap between chunks, in
+    rounds alternating between the sides as the chats do.
+
+The floor: a bare pass-through proxy (bench/bare_proxy.py: a raw ASGI app on the
+same uvicorn, forwarding to the mock over one aiohttp session, no framework, no
+queue) is measured the same way in every round. What it adds, any HTTP front
+written in Python adds at least on the same machine.
 
 Targets (issue 23): added p50 <= 10 ms and p99 <= 50 ms for chats; time to
 first token at most +25 ms at p99 for streams; CPU per request of the whole
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -67,7 +73,7 @@ class Side:
     latencies: list[float]
     cpu_s: float
     count: int
-    parts: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    parts: list[float] = field(default_factory=lambda: [0.0] * 5)
 
     def part_us(self, index: int) -> float:
         return self.parts[index] / self.count * 1e6
@@ -81,26 +87,35 @@ class Side:
 
 
 def start_front(bench: Bench, port: int, workers: int = 1) -> Process:
-    log = bench.workdir / "front.log"
+    args = [str(LLMDISPATCH), "serve", "--port", str(port), "--workers", str(workers)]
+    return start_server(bench, "front", port, args)
+
+
+def start_bare_proxy(bench: Bench, port: int, upstream: str) -> Process:
+    """The floor: a bare pass-through proxy to the mock (bench/bare_proxy.py)."""
+    script = Path(__file__).with_name("bare_proxy.py")
+    args = [sys.executable, str(script), "--port", str(port), "--upstream", upstream]
+    return start_server(bench, "bare-proxy", port, args, ready_path="/v1/models")
+
+
+def start_server(bench: Bench, name: str, port: int, args: list[str],
+                 ready_path: str = "/readyz") -> Process:  # fmt: skip
+    log = bench.workdir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our console script and our arguments
-            [str(LLMDISPATCH), "serve", "--port", str(port), "--workers", str(workers)],
-            env=bench.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            args, env=bench.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    front = Process("front", process, log)
-    bench.processes.append(front)
+    server = Process(name, process, log)
+    bench.processes.append(server)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
-        front.check_running()
+        server.check_running()
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                return front
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2):
+                return server
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"the front did not answer /readyz: {front.log_tail()}")
+    raise RuntimeError(f"{name} did not answer {ready_path}: {server.log_tail()}")
 
 
 async def run_at(concurrency: int, count: int, one: Callable[[int], Awaitable[Any]]) -> None:
@@ -171,6 +186,19 @@ async def streams(client: openai.AsyncOpenAI, s: int) -> tuple[list[float], list
     return firsts, gaps
 
 
+async def stream_rounds(
+    clients: list[openai.AsyncOpenAI], s: int, rounds: int
+) -> list[tuple[list[float], list[float]]]:
+    """`streams` on each client in turn, `rounds` times (drift hits every side alike)."""
+    timed: list[tuple[list[float], list[float]]] = [([], []) for _ in clients]
+    for _ in range(rounds):
+        for client, pooled in zip(clients, timed, strict=True):
+            firsts, gaps = await streams(client, s)
+            pooled[0].extend(firsts)
+            pooled[1].extend(gaps)
+    return timed
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of `pid` and its living children (uvicorn's worker processes)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -198,12 +226,59 @@ class CpuOf:
         return sum(shares)
 
 
-async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str, path: list[int],
-                  library_path: list[int]) -> str:  # fmt: skip
-    direct = openai.AsyncOpenAI(base_url=mock.url, api_key="unused", max_retries=0,
-                                http_client=DefaultAioHttpClient(), timeout=120)  # fmt: skip
-    via = openai.AsyncOpenAI(base_url=f"{front_url}/v1", api_key=KEY, max_retries=0,
-                             http_client=DefaultAioHttpClient(), timeout=120)  # fmt: skip
+def sdk(base_url: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0,
+                              http_client=DefaultAioHttpClient(), timeout=120)  # fmt: skip
+
+
+async def chat_rounds(
+    sdks: dict[str, openai.AsyncOpenAI],
+    ours: AsyncClient,
+    *,
+    per_round: int,
+    c: int,
+    rounds: int,
+    pids: dict[str, int],
+    path: list[int],
+    library_path: list[int],
+) -> dict[str, Side]:
+    """Chats on each side in turn, `rounds` times, with the CPU of the processes on its path."""
+    direct, proxied, via = sdks["direct"], sdks["bare"], sdks["front"]
+    mock_pid = pids["mock"]
+    sides = {name: Side(name, [], 0.0, 0) for name in ("direct", "front", "library", "bare")}
+    for _ in range(rounds):
+        cpu = CpuOf([0, mock_pid])
+        sides["direct"].latencies += await chats(direct, per_round, c)
+        sides["direct"].cpu_s += cpu.spent(sides["direct"].parts)
+        sides["direct"].count += per_round
+        cpu = CpuOf([pids["bare"]])
+        sides["bare"].latencies += await chats(proxied, per_round, c)
+        sides["bare"].cpu_s += cpu.spent(sides["bare"].parts)
+        sides["bare"].count += per_round
+        cpu = CpuOf([*path, 0, mock_pid])  # the path, then the client and the mock
+        sides["front"].latencies += await chats(via, per_round, c)
+        cpu.spent(sides["front"].parts)
+        sides["front"].cpu_s = sum(sides["front"].parts[: len(path)])
+        sides["front"].count += per_round
+        cpu = CpuOf(library_path)
+        sides["library"].latencies += await library(ours, per_round, c)
+        sides["library"].cpu_s += cpu.spent(sides["library"].parts)
+        sides["library"].count += per_round
+    return sides
+
+
+async def measure(
+    args: argparse.Namespace,
+    mock: ServerProcess,
+    front_url: str,
+    *,
+    path: list[int],
+    library_path: list[int],
+    bare: tuple[str, int],
+) -> str:
+    direct = sdk(mock.url, "unused")
+    proxied = sdk(f"{bare[0]}/v1", "unused")
+    via = sdk(f"{front_url}/v1", KEY)
     ours = AsyncClient.from_env()
     n, c = args.requests, args.concurrency
     rounds = max(1, args.rounds)
@@ -212,35 +287,41 @@ async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str,
         # Warm-up: connections, threads, the worker's pools, on both sides.
         await chats(direct, c, c)
         await chats(via, c, c)
+        await chats(proxied, c, c)
         await library(ours, c, c)
-        sides = {"direct": Side("direct", [], 0.0, 0), "front": Side("front", [], 0.0, 0),
-                 "library": Side("library", [], 0.0, 0)}  # fmt: skip
-        for _ in range(rounds):
-            sides["direct"].latencies += await chats(direct, per_round, c)
-            sides["direct"].count += per_round
-            cpu = CpuOf(path)
-            sides["front"].latencies += await chats(via, per_round, c)
-            sides["front"].cpu_s += cpu.spent(sides["front"].parts)
-            sides["front"].count += per_round
-            cpu = CpuOf(library_path)
-            sides["library"].latencies += await library(ours, per_round, c)
-            sides["library"].cpu_s += cpu.spent(sides["library"].parts)
-            sides["library"].count += per_round
+        sides = await chat_rounds(
+            {"direct": direct, "bare": proxied, "front": via},
+            ours,
+            per_round=per_round,
+            c=c,
+            rounds=rounds,
+            pids={"mock": mock.process.pid, "bare": bare[1]},
+            path=path,
+            library_path=library_path,
+        )
         s = args.streams
         await streams(direct, min(s, 20))
         await streams(via, min(s, 20))
-        direct_first, direct_gaps = await streams(direct, s)
-        via_first, via_gaps = await streams(via, s)
+        await streams(proxied, min(s, 20))
+        timed = await stream_rounds([direct, proxied, via], s, rounds)
+        (direct_first, direct_gaps), (bare_first, _), (via_first, via_gaps) = timed
     finally:
         await direct.close()
+        await proxied.close()
         await via.close()
         await ours.aclose()
 
-    d, f, lib = sides["direct"], sides["front"], sides["library"]
+    d, f, lib, b = sides["direct"], sides["front"], sides["library"], sides["bare"]
     added50, added99 = f.ms(0.5) - d.ms(0.5), f.ms(0.99) - d.ms(0.99)
     ttft = [percentile(x, q) * 1000 for x in (direct_first, via_first) for q in (0.5, 0.99)]
+    bare_ttft99 = percentile(bare_first, 0.99) * 1000
     gap = [percentile(x, q) * 1000 for x in (direct_gaps, via_gaps) for q in (0.5, 0.99)]
     ratio = f.cpu_us / lib.cpu_us
+    # With no overhead at all, C lanes against a mock answering in L seconds send C / L
+    # requests a second: the cores that rate needs at each side's CPU per request.
+    offered = c / args.latency
+    need_direct = (d.part_us(0) + d.part_us(1)) * 1e-6 * offered
+    need_front = sum(f.part_us(i) for i in range(5)) * 1e-6 * offered
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -249,11 +330,15 @@ async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str,
         [
             f"chats: {rounds} rounds of {per_round} per side, {c} concurrent, "
             f"mock latency {args.latency} s",
-            f"  direct to the mock: p50 {d.ms(0.5):.1f} ms, p99 {d.ms(0.99):.1f} ms",
+            f"  direct to the mock: p50 {d.ms(0.5):.1f} ms, p99 {d.ms(0.99):.1f} ms; CPU per "
+            f"request: client {d.part_us(0):,.0f} us, mock {d.part_us(1):,.0f} us",
             f"  through the front:  p50 {f.ms(0.5):.1f} ms, p99 {f.ms(0.99):.1f} ms",
             f"  added: p50 {added50:+.1f} ms (target <= {TARGETS['p50']:.0f}: "
             f"{verdict(added50 <= TARGETS['p50'])}), p99 {added99:+.1f} ms (target <= "
             f"{TARGETS['p99']:.0f}: {verdict(added99 <= TARGETS['p99'])})",
+            f"  floor, a bare pass-through proxy (bench/bare_proxy.py): p50 {b.ms(0.5):.1f} ms, "
+            f"p99 {b.ms(0.99):.1f} ms, added p50 {b.ms(0.5) - d.ms(0.5):+.1f} ms, p99 "
+            f"{b.ms(0.99) - d.ms(0.99):+.1f} ms; its CPU per request {b.cpu_us:,.0f} us",
             f"  library (AsyncClient submit + wait): p50 {lib.ms(0.5):.1f} ms, "
             f"p99 {lib.ms(0.99):.1f} ms",
             f"  CPU per request: front path {f.cpu_us:,.0f} us (front {f.part_us(0):,.0f}, "
@@ -262,12 +347,17 @@ async def measure(args: argparse.Namespace, mock: ServerProcess, front_url: str,
             f"{lib.part_us(1):,.0f}, redis {lib.part_us(2):,.0f}); ratio "
             f"{ratio:.2f} (target <= {TARGETS['cpu_ratio']:.0f}: "
             f"{verdict(ratio <= TARGETS['cpu_ratio'])})",
+            f"  CPU the offered load needs ({c} lanes / {args.latency} s = {offered:.0f} "
+            f"requests/s): direct {need_direct:.2f} cores, through the front {need_front:.2f} "
+            f"cores (with its client {f.part_us(3):,.0f} us and mock {f.part_us(4):,.0f} us per "
+            f"request); this machine has {os.cpu_count()}",
             f"streams: {args.streams} concurrent, {len(PROMPT.split()) + 2} chunks "
             f"{args.chunk_delay} s apart",
             f"  time to first token: direct p50 {ttft[0]:.1f} / p99 {ttft[1]:.1f} ms; front p50 "
             f"{ttft[2]:.1f} / p99 {ttft[3]:.1f} ms; added p99 {ttft[3] - ttft[1]:+.1f} ms "
             f"(target <= {TARGETS['ttft_p99']:.0f}: "
-            f"{verdict(ttft[3] - ttft[1] <= TARGETS['ttft_p99'])})",
+            f"{verdict(ttft[3] - ttft[1] <= TARGETS['ttft_p99'])}); the bare proxy's added p99 "
+            f"{bare_ttft99 - ttft[1]:+.1f} ms",
             f"  gap between chunks: direct p50 {gap[0]:.1f} / p99 {gap[1]:.1f} ms; front p50 "
             f"{gap[2]:.1f} / p99 {gap[3]:.1f} ms",
         ]
@@ -304,13 +394,18 @@ def main() -> None:
             )
             port = free_port()
             front = start_front(bench, port, args.front_workers)
+            bare_port = free_port()
+            bare = start_bare_proxy(bench, bare_port, mock.url)
             path = [front.pid, worker.pid, bench.redis_pid]
             library_path = [0, worker.pid, bench.redis_pid]
             print(
                 f"python {sys.version.split()[0]}, openai {openai.__version__}, "
                 f"worker -c {args.worker_concurrency}, serve --workers {args.front_workers}"
             )
-            print(asyncio.run(measure(args, mock, f"http://127.0.0.1:{port}", path, library_path)))
+            bare_side = (f"http://127.0.0.1:{bare_port}", bare.pid)
+            front_url = f"http://127.0.0.1:{port}"
+            print(asyncio.run(measure(args, mock, front_url, path=path,
+                                      library_path=library_path, bare=bare_side)))  # fmt: skip
         finally:
             mock.stop()
 
