@@ -69,6 +69,8 @@ _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (BudgetExceeded, 400, "invalid_request_error", "budget_exceeded"),
     (ContentFiltered, 400, "invalid_request_error", "content_filter"),
     (InvalidRequest, 400, "invalid_request_error", None),
+    # The answer's wait ended before the job did (`wait`'s TimeoutError): the job goes on.
+    (TimeoutError, 504, "server_error", "timeout"),
 ]
 
 

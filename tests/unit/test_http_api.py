@@ -111,6 +111,7 @@ def test_a_body_that_is_no_object_is_refused() -> None:
         (CircuitOpen("open", vendor="v"), 503, "server_error"),
         (StoreUnavailable("no redis"), 503, "server_error"),
         (DeadlineExceeded("too late"), 504, "server_error"),
+        (TimeoutError("job j1 has not ended after 300 s"), 504, "server_error"),
         (VendorAuthError("their key"), 502, "server_error"),
         (RuntimeError("boom"), 500, "server_error"),
     ],

@@ -1,0 +1,173 @@
+"""The HTTP front under hostile chat bodies, driven in process (ASGI) over fakeredis.
+
+Whatever bytes arrive at `POST /v1/chat/completions`, the answer is one of
+OpenAI's: a refusal is a 4xx whose error object names the field at fault
+(`param`, a field the body sent) with a message, and nothing was written; a
+body that is a valid request becomes exactly one job. Never a 500, never a
+traceback, never an echo of the API key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispatcher import Settings
+from dispatcher.models import Request
+from producer import AsyncClient
+from producer.http_api.app import create_app
+from tests.unit.test_http_batches import serving
+
+KEY = "acme-key-0123456789abcdef"
+FIELDS = [*sorted(Request.model_fields), "max_completion_tokens", "n", "stream_options"]
+
+texts = st.text(max_size=12)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+message_values = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool", "developer", "x"])},
+        optional={"content": json_values, "tool_calls": json_values, "name": json_values},
+    ),
+)
+
+
+def valid_body() -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> bytes:
+    """A valid body with some fields set to anything, some dropped, some invented; or raw bytes."""
+    shape = draw(st.sampled_from(["mutated", "mutated", "mutated", "raw", "not-an-object"]))
+    if shape == "raw":
+        return draw(st.binary(max_size=64))
+    if shape == "not-an-object":
+        return json.dumps(draw(json_values.filter(lambda v: not isinstance(v, dict)))).encode()
+    body = valid_body()
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from([*FIELDS, "messages", "bogus_field"]) | texts)
+        if draw(st.booleans()) and field in body:
+            del body[field]
+        elif field == "messages":
+            body[field] = draw(st.lists(message_values, max_size=3) | json_values)
+        else:
+            body[field] = draw(json_values)
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+async def front() -> AsyncIterator[tuple[Any, AsyncClient, fakeredis.FakeServer]]:
+    settings_ = Settings.load(
+        openai_api_key="sk-test-0123456789",
+        server={"api_keys": [{"key": KEY, "tenant": "acme"}], "max_body_bytes": 4096},
+    )
+    server = fakeredis.FakeServer()
+    client = AsyncClient(
+        settings_,
+        redis_client=fakeredis.FakeAsyncRedis(server=server),
+        sync_redis_client=fakeredis.FakeRedis(server=server),
+        send=lambda *_: None,
+    )
+
+    # No worker runs: an accepted job is answered at once as timed out (504), and a
+    # stream ends with that error event, so each example costs no waiting.
+    async def no_worker_wait(job_id: str, timeout_s: float = 0) -> Any:
+        raise TimeoutError(f"job {job_id} did not end")
+
+    async def no_worker_stream(job_id: str, **_: Any) -> AsyncIterator[Any]:
+        raise TimeoutError(f"job {job_id} never started")
+        yield  # pragma: no cover - makes this an async generator
+
+    client.wait = no_worker_wait  # type: ignore[method-assign]
+    client.stream = no_worker_stream  # type: ignore[method-assign]
+    app = create_app(settings_, client=client)
+    async with serving(app):
+        yield app, client, server
+
+
+def _jobs(server: fakeredis.FakeServer) -> int:
+    return len(fakeredis.FakeRedis(server=server).keys("*:job:*[0-9a-f]"))
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    # One front for all the examples of the test: a job count is compared per example.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(raw=hostile_bodies())
+async def test_any_chat_body_gets_openais_answer_naming_the_field_and_writes_only_whole_jobs(
+    front: tuple[Any, AsyncClient, fakeredis.FakeServer], raw: bytes
+) -> None:
+    app, _, server = front
+    before = _jobs(server)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
+        answer = await http.post(
+            "/v1/chat/completions",
+            content=raw,
+            headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
+        )
+    assert KEY not in answer.text
+    made = _jobs(server) - before
+    try:
+        sent = json.loads(raw)
+    except ValueError:
+        sent = None
+    if answer.status_code in (200, 504):  # accepted: one job, answered without a worker
+        assert made == 1
+        if answer.status_code == 200:  # a stream: its error event says why it stopped
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            assert '"error"' in answer.text
+        return
+    assert answer.status_code in (400, 413), answer.text
+    assert made == 0
+    error = answer.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert error["type"] == "invalid_request_error"
+    param = error["param"]
+    if param is not None:
+        assert isinstance(sent, dict), param
+        # The field at fault is one the body sent (`max_tokens` may be its other
+        # spelling), or a required one it left out.
+        named = [key for key in sent if param == key or param.startswith((f"{key}.", f"{key}["))]
+        assert (
+            named
+            or (param == "max_tokens" and "max_completion_tokens" in sent)
+            or (param in ("model", "messages") and param not in sent)
+        ), (param, sent)
+        assert param in error["message"] or param.split(".")[0] in error["message"]
+
+
+async def test_a_valid_body_is_accepted_by_the_same_front(
+    front: tuple[Any, AsyncClient, fakeredis.FakeServer],
+) -> None:
+    """The oracle's other side: a plain valid body is a job (here answered 504, no worker)."""
+    app, _, server = front
+    before = _jobs(server)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
+        answer = await http.post(
+            "/v1/chat/completions", json=valid_body(), headers={"authorization": f"Bearer {KEY}"}
+        )
+    assert answer.status_code == 504
+    assert answer.json()["error"]["code"] == "timeout"
+    assert _jobs(server) - before == 1
