@@ -46,6 +46,7 @@ from dispatcher.errors import (
     VendorUnavailable,
 )
 from dispatcher.redaction import redact
+from dispatcher.state.keys import valid_job_id
 
 __all__ = ["JOB_ID_HEADER", "api_error", "error_object", "error_response", "status_of"]
 
@@ -115,7 +116,7 @@ def error_response(error: BaseException, *, job_id: str | None = None) -> JSONRe
     """`error` as OpenAI's error answer, with Retry-After on a 429 and the job's id."""
     status, body = error_object(error)
     headers: dict[str, str] = {}
-    if job_id:
+    if job_id and valid_job_id(job_id):  # never an id the caller made up (it may not encode)
         headers[JOB_ID_HEADER] = job_id
     if status == 429:
         wait = getattr(error, "retry_after_s", None)

@@ -118,9 +118,11 @@ def test_a_body_that_is_no_object_is_refused() -> None:
 )
 def test_our_errors_map_to_openais_statuses(error: Exception, status: int, kind: str) -> None:
     assert status_of(error)[:2] == (status, kind)
-    answer = error_response(error, job_id="j1")
+    answer = error_response(error, job_id="0" * 32)
     assert answer.status_code == status
-    assert answer.headers["x-llmdispatch-job-id"] == "j1"
+    assert answer.headers["x-llmdispatch-job-id"] == "0" * 32
+    # An id the caller made up (from a path) is never echoed in a header: it may not encode.
+    assert "x-llmdispatch-job-id" not in error_response(error, job_id="\u0100").headers
     data = json.loads(bytes(answer.body))
     assert data["error"]["type"] == kind
     if status == 429:

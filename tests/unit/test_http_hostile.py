@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import fakeredis
 import httpx
@@ -171,3 +172,57 @@ async def test_a_valid_body_is_accepted_by_the_same_front(
     assert answer.status_code == 504
     assert answer.json()["error"]["code"] == "timeout"
     assert _jobs(server) - before == 1
+
+
+ids = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40) | st.sampled_from(
+    ["batch_" + "0" * 32, "file-" + "0" * 32, "file-" + "0" * 32 + "-output", "chatcmpl-x", ".."]
+)
+
+
+@st.composite
+def hostile_calls(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+    """A call to any other route of the front, with hostile ids, queries and bodies."""
+    route = draw(st.sampled_from(["get-id", "list", "batch", "upload", "cancel"]))
+    if route == "get-id":
+        where = draw(st.sampled_from(["/v1/files/", "/v1/batches/", "/v1/chat/completions/"]))
+        suffix = draw(st.sampled_from(["", "/content"])) if where == "/v1/files/" else ""
+        return "GET", where + quote(draw(ids), safe="") + suffix, {}
+    if route == "list":
+        query = draw(st.dictionaries(st.sampled_from(["limit", "after", "order", "purpose"]),
+                                     texts, max_size=3))  # fmt: skip
+        return "GET", draw(st.sampled_from(["/v1/batches", "/v1/files"])), {"params": query}
+    if route == "batch":
+        body = draw(st.dictionaries(
+            st.sampled_from(["input_file_id", "endpoint", "completion_window", "metadata", "x"]),
+            json_values, max_size=4))  # fmt: skip
+        return "POST", "/v1/batches", {"json": body}
+    if route == "cancel":
+        return "POST", f"/v1/batches/{quote(draw(ids), safe='')}/cancel", {}
+    lines = draw(st.lists(json_values.map(json.dumps) | texts, max_size=3))
+    data = {"purpose": draw(st.sampled_from(["batch", "fine-tune", ""]) | texts)}
+    content = "\n".join(lines).encode()
+    return "POST", "/v1/files", {"files": {"file": ("in.jsonl", content)}, "data": data}
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(call=hostile_calls())
+async def test_any_call_to_files_and_batches_gets_openais_answer_never_a_500(
+    front: tuple[Any, AsyncClient, fakeredis.FakeServer], call: tuple[str, str, dict[str, Any]]
+) -> None:
+    app, _, _ = front
+    method, path, options = call
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
+        answer = await http.request(
+            method, path, headers={"authorization": f"Bearer {KEY}"}, **options
+        )
+    assert answer.status_code < 500, (call, answer.text)
+    assert KEY not in answer.text
+    if answer.status_code >= 400:
+        error = answer.json()["error"]
+        assert error["message"]
+        assert error["type"] == "invalid_request_error"
