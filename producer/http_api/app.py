@@ -36,6 +36,7 @@ from producer.http_api.chat import answer_chat, completion_of_job
 from producer.http_api.chat_request import BadChatRequest, chat_call
 from producer.http_api.context import client_of, tenant_of
 from producer.http_api.errors import api_error, error_response
+from producer.http_api.idempotency import idempotency_key_of
 from producer.http_api.limits import BodyLimit
 from producer.http_api.metrics import FrontMetrics
 
@@ -108,8 +109,9 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Any:
             raise BadChatRequest("the request body is not valid JSON") from None
         call = chat_call(body, tenant)
         client = client_of(request)
-        job_id = await client.submit(call.request)
-        return await answer_chat(client, request, call, job_id)
+        key = idempotency_key_of(request, tenant)
+        job_id = await client.submit(call.request, idempotency_key=key)
+        return await answer_chat(client, request, call, job_id, retry_safe=key is not None)
 
     @app.get(
         "/v1/chat/completions/{completion_id}", summary="A chat completion, once its job ended"

@@ -48,6 +48,7 @@ from producer.http_api.batch_shapes import (
 )
 from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.front_store import FrontBatch, FrontStore
+from producer.http_api.idempotency import idempotency_key_of
 
 __all__ = ["batch_limits", "ensure_outputs", "outputs_due", "router"]
 
@@ -127,11 +128,14 @@ async def create_batch(request: HttpRequest) -> dict[str, Any]:
         batch_id = await client.submit_batch(
             source,
             metadata=metadata or None,
+            idempotency_key=idempotency_key_of(request, tenant),
             also_write=lambda pipe, batch_id: store.queue_batch(pipe, front_of(batch_id)),
         )
     except BatchFileError as exc:
         raise BadRequest(str(exc), "input_file_id") from None
-    return batch_object(await client.batch_status(batch_id), front_of(batch_id))
+    # A repeated Idempotency-Key names the batch made before, with the record made then.
+    front = await store.batch(batch_id, tenant) or front_of(batch_id)
+    return batch_object(await client.batch_status(batch_id), front)
 
 
 async def _found(

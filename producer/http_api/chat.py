@@ -44,6 +44,8 @@ from producer.streaming import stream_error
 __all__ = ["CANCEL_HEADER", "answer_chat", "completion_of_job"]
 
 CANCEL_HEADER = "x-llmdispatch-cancel-on-disconnect"
+# Obeyed by OpenAI's SDKs (and Stainless-built ones): "false" means do not retry this answer.
+SHOULD_RETRY_HEADER = "x-should-retry"
 # How often a waiting answer asks whether its client is still there (only when asked to cancel).
 _DISCONNECT_POLL_S = 0.5
 _DONE = b"data: [DONE]\n\n"
@@ -59,9 +61,14 @@ def wait_timeout_s(call: ChatCall) -> float:
 
 
 async def answer_chat(
-    client: AsyncClient, http: HttpRequest, call: ChatCall, job_id: str
+    client: AsyncClient, http: HttpRequest, call: ChatCall, job_id: str, *, retry_safe: bool = False
 ) -> Response:
-    """The answer to a submitted chat job: whole, or streamed."""
+    """The answer to a submitted chat job: whole, or streamed.
+
+    `retry_safe`: the request carried an `Idempotency-Key`, so a retry names this job
+    again. Without one, an answer that stopped waiting while the job runs on tells the
+    SDKs not to retry (`x-should-retry: false`): a retry would be a second job.
+    """
     cancel = http.headers.get(CANCEL_HEADER, "").strip().lower() in ("1", "true", "yes")
     if call.request.stream:
         events = _chunks(client, http, call, job_id, cancel=cancel)
@@ -78,7 +85,10 @@ async def answer_chat(
         else:
             response = await client.wait(job_id, timeout_s=wait_timeout_s(call))
     except (DispatcherError, TimeoutError) as exc:
-        return error_response(exc, job_id=job_id)
+        answer = error_response(exc, job_id=job_id)
+        if isinstance(exc, TimeoutError) and not retry_safe:
+            answer.headers[SHOULD_RETRY_HEADER] = "false"
+        return answer
     _count(http, call, response.usage, response.cost_usd)
     return JSONResponse(chat_completion(job_id, response), headers={JOB_ID_HEADER: job_id})
 

@@ -190,6 +190,30 @@ def test_an_unknown_field_is_a_bad_request_naming_it(sdk: openai.OpenAI) -> None
     assert "presence_penalty" in str(caught.value)
 
 
+def test_an_idempotency_key_makes_a_retried_chat_one_job_per_tenant(
+    sdk: openai.OpenAI, front: Front, stack: Stack
+) -> None:
+    """A client that retries with the same Idempotency-Key (after a dropped connection,
+    say) gets the first attempt's job and answer: the vendor is called once."""
+    marker = "[idempotent chat]"
+    key = {"Idempotency-Key": "order-42"}
+    first = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=user(marker), extra_headers=key
+    )
+    again = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=user(marker), extra_headers=key
+    )
+    assert first.headers[JOB_ID_HEADER] == again.headers[JOB_ID_HEADER]
+    assert again.parse().choices[0].message.content == f"echo: {marker}"
+    assert sum(marker in json.dumps(r["body"]) for r in stack.received()) == 1
+    with openai.OpenAI(base_url=f"{front.url}/v1", api_key=GLOBEX_KEY, max_retries=0) as globex:
+        theirs = globex.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=user(marker), extra_headers=key
+        )
+    assert theirs.headers[JOB_ID_HEADER] != first.headers[JOB_ID_HEADER]  # a tenant's own
+    assert sum(marker in json.dumps(r["body"]) for r in stack.received()) == 2
+
+
 def test_a_vendor_429_the_retries_absorb_is_an_answer(sdk: openai.OpenAI, stack: Stack) -> None:
     marker = "[fault:429@1 absorbed]"
     completion = sdk.chat.completions.create(model="gpt-4o-mini", messages=user(marker))
