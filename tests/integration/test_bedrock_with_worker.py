@@ -22,8 +22,8 @@ import pytest
 
 from dispatcher import CircuitState, FinishReason, HealthStatus, VendorAuthError
 from producer import Client
+from tests.chat_samples import WEATHER_TOOL
 from tests.integration.stack import Stack, running_stack, wait_for
-from tests.integration.test_chat_surface import WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 

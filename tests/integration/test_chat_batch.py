@@ -20,8 +20,8 @@ import pytest
 
 from dispatcher import FinishReason
 from producer import Client
+from tests.chat_samples import ANSWER_FORMAT, PNG_URL, WEATHER_TOOL
 from tests.integration.stack import LLMDISPATCH_SCRIPT, Stack, running_stack
-from tests.integration.test_chat_surface import ANSWER, PNG, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def body(vendor: str, kind: str, n: int) -> dict[str, Any]:
     prompt = f"{vendor} city {n}"
     fields: dict[str, Any] = {"model": MODELS[vendor], "vendor": vendor, "allow_fallback": False}
     if kind == "image":
-        url = f"data:image/png;base64,{PNG}"
+        url = PNG_URL
         content: Any = [
             {"type": "text", "text": prompt},
             {"type": "image_url", "image_url": {"url": url}},
@@ -75,7 +75,7 @@ def body(vendor: str, kind: str, n: int) -> dict[str, Any]:
     if kind == "tool":
         fields["tools"] = [WEATHER_TOOL]
     elif kind == "json":
-        fields["response_format"] = ANSWER
+        fields["response_format"] = ANSWER_FORMAT
     return fields
 
 

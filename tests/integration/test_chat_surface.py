@@ -7,7 +7,6 @@ stand-in's answers follow `producer/cli/tools/standin/chat_rules.py`.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -16,43 +15,12 @@ import pytest
 
 from dispatcher import FinishReason, Request
 from producer import Client
+from tests.chat_samples import ANSWER_FORMAT, PNG_URL, WEATHER_TOOL
 from tests.integration.stack import Stack, running_stack, two_vendors
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-chat-test-0123456789abcdef"
-PNG = base64.b64encode(
-    base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-    )
-).decode()
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
-ANSWER = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "answer",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "words": {"type": "integer"}},
-            "required": ["city", "words"],
-            "additionalProperties": False,
-        },
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +108,10 @@ def test_a_named_tool_choice_is_a_tool_turn_though_openai_says_stop(
 def test_a_strict_json_schema_reply_is_parsed(client: Client, vendor: str, stream: bool) -> None:
     prompt = "The city of light"
     request = ask(
-        stream, vendor, messages=[{"role": "user", "content": prompt}], response_format=ANSWER
+        stream,
+        vendor,
+        messages=[{"role": "user", "content": prompt}],
+        response_format=ANSWER_FORMAT,
     )
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.vendor == vendor
@@ -154,7 +125,7 @@ def test_a_strict_json_schema_reply_is_parsed(client: Client, vendor: str, strea
 def test_an_image_request_is_accepted(client: Client, vendor: str, stream: bool) -> None:
     parts = [
         {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": PNG_URL}},
     ]
     request = Request.model_validate(
         ask(stream, vendor, messages=[{"role": "user", "content": parts}])

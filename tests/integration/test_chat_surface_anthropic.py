@@ -19,8 +19,8 @@ import pytest
 
 from dispatcher import FinishReason, InvalidRequest, Request
 from producer import Client
+from tests.chat_samples import ANSWER_FORMAT, PNG_URL, WEATHER_TOOL
 from tests.integration.stack import running_stack
-from tests.integration.test_chat_surface import ANSWER, PNG, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,9 @@ def test_a_named_tool_choice_is_a_forced_tool_use(client: Client, stream: bool) 
 @BOTH
 def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> None:
     prompt = "The city of light"
-    request = ask(stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER)
+    request = ask(
+        stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER_FORMAT
+    )
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.parsed == {"city": prompt, "words": 4}
     assert json.loads(reply.content) == reply.parsed
@@ -159,7 +161,7 @@ def test_json_object_is_asked_for_by_instruction_and_parsed(client: Client, stre
 def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
     parts = [
         {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": PNG_URL}},
         {"type": "image_url", "image_url": {"url": "https://example.com/p.jpg", "detail": "low"}},
     ]
     request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))

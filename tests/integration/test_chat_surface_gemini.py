@@ -10,7 +10,6 @@ Gemini side is `producer/cli/tools/standin/gemini.py`.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,44 +19,13 @@ import pytest
 from dispatcher import FinishReason, InvalidRequest, JobStatus, Message, Request
 from producer import Client
 from producer.cli.tools.standin.gemini import thought_signature
+from tests.chat_samples import ANSWER_FORMAT, PNG_URL, WEATHER_TOOL
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
 
 KEY = "AIzaSy-chat-test-0123456789abcdef"
 MODEL = "gemini-3-pro-preview"
-PNG = base64.b64encode(
-    base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-    )
-).decode()
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
-ANSWER = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "answer",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "words": {"type": "integer"}},
-            "required": ["city", "words"],
-            "additionalProperties": False,
-        },
-    },
-}
 
 
 def gemini_only() -> dict[str, Any]:
@@ -129,7 +97,9 @@ def test_a_turn_that_drops_the_signature_fails_as_an_invalid_request(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> None:
     prompt = "The city of light"
-    request = ask(stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER)
+    request = ask(
+        stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER_FORMAT
+    )
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.parsed == {"city": prompt, "words": 4}
     assert json.loads(reply.content) == reply.parsed
@@ -139,7 +109,7 @@ def test_a_strict_json_schema_reply_is_parsed(client: Client, stream: bool) -> N
 def test_an_image_request_is_accepted(client: Client, stream: bool) -> None:
     parts = [
         {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": PNG_URL}},
     ]
     request = Request.model_validate(ask(stream, messages=[{"role": "user", "content": parts}]))
     reply = client.wait(client.submit(request), timeout_s=30)

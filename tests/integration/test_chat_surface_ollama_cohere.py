@@ -16,8 +16,8 @@ import pytest
 
 from dispatcher import FinishReason, InvalidRequest, Request
 from producer import Client
+from tests.chat_samples import ANSWER_FORMAT, PNG_URL, WEATHER_TOOL
 from tests.integration.stack import running_stack
-from tests.integration.test_chat_surface import ANSWER, PNG, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,10 @@ def test_a_tool_round_trip_calls_the_tool_then_answers_from_its_result(
 def test_a_strict_json_schema_reply_is_parsed(client: Client, vendor: str, stream: bool) -> None:
     prompt = "The city of light"
     request = ask(
-        vendor, stream, messages=[{"role": "user", "content": prompt}], response_format=ANSWER
+        vendor,
+        stream,
+        messages=[{"role": "user", "content": prompt}],
+        response_format=ANSWER_FORMAT,
     )
     reply = client.wait(client.submit(request), timeout_s=30)
     assert reply.parsed == {"city": prompt, "words": 4}
@@ -102,7 +105,7 @@ def test_a_strict_json_schema_reply_is_parsed(client: Client, vendor: str, strea
 def test_an_image_request_is_accepted(client: Client, vendor: str, stream: bool) -> None:
     parts = [
         {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": PNG_URL}},
     ]
     request = Request.model_validate(
         ask(vendor, stream, messages=[{"role": "user", "content": parts}])

@@ -25,8 +25,8 @@ import pytest
 from dispatcher import JobStatus
 from producer import Client
 from producer.cli.tools.embedded_redis import free_port
+from tests.chat_samples import WEATHER_TOOL
 from tests.integration.stack import Front, Stack, running_stack, stop_process, wait_for
-from tests.integration.test_chat_surface import WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from dispatcher import (
 )
 from dispatcher.models import RESERVED_BODY_FIELDS
 from producer.checks import validated
-from tests.unit.chat_samples import CALL, PNG, PNG_URL, TOOL_TURN, WEATHER_TOOL
+from tests.chat_samples import CALL, PNG, PNG_URL, TOOL_TURN, WEATHER_TOOL
 
 
 def problems(request: dict[str, Any]) -> list[str]:

@@ -44,7 +44,7 @@ from producer.http_api.batch_shapes import (
 )
 from producer.http_api.front_store import FrontBatch, FrontStore
 from producer.unreachable import unavailable
-from tests.unit.chat_samples import RICH_REQUEST, TOOL_TURN
+from tests.chat_samples import RICH_REQUEST, TOOL_TURN
 
 ACME = "acme-key-0123456789abcdef"
 GLOBEX = "globex-key-0123456789abcdef"

@@ -58,7 +58,7 @@ from dispatcher.routing.price_table import FamilyPrices, ModelRates, PriceTable
 from dispatcher.state.vendor_detail import masked
 from dispatcher.vendors import Health
 from dispatcher.vendors.mock import MockBehaviour
-from tests.unit.chat_samples import CHAT_SAMPLES, RICH_REQUEST, RICH_RESPONSE
+from tests.chat_samples import CHAT_SAMPLES, RICH_REQUEST, RICH_RESPONSE
 
 AT = datetime(2026, 11, 23, 17, 0, 0, 123456, tzinfo=UTC)
 REQUEST = Request(

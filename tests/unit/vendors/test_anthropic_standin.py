@@ -13,7 +13,7 @@ from dispatcher import Request
 from dispatcher.vendors.anthropic import build_body
 from producer.cli.tools.standin.anthropic import AnthropicFormat
 from producer.cli.tools.standin.replies import Call, Refused, reply_to
-from tests.unit.chat_samples import PNG_URL, TOOL_TURN
+from tests.chat_samples import PNG_URL, TOOL_TURN
 
 WEATHER = {
     "name": "get_weather",

@@ -33,7 +33,7 @@ from dispatcher.vendors.anthropic import (
 )
 from dispatcher.vendors.anthropic_blocks import JSON_OBJECT_INSTRUCTION, closed_schema
 from dispatcher.vendors.base import feed_all
-from tests.unit.chat_samples import PNG_URL, TOOL_TURN, WEATHER_SCHEMA, WEATHER_TOOL
+from tests.chat_samples import PNG_URL, TOOL_TURN, WEATHER_SCHEMA, WEATHER_TOOL
 from tests.unit.vendors.conftest import Recorder, json_response, sse_response
 
 KEY = "sk-ant-api03-test-0123456789abcdefABCDEF"

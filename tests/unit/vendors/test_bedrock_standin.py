@@ -21,7 +21,7 @@ from dispatcher.vendors.event_stream import EventStreamDecoder
 from producer.cli.tools.standin.bedrock import NEEDS_TOOL_CONFIG, BedrockFormat
 from producer.cli.tools.standin.faults import Fault
 from producer.cli.tools.standin.replies import Call, Refused, reply_to
-from tests.unit.chat_samples import PNG_URL, WEATHER_TOOL
+from tests.chat_samples import PNG_URL, WEATHER_TOOL
 
 MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 

@@ -22,7 +22,7 @@ from dispatcher import FinishReason, InvalidRequest, Request, ToolCall, Usage, V
 from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.cohere import ChatStreamParser, CohereVendor
 from producer.checks import validated
-from tests.unit.chat_samples import ANSWER_SCHEMA, PNG_URL, WEATHER_SCHEMA, WEATHER_TOOL
+from tests.chat_samples import ANSWER_SCHEMA, PNG_URL, WEATHER_SCHEMA, WEATHER_TOOL
 from tests.unit.vendors.conftest import Recorder, json_response, sse_response
 
 KEY = "Xk3vQ9pL2mN8rT5wY7zA1bC4dE6fG0hJ2kL4mN6p"

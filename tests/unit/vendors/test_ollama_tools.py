@@ -19,7 +19,7 @@ from dispatcher import FinishReason, InvalidRequest, Request, ToolCall, VendorCo
 from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.ollama import ChatNdjsonParser, OllamaVendor, minted_id
 from producer.checks import validated
-from tests.unit.chat_samples import ANSWER_SCHEMA, PNG_URL, WEATHER_SCHEMA, WEATHER_TOOL
+from tests.chat_samples import ANSWER_SCHEMA, PNG_URL, WEATHER_SCHEMA, WEATHER_TOOL
 from tests.unit.vendors.conftest import Recorder, json_response, ndjson_response
 
 # §5.2: a reply with two calls, ids and indexes from a recent server.

@@ -30,7 +30,7 @@ from dispatcher.vendors.base import feed_all
 from dispatcher.vendors.openai import ChatStreamParser, OpenAIVendor
 from dispatcher.vendors.openai_compatible import OpenAICompatibleVendor
 from producer.checks import validated
-from tests.unit.chat_samples import ANSWER_SCHEMA, CALL, PNG_URL, TOOL_TURN, WEATHER_TOOL
+from tests.chat_samples import ANSWER_SCHEMA, CALL, PNG_URL, TOOL_TURN, WEATHER_TOOL
 from tests.unit.vendors.conftest import Recorder, json_response, sse_response
 
 KEY = "sk-test-openai-0123456789abcdef"

@@ -52,6 +52,20 @@ WEATHER_TOOL: dict[str, Any] = {
         "strict": True,
     },
 }
+# A strict JSON reply: the response_format the integration tests ask for.
+ANSWER_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "words": {"type": "integer"}},
+            "required": ["city", "words"],
+            "additionalProperties": False,
+        },
+    },
+}
 CALL: dict[str, Any] = {
     "id": "call_a1",
     "type": "function",
