@@ -4,6 +4,7 @@ and tenant, and `x-should-retry: false` on a timed-out answer a retry would dupl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from dispatcher import JobStatus
-from producer.http_api.idempotency import MAX_HEADER_CHARS
+from producer.http_api.idempotency import MAX_HEADER_CHARS, idempotency_key_of
 from tests.unit.test_http_batches import (
     ACME,
     GLOBEX,
@@ -100,3 +101,13 @@ async def test_the_same_key_is_the_same_batch(front: Front) -> None:
         assert [batch["id"] for batch in listed] == [first["id"]]
         front.end(first["id"], 0, JobStatus.SUCCEEDED, "done")
         assert (await acme.post("/v1/batches", json=body)).json()["id"] != first["id"]
+
+
+def test_any_tenant_name_with_the_longest_key_makes_a_usable_key() -> None:
+    value = "k" * MAX_HEADER_CHARS
+    keys = {
+        idempotency_key_of(SimpleNamespace(headers={"idempotency-key": value}), tenant)  # type: ignore[arg-type]
+        for tenant in ("t" * 300, "acme", "acme:x", None)
+    }
+    assert len(keys) == 4  # each tenant its own
+    assert all(key is not None and len(key) <= 256 for key in keys)
