@@ -77,6 +77,7 @@ __all__ = [
     "JobStore",
     "Keys",
     "StartResult",
+    "no_such_job",
     "parse_stream_entry",
     "record_from_hash",
     "stream_event_body",
@@ -84,6 +85,11 @@ __all__ = [
 ]
 
 TERMINAL = ",".join(s.value for s in JobStatus if s.is_terminal)
+
+
+def no_such_job(job_id: str) -> JobNotFound:
+    """The error for a job id that names no job (never created, or expired)."""
+    return JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
 
 
 class JobStore:
@@ -169,7 +175,7 @@ class JobStore:
         pipe.lrange(events_key, 0, -1)
         fields, events = pipe.execute()
         if not fields:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+            raise no_such_job(job_id)
         return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
 
     # --- transitions ---------------------------------------------------------------------
@@ -293,7 +299,7 @@ class JobStore:
         """
         fields = self.redis.hgetall(self.keys.job(job_id))
         if not fields:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+            raise no_such_job(job_id)
         return record_from_hash(job_id, _decoded(fields), [])
 
     def start(self, job_id: str, attempt: int, vendor: str) -> StartResult:

@@ -29,6 +29,7 @@ from dispatcher.state.redis_values import text as _text
 from dispatcher.state.scripts import APPEND
 from dispatcher.state.store import (
     TERMINAL,
+    no_such_job,
     parse_stream_entry,
     record_from_hash,
     stream_event_body,
@@ -208,20 +209,29 @@ class AsyncJobReader:
         self.redis = client
         self.keys = Keys(prefix)
 
+    def _job_key(self, job_id: str) -> str:
+        """The job's hash key.
+
+        Raises:
+            JobNotFound: `job_id` is not a job id at all.
+        """
+        if not valid_job_id(job_id):
+            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        return self.keys.job(job_id)
+
     async def get(self, job_id: str) -> JobRecord:
         """The job's record (one round trip).
 
         Raises:
             JobNotFound: no such job (never created, or expired), or not a job id at all.
         """
-        if not valid_job_id(job_id):
-            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
+        job_key = self._job_key(job_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.job(job_id))
+            pipe.hgetall(job_key)
             pipe.lrange(self.keys.events(job_id), 0, -1)
             fields, events = await pipe.execute()
         if not fields:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+            raise no_such_job(job_id)
         return record_from_hash(job_id, _decoded(fields), [_text(e) for e in events])
 
     async def glance(self, job_id: str) -> JobGlance:
@@ -231,14 +241,14 @@ class AsyncJobReader:
         Raises:
             JobNotFound: no such job (never created, or expired), or not a job id at all.
         """
-        if not valid_job_id(job_id):
-            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
-        values = await self.redis.hmget(self.keys.job(job_id), GLANCE_FIELDS)
-        if values[0] is None:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
-        status, started_at, route = (None if v is None else _text(v) for v in values)
-        assert status is not None
-        return JobGlance.from_fields(status, started_at, route)
+        status, started_at, route = await self.redis.hmget(self._job_key(job_id), GLANCE_FIELDS)
+        if status is None:
+            raise no_such_job(job_id)
+        return JobGlance.from_fields(
+            _text(status),
+            None if started_at is None else _text(started_at),
+            None if route is None else _text(route),
+        )
 
     async def streams(self, job_id: str) -> bool:
         """Whether the job's request asked for a stream (its request read as plain JSON).
@@ -246,11 +256,9 @@ class AsyncJobReader:
         Raises:
             JobNotFound: no such job (never created, or expired), or not a job id at all.
         """
-        if not valid_job_id(job_id):
-            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
-        request = await self.redis.hget(self.keys.job(job_id), "request")
+        request = await self.redis.hget(self._job_key(job_id), "request")
         if request is None:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+            raise no_such_job(job_id)
         return json.loads(request).get("stream") is True
 
     async def outcome(self, job_id: str) -> tuple[JobStatus, Response | None, JobError | None]:
@@ -260,13 +268,11 @@ class AsyncJobReader:
         Raises:
             JobNotFound: no such job (never created, or expired), or not a job id at all.
         """
-        if not valid_job_id(job_id):
-            raise JobNotFound(f"{job_id!r} is not a job id (32 hex digits)", job_id=None)
         status, response, error = await self.redis.hmget(
-            self.keys.job(job_id), ["status", "response", "error"]
+            self._job_key(job_id), ["status", "response", "error"]
         )
         if status is None:
-            raise JobNotFound(f"no job {job_id!r}: it never existed or has expired", job_id=job_id)
+            raise no_such_job(job_id)
         return (
             JobStatus(_text(status)),
             Response.model_validate_json(response) if response else None,
