@@ -122,6 +122,12 @@ async def create_batch(request: HttpRequest) -> dict[str, Any]:
             created_at=made_at,
         )
 
+    made: list[FrontBatch] = []
+
+    def record_with_batch(pipe: Any, batch_id: str) -> None:
+        made.append(front_of(batch_id))
+        store.queue_batch(pipe, made[0])
+
     try:
         source = await asyncio.to_thread(_source, content, batch_limits(settings), tenant)
         # The front's record goes in the batch's own last MULTI/EXEC: both or neither.
@@ -129,12 +135,12 @@ async def create_batch(request: HttpRequest) -> dict[str, Any]:
             source,
             metadata=metadata or None,
             idempotency_key=idempotency_key_of(request, tenant),
-            also_write=lambda pipe, batch_id: store.queue_batch(pipe, front_of(batch_id)),
+            also_write=record_with_batch,
         )
     except BatchFileError as exc:
         raise BadRequest(str(exc), "input_file_id") from None
-    # A repeated Idempotency-Key names the batch made before, with the record made then.
-    front = await store.batch(batch_id, tenant) or front_of(batch_id)
+    # Nothing written: a repeated Idempotency-Key named the batch made before, and its record.
+    front = made[0] if made else await store.batch(batch_id, tenant) or front_of(batch_id)
     return batch_object(await client.batch_status(batch_id), front)
 
 
@@ -164,9 +170,10 @@ def _end_of(record: BatchRecord) -> str:
 
 
 def outputs_due(front: FrontBatch, record: BatchRecord) -> bool:
-    """True when the batch has ended and its files are missing or from an earlier end."""
+    """True when the batch has ended and its files are missing or from an earlier end
+    (`outputs_for` is "" until files are written)."""
     ended = _end_of(record)
-    return bool(ended) and (front.outputs_at is None or front.outputs_for != ended)
+    return bool(ended) and front.outputs_for != ended
 
 
 async def ensure_outputs(
@@ -178,7 +185,7 @@ async def ensure_outputs(
     ended = _end_of(record)
     if not ended:
         return replace(front, output_file_id=None, error_file_id=None)
-    if not outputs_due(front, record):
+    if front.outputs_for == ended:  # written for this end already
         return front
     batch_id = front.batch_id
     items = await client_of(request).batch_results(batch_id)
