@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import openai
-from http_front import KEY, LLMDISPATCH, MODEL, PROMPT, STARTUP_TIMEOUT_S, sdk, start_front
-from queue_harness import ServerProcess, percentile, running_bench
+from http_front import KEY, MODEL, PROMPT, front_stack, sdk
+from queue_harness import percentile
 
 from dispatcher.models import StreamEventType
 from producer import AsyncClient
-from producer.cli.tools.embedded_redis import free_port
 from producer.cli.tools.standin import raise_open_file_limit
 
 
@@ -104,27 +101,9 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.05)
     args = parser.parse_args()
     raise_open_file_limit()
-    with tempfile.TemporaryDirectory() as tmp, running_bench(Path(tmp)) as bench:
-        mock = ServerProcess(
-            [str(LLMDISPATCH), "mock-server", "--port", "0", "--latency", str(args.latency),
-             "--chunk-delay", str(args.chunk_delay)],
-            STARTUP_TIMEOUT_S,
-        )  # fmt: skip
-        try:
-            config = {
-                "vendors": {"mock": {"type": "openai_compatible", "stand_in": True,
-                                     "base_url": mock.url, "models": ["*"], "timeout_s": 60}},
-                "default_vendor": "mock",
-            }  # fmt: skip
-            bench.configure(config, LLMDISPATCH_SERVER_API_KEYS=f"{KEY}:bench")
-            bench.start_worker("workers.app", "llm.mock", concurrency=400, name="w1")
-            port = free_port()
-            start_front(bench, port)
-            print(f"python {sys.version.split()[0]}, openai {openai.__version__}")
-            front_url = f"http://127.0.0.1:{port}"
-            print(asyncio.run(measure(mock.url, front_url, args.streams, args.rounds)))
-        finally:
-            mock.stop()
+    with front_stack(args.latency, args.chunk_delay) as stack:
+        print(f"python {sys.version.split()[0]}, openai {openai.__version__}")
+        print(asyncio.run(measure(stack.mock.url, stack.front_url, args.streams, args.rounds)))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,45 @@ class Side:
     @property
     def cpu_us(self) -> float:
         return self.cpu_s / self.count * 1e6
+
+
+@dataclass
+class FrontStack:
+    """A private Redis, the mock, one worker for it and one `llmdispatch serve`."""
+
+    bench: Bench
+    mock: ServerProcess
+    worker: Process
+    front: Process
+    front_url: str
+
+
+@contextmanager
+def front_stack(
+    latency: float, chunk_delay: float, worker_concurrency: int = 400, front_workers: int = 1
+) -> Iterator[FrontStack]:
+    """The stack the front's benchmarks measure; every process stopped afterwards."""
+    with tempfile.TemporaryDirectory() as tmp, running_bench(Path(tmp)) as bench:
+        mock = ServerProcess(
+            [str(LLMDISPATCH), "mock-server", "--port", "0", "--latency", str(latency),
+             "--chunk-delay", str(chunk_delay)],
+            STARTUP_TIMEOUT_S,
+        )  # fmt: skip
+        try:
+            config = {
+                "vendors": {"mock": {"type": "openai_compatible", "stand_in": True,
+                                     "base_url": mock.url, "models": ["*"], "timeout_s": 60}},
+                "default_vendor": "mock",
+            }  # fmt: skip
+            bench.configure(config, LLMDISPATCH_SERVER_API_KEYS=f"{KEY}:bench")
+            worker = bench.start_worker(
+                "workers.app", "llm.mock", concurrency=worker_concurrency, name="w1"
+            )
+            port = free_port()
+            front = start_front(bench, port, front_workers)
+            yield FrontStack(bench, mock, worker, front, f"http://127.0.0.1:{port}")
+        finally:
+            mock.stop()
 
 
 def start_front(bench: Bench, port: int, workers: int = 1) -> Process:
@@ -376,38 +416,19 @@ def main() -> None:
     parser.add_argument("--front-workers", type=int, default=1, help="serve --workers")
     args = parser.parse_args()
     raise_open_file_limit()
-    with tempfile.TemporaryDirectory() as tmp, running_bench(Path(tmp)) as bench:
-        mock = ServerProcess(
-            [str(LLMDISPATCH), "mock-server", "--port", "0", "--latency", str(args.latency),
-             "--chunk-delay", str(args.chunk_delay)],
-            STARTUP_TIMEOUT_S,
-        )  # fmt: skip
-        try:
-            config = {
-                "vendors": {"mock": {"type": "openai_compatible", "stand_in": True,
-                                     "base_url": mock.url, "models": ["*"], "timeout_s": 60}},
-                "default_vendor": "mock",
-            }  # fmt: skip
-            bench.configure(config, LLMDISPATCH_SERVER_API_KEYS=f"{KEY}:bench")
-            worker = bench.start_worker(
-                "workers.app", "llm.mock", concurrency=args.worker_concurrency, name="w1"
-            )
-            port = free_port()
-            front = start_front(bench, port, args.front_workers)
-            bare_port = free_port()
-            bare = start_bare_proxy(bench, bare_port, mock.url)
-            path = [front.pid, worker.pid, bench.redis_pid]
-            library_path = [0, worker.pid, bench.redis_pid]
-            print(
-                f"python {sys.version.split()[0]}, openai {openai.__version__}, "
-                f"worker -c {args.worker_concurrency}, serve --workers {args.front_workers}"
-            )
-            bare_side = (f"http://127.0.0.1:{bare_port}", bare.pid)
-            front_url = f"http://127.0.0.1:{port}"
-            print(asyncio.run(measure(args, mock, front_url, path=path,
-                                      library_path=library_path, bare=bare_side)))  # fmt: skip
-        finally:
-            mock.stop()
+    with front_stack(args.latency, args.chunk_delay, args.worker_concurrency,
+                     args.front_workers) as stack:  # fmt: skip
+        bare_port = free_port()
+        bare = start_bare_proxy(stack.bench, bare_port, stack.mock.url)
+        path = [stack.front.pid, stack.worker.pid, stack.bench.redis_pid]
+        library_path = [0, stack.worker.pid, stack.bench.redis_pid]
+        print(
+            f"python {sys.version.split()[0]}, openai {openai.__version__}, "
+            f"worker -c {args.worker_concurrency}, serve --workers {args.front_workers}"
+        )
+        bare_side = (f"http://127.0.0.1:{bare_port}", bare.pid)
+        print(asyncio.run(measure(args, stack.mock, stack.front_url, path=path,
+                                  library_path=library_path, bare=bare_side)))  # fmt: skip
 
 
 if __name__ == "__main__":
