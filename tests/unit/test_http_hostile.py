@@ -106,25 +106,36 @@ def _jobs(server: fakeredis.FakeServer) -> int:
     return len(fakeredis.FakeRedis(server=server).keys("*:job:*[0-9a-f]"))
 
 
-@settings(
+async def call(app: Any, method: str, path: str, **options: Any) -> httpx.Response:
+    """One request to `app` in process, with the tenant's key; app errors become 500s."""
+    headers = {"authorization": f"Bearer {KEY}", **options.pop("headers", {})}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
+        return await http.request(method, path, headers=headers, **options)
+
+
+hostile_examples = settings(
     max_examples=300,
     deadline=None,
-    # One front for all the examples of the test: a job count is compared per example.
+    # One front for all the examples of a test: a job count is compared per example.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+@hostile_examples
 @given(raw=hostile_bodies())
 async def test_any_chat_body_gets_openais_answer_naming_the_field_and_writes_only_whole_jobs(
     front: tuple[Any, AsyncClient, fakeredis.FakeServer], raw: bytes
 ) -> None:
     app, _, server = front
     before = _jobs(server)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
-        answer = await http.post(
-            "/v1/chat/completions",
-            content=raw,
-            headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
-        )
+    answer = await call(
+        app,
+        "POST",
+        "/v1/chat/completions",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
     assert KEY not in answer.text
     made = _jobs(server) - before
     try:
@@ -164,11 +175,7 @@ async def test_a_valid_body_is_accepted_by_the_same_front(
     """The oracle's other side: a plain valid body is a job (here answered 504, no worker)."""
     app, _, server = front
     before = _jobs(server)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
-        answer = await http.post(
-            "/v1/chat/completions", json=valid_body(), headers={"authorization": f"Bearer {KEY}"}
-        )
+    answer = await call(app, "POST", "/v1/chat/completions", json=valid_body())
     assert answer.status_code == 504
     assert answer.json()["error"]["code"] == "timeout"
     assert _jobs(server) - before == 1
@@ -204,23 +211,15 @@ def hostile_calls(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
     return "POST", "/v1/files", {"files": {"file": ("in.jsonl", content)}, "data": data}
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(call=hostile_calls())
+@hostile_examples
+@given(hostile=hostile_calls())
 async def test_any_call_to_files_and_batches_gets_openais_answer_never_a_500(
-    front: tuple[Any, AsyncClient, fakeredis.FakeServer], call: tuple[str, str, dict[str, Any]]
+    front: tuple[Any, AsyncClient, fakeredis.FakeServer], hostile: tuple[str, str, dict[str, Any]]
 ) -> None:
     app, _, _ = front
-    method, path, options = call
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://front") as http:
-        answer = await http.request(
-            method, path, headers={"authorization": f"Bearer {KEY}"}, **options
-        )
-    assert answer.status_code < 500, (call, answer.text)
+    method, path, options = hostile
+    answer = await call(app, method, path, **options)
+    assert answer.status_code < 500, (hostile, answer.text)
     assert KEY not in answer.text
     if answer.status_code >= 400:
         error = answer.json()["error"]
