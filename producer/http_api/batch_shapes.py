@@ -35,6 +35,7 @@ __all__ = [
     "BadRequest",
     "after_index",
     "batch_object",
+    "batch_of_file",
     "create_fields",
     "error_file_id",
     "list_object",
@@ -79,6 +80,14 @@ def output_file_id(batch_id: str) -> str:
 def error_file_id(batch_id: str) -> str:
     """The id of the batch's error file (its failed and cancelled items)."""
     return f"file-{batch_id}-errors"
+
+
+def batch_of_file(file_id: str) -> str | None:
+    """The batch whose output or error file `file_id` names; None for any other id."""
+    for suffix in ("-output", "-errors"):
+        if file_id.endswith(suffix):
+            return file_id.removeprefix("file-").removesuffix(suffix)
+    return None
 
 
 def batch_object(record: BatchRecord, front: FrontBatch) -> dict[str, Any]:

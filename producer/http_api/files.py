@@ -28,9 +28,14 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from dispatcher.errors import BatchNotFound
-from dispatcher.state.keys import valid_job_id
 from producer.batch_files import BatchFileError, BatchLimits, bounded_lines, parse_batch_lines
-from producer.http_api.batch_shapes import BadRequest, after_index, list_object, parse_limit
+from producer.http_api.batch_shapes import (
+    BadRequest,
+    after_index,
+    batch_of_file,
+    list_object,
+    parse_limit,
+)
 from producer.http_api.batches_api import batch_limits, ensure_outputs, outputs_due
 from producer.http_api.context import client_of, settings_of, store_of, tenant_of
 from producer.http_api.errors import api_error
@@ -151,9 +156,9 @@ async def _file(request: HttpRequest, store: FrontStore, file_id: str) -> Stored
     """
     tenant = tenant_of(request)
     stored = await store.file(file_id, tenant)
-    if file_id.endswith(("-output", "-errors")):
-        batch_id = file_id.removeprefix("file-").rpartition("-")[0]
-        front = await store.batch(batch_id, tenant) if valid_job_id(batch_id) else None
+    batch_id = batch_of_file(file_id)
+    if batch_id is not None:
+        front = await store.batch(batch_id, tenant)  # None for an id that names no job
         if front is not None:
             try:
                 record = await client_of(request).batch_status(batch_id)
@@ -162,9 +167,11 @@ async def _file(request: HttpRequest, store: FrontStore, file_id: str) -> Stored
             if record is not None and outputs_due(front, record):
                 await ensure_outputs(request, store, front, record)
                 stored = await store.file(file_id, tenant)
-    if stored is None:
-        return api_error(404, f"No such File object: {file_id}", param="id", code="not_found")
-    return stored
+    return _no_file(file_id) if stored is None else stored
+
+
+def _no_file(file_id: str) -> Response:
+    return api_error(404, f"No such File object: {file_id}", param="id", code="not_found")
 
 
 @router.get("/v1/files", summary="The caller's files, newest first unless order=asc")
@@ -204,7 +211,7 @@ async def file_content(request: HttpRequest, file_id: str) -> Response:
         return found
     content = await store.content(found)
     if content is None:  # expired since its metadata was read
-        return api_error(404, f"No such File object: {file_id}", param="id", code="not_found")
+        return _no_file(file_id)
     return Response(content, media_type="application/octet-stream")
 
 

@@ -36,9 +36,12 @@ from producer.http_api.batch_shapes import (
     BadRequest,
     after_index,
     batch_object,
+    batch_of_file,
     create_fields,
+    error_file_id,
     list_object,
     openai_status,
+    output_file_id,
     output_files,
     parse_limit,
 )
@@ -652,3 +655,9 @@ async def test_the_output_files_follow_the_batchs_latest_end_after_a_retry(
         assert again["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
         assert (again["output_file_id"], again["error_file_id"]) == (old_output, None)
         assert (await acme.get(f"/v1/files/{old_errors}")).status_code == 404
+
+
+def test_a_batchs_file_ids_name_their_batch_and_no_other_id_does() -> None:
+    assert batch_of_file(output_file_id(BATCH_ID)) == BATCH_ID
+    assert batch_of_file(error_file_id(BATCH_ID)) == BATCH_ID
+    assert batch_of_file("file-" + "a" * 32) is None  # an upload
