@@ -39,7 +39,11 @@ class PubSubPool:
         return self._idle.pop() if self._idle else self.client.pubsub()
 
     async def give_back(self, pubsub: redis.asyncio.client.PubSub) -> None:
-        """Unsubscribe `pubsub` and keep it for the next stream, or close it."""
+        """Unsubscribe `pubsub` and keep it for the next stream, or close it.
+
+        Unsubscribing first does not rely on the server noticing a closed connection
+        (fakeredis's asyncio connection never does).
+        """
         try:
             await pubsub.unsubscribe()
         except (redis.RedisError, OSError):

@@ -207,14 +207,14 @@ def follow(store: JobStore, follower: StreamFollower) -> Generator[StreamEvent, 
 
 
 async def follow_async(
-    reader: AsyncJobReader, follower: StreamFollower, pubsubs: PubSubPool | None = None
+    reader: AsyncJobReader, follower: StreamFollower, pubsubs: PubSubPool
 ) -> AsyncGenerator[StreamEvent, None]:
     """Follow a job's stream through an asyncio Redis client; see the module docstring.
 
-    `pubsubs`: where the pub/sub connection comes from and goes back to (default:
-    a connection of its own, closed at the end).
+    `pubsubs`: where the pub/sub connection comes from and goes back to, unsubscribed
+    however the stream ended.
     """
-    pubsub = pubsubs.take() if pubsubs is not None else reader.redis.pubsub()
+    pubsub = pubsubs.take()
     channel = reader.keys.channel(follower.job_id)
     try:
         await _subscribe_async(pubsub, channel)
@@ -225,10 +225,7 @@ async def follow_async(
             for event in await _turn_async(reader, pubsub, follower, channel):
                 yield event
     finally:
-        if pubsubs is not None:
-            await pubsubs.give_back(pubsub)
-        else:
-            await _close_async(pubsub)
+        await pubsubs.give_back(pubsub)
 
 
 def _turn(
@@ -309,20 +306,6 @@ async def _subscribe_async(pubsub: redis.asyncio.client.PubSub, channel: str) ->
         if message is not None and message["type"] == "subscribe":
             return
     raise redis.TimeoutError(f"Redis did not confirm the subscription to {channel}")
-
-
-async def _close_async(pubsub: redis.asyncio.client.PubSub) -> None:
-    """Unsubscribe and close, however the stream ended.
-
-    Unsubscribing first does not rely on the server noticing the closed
-    connection (fakeredis's asyncio connection never does).
-    """
-    try:
-        await pubsub.unsubscribe()
-    except redis.RedisError:
-        pass  # a broken connection: closing it ends the subscription
-    finally:
-        await pubsub.aclose()
 
 
 def _event_in(message: dict[str, Any] | None, channel: str | None = None) -> StreamEvent | None:
