@@ -43,6 +43,7 @@ __all__ = [
     "output_file_id",
     "output_files",
     "parse_limit",
+    "whole_number",
 ]
 
 BATCH_PREFIX = "batch_"
@@ -195,6 +196,12 @@ def _metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def whole_number(raw: str) -> int | None:
+    """`raw` as a whole number when it is ASCII digits only; None otherwise (`str.isdigit`
+    also takes digits such as "¹" that `int` refuses)."""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     """A list's `limit` query parameter, from 1 to `maximum`.
 
@@ -203,9 +210,10 @@ def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     """
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    limit = whole_number(raw)
+    if limit is None or not 1 <= limit <= maximum:
         raise BadRequest(f"limit: a whole number from 1 to {maximum}", "limit")
-    return int(raw)
+    return limit
 
 
 def after_index(ids: Sequence[str], after: str | None) -> int | None:

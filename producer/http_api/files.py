@@ -35,6 +35,7 @@ from producer.http_api.batch_shapes import (
     batch_of_file,
     list_object,
     parse_limit,
+    whole_number,
 )
 from producer.http_api.batches_api import batch_limits, ensure_outputs, outputs_due
 from producer.http_api.context import client_of, settings_of, store_of, tenant_of
@@ -89,11 +90,12 @@ def _expiry_s(fields: dict[str, str]) -> int | None:
     seconds = fields.get("expires_after[seconds]")
     if seconds is None:
         return None
-    if not seconds.isdigit() or not MIN_EXPIRY_S <= int(seconds) <= MAX_EXPIRY_S:
+    expiry_s = whole_number(seconds)
+    if expiry_s is None or not MIN_EXPIRY_S <= expiry_s <= MAX_EXPIRY_S:
         raise BadRequest(
             f"expires_after[seconds]: {MIN_EXPIRY_S} to {MAX_EXPIRY_S}", "expires_after[seconds]"
         )
-    return int(seconds)
+    return expiry_s
 
 
 @router.post("/v1/files", summary="Upload a batch input file (multipart: file, purpose)")

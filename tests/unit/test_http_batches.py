@@ -243,7 +243,7 @@ def test_pages_run_newest_first_from_the_cursor() -> None:
                                    "last_id": None, "has_more": False}  # fmt: skip
 
 
-@pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "2.5"])
+@pytest.mark.parametrize("raw", ["0", "101", "-1", "ten", "2.5", "\u00b9", "\u0661"])
 def test_a_limit_out_of_range_is_refused(raw: str) -> None:
     with pytest.raises(BadRequest, match="1 to 100"):
         parse_limit(raw, default=20, maximum=100)
@@ -661,3 +661,16 @@ def test_a_batchs_file_ids_name_their_batch_and_no_other_id_does() -> None:
     assert batch_of_file(output_file_id(BATCH_ID)) == BATCH_ID
     assert batch_of_file(error_file_id(BATCH_ID)) == BATCH_ID
     assert batch_of_file("file-" + "a" * 32) is None  # an upload
+
+
+@pytest.mark.parametrize("seconds", ["\u00b9", "3600.0", "59", str(31 * 86_400)])
+async def test_an_expiry_that_is_no_whole_number_in_range_is_refused(
+    app_front: Front, seconds: str
+) -> None:
+    async with app_front.http(ACME) as acme:
+        answer = await acme.post(
+            "/v1/files",
+            files={"file": ("in.jsonl", batch_lines(1))},
+            data={"purpose": "batch", "expires_after[seconds]": seconds},
+        )
+    assert (answer.status_code, answer.json()["error"]["param"]) == (400, "expires_after[seconds]")
